@@ -1,0 +1,153 @@
+//! `mnist-tch evaluate`: rebuild a run's model from its `config.json` (never from flags), load its
+//! weights and report loss, accuracy, per-class accuracy and the confusion matrix on test files.
+
+use crate::data;
+use crate::device::{DeviceSpec, device_name};
+use crate::evaluation::{Evaluation, evaluate};
+use crate::run_dir::load_run;
+use anyhow::{Result, ensure};
+use clap::Args;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Run directory written by `mnist-tch train` (holds config.json and model.safetensors).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub model: PathBuf,
+
+    /// Data directory whose test files to use. Default: the one the run was trained on.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
+    pub device: DeviceSpec,
+
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EvaluateArgs) -> Result<()> {
+    let device = args.device.resolve()?;
+    let run = load_run(&args.model, device)?;
+    let model = &run.config.model;
+    let data_dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| run.config.data.dir.clone());
+    let data = data::load_dir(&data_dir, model.num_classes as usize)?;
+    let image_shape = [data.image_rows as i64, data.image_cols as i64];
+    ensure!(
+        image_shape == model.input_shape,
+        "{}: images are {}x{}, the model in {} takes {}x{}",
+        data_dir.display(),
+        image_shape[0],
+        image_shape[1],
+        args.model.display(),
+        model.input_shape[0],
+        model.input_shape[1]
+    );
+    let test = data.test.to_device(device);
+    let result = evaluate(&run.net, &test, model.num_classes)?;
+    let names = &run.config.data.class_names;
+    if args.json {
+        println!(
+            "{}",
+            report_json(&args.model, &data_dir, device, names, &result)
+        );
+    } else {
+        print_report(
+            &args.model,
+            &data_dir,
+            device,
+            model.describe(),
+            names,
+            &result,
+        );
+    }
+    Ok(())
+}
+
+fn report_json(
+    run: &Path,
+    data: &Path,
+    device: tch::Device,
+    names: &[String],
+    e: &Evaluation,
+) -> serde_json::Value {
+    let classes: Vec<_> = names
+        .iter()
+        .zip(e.per_class_accuracy())
+        .zip(e.class_counts())
+        .enumerate()
+        .map(|(index, ((name, accuracy), examples))| {
+            json!({ "index": index, "name": name, "accuracy": accuracy, "examples": examples })
+        })
+        .collect();
+    json!({
+        "model": run,
+        "data": data,
+        "device": device_name(device),
+        "examples": e.class_counts().iter().sum::<i64>(),
+        "loss": e.loss,
+        "accuracy": e.accuracy,
+        "classes": classes,
+        "confusion_matrix": e.confusion,
+    })
+}
+
+fn print_report(
+    run: &Path,
+    data: &Path,
+    device: tch::Device,
+    architecture: String,
+    names: &[String],
+    e: &Evaluation,
+) {
+    println!("Model: {} ({architecture} MLP)", run.display());
+    println!(
+        "Data: {} ({} test images)",
+        data.display(),
+        e.class_counts().iter().sum::<i64>()
+    );
+    println!("Device: {}", device_name(device));
+    println!("Test loss: {:.4}", e.loss);
+    println!("Test accuracy: {:.4}", e.accuracy);
+    println!();
+    let name_width = names.iter().map(|n| n.len()).max().unwrap_or(0).max(5);
+    println!("Per-class accuracy:");
+    println!(
+        "  {:>3}  {:<name_width$}  {:>8}  {:>8}",
+        "#", "class", "accuracy", "examples"
+    );
+    for (class, (accuracy, count)) in e
+        .per_class_accuracy()
+        .iter()
+        .zip(e.class_counts())
+        .enumerate()
+    {
+        let accuracy = accuracy.map_or("-".to_string(), |a| format!("{a:.4}"));
+        println!(
+            "  {class:>3}  {:<name_width$}  {accuracy:>8}  {count:>8}",
+            names[class]
+        );
+    }
+    println!();
+    println!("Confusion matrix (rows: true class, columns: predicted class):");
+    let cell = e
+        .confusion
+        .iter()
+        .flatten()
+        .map(|c| c.to_string().len())
+        .max()
+        .unwrap_or(1)
+        .max(3);
+    let header: String = (0..names.len()).map(|c| format!(" {c:>cell$}")).collect();
+    println!("  {:>3} {header}", "");
+    for (class, row) in e.confusion.iter().enumerate() {
+        let cells: String = row.iter().map(|c| format!(" {c:>cell$}")).collect();
+        println!("  {class:>3} {cells}  {}", names[class]);
+    }
+}

@@ -1,0 +1,201 @@
+//! `mnist-tch train`: load the data, build the model, train it, evaluate it on the test files and
+//! write the run directory.
+
+use super::{open_unit_interval, positive_f64};
+use crate::data::{self, Examples};
+use crate::device::{DeviceSpec, device_name};
+use crate::evaluation::evaluate;
+use crate::model::{self, ModelConfig, parse_hidden};
+use crate::progress::{ConsoleProgress, OutputMode};
+use crate::run_dir::{self, DataInfo, RunConfig, RunResult, ToolInfo};
+use crate::training::{self, TrainConfig};
+use anyhow::{Context, Result, ensure};
+use clap::Args;
+use std::path::PathBuf;
+use tch::nn;
+
+/// How pixels become inputs; recorded in config.json so inference can do the same.
+pub const NORMALIZATION: &str = "pixel / 255 (inputs in [0, 1])";
+
+/// `--hidden`'s value. An alias, because clap's derive would read a literal `Vec` field as a flag that
+/// repeats; this is one flag whose value is a comma list.
+type Widths = Vec<i64>;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Directory with the four MNIST-format files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+    /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), raw or .gz. scripts/setup.sh prepares
+    /// Fashion-MNIST in the default location.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "MNIST_TCH_DATA",
+        default_value = "data/fashion-mnist"
+    )]
+    pub data: PathBuf,
+
+    /// Hidden layer widths, comma-separated: 128 is the seed's Dense(128, relu); 512,256 builds two.
+    #[arg(long, value_name = "WIDTHS", default_value = "128", value_parser = parse_hidden)]
+    pub hidden: Widths,
+
+    /// Passes over the training set.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub epochs: u64,
+
+    /// Examples per optimisation step (the last step of an epoch may be smaller).
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+
+    /// Adam learning rate. Adam uses beta1 0.9, beta2 0.999 and Keras's epsilon 1e-7 (PyTorch's
+    /// default is 1e-8).
+    #[arg(long, value_name = "RATE", default_value_t = 1e-3, value_parser = positive_f64)]
+    pub lr: f64,
+
+    /// Fraction of the training files held out for validation: the LAST part, before shuffling, as
+    /// Keras's fit(validation_split=...) does (0.2 of 60,000 = the last 12,000).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.2, value_parser = open_unit_interval)]
+    pub validation_split: f64,
+
+    /// Random seed for weight initialisation and shuffling; two CPU runs with the same seed print
+    /// identical metrics.
+    #[arg(long, value_name = "N", default_value_t = 42)]
+    pub seed: i64,
+
+    /// auto (CUDA when libtorch sees a GPU, else CPU), cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
+    pub device: DeviceSpec,
+
+    /// Run directory to write (config.json, model.safetensors, metrics.csv). Default: the first free
+    /// runs/trainN.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Replace the files of a previous run in --out instead of refusing.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Number of classes (output units); every label in the data must be below it.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=256))]
+    pub num_classes: u64,
+
+    /// Class names stored with the model: auto (Fashion-MNIST's names when the data directory's
+    /// path says "fashion", else the digits), digits, fashion, or a comma-separated list.
+    #[arg(long, value_name = "NAMES", default_value = "auto")]
+    pub class_names: String,
+
+    /// Print only the final "Test accuracy" line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let device = args.device.resolve()?;
+    let mode = OutputMode::detect(args.quiet);
+    let say = |line: String| {
+        if mode != OutputMode::Quiet {
+            println!("{line}");
+        }
+    };
+    let num_classes = args.num_classes as usize;
+    let data = data::load_dir(&args.data, num_classes)?;
+    let class_names = data::class_names(&args.class_names, &args.data, num_classes)?;
+    let (train_len, valid_len) =
+        data::validation_split(data.train.len() as usize, args.validation_split)?;
+    ensure!(
+        args.batch_size as usize <= train_len,
+        "--batch-size {} is larger than the {train_len} training examples left after the validation split",
+        args.batch_size
+    );
+
+    let model_config = ModelConfig {
+        input_shape: [data.image_rows as i64, data.image_cols as i64],
+        hidden: args.hidden.clone(),
+        num_classes: num_classes as i64,
+    };
+    let train_config = TrainConfig {
+        epochs: args.epochs as usize,
+        batch_size: args.batch_size as usize,
+        learning_rate: args.lr,
+        validation_split: args.validation_split,
+        seed: args.seed,
+        device: device_name(device),
+        ..TrainConfig::default()
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| run_dir::next_free_run_dir(&PathBuf::from("runs")));
+    // Before training, so a bad --out costs nothing.
+    run_dir::prepare_new_run_dir(&out, args.overwrite)?;
+
+    say(format!("Device: {}", device_name(device)));
+    say(format!(
+        "Data: {} - {} training, {} validation, {} test images of {}x{}, {} classes",
+        args.data.display(),
+        train_len,
+        valid_len,
+        data.test.len(),
+        data.image_rows,
+        data.image_cols,
+        num_classes
+    ));
+    say(format!(
+        "Model: {} MLP, {} parameters",
+        model_config.describe(),
+        model_config.parameter_count()
+    ));
+
+    // The Keras split: the first part trains, the last part validates; both move to the device once.
+    let train_set = data.train.slice(0, train_len as i64).to_device(device);
+    let valid_set = data
+        .train
+        .slice(train_len as i64, valid_len as i64)
+        .to_device(device);
+    let test_set: Examples = data.test.to_device(device);
+
+    tch::manual_seed(args.seed);
+    let vs = nn::VarStore::new(device);
+    let net = model::build(&vs.root(), &model_config);
+    let mut progress = ConsoleProgress::new(mode);
+    let history = training::train(
+        &net,
+        &vs,
+        &train_set,
+        &valid_set,
+        model_config.num_classes,
+        &train_config,
+        &mut progress,
+    )?;
+    let test = evaluate(&net, &test_set, model_config.num_classes)?;
+
+    let config = RunConfig {
+        tool: ToolInfo::default(),
+        model: model_config,
+        data: DataInfo {
+            // Absolute, so `evaluate` finds the data from any working directory.
+            dir: std::fs::canonicalize(&args.data).unwrap_or_else(|_| args.data.clone()),
+            class_names,
+            train_examples: train_len,
+            validation_examples: valid_len,
+            test_examples: test_set.len() as usize,
+            normalization: NORMALIZATION.into(),
+        },
+        training: train_config,
+        result: Some(RunResult {
+            epochs_completed: history.len(),
+            device: device_name(device),
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+        }),
+    };
+    // Weights first: a config.json never points at weights that are not there.
+    run_dir::save_weights(&vs, &out.join(run_dir::WEIGHTS_FILE))?;
+    run_dir::save_metrics(&out, &history)?;
+    config
+        .save(&out)
+        .with_context(|| format!("saving the run to {}", out.display()))?;
+    say(format!("Saved run to {}", out.display()));
+    say(format!("Test loss: {:.4}", test.loss));
+    println!("Test accuracy: {:.4}", test.accuracy);
+    Ok(())
+}

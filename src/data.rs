@@ -1,0 +1,396 @@
+//! MNIST-format data sets on disk: finding the four files (raw or `.gz`), validating them, turning them
+//! into tensors, class names, and Keras's validation split.
+//!
+//! Raw files with the standard names go through tch's own `tch::vision::mnist::load_dir` — but only
+//! after every header has been checked against its file's size, because tch checks nothing but the
+//! magic numbers. `.gz` files (and the `train-images.idx3-ubyte` spelling) are decoded here.
+
+use crate::idx::{self, IdxHeader, IdxKind};
+use anyhow::{Context, Result, bail, ensure};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// Class names of Fashion-MNIST, in label order.
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// One of the four files of a data set.
+#[derive(Debug, Clone, Copy)]
+struct FileRole {
+    /// The standard (LeCun) file name, as `tch::vision::mnist::load_dir` expects it.
+    standard_name: &'static str,
+    kind: IdxKind,
+    what: &'static str,
+}
+
+const TRAIN_IMAGES: FileRole = FileRole {
+    standard_name: "train-images-idx3-ubyte",
+    kind: IdxKind::Images,
+    what: "training images",
+};
+const TRAIN_LABELS: FileRole = FileRole {
+    standard_name: "train-labels-idx1-ubyte",
+    kind: IdxKind::Labels,
+    what: "training labels",
+};
+const TEST_IMAGES: FileRole = FileRole {
+    standard_name: "t10k-images-idx3-ubyte",
+    kind: IdxKind::Images,
+    what: "test images",
+};
+const TEST_LABELS: FileRole = FileRole {
+    standard_name: "t10k-labels-idx1-ubyte",
+    kind: IdxKind::Labels,
+    what: "test labels",
+};
+
+/// Images and labels of one part of a data set.
+#[derive(Debug)]
+pub struct Examples {
+    /// `[N, rows*cols]` Float, pixels scaled to [0, 1].
+    pub images: Tensor,
+    /// `[N]` Int64 class indices.
+    pub labels: Tensor,
+}
+
+impl Examples {
+    pub fn len(&self) -> i64 {
+        self.labels.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows `start..start+len`, as views (no copy).
+    pub fn slice(&self, start: i64, len: i64) -> Examples {
+        Examples {
+            images: self.images.narrow(0, start, len),
+            labels: self.labels.narrow(0, start, len),
+        }
+    }
+
+    pub fn to_device(&self, device: tch::Device) -> Examples {
+        Examples {
+            images: self.images.to_device(device),
+            labels: self.labels.to_device(device),
+        }
+    }
+}
+
+/// A whole data set: the training files and the test files.
+#[derive(Debug)]
+pub struct MnistData {
+    pub dir: PathBuf,
+    pub train: Examples,
+    pub test: Examples,
+    pub image_rows: usize,
+    pub image_cols: usize,
+}
+
+/// The files of one data set, located and with checked headers.
+struct Located {
+    path: PathBuf,
+    gzipped: bool,
+    role: FileRole,
+}
+
+/// Loads and validates the four files in `dir`; every label must be below `num_classes`.
+pub fn load_dir(dir: &Path, num_classes: usize) -> Result<MnistData> {
+    ensure!(
+        num_classes >= 2,
+        "a classifier needs at least 2 classes, got {num_classes}"
+    );
+    if !dir.is_dir() {
+        if dir.exists() {
+            bail!("data directory {} is not a directory", dir.display());
+        }
+        bail!(
+            "data directory {} does not exist (scripts/setup.sh prepares the default Fashion-MNIST; \
+             or pass --data DIR with the four MNIST files)",
+            dir.display()
+        );
+    }
+    let train_images = locate(dir, TRAIN_IMAGES)?;
+    let train_labels = locate(dir, TRAIN_LABELS)?;
+    let test_images = locate(dir, TEST_IMAGES)?;
+    let test_labels = locate(dir, TEST_LABELS)?;
+
+    let all_raw_standard = [&train_images, &train_labels, &test_images, &test_labels]
+        .iter()
+        .all(|f| {
+            !f.gzipped
+                && f.path
+                    .file_name()
+                    .is_some_and(|n| n == f.role.standard_name)
+        });
+    let (train, test, train_dims, test_dims) = if all_raw_standard {
+        // Headers first, against the file sizes: tch would otherwise allocate whatever they claim.
+        let h_train_images = raw_header(&train_images)?;
+        let h_train_labels = raw_header(&train_labels)?;
+        let h_test_images = raw_header(&test_images)?;
+        let h_test_labels = raw_header(&test_labels)?;
+        check_pair(
+            &train_images,
+            &h_train_images,
+            &train_labels,
+            &h_train_labels,
+        )?;
+        check_pair(&test_images, &h_test_images, &test_labels, &h_test_labels)?;
+        let ds = tch::vision::mnist::load_dir(dir)
+            .with_context(|| format!("reading MNIST files in {}", dir.display()))?;
+        let train = Examples {
+            images: ds.train_images,
+            labels: ds.train_labels,
+        };
+        let test = Examples {
+            images: ds.test_images,
+            labels: ds.test_labels,
+        };
+        check_label_tensor(&train_labels, &train.labels, num_classes)?;
+        check_label_tensor(&test_labels, &test.labels, num_classes)?;
+        (train, test, dims(&h_train_images), dims(&h_test_images))
+    } else {
+        let (train, train_dims) = read_examples(&train_images, &train_labels, num_classes)?;
+        let (test, test_dims) = read_examples(&test_images, &test_labels, num_classes)?;
+        (train, test, train_dims, test_dims)
+    };
+    ensure!(
+        train_dims == test_dims,
+        "{} holds {}x{} images but {} holds {}x{}",
+        train_images.path.display(),
+        train_dims.0,
+        train_dims.1,
+        test_images.path.display(),
+        test_dims.0,
+        test_dims.1
+    );
+    Ok(MnistData {
+        dir: dir.to_path_buf(),
+        train,
+        test,
+        image_rows: train_dims.0,
+        image_cols: train_dims.1,
+    })
+}
+
+fn dims(header: &IdxHeader) -> (usize, usize) {
+    (header.rows, header.cols)
+}
+
+/// Finds `role`'s file in `dir`: the standard name or the dotted spelling, raw or `.gz`.
+fn locate(dir: &Path, role: FileRole) -> Result<Located> {
+    let dotted = role.standard_name.replacen("-idx", ".idx", 1);
+    for name in [role.standard_name.to_string(), dotted] {
+        for (file_name, gzipped) in [(name.clone(), false), (format!("{name}.gz"), true)] {
+            let path = dir.join(&file_name);
+            if path.is_dir() {
+                bail!(
+                    "{}: is a directory, expected the {} file",
+                    path.display(),
+                    role.what
+                );
+            }
+            if path.exists() {
+                return Ok(Located {
+                    path,
+                    gzipped,
+                    role,
+                });
+            }
+        }
+    }
+    bail!(
+        "{}: missing {} file {} (or {}.gz)",
+        dir.display(),
+        role.what,
+        role.standard_name,
+        role.standard_name
+    )
+}
+
+fn open(file: &Located) -> Result<File> {
+    File::open(&file.path).with_context(|| format!("{}: cannot open", file.path.display()))
+}
+
+/// Reads and checks the header of an uncompressed file without reading its body.
+fn raw_header(file: &Located) -> Result<IdxHeader> {
+    let mut handle = open(file)?;
+    let file_len = handle
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", file.path.display()))?
+        .len();
+    let mut header_bytes = Vec::new();
+    (&mut handle)
+        .take(file.role.kind.header_len() as u64)
+        .read_to_end(&mut header_bytes)
+        .with_context(|| format!("{}: read failed", file.path.display()))?;
+    let header = IdxHeader::parse(&header_bytes, file.role.kind)
+        .and_then(|h| h.check_file_len(file_len).map(|()| h))
+        .with_context(|| file.path.display().to_string())?;
+    Ok(header)
+}
+
+/// Reads a whole file, decompressing `.gz`; the result is checked against its header.
+fn read_file(file: &Located) -> Result<(IdxHeader, Vec<u8>)> {
+    let reader = BufReader::new(open(file)?);
+    let result = if file.gzipped {
+        idx::read_stream(flate2::read::MultiGzDecoder::new(reader), file.role.kind)
+    } else {
+        idx::read_stream(reader, file.role.kind)
+    };
+    result.with_context(|| {
+        if file.gzipped {
+            format!("{} (gzip)", file.path.display())
+        } else {
+            file.path.display().to_string()
+        }
+    })
+}
+
+fn check_pair(
+    images: &Located,
+    image_header: &IdxHeader,
+    labels: &Located,
+    label_header: &IdxHeader,
+) -> Result<()> {
+    ensure!(
+        image_header.count == label_header.count,
+        "{} holds {} images but {} holds {} labels",
+        images.path.display(),
+        image_header.count,
+        labels.path.display(),
+        label_header.count
+    );
+    Ok(())
+}
+
+fn check_label_tensor(file: &Located, labels: &Tensor, num_classes: usize) -> Result<()> {
+    let values = Vec::<u8>::try_from(&labels.to_kind(Kind::Uint8))?;
+    idx::check_labels(&values, num_classes).with_context(|| file.path.display().to_string())
+}
+
+/// Decodes an images file and its labels file into tensors.
+fn read_examples(
+    images: &Located,
+    labels: &Located,
+    num_classes: usize,
+) -> Result<(Examples, (usize, usize))> {
+    let (image_header, pixels) = read_file(images)?;
+    let (label_header, label_bytes) = read_file(labels)?;
+    check_pair(images, &image_header, labels, &label_header)?;
+    idx::check_labels(&label_bytes, num_classes)
+        .with_context(|| labels.path.display().to_string())?;
+    let count = image_header.count as i64;
+    // [N, rows*cols] u8 -> Float in [0, 1], the same scaling tch's loader applies.
+    let images_tensor = Tensor::from_slice(&pixels)
+        .view((count, image_header.item_len() as i64))
+        .to_kind(Kind::Float)
+        / 255.0;
+    let labels_tensor = Tensor::from_slice(&label_bytes).to_kind(Kind::Int64);
+    Ok((
+        Examples {
+            images: images_tensor,
+            labels: labels_tensor,
+        },
+        dims(&image_header),
+    ))
+}
+
+/// Splits `n` examples like Keras's `validation_split`: the **last** `fraction` of them, before any
+/// shuffling, is for validation. Returns `(train_len, validation_len)`.
+pub fn validation_split(n: usize, fraction: f64) -> Result<(usize, usize)> {
+    ensure!(
+        fraction > 0.0 && fraction < 1.0,
+        "--validation-split must be between 0 and 1 (exclusive), got {fraction}"
+    );
+    // Keras: split_at = floor(n * (1 - validation_split)).
+    let train_len = (n as f64 * (1.0 - fraction)).floor() as usize;
+    ensure!(
+        train_len > 0 && train_len < n,
+        "--validation-split {fraction} of {n} training examples leaves {train_len} for training and {} for \
+         validation; both need at least one",
+        n - train_len
+    );
+    Ok((train_len, n - train_len))
+}
+
+/// Class names for a data set: `auto` (Fashion-MNIST when the directory name says so, else digits),
+/// `digits`, `fashion`, or a comma-separated list with one name per class.
+pub fn class_names(spec: &str, dir: &Path, num_classes: usize) -> Result<Vec<String>> {
+    let numbered = || (0..num_classes).map(|i| i.to_string()).collect::<Vec<_>>();
+    let fashion = || {
+        FASHION_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    let names = match spec {
+        "auto" => {
+            let looks_fashion = std::fs::canonicalize(dir)
+                .unwrap_or_else(|_| dir.to_path_buf())
+                .to_string_lossy()
+                .to_lowercase()
+                .contains("fashion");
+            if looks_fashion && num_classes == FASHION_CLASSES.len() {
+                fashion()
+            } else {
+                numbered()
+            }
+        }
+        "digits" => numbered(),
+        "fashion" => fashion(),
+        list => list.split(',').map(|s| s.trim().to_string()).collect(),
+    };
+    ensure!(
+        names.len() == num_classes,
+        "--class-names gives {} names for {num_classes} classes",
+        names.len()
+    );
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keras_split_takes_the_last_fifth() {
+        assert_eq!(validation_split(60_000, 0.2).unwrap(), (48_000, 12_000));
+        assert_eq!(validation_split(10, 0.25).unwrap(), (7, 3));
+        assert_eq!(validation_split(3, 0.5).unwrap(), (1, 2));
+    }
+
+    #[test]
+    fn split_outside_the_open_interval_is_rejected() {
+        for fraction in [0.0, 1.0, -0.1, 1.5, f64::NAN] {
+            assert!(validation_split(100, fraction).is_err(), "{fraction}");
+        }
+        let err = validation_split(1, 0.5).unwrap_err().to_string();
+        assert!(err.contains("both need at least one"), "{err}");
+    }
+
+    #[test]
+    fn class_names_follow_the_spec() {
+        let dir = Path::new("/nonexistent/fashion-mnist");
+        assert_eq!(class_names("auto", dir, 10).unwrap()[9], "Ankle boot");
+        assert_eq!(
+            class_names("auto", Path::new("/x/mnist"), 10).unwrap()[3],
+            "3"
+        );
+        assert_eq!(class_names("a, b", dir, 2).unwrap(), vec!["a", "b"]);
+        assert!(class_names("a,b,c", dir, 2).is_err());
+    }
+}

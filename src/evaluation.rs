@@ -1,0 +1,79 @@
+//! Evaluation of a model on labelled examples: mean cross-entropy, accuracy and the confusion matrix,
+//! computed under `no_grad` in large batches with a single read-back at the end.
+
+use crate::data::Examples;
+use anyhow::Result;
+use serde::Serialize;
+use tch::{Kind, Reduction, Tensor, nn::ModuleT};
+
+/// Examples per forward pass during evaluation: large enough to amortise op overhead, small enough
+/// that the `[batch, hidden]` activations of wide models stay modest.
+pub const EVAL_BATCH: i64 = 8192;
+
+/// Metrics of one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    /// `confusion[true_class][predicted_class]` = number of examples.
+    pub confusion: Vec<Vec<i64>>,
+}
+
+impl Evaluation {
+    /// Accuracy within each true class; `None` for a class with no examples.
+    pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(class, row)| {
+                let total: i64 = row.iter().sum();
+                (total > 0).then(|| row[class] as f64 / total as f64)
+            })
+            .collect()
+    }
+
+    pub fn class_counts(&self) -> Vec<i64> {
+        self.confusion.iter().map(|row| row.iter().sum()).collect()
+    }
+}
+
+/// Evaluates `net` (producing logits `[N, num_classes]`) on `examples`.
+pub fn evaluate(net: &impl ModuleT, examples: &Examples, num_classes: i64) -> Result<Evaluation> {
+    let n = examples.len();
+    let device = examples.images.device();
+    let (loss_sum, confusion) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        // Flattened [num_classes * num_classes] counts: index = true * K + predicted.
+        let mut confusion = Tensor::zeros([num_classes * num_classes], (Kind::Int64, device));
+        let mut start = 0;
+        while start < n {
+            let len = EVAL_BATCH.min(n - start);
+            let batch = examples.slice(start, len);
+            let logits = net.forward_t(&batch.images, false); // [len, K]
+            let loss = logits.f_cross_entropy_loss::<Tensor>(
+                &batch.labels,
+                None,
+                Reduction::Sum,
+                -100,
+                0.0,
+            )?;
+            loss_sum += loss.to_kind(Kind::Double);
+            let predicted = logits.argmax(-1, false); // [len]
+            let cells = &batch.labels * num_classes + predicted;
+            confusion += cells.bincount::<Tensor>(None, num_classes * num_classes);
+            start += len;
+        }
+        Ok((loss_sum, confusion))
+    })?;
+    let confusion: Vec<i64> = Vec::try_from(&confusion.to_device(tch::Device::Cpu))?;
+    let confusion: Vec<Vec<i64>> = confusion
+        .chunks(num_classes as usize)
+        .map(|row| row.to_vec())
+        .collect();
+    let correct: i64 = (0..confusion.len()).map(|c| confusion[c][c]).sum();
+    Ok(Evaluation {
+        loss: loss_sum.double_value(&[]) / n as f64,
+        accuracy: correct as f64 / n as f64,
+        confusion,
+    })
+}

@@ -1,0 +1,23 @@
+//! mnist-tch: the classic Keras MNIST tutorial — Flatten → Dense(128, relu) → Dense(10), Adam, sparse
+//! categorical cross-entropy, batch 32, validation_split 0.2 — built from scratch on libtorch via tch.
+//!
+//! The library holds everything; `src/main.rs` only maps errors to exit codes.
+//! - [`idx`]: the IDX format and its header checks.
+//! - [`data`]: finding, validating and loading an MNIST-format directory; Keras's validation split.
+//! - [`model`]: the MLP and its `config.json` description.
+//! - [`training`]: the training loop.
+//! - [`evaluation`]: loss, accuracy and confusion matrix.
+//! - [`run_dir`]: the run directory (config, weights, metrics), written atomically.
+//! - [`device`]: `--device` parsing and CUDA checks.
+//! - [`progress`]: Keras-like console output.
+//! - [`cli`]: the command line, one file per subcommand.
+
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod evaluation;
+pub mod idx;
+pub mod model;
+pub mod progress;
+pub mod run_dir;
+pub mod training;

@@ -1,0 +1,251 @@
+//! A run directory: `config.json` (everything needed to rebuild and reproduce the model),
+//! `model.safetensors` (the weights) and `metrics.csv` (one row per epoch).
+//!
+//! Every file is written atomically — a temporary file in the same directory, fsync, rename, fsync of
+//! the directory — so an interrupted or failed write leaves the previous version in place.
+//! Loading checks the weights against the architecture in `config.json` tensor by tensor, so a
+//! checkpoint from another model is one clear error naming the tensor.
+
+use crate::model::ModelConfig;
+use crate::training::{EpochMetrics, TrainConfig};
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::{Tensor, nn};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const METRICS_FILE: &str = "metrics.csv";
+
+/// The tool that wrote a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+}
+
+impl Default for ToolInfo {
+    fn default() -> Self {
+        ToolInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Where the data came from and how it was prepared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    pub dir: PathBuf,
+    pub class_names: Vec<String>,
+    pub train_examples: usize,
+    pub validation_examples: usize,
+    pub test_examples: usize,
+    /// How pixels were turned into inputs (inference must do the same).
+    pub normalization: String,
+}
+
+/// The outcome of a finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub epochs_completed: usize,
+    pub device: String,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+}
+
+/// The contents of `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub tool: ToolInfo,
+    pub model: ModelConfig,
+    pub data: DataInfo,
+    pub training: TrainConfig,
+    pub result: Option<RunResult>,
+}
+
+/// Writes `path` atomically: `write` fills a temporary file in the same directory, which is then
+/// fsynced and renamed over `path`. The temporary name keeps `path`'s extension, because tch picks
+/// the weights format from it.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}.{}",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        path.extension()
+            .map(|e| e.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let result = write(&tmp)
+        .and_then(|()| File::open(&tmp)?.sync_all().context("fsync failed"))
+        .and_then(|()| fs::rename(&tmp, path).context("rename failed"))
+        .and_then(|()| {
+            // The rename itself is durable only once the directory entry is.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .context("fsync of the directory failed")
+        });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("{}: write failed", path.display()))
+}
+
+/// Writes bytes atomically.
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(path, |tmp| {
+        let mut file = File::create(tmp)?;
+        file.write_all(bytes)?;
+        Ok(())
+    })
+}
+
+impl RunConfig {
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)?;
+        write_bytes_atomically(&dir.join(CONFIG_FILE), format!("{json}\n").as_bytes())
+    }
+
+    pub fn load(dir: &Path) -> Result<RunConfig> {
+        let path = dir.join(CONFIG_FILE);
+        if !dir.is_dir() {
+            bail!(
+                "{}: not a run directory (it does not exist or is not a directory)",
+                dir.display()
+            );
+        }
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: cannot read (is {} a run directory written by mnist-tch train?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let config: RunConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid mnist-tch config", path.display()))?;
+        config
+            .model
+            .validate()
+            .with_context(|| format!("{}: invalid model", path.display()))?;
+        ensure!(
+            config.data.class_names.len() as i64 == config.model.num_classes,
+            "{}: {} class names for {} classes",
+            path.display(),
+            config.data.class_names.len(),
+            config.model.num_classes
+        );
+        Ok(config)
+    }
+}
+
+/// Saves every variable of `vs` to `path` (safetensors, names as in the variable store).
+pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
+    write_atomically(path, |tmp| Ok(vs.save(tmp)?))
+}
+
+/// Loads `path` into `vs`, which must already hold the architecture's variables. Every tensor must be
+/// present with the same shape and dtype, and the file must hold nothing else.
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+    let file_tensors = Tensor::read_safetensors(path)
+        .map_err(|e| anyhow::anyhow!("{}", first_line(&e.to_string())))
+        .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
+    let mut expected = vs.variables();
+    for (name, tensor) in &file_tensors {
+        let Some(var) = expected.remove(name) else {
+            bail!(
+                "{}: unexpected tensor '{name}' {:?}: not part of the architecture in {CONFIG_FILE}",
+                path.display(),
+                tensor.size()
+            );
+        };
+        ensure!(
+            var.size() == tensor.size(),
+            "{}: tensor '{name}' has shape {:?}, the architecture in {CONFIG_FILE} needs {:?}",
+            path.display(),
+            tensor.size(),
+            var.size()
+        );
+        ensure!(
+            var.kind() == tensor.kind(),
+            "{}: tensor '{name}' has dtype {:?}, expected {:?}",
+            path.display(),
+            tensor.kind(),
+            var.kind()
+        );
+        let mut var = var;
+        tch::no_grad(|| var.f_copy_(tensor))
+            .with_context(|| format!("{}: copying '{name}'", path.display()))?;
+    }
+    if let Some(name) = expected.keys().min() {
+        bail!(
+            "{}: tensor '{name}' is missing (the architecture in {CONFIG_FILE} needs it)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// libtorch error messages carry C++ backtraces; the first line is the message.
+pub fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or(message)
+}
+
+/// Writes `metrics.csv`: one row per epoch.
+pub fn save_metrics(dir: &Path, metrics: &[EpochMetrics]) -> Result<()> {
+    let mut csv = String::from("epoch,steps,loss,accuracy,val_loss,val_accuracy\n");
+    for m in metrics {
+        csv += &format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6}\n",
+            m.epoch, m.steps, m.loss, m.accuracy, m.val_loss, m.val_accuracy
+        );
+    }
+    write_bytes_atomically(&dir.join(METRICS_FILE), csv.as_bytes())
+}
+
+/// A loaded run: its config and a model with its weights.
+pub struct LoadedRun {
+    pub config: RunConfig,
+    pub vs: nn::VarStore,
+    pub net: nn::Sequential,
+}
+
+/// Rebuilds the model of the run in `dir` from its `config.json` and loads its weights onto `device`.
+pub fn load_run(dir: &Path, device: tch::Device) -> Result<LoadedRun> {
+    let config = RunConfig::load(dir)?;
+    let mut vs = nn::VarStore::new(device);
+    let net = crate::model::build(&vs.root(), &config.model);
+    load_weights(&mut vs, &dir.join(WEIGHTS_FILE))?;
+    Ok(LoadedRun { config, vs, net })
+}
+
+/// Picks `runs/trainN` with the smallest N not taken yet.
+pub fn next_free_run_dir(parent: &Path) -> PathBuf {
+    (1..)
+        .map(|n| parent.join(format!("train{n}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| parent.join("train"))
+}
+
+/// Creates `dir` for a new run, refusing to overwrite a previous run's files unless asked to.
+pub fn prepare_new_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
+    let holds_run = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    if holds_run && !overwrite {
+        bail!(
+            "{}: already holds a run; choose another --out or pass --overwrite",
+            dir.display()
+        );
+    }
+    fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the run directory", dir.display()))
+}
