@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Sets up everything mnist-tch needs on a fresh Debian machine, then builds the release binary.
+# Idempotent: rerunning it when everything is in place takes seconds.
+#
+#   1. .venv: a virtualenv with PyTorch 2.11.0 (the libtorch that tch 0.24 expects) and numpy.
+#      The wheels are ~4.7 GB, so the environment lives in a cache shared by every clone
+#      ($MNIST_TCH_CACHE, default ~/.cache/mnist-tch), keyed by the requirements, and .venv links to it.
+#   2. .libtorch: include/ and lib/ of that torch, plus build-version, for torch-sys (LIBTORCH in
+#      .cargo/config.toml points here, so plain `cargo build` / `cargo test` work without exports).
+#   3. data/fashion-mnist: Fashion-MNIST, uncompressed, from Debian's dataset-fashion-mnist package.
+#   4. target/release/mnist-tch.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+say() { printf '[setup] %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- 1. Python environment with torch ----------------------------------------------------------
+requirements=scripts/requirements.txt
+python=${PYTHON:-python3}
+py_tag=$("$python" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
+req_hash=$(sha256sum "$requirements" | cut -c1-12)
+cache=${MNIST_TCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mnist-tch}
+venv_ready() { [ -x "$1/bin/python" ] && [ -f "$1/.mnist-tch-ready" ] && cmp -s "$1/.mnist-tch-ready" "$requirements"; }
+
+if venv_ready .venv; then
+    say ".venv is ready ($(readlink -f .venv))"
+else
+    if [ -e .venv ] && [ ! -L .venv ] && [ -x .venv/bin/python ]; then
+        venv=$root/.venv            # a local environment the user made: bring it up to date in place
+    else
+        venv=$cache/venv-$py_tag-$req_hash
+    fi
+    mkdir -p "$cache"
+    # One installer at a time per cache, so parallel clones do not fight over the same venv.
+    exec 9>"$cache/.lock"
+    flock 9
+    if ! venv_ready "$venv"; then
+        say "installing $(grep -v '^#' "$requirements" | xargs) into $venv (about 4.7 GB the first time)"
+        [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+        cp "$requirements" "$venv/.mnist-tch-ready"
+    fi
+    flock -u 9
+    if [ "$venv" != "$root/.venv" ]; then
+        ln -sfn "$venv" .venv
+    fi
+    say ".venv -> $venv"
+fi
+
+torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+torch_version=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
+
+# --- 2. libtorch for the Rust build ------------------------------------------------------------
+mkdir -p .libtorch
+ln -sfn "$torch_dir/include" .libtorch/include
+ln -sfn "$torch_dir/lib" .libtorch/lib
+if [ "$(cat .libtorch/build-version 2>/dev/null)" != "$torch_version" ]; then
+    echo "$torch_version" > .libtorch/build-version   # torch-sys checks it against the version it expects
+fi
+say "libtorch $torch_version from $torch_dir"
+
+# --- 3. Fashion-MNIST ----------------------------------------------------------------------------
+source_dir=/usr/share/datasets/fashion-mnist
+files="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
+if [ ! -f "$source_dir/train-images-idx3-ubyte.gz" ]; then
+    say "installing Debian's dataset-fashion-mnist"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+mkdir -p data/fashion-mnist
+for f in $files; do
+    if [ ! -s "data/fashion-mnist/$f" ]; then
+        # Through a temporary name, so an interrupted setup never leaves a truncated file behind.
+        gunzip -c "$source_dir/$f.gz" > "data/fashion-mnist/.$f.tmp"
+        mv "data/fashion-mnist/.$f.tmp" "data/fashion-mnist/$f"
+    fi
+done
+say "data/fashion-mnist ready"
+
+# --- 4. The binary ------------------------------------------------------------------------------
+cargo build --release --quiet
+say "built target/release/mnist-tch"
