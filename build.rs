@@ -13,7 +13,14 @@ fn main() {
     if let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
         // The canonical path, not a symlink to it: libtorch_cuda.so finds its CUDA libraries through
         // `$ORIGIN/../../nvidia/...`, and `$ORIGIN` is the directory the loader opened it from.
-        let lib = std::fs::canonicalize(&lib).unwrap_or_else(|_| lib.into());
+        let lib = std::path::PathBuf::from(lib);
+        // scripts/setup.sh records which torch `.libtorch/` points at; when that changes (a new
+        // .venv), the rpath baked into the binary must change too.
+        let marker = lib.join("..").join("torch-dir");
+        if marker.exists() {
+            println!("cargo:rerun-if-changed={}", marker.display());
+        }
+        let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath={}", lib.display());
     }
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

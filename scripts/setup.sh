@@ -57,6 +57,11 @@ torch_version=$(.venv/bin/python -c 'import torch; print(torch.__version__.split
 mkdir -p .libtorch
 ln -sfn "$torch_dir/include" .libtorch/include
 ln -sfn "$torch_dir/lib" .libtorch/lib
+# build.rs watches torch-dir: a different torch means a different rpath in the binary.
+real_torch_dir=$(readlink -f "$torch_dir")
+if [ "$(cat .libtorch/torch-dir 2>/dev/null)" != "$real_torch_dir" ]; then
+    echo "$real_torch_dir" > .libtorch/torch-dir
+fi
 if [ "$(cat .libtorch/build-version 2>/dev/null)" != "$torch_version" ]; then
     echo "$torch_version" > .libtorch/build-version   # torch-sys checks it against the version it expects
 fi

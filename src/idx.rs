@@ -72,22 +72,20 @@ impl IdxHeader {
     /// Rejects a wrong magic number (naming the other kind when the files were swapped), zero
     /// counts or dimensions, and sizes whose product overflows.
     pub fn parse(bytes: &[u8], kind: IdxKind) -> Result<IdxHeader> {
-        ensure!(
-            bytes.len() >= kind.header_len(),
-            "truncated header: {} bytes, an IDX {} header needs {}",
-            bytes.len(),
-            kind.name(),
-            kind.header_len()
-        );
-        let word = |i: usize| {
-            u32::from_be_bytes([
-                bytes[4 * i],
-                bytes[4 * i + 1],
-                bytes[4 * i + 2],
-                bytes[4 * i + 3],
-            ])
+        let truncated = || {
+            anyhow::anyhow!(
+                "truncated header: {} bytes, an IDX {} header needs {}",
+                bytes.len(),
+                kind.name(),
+                kind.header_len()
+            )
         };
-        let magic = word(0);
+        let word = |i: usize| -> Result<u32> {
+            let b = bytes.get(4 * i..4 * i + 4).ok_or_else(truncated)?;
+            Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        // The magic first: a file of the other kind is named as such even when it is shorter.
+        let magic = word(0)?;
         if magic != kind.magic() {
             let other = match kind {
                 IdxKind::Images => IdxKind::Labels,
@@ -107,9 +105,10 @@ impl IdxHeader {
                 kind.magic()
             );
         }
-        let count = word(1) as usize;
+        ensure!(bytes.len() >= kind.header_len(), truncated());
+        let count = word(1)? as usize;
         let (rows, cols) = match kind {
-            IdxKind::Images => (word(2) as usize, word(3) as usize),
+            IdxKind::Images => (word(2)? as usize, word(3)? as usize),
             IdxKind::Labels => (1, 1),
         };
         ensure!(

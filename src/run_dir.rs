@@ -155,9 +155,11 @@ pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
 /// Loads `path` into `vs`, which must already hold the architecture's variables. Every tensor must be
 /// present with the same shape and dtype, and the file must hold nothing else.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let file_tensors = Tensor::read_safetensors(path)
+    let mut file_tensors = Tensor::read_safetensors(path)
         .map_err(|e| anyhow::anyhow!("{}", first_line(&e.to_string())))
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
+    // In name order, so the tensor an error names does not depend on the file's layout.
+    file_tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut expected = vs.variables();
     for (name, tensor) in &file_tensors {
         let Some(var) = expected.remove(name) else {

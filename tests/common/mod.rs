@@ -1,0 +1,230 @@
+//! Test fixtures: tiny, learnable MNIST-format data sets written into temp dirs, and a runner for the
+//! real `mnist-tch` binary.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use mnist_tch::idx::{IdxKind, encode};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// Side of the synthetic square images.
+pub const SIDE: u32 = 8;
+pub const CLASSES: u8 = 4;
+
+/// A small deterministic generator, so fixtures are the same on every run.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u8 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 56) as u8
+    }
+}
+
+/// `count` images where class `c` lights up row-band `c` (rows 2c, 2c+1) over noise, and their
+/// labels. Easy to learn, impossible to get right by chance.
+pub fn synthetic(count: u32, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Lcg(seed);
+    let mut pixels = Vec::with_capacity((count * SIDE * SIDE) as usize);
+    let mut labels = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let class = rng.next() % CLASSES;
+        labels.push(class);
+        for row in 0..SIDE {
+            for _ in 0..SIDE {
+                let lit = row / 2 == u32::from(class);
+                let noise = rng.next() % 100;
+                pixels.push(if lit { 155 + noise } else { noise });
+            }
+        }
+    }
+    (pixels, labels)
+}
+
+/// The four files' bytes: images and labels for train and test.
+pub struct Files {
+    pub train_images: Vec<u8>,
+    pub train_labels: Vec<u8>,
+    pub test_images: Vec<u8>,
+    pub test_labels: Vec<u8>,
+}
+
+impl Files {
+    pub fn synthetic(train: u32, test: u32) -> Files {
+        let (train_pixels, train_labels) = synthetic(train, 1);
+        let (test_pixels, test_labels) = synthetic(test, 2);
+        Files {
+            train_images: encode(IdxKind::Images, &[train, SIDE, SIDE], &train_pixels),
+            train_labels: encode(IdxKind::Labels, &[train], &train_labels),
+            test_images: encode(IdxKind::Images, &[test, SIDE, SIDE], &test_pixels),
+            test_labels: encode(IdxKind::Labels, &[test], &test_labels),
+        }
+    }
+
+    pub fn named(&self) -> [(&'static str, &Vec<u8>); 4] {
+        [
+            (TRAIN_IMAGES, &self.train_images),
+            (TRAIN_LABELS, &self.train_labels),
+            (TEST_IMAGES, &self.test_images),
+            (TEST_LABELS, &self.test_labels),
+        ]
+    }
+
+    /// Writes the four files into `dir`, gzipped when asked.
+    pub fn write(&self, dir: &Path, gzip: bool) {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, bytes) in self.named() {
+            if gzip {
+                write_gz(&dir.join(format!("{name}.gz")), bytes);
+            } else {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+    }
+}
+
+pub fn write_gz(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    std::fs::write(path, encoder.finish().unwrap()).unwrap();
+}
+
+/// A temp dir holding a synthetic data set in `data/`.
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new(gzip: bool) -> Fixture {
+        let fixture = Fixture {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        Files::synthetic(600, 200).write(&fixture.data(), gzip);
+        fixture
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Trains on the fixture into `out` with small, fast settings plus `extra` flags.
+    pub fn train(&self, out: &str, extra: &[&str]) -> Run {
+        let data = self.data();
+        let out = self.path(out);
+        let mut args = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        // Small, fast defaults, each unless `extra` sets that flag itself.
+        for (flag, value) in [
+            ("--num-classes", "4"),
+            ("--epochs", "3"),
+            ("--device", "cpu"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
+        args.extend_from_slice(extra);
+        mnist_tch(&args)
+    }
+}
+
+/// The outcome of one run of the binary.
+pub struct Run {
+    pub output: Output,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn assert_ok(&self) -> &Run {
+        assert!(
+            self.output.status.success(),
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code(),
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// A failure the way users must see it: exit code 1, exactly one line on stderr starting with
+    /// `error:` and containing every fragment, and no panic or C++ abort.
+    pub fn assert_clean_error(&self, fragments: &[&str]) -> &Run {
+        assert_eq!(
+            self.code(),
+            Some(1),
+            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one line on stderr, got:\n{}",
+            self.stderr
+        );
+        assert!(lines[0].starts_with("error: "), "{}", self.stderr);
+        for fragment in fragments {
+            assert!(
+                lines[0].contains(fragment),
+                "missing {fragment:?} in: {}",
+                lines[0]
+            );
+        }
+        for forbidden in [
+            "panicked",
+            "RUST_BACKTRACE",
+            "terminate called",
+            "Exception raised",
+        ] {
+            assert!(!self.stderr.contains(forbidden), "{}", self.stderr);
+        }
+        self
+    }
+
+    /// The value printed on the `Test accuracy: X` line.
+    pub fn test_accuracy(&self) -> f64 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Test accuracy: "))
+            .unwrap_or_else(|| panic!("no Test accuracy line in:\n{}", self.stdout))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Runs the real binary with `args`.
+pub fn mnist_tch(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_mnist-tch"))
+        .args(args)
+        .env_remove("MNIST_TCH_DATA")
+        .output()
+        .expect("the mnist-tch binary runs");
+    Run {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        output,
+    }
+}
