@@ -16,8 +16,9 @@ fn main() {
         let lib = std::path::PathBuf::from(lib);
         // scripts/setup.sh records which torch `.libtorch/` points at; when that changes (a new
         // .venv), the rpath baked into the binary must change too.
-        let marker = lib.join("..").join("torch-dir");
-        if marker.exists() {
+        // `parent()`, not `lib/..`: `lib` is a symlink, and `..` would leave through its target.
+        let marker = lib.parent().map(|dir| dir.join("torch-dir"));
+        if let Some(marker) = marker.filter(|m| m.exists()) {
             println!("cargo:rerun-if-changed={}", marker.display());
         }
         let lib = std::fs::canonicalize(&lib).unwrap_or(lib);

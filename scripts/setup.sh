@@ -4,7 +4,9 @@
 #
 #   1. .venv: a virtualenv with PyTorch 2.11.0 (the libtorch that tch 0.24 expects) and numpy.
 #      The wheels are ~4.7 GB, so the environment lives in a cache shared by every clone
-#      ($MNIST_TCH_CACHE, default ~/.cache/mnist-tch), keyed by the requirements, and .venv links to it.
+#      ($MNIST_TCH_CACHE, default ~/.cache/mnist-tch), keyed by the Python and torch versions, and .venv
+#      links to it. Other requirements are brought up to date in place when they change.
+#      `--with-keras` adds Keras 3 (scripts/requirements-keras.txt) for `baseline.py --framework keras`.
 #   2. .libtorch: include/ and lib/ of that torch, plus build-version, for torch-sys (LIBTORCH in
 #      .cargo/config.toml points here, so plain `cargo build` / `cargo test` work without exports).
 #   3. data/fashion-mnist: Fashion-MNIST, uncompressed, from Debian's dataset-fashion-mnist package.
@@ -18,12 +20,26 @@ say() { printf '[setup] %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # --- 1. Python environment with torch ----------------------------------------------------------
-requirements=scripts/requirements.txt
+with_keras=0
+for arg in "$@"; do
+    case $arg in
+        --with-keras) with_keras=1 ;;
+        *) echo "usage: scripts/setup.sh [--with-keras]" >&2; exit 2 ;;
+    esac
+done
+requirements=$(mktemp)
+trap 'rm -f "$requirements"' EXIT
+cat scripts/requirements.txt > "$requirements"
+[ "$with_keras" = 1 ] && cat scripts/requirements-keras.txt >> "$requirements"
 python=${PYTHON:-python3}
 py_tag=$("$python" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
-req_hash=$(sha256sum "$requirements" | cut -c1-12)
+torch_pin=$(grep -E '^torch==' scripts/requirements.txt | cut -d= -f3)
 cache=${MNIST_TCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mnist-tch}
-venv_ready() { [ -x "$1/bin/python" ] && [ -f "$1/.mnist-tch-ready" ] && cmp -s "$1/.mnist-tch-ready" "$requirements"; }
+# Ready when it holds at least what is asked now (a venv set up --with-keras stays ready without it).
+venv_ready() {
+    [ -x "$1/bin/python" ] && [ -f "$1/.mnist-tch-ready" ] &&
+        [ -z "$(grep -vxF -f "$1/.mnist-tch-ready" "$requirements")" ]
+}
 
 if venv_ready .venv; then
     say ".venv is ready ($(readlink -f .venv))"
@@ -31,17 +47,18 @@ else
     if [ -e .venv ] && [ ! -L .venv ] && [ -x .venv/bin/python ]; then
         venv=$root/.venv            # a local environment the user made: bring it up to date in place
     else
-        venv=$cache/venv-$py_tag-$req_hash
+        venv=$cache/venv-$py_tag-torch$torch_pin
     fi
     mkdir -p "$cache"
     # One installer at a time per cache, so parallel clones do not fight over the same venv.
     exec 9>"$cache/.lock"
     flock 9
     if ! venv_ready "$venv"; then
-        say "installing $(grep -v '^#' "$requirements" | xargs) into $venv (about 4.7 GB the first time)"
+        say "installing $(grep -v '^#' "$requirements" | xargs) into $venv (torch: about 4.7 GB the first time)"
         [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-        cp "$requirements" "$venv/.mnist-tch-ready"
+        touch "$venv/.mnist-tch-ready"
+        sort -u "$requirements" "$venv/.mnist-tch-ready" -o "$venv/.mnist-tch-ready"
     fi
     flock -u 9
     if [ "$venv" != "$root/.venv" ]; then

@@ -13,18 +13,8 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 /// Class names of Fashion-MNIST, in label order.
-pub const FASHION_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const FASHION_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// One of the four files of a data set.
 #[derive(Debug, Clone, Copy)]
@@ -35,26 +25,14 @@ struct FileRole {
     what: &'static str,
 }
 
-const TRAIN_IMAGES: FileRole = FileRole {
-    standard_name: "train-images-idx3-ubyte",
-    kind: IdxKind::Images,
-    what: "training images",
-};
-const TRAIN_LABELS: FileRole = FileRole {
-    standard_name: "train-labels-idx1-ubyte",
-    kind: IdxKind::Labels,
-    what: "training labels",
-};
-const TEST_IMAGES: FileRole = FileRole {
-    standard_name: "t10k-images-idx3-ubyte",
-    kind: IdxKind::Images,
-    what: "test images",
-};
-const TEST_LABELS: FileRole = FileRole {
-    standard_name: "t10k-labels-idx1-ubyte",
-    kind: IdxKind::Labels,
-    what: "test labels",
-};
+const TRAIN_IMAGES: FileRole =
+    FileRole { standard_name: "train-images-idx3-ubyte", kind: IdxKind::Images, what: "training images" };
+const TRAIN_LABELS: FileRole =
+    FileRole { standard_name: "train-labels-idx1-ubyte", kind: IdxKind::Labels, what: "training labels" };
+const TEST_IMAGES: FileRole =
+    FileRole { standard_name: "t10k-images-idx3-ubyte", kind: IdxKind::Images, what: "test images" };
+const TEST_LABELS: FileRole =
+    FileRole { standard_name: "t10k-labels-idx1-ubyte", kind: IdxKind::Labels, what: "test labels" };
 
 /// Images and labels of one part of a data set.
 #[derive(Debug)]
@@ -76,17 +54,11 @@ impl Examples {
 
     /// Rows `start..start+len`, as views (no copy).
     pub fn slice(&self, start: i64, len: i64) -> Examples {
-        Examples {
-            images: self.images.narrow(0, start, len),
-            labels: self.labels.narrow(0, start, len),
-        }
+        Examples { images: self.images.narrow(0, start, len), labels: self.labels.narrow(0, start, len) }
     }
 
     pub fn to_device(&self, device: tch::Device) -> Examples {
-        Examples {
-            images: self.images.to_device(device),
-            labels: self.labels.to_device(device),
-        }
+        Examples { images: self.images.to_device(device), labels: self.labels.to_device(device) }
     }
 }
 
@@ -109,10 +81,7 @@ struct Located {
 
 /// Loads and validates the four files in `dir`; every label must be below `num_classes`.
 pub fn load_dir(dir: &Path, num_classes: usize) -> Result<MnistData> {
-    ensure!(
-        num_classes >= 2,
-        "a classifier needs at least 2 classes, got {num_classes}"
-    );
+    ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
     if !dir.is_dir() {
         if dir.exists() {
             bail!("data directory {} is not a directory", dir.display());
@@ -130,35 +99,19 @@ pub fn load_dir(dir: &Path, num_classes: usize) -> Result<MnistData> {
 
     let all_raw_standard = [&train_images, &train_labels, &test_images, &test_labels]
         .iter()
-        .all(|f| {
-            !f.gzipped
-                && f.path
-                    .file_name()
-                    .is_some_and(|n| n == f.role.standard_name)
-        });
+        .all(|f| !f.gzipped && f.path.file_name().is_some_and(|n| n == f.role.standard_name));
     let (train, test, train_dims, test_dims) = if all_raw_standard {
         // Headers first, against the file sizes: tch would otherwise allocate whatever they claim.
         let h_train_images = raw_header(&train_images)?;
         let h_train_labels = raw_header(&train_labels)?;
         let h_test_images = raw_header(&test_images)?;
         let h_test_labels = raw_header(&test_labels)?;
-        check_pair(
-            &train_images,
-            &h_train_images,
-            &train_labels,
-            &h_train_labels,
-        )?;
+        check_pair(&train_images, &h_train_images, &train_labels, &h_train_labels)?;
         check_pair(&test_images, &h_test_images, &test_labels, &h_test_labels)?;
-        let ds = tch::vision::mnist::load_dir(dir)
-            .with_context(|| format!("reading MNIST files in {}", dir.display()))?;
-        let train = Examples {
-            images: ds.train_images,
-            labels: ds.train_labels,
-        };
-        let test = Examples {
-            images: ds.test_images,
-            labels: ds.test_labels,
-        };
+        let ds =
+            tch::vision::mnist::load_dir(dir).with_context(|| format!("reading MNIST files in {}", dir.display()))?;
+        let train = Examples { images: ds.train_images, labels: ds.train_labels };
+        let test = Examples { images: ds.test_images, labels: ds.test_labels };
         check_label_tensor(&train_labels, &train.labels, num_classes)?;
         check_label_tensor(&test_labels, &test.labels, num_classes)?;
         (train, test, dims(&h_train_images), dims(&h_test_images))
@@ -177,13 +130,7 @@ pub fn load_dir(dir: &Path, num_classes: usize) -> Result<MnistData> {
         test_dims.0,
         test_dims.1
     );
-    Ok(MnistData {
-        dir: dir.to_path_buf(),
-        train,
-        test,
-        image_rows: train_dims.0,
-        image_cols: train_dims.1,
-    })
+    Ok(MnistData { dir: dir.to_path_buf(), train, test, image_rows: train_dims.0, image_cols: train_dims.1 })
 }
 
 fn dims(header: &IdxHeader) -> (usize, usize) {
@@ -197,28 +144,14 @@ fn locate(dir: &Path, role: FileRole) -> Result<Located> {
         for (file_name, gzipped) in [(name.clone(), false), (format!("{name}.gz"), true)] {
             let path = dir.join(&file_name);
             if path.is_dir() {
-                bail!(
-                    "{}: is a directory, expected the {} file",
-                    path.display(),
-                    role.what
-                );
+                bail!("{}: is a directory, expected the {} file", path.display(), role.what);
             }
             if path.exists() {
-                return Ok(Located {
-                    path,
-                    gzipped,
-                    role,
-                });
+                return Ok(Located { path, gzipped, role });
             }
         }
     }
-    bail!(
-        "{}: missing {} file {} (or {}.gz)",
-        dir.display(),
-        role.what,
-        role.standard_name,
-        role.standard_name
-    )
+    bail!("{}: missing {} file {} (or {}.gz)", dir.display(), role.what, role.standard_name, role.standard_name)
 }
 
 fn open(file: &Located) -> Result<File> {
@@ -228,10 +161,7 @@ fn open(file: &Located) -> Result<File> {
 /// Reads and checks the header of an uncompressed file without reading its body.
 fn raw_header(file: &Located) -> Result<IdxHeader> {
     let mut handle = open(file)?;
-    let file_len = handle
-        .metadata()
-        .with_context(|| format!("{}: cannot stat", file.path.display()))?
-        .len();
+    let file_len = handle.metadata().with_context(|| format!("{}: cannot stat", file.path.display()))?.len();
     let mut header_bytes = Vec::new();
     (&mut handle)
         .take(file.role.kind.header_len() as u64)
@@ -252,20 +182,11 @@ fn read_file(file: &Located) -> Result<(IdxHeader, Vec<u8>)> {
         idx::read_stream(reader, file.role.kind)
     };
     result.with_context(|| {
-        if file.gzipped {
-            format!("{} (gzip)", file.path.display())
-        } else {
-            file.path.display().to_string()
-        }
+        if file.gzipped { format!("{} (gzip)", file.path.display()) } else { file.path.display().to_string() }
     })
 }
 
-fn check_pair(
-    images: &Located,
-    image_header: &IdxHeader,
-    labels: &Located,
-    label_header: &IdxHeader,
-) -> Result<()> {
+fn check_pair(images: &Located, image_header: &IdxHeader, labels: &Located, label_header: &IdxHeader) -> Result<()> {
     ensure!(
         image_header.count == label_header.count,
         "{} holds {} images but {} holds {} labels",
@@ -283,39 +204,23 @@ fn check_label_tensor(file: &Located, labels: &Tensor, num_classes: usize) -> Re
 }
 
 /// Decodes an images file and its labels file into tensors.
-fn read_examples(
-    images: &Located,
-    labels: &Located,
-    num_classes: usize,
-) -> Result<(Examples, (usize, usize))> {
+fn read_examples(images: &Located, labels: &Located, num_classes: usize) -> Result<(Examples, (usize, usize))> {
     let (image_header, pixels) = read_file(images)?;
     let (label_header, label_bytes) = read_file(labels)?;
     check_pair(images, &image_header, labels, &label_header)?;
-    idx::check_labels(&label_bytes, num_classes)
-        .with_context(|| labels.path.display().to_string())?;
+    idx::check_labels(&label_bytes, num_classes).with_context(|| labels.path.display().to_string())?;
     let count = image_header.count as i64;
     // [N, rows*cols] u8 -> Float in [0, 1], the same scaling tch's loader applies.
-    let images_tensor = Tensor::from_slice(&pixels)
-        .view((count, image_header.item_len() as i64))
-        .to_kind(Kind::Float)
-        / 255.0;
+    let images_tensor =
+        Tensor::from_slice(&pixels).view((count, image_header.item_len() as i64)).to_kind(Kind::Float) / 255.0;
     let labels_tensor = Tensor::from_slice(&label_bytes).to_kind(Kind::Int64);
-    Ok((
-        Examples {
-            images: images_tensor,
-            labels: labels_tensor,
-        },
-        dims(&image_header),
-    ))
+    Ok((Examples { images: images_tensor, labels: labels_tensor }, dims(&image_header)))
 }
 
 /// Splits `n` examples like Keras's `validation_split`: the **last** `fraction` of them, before any
 /// shuffling, is for validation. Returns `(train_len, validation_len)`.
 pub fn validation_split(n: usize, fraction: f64) -> Result<(usize, usize)> {
-    ensure!(
-        fraction > 0.0 && fraction < 1.0,
-        "--validation-split must be between 0 and 1 (exclusive), got {fraction}"
-    );
+    ensure!(fraction > 0.0 && fraction < 1.0, "--validation-split must be between 0 and 1 (exclusive), got {fraction}");
     // Keras: split_at = floor(n * (1 - validation_split)).
     let train_len = (n as f64 * (1.0 - fraction)).floor() as usize;
     ensure!(
@@ -331,12 +236,7 @@ pub fn validation_split(n: usize, fraction: f64) -> Result<(usize, usize)> {
 /// `digits`, `fashion`, or a comma-separated list with one name per class.
 pub fn class_names(spec: &str, dir: &Path, num_classes: usize) -> Result<Vec<String>> {
     let numbered = || (0..num_classes).map(|i| i.to_string()).collect::<Vec<_>>();
-    let fashion = || {
-        FASHION_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-    };
+    let fashion = || FASHION_CLASSES.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let names = match spec {
         "auto" => {
             let looks_fashion = std::fs::canonicalize(dir)
@@ -344,21 +244,13 @@ pub fn class_names(spec: &str, dir: &Path, num_classes: usize) -> Result<Vec<Str
                 .to_string_lossy()
                 .to_lowercase()
                 .contains("fashion");
-            if looks_fashion && num_classes == FASHION_CLASSES.len() {
-                fashion()
-            } else {
-                numbered()
-            }
+            if looks_fashion && num_classes == FASHION_CLASSES.len() { fashion() } else { numbered() }
         }
         "digits" => numbered(),
         "fashion" => fashion(),
         list => list.split(',').map(|s| s.trim().to_string()).collect(),
     };
-    ensure!(
-        names.len() == num_classes,
-        "--class-names gives {} names for {num_classes} classes",
-        names.len()
-    );
+    ensure!(names.len() == num_classes, "--class-names gives {} names for {num_classes} classes", names.len());
     Ok(names)
 }
 
@@ -386,10 +278,7 @@ mod tests {
     fn class_names_follow_the_spec() {
         let dir = Path::new("/nonexistent/fashion-mnist");
         assert_eq!(class_names("auto", dir, 10).unwrap()[9], "Ankle boot");
-        assert_eq!(
-            class_names("auto", Path::new("/x/mnist"), 10).unwrap()[3],
-            "3"
-        );
+        assert_eq!(class_names("auto", Path::new("/x/mnist"), 10).unwrap()[3], "3");
         assert_eq!(class_names("a, b", dir, 2).unwrap(), vec!["a", "b"]);
         assert!(class_names("a,b,c", dir, 2).is_err());
     }

@@ -28,9 +28,7 @@ impl FromStr for DeviceSpec {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceSpec::Cuda)
-                .ok_or_else(|| {
-                    format!("unknown device '{other}': expected auto, cpu, cuda or cuda:N")
-                }),
+                .ok_or_else(|| format!("unknown device '{other}': expected auto, cpu, cuda or cuda:N")),
         }
     }
 }
@@ -91,12 +89,7 @@ mod tests {
         assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
         assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
-        assert!(
-            "gpu"
-                .parse::<DeviceSpec>()
-                .unwrap_err()
-                .contains("unknown device 'gpu'")
-        );
+        assert!("gpu".parse::<DeviceSpec>().unwrap_err().contains("unknown device 'gpu'"));
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
     }
 
@@ -104,16 +97,10 @@ mod tests {
     fn resolution_falls_back_or_explains() {
         assert_eq!(DeviceSpec::Auto.resolve_with(0).unwrap(), Device::Cpu);
         assert_eq!(DeviceSpec::Auto.resolve_with(2).unwrap(), Device::Cuda(0));
-        assert_eq!(
-            DeviceSpec::Cuda(1).resolve_with(2).unwrap(),
-            Device::Cuda(1)
-        );
+        assert_eq!(DeviceSpec::Cuda(1).resolve_with(2).unwrap(), Device::Cuda(1));
         let none = DeviceSpec::Cuda(0).resolve_with(0).unwrap_err().to_string();
         assert!(none.contains("CUDA is not available"), "{none}");
         let missing = DeviceSpec::Cuda(7).resolve_with(1).unwrap_err().to_string();
-        assert!(
-            missing.contains("has 1 CUDA device (cuda:0..cuda:0)"),
-            "{missing}"
-        );
+        assert!(missing.contains("has 1 CUDA device (cuda:0..cuda:0)"), "{missing}");
     }
 }

@@ -50,13 +50,7 @@ pub fn evaluate(net: &impl ModuleT, examples: &Examples, num_classes: i64) -> Re
             let len = EVAL_BATCH.min(n - start);
             let batch = examples.slice(start, len);
             let logits = net.forward_t(&batch.images, false); // [len, K]
-            let loss = logits.f_cross_entropy_loss::<Tensor>(
-                &batch.labels,
-                None,
-                Reduction::Sum,
-                -100,
-                0.0,
-            )?;
+            let loss = logits.f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Sum, -100, 0.0)?;
             loss_sum += loss.to_kind(Kind::Double);
             let predicted = logits.argmax(-1, false); // [len]
             let cells = &batch.labels * num_classes + predicted;
@@ -66,14 +60,19 @@ pub fn evaluate(net: &impl ModuleT, examples: &Examples, num_classes: i64) -> Re
         Ok((loss_sum, confusion))
     })?;
     let confusion: Vec<i64> = Vec::try_from(&confusion.to_device(tch::Device::Cpu))?;
-    let confusion: Vec<Vec<i64>> = confusion
-        .chunks(num_classes as usize)
-        .map(|row| row.to_vec())
-        .collect();
+    let confusion: Vec<Vec<i64>> = confusion.chunks(num_classes as usize).map(|row| row.to_vec()).collect();
     let correct: i64 = (0..confusion.len()).map(|c| confusion[c][c]).sum();
-    Ok(Evaluation {
-        loss: loss_sum.double_value(&[]) / n as f64,
-        accuracy: correct as f64 / n as f64,
-        confusion,
+    Ok(Evaluation { loss: loss_sum.double_value(&[]) / n as f64, accuracy: correct as f64 / n as f64, confusion })
+}
+
+/// Logits `[N, num_classes]` of `net` for `images` `[N, ...]`, batched, without gradients.
+pub fn logits(net: &impl ModuleT, images: &Tensor) -> Tensor {
+    let n = images.size()[0];
+    tch::no_grad(|| {
+        let batches: Vec<Tensor> = (0..n)
+            .step_by(EVAL_BATCH as usize)
+            .map(|start| net.forward_t(&images.narrow(0, start, EVAL_BATCH.min(n - start)), false))
+            .collect();
+        Tensor::cat(&batches, 0)
     })
 }

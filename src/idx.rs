@@ -92,18 +92,9 @@ impl IdxHeader {
                 IdxKind::Labels => IdxKind::Images,
             };
             if magic == other.magic() {
-                bail!(
-                    "holds {} (magic {magic}), expected {} (magic {})",
-                    other.name(),
-                    kind.name(),
-                    kind.magic()
-                );
+                bail!("holds {} (magic {magic}), expected {} (magic {})", other.name(), kind.name(), kind.magic());
             }
-            bail!(
-                "not an IDX {} file: magic number {magic}, expected {}",
-                kind.name(),
-                kind.magic()
-            );
+            bail!("not an IDX {} file: magic number {magic}, expected {}", kind.name(), kind.magic());
         }
         ensure!(bytes.len() >= kind.header_len(), truncated());
         let count = word(1)? as usize;
@@ -111,27 +102,13 @@ impl IdxHeader {
             IdxKind::Images => (word(2)? as usize, word(3)? as usize),
             IdxKind::Labels => (1, 1),
         };
-        ensure!(
-            count > 0,
-            "header says 0 {}: the file is empty",
-            kind.name()
-        );
-        ensure!(
-            rows > 0 && cols > 0,
-            "header says images of {rows}x{cols} pixels"
-        );
+        ensure!(count > 0, "header says 0 {}: the file is empty", kind.name());
+        ensure!(rows > 0 && cols > 0, "header says images of {rows}x{cols} pixels");
         rows.checked_mul(cols)
             .and_then(|item| item.checked_mul(count))
             .and_then(|payload| payload.checked_add(kind.header_len()))
-            .with_context(|| {
-                format!("header says {count} images of {rows}x{cols}: too large to address")
-            })?;
-        Ok(IdxHeader {
-            kind,
-            count,
-            rows,
-            cols,
-        })
+            .with_context(|| format!("header says {count} images of {rows}x{cols}: too large to address"))?;
+        Ok(IdxHeader { kind, count, rows, cols })
     }
 
     /// Total file length the header implies.
@@ -176,26 +153,18 @@ impl IdxHeader {
 /// header claiming 2³² images in a 100-byte file costs nothing.
 pub fn read_stream(mut reader: impl Read, kind: IdxKind) -> Result<(IdxHeader, Vec<u8>)> {
     let mut header_bytes = Vec::with_capacity(kind.header_len());
-    (&mut reader)
-        .take(kind.header_len() as u64)
-        .read_to_end(&mut header_bytes)?;
+    (&mut reader).take(kind.header_len() as u64).read_to_end(&mut header_bytes)?;
     let header = IdxHeader::parse(&header_bytes, kind)?;
     let mut payload = Vec::new();
     // One byte more than expected tells trailing data apart from an exact fit.
-    (&mut reader)
-        .take(header.payload_len() as u64 + 1)
-        .read_to_end(&mut payload)?;
+    (&mut reader).take(header.payload_len() as u64 + 1).read_to_end(&mut payload)?;
     header.check_file_len((kind.header_len() + payload.len()) as u64)?;
     Ok((header, payload))
 }
 
 /// Checks that every label is below `num_classes`; names the first offending index.
 pub fn check_labels(labels: &[u8], num_classes: usize) -> Result<()> {
-    if let Some((index, &label)) = labels
-        .iter()
-        .enumerate()
-        .find(|&(_, &l)| l as usize >= num_classes)
-    {
+    if let Some((index, &label)) = labels.iter().enumerate().find(|&(_, &l)| l as usize >= num_classes) {
         bail!(
             "label {label} at index {index} is out of range: the model has {num_classes} classes (0..={})",
             num_classes - 1
@@ -219,26 +188,14 @@ mod tests {
     use super::*;
 
     fn images(count: u32, rows: u32, cols: u32, payload_len: usize) -> Vec<u8> {
-        encode(
-            IdxKind::Images,
-            &[count, rows, cols],
-            &vec![7u8; payload_len],
-        )
+        encode(IdxKind::Images, &[count, rows, cols], &vec![7u8; payload_len])
     }
 
     #[test]
     fn parses_a_well_formed_images_header() {
         let bytes = images(3, 28, 28, 3 * 784);
         let (header, payload) = read_stream(&bytes[..], IdxKind::Images).unwrap();
-        assert_eq!(
-            header,
-            IdxHeader {
-                kind: IdxKind::Images,
-                count: 3,
-                rows: 28,
-                cols: 28
-            }
-        );
+        assert_eq!(header, IdxHeader { kind: IdxKind::Images, count: 3, rows: 28, cols: 28 });
         assert_eq!(payload.len(), 3 * 784);
     }
 
@@ -254,9 +211,7 @@ mod tests {
     #[test]
     fn swapped_files_are_named_as_such() {
         let bytes = encode(IdxKind::Labels, &[4], &[0, 1, 2, 3]);
-        let err = IdxHeader::parse(&bytes, IdxKind::Images)
-            .unwrap_err()
-            .to_string();
+        let err = IdxHeader::parse(&bytes, IdxKind::Images).unwrap_err().to_string();
         assert!(err.contains("holds labels"), "{err}");
     }
 
@@ -264,18 +219,14 @@ mod tests {
     fn wrong_magic_is_rejected() {
         let mut bytes = images(1, 2, 2, 4);
         bytes[3] = 0x42;
-        let err = IdxHeader::parse(&bytes, IdxKind::Images)
-            .unwrap_err()
-            .to_string();
+        let err = IdxHeader::parse(&bytes, IdxKind::Images).unwrap_err().to_string();
         assert!(err.contains("not an IDX images file"), "{err}");
     }
 
     #[test]
     fn truncated_header_is_rejected() {
         let bytes = images(1, 2, 2, 4);
-        let err = IdxHeader::parse(&bytes[..10], IdxKind::Images)
-            .unwrap_err()
-            .to_string();
+        let err = IdxHeader::parse(&bytes[..10], IdxKind::Images).unwrap_err().to_string();
         assert!(err.contains("truncated header: 10 bytes"), "{err}");
         assert!(read_stream(&[][..], IdxKind::Labels).is_err());
     }
@@ -283,17 +234,10 @@ mod tests {
     #[test]
     fn truncated_body_and_trailing_data_are_rejected() {
         let short = images(2, 2, 2, 7);
-        let err = read_stream(&short[..], IdxKind::Images)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("truncated: 23 bytes") && err.contains("needs 24"),
-            "{err}"
-        );
+        let err = read_stream(&short[..], IdxKind::Images).unwrap_err().to_string();
+        assert!(err.contains("truncated: 23 bytes") && err.contains("needs 24"), "{err}");
         let long = images(2, 2, 2, 9);
-        let err = read_stream(&long[..], IdxKind::Images)
-            .unwrap_err()
-            .to_string();
+        let err = read_stream(&long[..], IdxKind::Images).unwrap_err().to_string();
         assert!(err.contains("1 bytes of trailing data"), "{err}");
     }
 
@@ -308,13 +252,10 @@ mod tests {
     fn absurd_header_counts_allocate_nothing() {
         // 2^32-1 images of 2^32-1 x 2^32-1 overflows; 2^32-1 images of 28x28 is addressable but the
         // 10-byte body shows it truncated without a 3 TB allocation.
-        let err = IdxHeader::parse(&images(u32::MAX, u32::MAX, u32::MAX, 0), IdxKind::Images)
-            .unwrap_err();
+        let err = IdxHeader::parse(&images(u32::MAX, u32::MAX, u32::MAX, 0), IdxKind::Images).unwrap_err();
         assert!(err.to_string().contains("too large"), "{err}");
         let bytes = images(u32::MAX, 28, 28, 10);
-        let err = read_stream(&bytes[..], IdxKind::Images)
-            .unwrap_err()
-            .to_string();
+        let err = read_stream(&bytes[..], IdxKind::Images).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
     }
 

@@ -7,6 +7,8 @@
 //! - [`model`]: the MLP and its `config.json` description.
 //! - [`training`]: the training loop.
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
+//! - [`export`]: TorchScript export.
+//! - [`npy`]: `.npy` output for Python.
 //! - [`run_dir`]: the run directory (config, weights, metrics), written atomically.
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`progress`]: Keras-like console output.
@@ -16,8 +18,10 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod evaluation;
+pub mod export;
 pub mod idx;
 pub mod model;
+pub mod npy;
 pub mod progress;
 pub mod run_dir;
 pub mod training;

@@ -26,11 +26,7 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig {
-            input_shape: [28, 28],
-            hidden: vec![128],
-            num_classes: 10,
-        }
+        ModelConfig { input_shape: [28, 28], hidden: vec![128], num_classes: 10 }
     }
 }
 
@@ -51,21 +47,9 @@ impl ModelConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            self.input_shape.iter().all(|&d| d > 0),
-            "input shape {:?} must be positive",
-            self.input_shape
-        );
-        ensure!(
-            self.hidden.iter().all(|&w| w > 0),
-            "hidden layer widths {:?} must be positive",
-            self.hidden
-        );
-        ensure!(
-            self.num_classes >= 2,
-            "a classifier needs at least 2 classes, got {}",
-            self.num_classes
-        );
+        ensure!(self.input_shape.iter().all(|&d| d > 0), "input shape {:?} must be positive", self.input_shape);
+        ensure!(self.hidden.iter().all(|&w| w > 0), "hidden layer widths {:?} must be positive", self.hidden);
+        ensure!(self.num_classes >= 2, "a classifier needs at least 2 classes, got {}", self.num_classes);
         Ok(())
     }
 
@@ -91,10 +75,7 @@ impl ModelConfig {
 
     /// Trainable parameters: weights and biases of every Dense layer.
     pub fn parameter_count(&self) -> i64 {
-        self.dense_layers()
-            .iter()
-            .map(|l| l.inputs * l.outputs + l.outputs)
-            .sum()
+        self.dense_layers().iter().map(|l| l.inputs * l.outputs + l.outputs).sum()
     }
 
     /// A short human description, e.g. `784-128-10`.
@@ -102,11 +83,7 @@ impl ModelConfig {
         let mut widths = vec![self.input_dim()];
         widths.extend(&self.hidden);
         widths.push(self.num_classes);
-        widths
-            .iter()
-            .map(|w| w.to_string())
-            .collect::<Vec<_>>()
-            .join("-")
+        widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-")
     }
 }
 
@@ -126,12 +103,7 @@ pub fn parse_hidden(spec: &str) -> Result<Vec<i64>, String> {
 pub fn build(vs: &nn::Path, config: &ModelConfig) -> nn::Sequential {
     let mut net = nn::seq().add_fn(|xs| xs.flatten(1, -1));
     for layer in config.dense_layers() {
-        net = net.add(nn::linear(
-            vs / layer.name.as_str(),
-            layer.inputs,
-            layer.outputs,
-            Default::default(),
-        ));
+        net = net.add(nn::linear(vs / layer.name.as_str(), layer.inputs, layer.outputs, Default::default()));
         if layer.relu {
             net = net.add_fn(|xs| xs.relu());
         }
@@ -149,11 +121,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let config = ModelConfig::default();
         let net = build(&vs.root(), &config);
-        let mut vars: Vec<(String, Vec<i64>)> = vs
-            .variables()
-            .into_iter()
-            .map(|(name, t)| (name, t.size()))
-            .collect();
+        let mut vars: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(name, t)| (name, t.size())).collect();
         vars.sort();
         assert_eq!(
             vars,
@@ -171,20 +139,9 @@ mod tests {
 
     #[test]
     fn deeper_models_interleave_relu_indices() {
-        let config = ModelConfig {
-            input_shape: [4, 4],
-            hidden: vec![8, 6],
-            num_classes: 3,
-        };
-        let names: Vec<_> = config
-            .dense_layers()
-            .into_iter()
-            .map(|l| (l.name, l.relu))
-            .collect();
-        assert_eq!(
-            names,
-            vec![("1".into(), true), ("3".into(), true), ("5".into(), false)]
-        );
+        let config = ModelConfig { input_shape: [4, 4], hidden: vec![8, 6], num_classes: 3 };
+        let names: Vec<_> = config.dense_layers().into_iter().map(|l| (l.name, l.relu)).collect();
+        assert_eq!(names, vec![("1".into(), true), ("3".into(), true), ("5".into(), false)]);
         assert_eq!(config.describe(), "16-8-6-3");
     }
 

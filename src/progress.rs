@@ -44,11 +44,7 @@ pub struct ConsoleProgress {
 
 impl ConsoleProgress {
     pub fn new(mode: OutputMode) -> ConsoleProgress {
-        ConsoleProgress {
-            mode,
-            epochs: 0,
-            bar: None,
-        }
+        ConsoleProgress { mode, epochs: 0, bar: None }
     }
 }
 
@@ -56,12 +52,9 @@ impl Progress for ConsoleProgress {
     fn start_epoch(&mut self, epoch: usize, epochs: usize, steps: usize) {
         self.epochs = epochs;
         if self.mode == OutputMode::Bar {
-            let bar =
-                ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stdout());
-            let style = ProgressStyle::with_template(
-                "{prefix} {pos}/{len} {wide_bar} {elapsed} ETA {eta} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let bar = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stdout());
+            let style = ProgressStyle::with_template("{prefix} {pos}/{len} {wide_bar} {elapsed} ETA {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style.progress_chars("━━ "));
             bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
             self.bar = Some(bar);

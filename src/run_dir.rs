@@ -28,10 +28,7 @@ pub struct ToolInfo {
 
 impl Default for ToolInfo {
     fn default() -> Self {
-        ToolInfo {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }
+        ToolInfo { name: env!("CARGO_PKG_NAME").into(), version: env!("CARGO_PKG_VERSION").into() }
     }
 }
 
@@ -70,29 +67,20 @@ pub struct RunConfig {
 /// fsynced and renamed over `path`. The temporary name keeps `path`'s extension, because tch picks
 /// the weights format from it.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}.{}",
         file_name.to_string_lossy(),
         std::process::id(),
-        path.extension()
-            .map(|e| e.to_string_lossy())
-            .unwrap_or_default()
+        path.extension().map(|e| e.to_string_lossy()).unwrap_or_default()
     ));
     let result = write(&tmp)
         .and_then(|()| File::open(&tmp)?.sync_all().context("fsync failed"))
         .and_then(|()| fs::rename(&tmp, path).context("rename failed"))
         .and_then(|()| {
             // The rename itself is durable only once the directory entry is.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .context("fsync of the directory failed")
+            File::open(dir).and_then(|d| d.sync_all()).context("fsync of the directory failed")
         });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -118,10 +106,7 @@ impl RunConfig {
     pub fn load(dir: &Path) -> Result<RunConfig> {
         let path = dir.join(CONFIG_FILE);
         if !dir.is_dir() {
-            bail!(
-                "{}: not a run directory (it does not exist or is not a directory)",
-                dir.display()
-            );
+            bail!("{}: not a run directory (it does not exist or is not a directory)", dir.display());
         }
         let text = fs::read_to_string(&path).with_context(|| {
             format!(
@@ -130,12 +115,9 @@ impl RunConfig {
                 dir.display()
             )
         })?;
-        let config: RunConfig = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a valid mnist-tch config", path.display()))?;
-        config
-            .model
-            .validate()
-            .with_context(|| format!("{}: invalid model", path.display()))?;
+        let config: RunConfig =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a valid mnist-tch config", path.display()))?;
+        config.model.validate().with_context(|| format!("{}: invalid model", path.display()))?;
         ensure!(
             config.data.class_names.len() as i64 == config.model.num_classes,
             "{}: {} class names for {} classes",
@@ -184,14 +166,10 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
             var.kind()
         );
         let mut var = var;
-        tch::no_grad(|| var.f_copy_(tensor))
-            .with_context(|| format!("{}: copying '{name}'", path.display()))?;
+        tch::no_grad(|| var.f_copy_(tensor)).with_context(|| format!("{}: copying '{name}'", path.display()))?;
     }
     if let Some(name) = expected.keys().min() {
-        bail!(
-            "{}: tensor '{name}' is missing (the architecture in {CONFIG_FILE} needs it)",
-            path.display()
-        );
+        bail!("{}: tensor '{name}' is missing (the architecture in {CONFIG_FILE} needs it)", path.display());
     }
     Ok(())
 }
@@ -231,23 +209,14 @@ pub fn load_run(dir: &Path, device: tch::Device) -> Result<LoadedRun> {
 
 /// Picks `runs/trainN` with the smallest N not taken yet.
 pub fn next_free_run_dir(parent: &Path) -> PathBuf {
-    (1..)
-        .map(|n| parent.join(format!("train{n}")))
-        .find(|p| !p.exists())
-        .unwrap_or_else(|| parent.join("train"))
+    (1..).map(|n| parent.join(format!("train{n}"))).find(|p| !p.exists()).unwrap_or_else(|| parent.join("train"))
 }
 
 /// Creates `dir` for a new run, refusing to overwrite a previous run's files unless asked to.
 pub fn prepare_new_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
-    let holds_run = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE]
-        .iter()
-        .any(|f| dir.join(f).exists());
+    let holds_run = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE].iter().any(|f| dir.join(f).exists());
     if holds_run && !overwrite {
-        bail!(
-            "{}: already holds a run; choose another --out or pass --overwrite",
-            dir.display()
-        );
+        bail!("{}: already holds a run; choose another --out or pass --overwrite", dir.display());
     }
-    fs::create_dir_all(dir)
-        .with_context(|| format!("{}: cannot create the run directory", dir.display()))
+    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the run directory", dir.display()))
 }

@@ -41,8 +41,7 @@ impl Default for TrainConfig {
             adam_epsilon: 1e-7,
             validation_split: 0.2,
             seed: 42,
-            weight_init:
-                "pytorch-linear (kaiming-uniform a=sqrt(5), bias U(-1/sqrt(in), 1/sqrt(in)))".into(),
+            weight_init: "pytorch-linear (kaiming-uniform a=sqrt(5), bias U(-1/sqrt(in), 1/sqrt(in)))".into(),
             device: "cpu".into(),
         }
     }
@@ -112,10 +111,8 @@ pub fn train(
         // One shuffle per epoch, drawn on the CPU generator so CPU and CUDA runs see the same order;
         // each step then takes a contiguous view instead of gathering its own rows.
         let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu)).to_device(device);
-        let shuffled = Examples {
-            images: train.images.index_select(0, &order),
-            labels: train.labels.index_select(0, &order),
-        };
+        let shuffled =
+            Examples { images: train.images.index_select(0, &order), labels: train.labels.index_select(0, &order) };
         // Running sums stay on the device: reading them back every step would synchronise every step.
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
@@ -129,21 +126,13 @@ pub fn train(
             optimizer.backward_step(&loss);
             tch::no_grad(|| {
                 loss_sum += loss.to_kind(Kind::Double) * len as f64;
-                correct += logits
-                    .argmax(-1, false)
-                    .eq_tensor(&xy.labels)
-                    .sum(Kind::Int64);
+                correct += logits.argmax(-1, false).eq_tensor(&xy.labels).sum(Kind::Int64);
             });
             seen += len;
             let running = progress
                 .running_metrics_every()
                 .filter(|every| (step + 1) % every == 0 || step + 1 == steps)
-                .map(|_| {
-                    (
-                        loss_sum.double_value(&[]) / seen as f64,
-                        correct.int64_value(&[]) as f64 / seen as f64,
-                    )
-                });
+                .map(|_| (loss_sum.double_value(&[]) / seen as f64, correct.int64_value(&[]) as f64 / seen as f64));
             progress.step(step + 1, running);
         }
         let validation = evaluate(net, valid, num_classes)?;

@@ -16,10 +16,7 @@ fn broken(corrupt: impl FnOnce(&Path)) -> Fixture {
 
 fn train_fails(fixture: &Fixture, fragments: &[&str]) {
     fixture.train("run", &[]).assert_clean_error(fragments);
-    assert!(
-        !fixture.path("run").join("config.json").exists(),
-        "a failed run must not leave a config behind"
-    );
+    assert!(!fixture.path("run").join("config.json").exists(), "a failed run must not leave a config behind");
 }
 
 #[test]
@@ -69,10 +66,7 @@ fn truncated_body() {
 fn truncated_body_in_gzip() {
     let fixture = Fixture::new(true);
     let files = Files::synthetic(600, 200);
-    write_gz(
-        &fixture.data().join(format!("{TRAIN_IMAGES}.gz")),
-        &files.train_images[..1000],
-    );
+    write_gz(&fixture.data().join(format!("{TRAIN_IMAGES}.gz")), &files.train_images[..1000]);
     train_fails(&fixture, &[TRAIN_IMAGES, "gzip", "truncated"]);
 }
 
@@ -87,11 +81,7 @@ fn corrupt_gzip() {
     train_fails(&fixture, &[TRAIN_LABELS, "gzip"]);
 
     let not_gzip = Fixture::new(true);
-    std::fs::write(
-        not_gzip.data().join(format!("{TRAIN_IMAGES}.gz")),
-        b"plain text, not gzip",
-    )
-    .unwrap();
+    std::fs::write(not_gzip.data().join(format!("{TRAIN_IMAGES}.gz")), b"plain text, not gzip").unwrap();
     train_fails(&not_gzip, &[TRAIN_IMAGES, "gzip"]);
 }
 
@@ -99,35 +89,20 @@ fn corrupt_gzip() {
 fn image_and_label_counts_differ() {
     let f = broken(|d| {
         let (_, labels) = common::synthetic(599, 1);
-        std::fs::write(
-            d.join(TRAIN_LABELS),
-            encode(IdxKind::Labels, &[599], &labels),
-        )
-        .unwrap();
+        std::fs::write(d.join(TRAIN_LABELS), encode(IdxKind::Labels, &[599], &labels)).unwrap();
     });
-    train_fails(
-        &f,
-        &[TRAIN_IMAGES, "600 images", TRAIN_LABELS, "599 labels"],
-    );
+    train_fails(&f, &[TRAIN_IMAGES, "600 images", TRAIN_LABELS, "599 labels"]);
 }
 
 #[test]
 fn absurd_header_counts_do_not_allocate() {
     // 2^32-1 images of 2^16 x 2^16 pixels claimed by a 16-byte file: rejected from the header alone.
     let f = broken(|d| {
-        std::fs::write(
-            d.join(TRAIN_IMAGES),
-            encode(IdxKind::Images, &[u32::MAX, 65536, 65536], &[]),
-        )
-        .unwrap()
+        std::fs::write(d.join(TRAIN_IMAGES), encode(IdxKind::Images, &[u32::MAX, 65536, 65536], &[])).unwrap()
     });
     train_fails(&f, &[TRAIN_IMAGES]);
     let g = broken(|d| {
-        std::fs::write(
-            d.join(TRAIN_IMAGES),
-            encode(IdxKind::Images, &[u32::MAX, SIDE, SIDE], &[1; 64]),
-        )
-        .unwrap()
+        std::fs::write(d.join(TRAIN_IMAGES), encode(IdxKind::Images, &[u32::MAX, SIDE, SIDE], &[1; 64])).unwrap()
     });
     train_fails(&g, &[TRAIN_IMAGES, "truncated"]);
 }
@@ -153,8 +128,7 @@ fn label_out_of_range() {
     });
     train_fails(&f, &[TEST_LABELS, "label 4 at index 17 is out of range"]);
     // The same labels are fine for a model with more classes.
-    f.train("wide", &["--num-classes", "5", "--epochs", "1"])
-        .assert_ok();
+    f.train("wide", &["--num-classes", "5", "--epochs", "1"]).assert_ok();
 }
 
 #[test]
@@ -162,21 +136,14 @@ fn label_out_of_range_in_gzip() {
     let fixture = Fixture::new(true);
     let (_, mut labels) = common::synthetic(600, 1);
     labels[3] = 200;
-    write_gz(
-        &fixture.data().join(format!("{TRAIN_LABELS}.gz")),
-        &encode(IdxKind::Labels, &[600], &labels),
-    );
+    write_gz(&fixture.data().join(format!("{TRAIN_LABELS}.gz")), &encode(IdxKind::Labels, &[600], &labels));
     train_fails(&fixture, &[TRAIN_LABELS, "label 200 at index 3"]);
 }
 
 #[test]
 fn zero_images() {
     let f = broken(|d| {
-        std::fs::write(
-            d.join(TRAIN_IMAGES),
-            encode(IdxKind::Images, &[0, SIDE, SIDE], &[]),
-        )
-        .unwrap();
+        std::fs::write(d.join(TRAIN_IMAGES), encode(IdxKind::Images, &[0, SIDE, SIDE], &[])).unwrap();
         std::fs::write(d.join(TRAIN_LABELS), encode(IdxKind::Labels, &[0], &[])).unwrap();
     });
     train_fails(&f, &[TRAIN_IMAGES, "header says 0 images"]);
@@ -188,13 +155,7 @@ fn missing_file_and_missing_directory() {
     train_fails(&f, &["missing test labels file", TEST_LABELS]);
 
     let fixture = Fixture::new(false);
-    let run = mnist_tch(&[
-        "train",
-        "--data",
-        fixture.path("nowhere").to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let run = mnist_tch(&["train", "--data", fixture.path("nowhere").to_str().unwrap(), "--device", "cpu"]);
     run.assert_clean_error(&["nowhere", "does not exist", "scripts/setup.sh"]);
 }
 
@@ -211,11 +172,7 @@ fn directory_where_a_file_should_be() {
 fn train_and_test_image_sizes_differ() {
     let f = broken(|d| {
         let pixels = vec![0u8; 200 * 6 * 6];
-        std::fs::write(
-            d.join(common::TEST_IMAGES),
-            encode(IdxKind::Images, &[200, 6, 6], &pixels),
-        )
-        .unwrap();
+        std::fs::write(d.join(common::TEST_IMAGES), encode(IdxKind::Images, &[200, 6, 6], &pixels)).unwrap();
     });
     train_fails(&f, &["8x8", "6x6"]);
 }
@@ -236,11 +193,7 @@ fn bad_flags_are_rejected_by_the_parser() {
     ] {
         let run = fixture.train("run", &[flag, value]);
         assert_eq!(run.code(), Some(2), "{flag} {value}: {}", run.stderr);
-        assert!(
-            run.stderr.contains(flag) || run.stderr.contains(value),
-            "{flag} {value}: {}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(flag) || run.stderr.contains(value), "{flag} {value}: {}", run.stderr);
         assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     }
 }
@@ -248,12 +201,8 @@ fn bad_flags_are_rejected_by_the_parser() {
 #[test]
 fn batch_larger_than_the_data() {
     let fixture = Fixture::new(false);
-    fixture
-        .train("run", &["--batch-size", "481"])
-        .assert_clean_error(&["--batch-size 481", "480 training examples"]);
-    fixture
-        .train("run", &["--batch-size", "480", "--epochs", "1"])
-        .assert_ok();
+    fixture.train("run", &["--batch-size", "481"]).assert_clean_error(&["--batch-size 481", "480 training examples"]);
+    fixture.train("run", &["--batch-size", "480", "--epochs", "1"]).assert_ok();
 }
 
 #[test]
@@ -264,9 +213,7 @@ fn cuda_that_is_not_there() {
     let run = fixture.train("run", &["--device", "cuda:99"]);
     if cuda_devices == 0 {
         run.assert_clean_error(&["--device cuda:99", "CUDA is not available"]);
-        fixture
-            .train("run", &["--device", "cuda"])
-            .assert_clean_error(&["--device cuda:0", "CUDA is not available"]);
+        fixture.train("run", &["--device", "cuda"]).assert_clean_error(&["--device cuda:0", "CUDA is not available"]);
     } else {
         run.assert_clean_error(&["--device cuda:99", "CUDA device"]);
     }
@@ -281,8 +228,7 @@ fn evaluate_on_something_that_is_not_a_run() {
 
     let empty = fixture.path("empty");
     std::fs::create_dir(&empty).unwrap();
-    mnist_tch(&["evaluate", "--model", empty.to_str().unwrap()])
-        .assert_clean_error(&["config.json", "cannot read"]);
+    mnist_tch(&["evaluate", "--model", empty.to_str().unwrap()]).assert_clean_error(&["config.json", "cannot read"]);
 
     std::fs::write(empty.join("config.json"), "{ not json").unwrap();
     mnist_tch(&["evaluate", "--model", empty.to_str().unwrap()])
@@ -299,33 +245,13 @@ fn evaluate_with_weights_from_another_architecture() {
     let mut json: serde_json::Value = serde_json::from_str(&config).unwrap();
     json["model"]["hidden"] = serde_json::json!([64]);
     std::fs::write(&config_path, serde_json::to_string(&json).unwrap()).unwrap();
-    let run = mnist_tch(&[
-        "evaluate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    run.assert_clean_error(&[
-        "model.safetensors",
-        "tensor '1.bias' has shape [128]",
-        "needs [64]",
-    ]);
+    let run = mnist_tch(&["evaluate", "--model", dir.to_str().unwrap(), "--device", "cpu"]);
+    run.assert_clean_error(&["model.safetensors", "tensor '1.bias' has shape [128]", "needs [64]"]);
 
     json["model"]["hidden"] = serde_json::json!([128, 32]);
     std::fs::write(&config_path, serde_json::to_string(&json).unwrap()).unwrap();
-    let run = mnist_tch(&[
-        "evaluate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    run.assert_clean_error(&[
-        "model.safetensors",
-        "tensor '3.bias' has shape [4]",
-        "needs [32]",
-    ]);
+    let run = mnist_tch(&["evaluate", "--model", dir.to_str().unwrap(), "--device", "cpu"]);
+    run.assert_clean_error(&["model.safetensors", "tensor '3.bias' has shape [4]", "needs [32]"]);
 }
 
 #[test]
@@ -335,13 +261,7 @@ fn evaluate_with_truncated_weights() {
     let weights = fixture.path("run").join("model.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    let run = mnist_tch(&[
-        "evaluate",
-        "--model",
-        fixture.path("run").to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let run = mnist_tch(&["evaluate", "--model", fixture.path("run").to_str().unwrap(), "--device", "cpu"]);
     run.assert_clean_error(&["model.safetensors", "not a readable safetensors file"]);
 }
 
@@ -351,21 +271,10 @@ fn evaluate_on_data_of_another_shape() {
     fixture.train("run", &["--epochs", "1"]).assert_ok();
     let other = fixture.path("other");
     std::fs::create_dir(&other).unwrap();
-    for (images, labels, count) in [
-        (TRAIN_IMAGES, TRAIN_LABELS, 600u32),
-        (common::TEST_IMAGES, TEST_LABELS, 200),
-    ] {
+    for (images, labels, count) in [(TRAIN_IMAGES, TRAIN_LABELS, 600u32), (common::TEST_IMAGES, TEST_LABELS, 200)] {
         let pixels = vec![0u8; count as usize * 36];
-        std::fs::write(
-            other.join(images),
-            encode(IdxKind::Images, &[count, 6, 6], &pixels),
-        )
-        .unwrap();
-        std::fs::write(
-            other.join(labels),
-            encode(IdxKind::Labels, &[count], &vec![1u8; count as usize]),
-        )
-        .unwrap();
+        std::fs::write(other.join(images), encode(IdxKind::Images, &[count, 6, 6], &pixels)).unwrap();
+        std::fs::write(other.join(labels), encode(IdxKind::Labels, &[count], &vec![1u8; count as usize])).unwrap();
     }
     let run = mnist_tch(&[
         "evaluate",

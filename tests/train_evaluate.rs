@@ -14,37 +14,18 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
     assert!(run.test_accuracy() >= 0.95, "{}", run.stdout);
 
     // Piped stdout: exactly one line per epoch, in the Keras-like format.
-    let epoch_lines: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("Epoch "))
-        .collect();
+    let epoch_lines: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("Epoch ")).collect();
     assert_eq!(epoch_lines.len(), 3, "{}", run.stdout);
     // 600 examples, last 20% for validation: 480 train -> 15 steps of 32.
-    assert!(
-        epoch_lines[2].starts_with("Epoch 3/3 - 15 steps - "),
-        "{}",
-        epoch_lines[2]
-    );
-    for field in [
-        "- loss: ",
-        "- accuracy: ",
-        "- val_loss: ",
-        "- val_accuracy: ",
-    ] {
+    assert!(epoch_lines[2].starts_with("Epoch 3/3 - 15 steps - "), "{}", epoch_lines[2]);
+    for field in ["- loss: ", "- accuracy: ", "- val_loss: ", "- val_accuracy: "] {
         assert!(epoch_lines[0].contains(field), "{}", epoch_lines[0]);
     }
     assert!(run.stdout.contains("Device: cpu"), "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("480 training, 120 validation, 200 test images of 8x8"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("480 training, 120 validation, 200 test images of 8x8"), "{}", run.stdout);
 
     let dir = fixture.path("run");
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model"]["hidden"], serde_json::json!([128]));
     assert_eq!(config["model"]["input_shape"], serde_json::json!([8, 8]));
     assert_eq!(config["model"]["num_classes"], 4);
@@ -52,10 +33,7 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
     assert_eq!(config["training"]["batch_size"], 32);
     assert_eq!(config["training"]["adam_epsilon"], 1e-7);
     assert_eq!(config["training"]["seed"], 42);
-    assert_eq!(
-        config["data"]["class_names"],
-        serde_json::json!(["0", "1", "2", "3"])
-    );
+    assert_eq!(config["data"]["class_names"], serde_json::json!(["0", "1", "2", "3"]));
     assert_eq!(config["data"]["validation_examples"], 120);
     assert_eq!(config["tool"]["name"], "mnist-tch");
     assert!(config["result"]["test_accuracy"].as_f64().unwrap() >= 0.95);
@@ -68,8 +46,7 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
 
     // Tensor names of PyTorch's nn.Sequential(Flatten, Linear, ReLU, Linear) state dict.
     let weights = tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
-    let mut names: Vec<(String, Vec<i64>)> =
-        weights.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+    let mut names: Vec<(String, Vec<i64>)> = weights.iter().map(|(n, t)| (n.clone(), t.size())).collect();
     names.sort();
     assert_eq!(
         names,
@@ -81,15 +58,10 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
         ]
     );
     // Atomic writes leave no temporary files behind.
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
-    assert_eq!(
-        files,
-        vec!["config.json", "metrics.csv", "model.safetensors"]
-    );
+    assert_eq!(files, vec!["config.json", "metrics.csv", "model.safetensors"]);
 }
 
 #[test]
@@ -100,26 +72,13 @@ fn gzipped_and_raw_files_give_identical_runs_and_same_seed_is_reproducible() {
     raw.train("a", &[]).assert_ok();
     raw.train("b", &[]).assert_ok();
     gz.train("a", &[]).assert_ok();
-    let metrics =
-        |f: &Fixture, run: &str| std::fs::read_to_string(f.path(run).join("metrics.csv")).unwrap();
-    assert_eq!(
-        metrics(&raw, "a"),
-        metrics(&raw, "b"),
-        "same seed, same data: identical metrics.csv"
-    );
-    assert_eq!(
-        metrics(&raw, "a"),
-        metrics(&gz, "a"),
-        "raw and .gz loaders disagree"
-    );
+    let metrics = |f: &Fixture, run: &str| std::fs::read_to_string(f.path(run).join("metrics.csv")).unwrap();
+    assert_eq!(metrics(&raw, "a"), metrics(&raw, "b"), "same seed, same data: identical metrics.csv");
+    assert_eq!(metrics(&raw, "a"), metrics(&gz, "a"), "raw and .gz loaders disagree");
 
     let other_seed = raw.train("c", &["--seed", "7"]);
     other_seed.assert_ok();
-    assert_ne!(
-        metrics(&raw, "a"),
-        metrics(&raw, "c"),
-        "the seed must change the run"
-    );
+    assert_ne!(metrics(&raw, "a"), metrics(&raw, "c"), "the seed must change the run");
 }
 
 #[test]
@@ -134,21 +93,9 @@ fn evaluate_rebuilds_the_model_from_the_run_directory() {
     let evaluated = mnist_tch(&["evaluate", "--model", run_dir, "--device", "cpu"]);
     evaluated.assert_ok();
     assert_eq!(evaluated.test_accuracy(), trained.test_accuracy());
-    assert!(
-        evaluated.stdout.contains("64-16-8-4 MLP"),
-        "{}",
-        evaluated.stdout
-    );
-    assert!(
-        evaluated.stdout.contains("Confusion matrix"),
-        "{}",
-        evaluated.stdout
-    );
-    assert!(
-        evaluated.stdout.contains("Per-class accuracy"),
-        "{}",
-        evaluated.stdout
-    );
+    assert!(evaluated.stdout.contains("64-16-8-4 MLP"), "{}", evaluated.stdout);
+    assert!(evaluated.stdout.contains("Confusion matrix"), "{}", evaluated.stdout);
+    assert!(evaluated.stdout.contains("Per-class accuracy"), "{}", evaluated.stdout);
 
     let json = mnist_tch(&["evaluate", "--model", run_dir, "--device", "cpu", "--json"]);
     json.assert_ok();
@@ -158,11 +105,7 @@ fn evaluate_rebuilds_the_model_from_the_run_directory() {
     assert_eq!(report["examples"], 200);
     let matrix = report["confusion_matrix"].as_array().unwrap();
     assert_eq!(matrix.len(), 4);
-    let total: i64 = matrix
-        .iter()
-        .flat_map(|r| r.as_array().unwrap())
-        .map(|c| c.as_i64().unwrap())
-        .sum();
+    let total: i64 = matrix.iter().flat_map(|r| r.as_array().unwrap()).map(|c| c.as_i64().unwrap()).sum();
     assert_eq!(total, 200);
     let diagonal: i64 = (0..4).map(|i| matrix[i][i].as_i64().unwrap()).sum();
     assert!((diagonal as f64 / 200.0 - report["accuracy"].as_f64().unwrap()).abs() < 1e-12);
@@ -184,20 +127,10 @@ fn refuses_to_overwrite_a_previous_run_unless_asked() {
     let fixture = Fixture::new(false);
     fixture.train("run", &["--epochs", "1"]).assert_ok();
     let before = std::fs::read(fixture.path("run").join("model.safetensors")).unwrap();
-    fixture
-        .train("run", &["--epochs", "1", "--seed", "3"])
-        .assert_clean_error(&["already holds a run", "--overwrite"]);
-    assert_eq!(
-        std::fs::read(fixture.path("run").join("model.safetensors")).unwrap(),
-        before
-    );
-    fixture
-        .train("run", &["--epochs", "1", "--seed", "3", "--overwrite"])
-        .assert_ok();
-    assert_ne!(
-        std::fs::read(fixture.path("run").join("model.safetensors")).unwrap(),
-        before
-    );
+    fixture.train("run", &["--epochs", "1", "--seed", "3"]).assert_clean_error(&["already holds a run", "--overwrite"]);
+    assert_eq!(std::fs::read(fixture.path("run").join("model.safetensors")).unwrap(), before);
+    fixture.train("run", &["--epochs", "1", "--seed", "3", "--overwrite"]).assert_ok();
+    assert_ne!(std::fs::read(fixture.path("run").join("model.safetensors")).unwrap(), before);
 }
 
 #[test]
@@ -219,8 +152,7 @@ fn class_names_are_known_for_fashion_mnist() {
         "cpu",
     ]);
     run.assert_ok();
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["data"]["class_names"][9], "Ankle boot");
     assert_eq!(config["model"]["num_classes"], 10);
 }

@@ -3,8 +3,8 @@
 
 use crate::data;
 use crate::device::{DeviceSpec, device_name};
-use crate::evaluation::{Evaluation, evaluate};
-use crate::run_dir::load_run;
+use crate::evaluation::{Evaluation, evaluate, logits};
+use crate::run_dir::{load_run, write_bytes_atomically};
 use anyhow::{Result, ensure};
 use clap::Args;
 use serde_json::json;
@@ -27,16 +27,18 @@ pub struct EvaluateArgs {
     /// Print one JSON object instead of the tables.
     #[arg(long)]
     pub json: bool,
+
+    /// Also write the logits of every test image, float32 [N, classes] in file order, as a NumPy
+    /// .npy file (for parity checks against Python).
+    #[arg(long, value_name = "FILE.npy")]
+    pub dump_logits: Option<PathBuf>,
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let device = args.device.resolve()?;
     let run = load_run(&args.model, device)?;
     let model = &run.config.model;
-    let data_dir = args
-        .data
-        .clone()
-        .unwrap_or_else(|| run.config.data.dir.clone());
+    let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
     let data = data::load_dir(&data_dir, model.num_classes as usize)?;
     let image_shape = [data.image_rows as i64, data.image_cols as i64];
     ensure!(
@@ -51,32 +53,20 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     );
     let test = data.test.to_device(device);
     let result = evaluate(&run.net, &test, model.num_classes)?;
+    if let Some(path) = &args.dump_logits {
+        let bytes = crate::npy::encode_f32(&logits(&run.net, &test.images))?;
+        write_bytes_atomically(path, &bytes)?;
+    }
     let names = &run.config.data.class_names;
     if args.json {
-        println!(
-            "{}",
-            report_json(&args.model, &data_dir, device, names, &result)
-        );
+        println!("{}", report_json(&args.model, &data_dir, device, names, &result));
     } else {
-        print_report(
-            &args.model,
-            &data_dir,
-            device,
-            model.describe(),
-            names,
-            &result,
-        );
+        print_report(&args.model, &data_dir, device, model.describe(), names, &result);
     }
     Ok(())
 }
 
-fn report_json(
-    run: &Path,
-    data: &Path,
-    device: tch::Device,
-    names: &[String],
-    e: &Evaluation,
-) -> serde_json::Value {
+fn report_json(run: &Path, data: &Path, device: tch::Device, names: &[String], e: &Evaluation) -> serde_json::Value {
     let classes: Vec<_> = names
         .iter()
         .zip(e.per_class_accuracy())
@@ -98,52 +88,23 @@ fn report_json(
     })
 }
 
-fn print_report(
-    run: &Path,
-    data: &Path,
-    device: tch::Device,
-    architecture: String,
-    names: &[String],
-    e: &Evaluation,
-) {
+fn print_report(run: &Path, data: &Path, device: tch::Device, architecture: String, names: &[String], e: &Evaluation) {
     println!("Model: {} ({architecture} MLP)", run.display());
-    println!(
-        "Data: {} ({} test images)",
-        data.display(),
-        e.class_counts().iter().sum::<i64>()
-    );
+    println!("Data: {} ({} test images)", data.display(), e.class_counts().iter().sum::<i64>());
     println!("Device: {}", device_name(device));
     println!("Test loss: {:.4}", e.loss);
     println!("Test accuracy: {:.4}", e.accuracy);
     println!();
     let name_width = names.iter().map(|n| n.len()).max().unwrap_or(0).max(5);
     println!("Per-class accuracy:");
-    println!(
-        "  {:>3}  {:<name_width$}  {:>8}  {:>8}",
-        "#", "class", "accuracy", "examples"
-    );
-    for (class, (accuracy, count)) in e
-        .per_class_accuracy()
-        .iter()
-        .zip(e.class_counts())
-        .enumerate()
-    {
+    println!("  {:>3}  {:<name_width$}  {:>8}  {:>8}", "#", "class", "accuracy", "examples");
+    for (class, (accuracy, count)) in e.per_class_accuracy().iter().zip(e.class_counts()).enumerate() {
         let accuracy = accuracy.map_or("-".to_string(), |a| format!("{a:.4}"));
-        println!(
-            "  {class:>3}  {:<name_width$}  {accuracy:>8}  {count:>8}",
-            names[class]
-        );
+        println!("  {class:>3}  {:<name_width$}  {accuracy:>8}  {count:>8}", names[class]);
     }
     println!();
     println!("Confusion matrix (rows: true class, columns: predicted class):");
-    let cell = e
-        .confusion
-        .iter()
-        .flatten()
-        .map(|c| c.to_string().len())
-        .max()
-        .unwrap_or(1)
-        .max(3);
+    let cell = e.confusion.iter().flatten().map(|c| c.to_string().len()).max().unwrap_or(1).max(3);
     let header: String = (0..names.len()).map(|c| format!(" {c:>cell$}")).collect();
     println!("  {:>3} {header}", "");
     for (class, row) in e.confusion.iter().enumerate() {

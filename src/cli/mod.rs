@@ -2,6 +2,7 @@
 //! one file per subcommand.
 
 mod evaluate;
+mod export;
 mod train;
 
 use anyhow::Result;
@@ -21,6 +22,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a trained run on the test files of a data set.
     Evaluate(evaluate::EvaluateArgs),
+    /// Export a trained run as a TorchScript module for Python (torch.jit.load) or C++.
+    Export(export::ExportArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -28,16 +31,14 @@ pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
 
 /// The error and its context chain on one line (`{:#}`), cut to the first line of each part:
 /// libtorch appends multi-line C++ backtraces to its messages.
 pub fn one_line(err: &anyhow::Error) -> String {
-    err.chain()
-        .map(|cause| crate::run_dir::first_line(&cause.to_string()).to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    err.chain().map(|cause| crate::run_dir::first_line(&cause.to_string()).to_string()).collect::<Vec<_>>().join(": ")
 }
 
 /// Parses a strictly positive, finite number (learning rates).

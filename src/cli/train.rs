@@ -2,7 +2,7 @@
 //! write the run directory.
 
 use super::{open_unit_interval, positive_f64};
-use crate::data::{self, Examples};
+use crate::data;
 use crate::device::{DeviceSpec, device_name};
 use crate::evaluation::evaluate;
 use crate::model::{self, ModelConfig, parse_hidden};
@@ -26,12 +26,7 @@ pub struct TrainArgs {
     /// Directory with the four MNIST-format files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
     /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), raw or .gz. scripts/setup.sh prepares
     /// Fashion-MNIST in the default location.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "MNIST_TCH_DATA",
-        default_value = "data/fashion-mnist"
-    )]
+    #[arg(long, value_name = "DIR", env = "MNIST_TCH_DATA", default_value = "data/fashion-mnist")]
     pub data: PathBuf,
 
     /// Hidden layer widths, comma-separated: 128 is the seed's Dense(128, relu); 512,256 builds two.
@@ -86,6 +81,11 @@ pub struct TrainArgs {
     /// Print only the final "Test accuracy" line.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Check the data and flags, print the config.json this run would write, and stop without
+    /// training (scripts/baseline.py reads its hyperparameters from it).
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -99,101 +99,81 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let num_classes = args.num_classes as usize;
     let data = data::load_dir(&args.data, num_classes)?;
     let class_names = data::class_names(&args.class_names, &args.data, num_classes)?;
-    let (train_len, valid_len) =
-        data::validation_split(data.train.len() as usize, args.validation_split)?;
+    let (train_len, valid_len) = data::validation_split(data.train.len() as usize, args.validation_split)?;
     ensure!(
         args.batch_size as usize <= train_len,
         "--batch-size {} is larger than the {train_len} training examples left after the validation split",
         args.batch_size
     );
 
-    let model_config = ModelConfig {
-        input_shape: [data.image_rows as i64, data.image_cols as i64],
-        hidden: args.hidden.clone(),
-        num_classes: num_classes as i64,
-    };
-    let train_config = TrainConfig {
-        epochs: args.epochs as usize,
-        batch_size: args.batch_size as usize,
-        learning_rate: args.lr,
-        validation_split: args.validation_split,
-        seed: args.seed,
-        device: device_name(device),
-        ..TrainConfig::default()
-    };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| run_dir::next_free_run_dir(&PathBuf::from("runs")));
-    // Before training, so a bad --out costs nothing.
-    run_dir::prepare_new_run_dir(&out, args.overwrite)?;
-
-    say(format!("Device: {}", device_name(device)));
-    say(format!(
-        "Data: {} - {} training, {} validation, {} test images of {}x{}, {} classes",
-        args.data.display(),
-        train_len,
-        valid_len,
-        data.test.len(),
-        data.image_rows,
-        data.image_cols,
-        num_classes
-    ));
-    say(format!(
-        "Model: {} MLP, {} parameters",
-        model_config.describe(),
-        model_config.parameter_count()
-    ));
-
-    // The Keras split: the first part trains, the last part validates; both move to the device once.
-    let train_set = data.train.slice(0, train_len as i64).to_device(device);
-    let valid_set = data
-        .train
-        .slice(train_len as i64, valid_len as i64)
-        .to_device(device);
-    let test_set: Examples = data.test.to_device(device);
-
-    tch::manual_seed(args.seed);
-    let vs = nn::VarStore::new(device);
-    let net = model::build(&vs.root(), &model_config);
-    let mut progress = ConsoleProgress::new(mode);
-    let history = training::train(
-        &net,
-        &vs,
-        &train_set,
-        &valid_set,
-        model_config.num_classes,
-        &train_config,
-        &mut progress,
-    )?;
-    let test = evaluate(&net, &test_set, model_config.num_classes)?;
-
-    let config = RunConfig {
+    let mut config = RunConfig {
         tool: ToolInfo::default(),
-        model: model_config,
+        model: ModelConfig {
+            input_shape: [data.image_rows as i64, data.image_cols as i64],
+            hidden: args.hidden.clone(),
+            num_classes: num_classes as i64,
+        },
         data: DataInfo {
             // Absolute, so `evaluate` finds the data from any working directory.
             dir: std::fs::canonicalize(&args.data).unwrap_or_else(|_| args.data.clone()),
             class_names,
             train_examples: train_len,
             validation_examples: valid_len,
-            test_examples: test_set.len() as usize,
+            test_examples: data.test.len() as usize,
             normalization: NORMALIZATION.into(),
         },
-        training: train_config,
-        result: Some(RunResult {
-            epochs_completed: history.len(),
+        training: TrainConfig {
+            epochs: args.epochs as usize,
+            batch_size: args.batch_size as usize,
+            learning_rate: args.lr,
+            validation_split: args.validation_split,
+            seed: args.seed,
             device: device_name(device),
-            test_loss: test.loss,
-            test_accuracy: test.accuracy,
-        }),
+            ..TrainConfig::default()
+        },
+        result: None,
     };
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    let out = args.out.clone().unwrap_or_else(|| run_dir::next_free_run_dir(&PathBuf::from("runs")));
+    // Before training, so a bad --out costs nothing.
+    run_dir::prepare_new_run_dir(&out, args.overwrite)?;
+
+    say(format!("Device: {}", device_name(device)));
+    say(format!(
+        "Data: {} - {train_len} training, {valid_len} validation, {} test images of {}x{}, {num_classes} classes",
+        args.data.display(),
+        data.test.len(),
+        data.image_rows,
+        data.image_cols,
+    ));
+    say(format!("Model: {} MLP, {} parameters", config.model.describe(), config.model.parameter_count()));
+
+    // The Keras split: the first part trains, the last part validates; all move to the device once.
+    let train_set = data.train.slice(0, train_len as i64).to_device(device);
+    let valid_set = data.train.slice(train_len as i64, valid_len as i64).to_device(device);
+    let test_set = data.test.to_device(device);
+
+    tch::manual_seed(args.seed);
+    let vs = nn::VarStore::new(device);
+    let net = model::build(&vs.root(), &config.model);
+    let mut progress = ConsoleProgress::new(mode);
+    let num_classes = config.model.num_classes;
+    let history = training::train(&net, &vs, &train_set, &valid_set, num_classes, &config.training, &mut progress)?;
+    let test = evaluate(&net, &test_set, num_classes)?;
+    config.result = Some(RunResult {
+        epochs_completed: history.len(),
+        device: device_name(device),
+        test_loss: test.loss,
+        test_accuracy: test.accuracy,
+    });
+
     // Weights first: a config.json never points at weights that are not there.
     run_dir::save_weights(&vs, &out.join(run_dir::WEIGHTS_FILE))?;
     run_dir::save_metrics(&out, &history)?;
-    config
-        .save(&out)
-        .with_context(|| format!("saving the run to {}", out.display()))?;
+    config.save(&out).with_context(|| format!("saving the run to {}", out.display()))?;
     say(format!("Saved run to {}", out.display()));
     say(format!("Test loss: {:.4}", test.loss));
     println!("Test accuracy: {:.4}", test.accuracy);

@@ -20,10 +20,7 @@ pub const CLASSES: u8 = 4;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u8 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 56) as u8
     }
 }
@@ -104,9 +101,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(gzip: bool) -> Fixture {
-        let fixture = Fixture {
-            tmp: tempfile::tempdir().unwrap(),
-        };
+        let fixture = Fixture { tmp: tempfile::tempdir().unwrap() };
         Files::synthetic(600, 200).write(&fixture.data(), gzip);
         fixture
     }
@@ -123,19 +118,9 @@ impl Fixture {
     pub fn train(&self, out: &str, extra: &[&str]) -> Run {
         let data = self.data();
         let out = self.path(out);
-        let mut args = vec![
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
+        let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
         // Small, fast defaults, each unless `extra` sets that flag itself.
-        for (flag, value) in [
-            ("--num-classes", "4"),
-            ("--epochs", "3"),
-            ("--device", "cpu"),
-        ] {
+        for (flag, value) in [("--num-classes", "4"), ("--epochs", "3"), ("--device", "cpu")] {
             if !extra.contains(&flag) {
                 args.extend([flag, value]);
             }
@@ -171,34 +156,14 @@ impl Run {
     /// A failure the way users must see it: exit code 1, exactly one line on stderr starting with
     /// `error:` and containing every fragment, and no panic or C++ abort.
     pub fn assert_clean_error(&self, fragments: &[&str]) -> &Run {
-        assert_eq!(
-            self.code(),
-            Some(1),
-            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
+        assert_eq!(self.code(), Some(1), "expected exit 1\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "expected one line on stderr, got:\n{}",
-            self.stderr
-        );
+        assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{}", self.stderr);
         assert!(lines[0].starts_with("error: "), "{}", self.stderr);
         for fragment in fragments {
-            assert!(
-                lines[0].contains(fragment),
-                "missing {fragment:?} in: {}",
-                lines[0]
-            );
+            assert!(lines[0].contains(fragment), "missing {fragment:?} in: {}", lines[0]);
         }
-        for forbidden in [
-            "panicked",
-            "RUST_BACKTRACE",
-            "terminate called",
-            "Exception raised",
-        ] {
+        for forbidden in ["panicked", "RUST_BACKTRACE", "terminate called", "Exception raised"] {
             assert!(!self.stderr.contains(forbidden), "{}", self.stderr);
         }
         self

@@ -1,0 +1,63 @@
+//! `mnist-tch export`: a run directory's model as a TorchScript file for Python or C++ serving.
+
+use crate::device::{DeviceSpec, device_name};
+use crate::export;
+use crate::run_dir::load_run;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+/// The contract of the exported module, shown by `mnist-tch export --help`.
+const CONTRACT: &str = "\
+The exported module's forward(x):
+  x       float32, pixels scaled to [0, 1] (pixel / 255, as in training), shaped [N, 28, 28],
+          [N, 1, 28, 28] or [N, 784] (the run's image size), any batch size N >= 1
+  returns float32 [N, classes]: logits, or probabilities with --probabilities
+
+Python:
+  model = torch.jit.load(\"model.pt\")                        # traced on CPU: runs on CPU
+  model = torch.jit.load(\"model.pt\", map_location=\"cuda\")   # moves the baked-in weights to the GPU
+  probs = model(x).softmax(-1)
+
+Tracing bakes the weights into the graph as constants: the module is for inference, not training.";
+
+#[derive(Debug, Args)]
+#[command(after_long_help = CONTRACT)]
+pub struct ExportArgs {
+    /// Run directory written by `mnist-tch train`.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub model: PathBuf,
+
+    /// TorchScript file to write.
+    #[arg(long, value_name = "FILE", default_value = "model.pt")]
+    pub out: PathBuf,
+
+    /// Bake the softmax in: the module returns class probabilities instead of logits.
+    #[arg(long)]
+    pub probabilities: bool,
+
+    /// Device to trace on (cpu, cuda, cuda:N); the module's constants live there until
+    /// `torch.jit.load(..., map_location=...)` moves them.
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Cpu)]
+    pub device: DeviceSpec,
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let device = args.device.resolve()?;
+    let mut run = load_run(&args.model, device)?;
+    // Frozen: the traced graph then holds plain constants with no autograd history.
+    run.vs.freeze();
+    let module = export::trace(&run, args.probabilities)?;
+    export::save_and_verify(&module, &run, args.probabilities, &args.out)?;
+    let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "Exported {} ({} MLP, {}, traced on {}) to {} ({:.1} KB)",
+        args.model.display(),
+        run.config.model.describe(),
+        if args.probabilities { "probabilities" } else { "logits" },
+        device_name(device),
+        args.out.display(),
+        size as f64 / 1024.0
+    );
+    Ok(())
+}

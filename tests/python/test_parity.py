@@ -1,0 +1,85 @@
+"""mnist-tch's exports load in Python and reproduce mnist-tch's own logits; the baseline and the
+comparison script run end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import safetensors.torch
+import torch
+
+import baseline
+from conftest import BINARY, CLASSES, ROOT, SIDE, run
+
+TOLERANCE = 1e-5
+
+
+def test_torchscript_gives_mnist_tch_logits_for_every_input_shape(trained):
+    module = torch.jit.load(str(trained["logits_pt"]), map_location="cpu")
+    images = torch.from_numpy(trained["test_x"])  # float32 [N, 8, 8] in [0, 1]
+    n = len(images)
+    for shaped in (images, images.view(n, 1, SIDE, SIDE), images.view(n, SIDE * SIDE), images[:1]):
+        with torch.no_grad():
+            logits = module(shaped)
+        assert logits.dtype == torch.float32
+        assert tuple(logits.shape) == (len(shaped), CLASSES)
+        diff = np.abs(logits.numpy() - trained["logits"][: len(shaped)]).max()
+        assert diff <= TOLERANCE, f"{tuple(shaped.shape)}: max abs diff {diff}"
+
+
+def test_probabilities_export_is_the_softmax_of_the_logits(trained):
+    module = torch.jit.load(str(trained["probs_pt"]))
+    with torch.no_grad():
+        probs = module(torch.from_numpy(trained["test_x"])).numpy()
+    assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+    expected = torch.from_numpy(trained["logits"]).softmax(-1).numpy()
+    assert np.abs(probs - expected).max() <= TOLERANCE
+
+
+def test_safetensors_load_into_the_baselines_sequential(trained):
+    model = baseline.build_torch_model(trained["config"]["model"])
+    state = safetensors.torch.load_file(str(trained["run_dir"] / "model.safetensors"))
+    model.load_state_dict(state)  # strict: every name and shape must match nn.Sequential's
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(trained["test_x"])).numpy()
+    assert np.abs(logits - trained["logits"]).max() <= TOLERANCE
+    # The accuracy mnist-tch printed is the accuracy of these logits.
+    accuracy = (logits.argmax(-1) == trained["test_y"]).mean()
+    assert f"{accuracy:.4f}" == f"{trained['config']['result']['test_accuracy']:.4f}"
+
+
+def test_baseline_runs_one_epoch_from_the_run_config(trained, data_dir):
+    done = run(sys.executable, ROOT / "scripts" / "baseline.py", "--config", trained["run_dir"] / "config.json",
+               "--epochs", "1")
+    lines = done.stdout.splitlines()
+    epoch_lines = [l for l in lines if l.startswith("Epoch ")]
+    # 2000 examples, the last 20% for validation: 1600 / batch 32 = 50 steps.
+    assert len(epoch_lines) == 1 and epoch_lines[0].startswith("Epoch 1/1 - 50 steps - "), done.stdout
+    accuracy = float(lines[-1].removeprefix("Test accuracy: "))
+    assert accuracy > 0.5, done.stdout
+
+
+def test_baseline_without_a_config_asks_the_binary(data_dir):
+    done = run(sys.executable, ROOT / "scripts" / "baseline.py", "--data", data_dir, "--epochs", "1")
+    assert "Epoch 1/1 - 50 steps - " in done.stdout, done.stdout
+
+
+def test_compare_writes_its_table_and_passes_parity(data_dir, tmp_path):
+    out = tmp_path / "compare"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), "--data", str(data_dir),
+                           "--epochs", "3", "--out", str(out), "--no-keras", "--train-args", f"--num-classes {CLASSES}"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((out / "compare.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["mnist-tch", "PyTorch eager"]
+    for result in report["results"]:
+        # Epoch lines print tenths of a second; tiny epochs may round to 0.0.
+        assert result["epochs"] == 3 and result["seconds_per_epoch"] >= 0
+        assert result["wall_seconds"] > 0 and result["peak_rss_mb"] > 50, result
+    assert [c["pass"] for c in report["parity"]] == [True, True, True], report["parity"]
+    table = (out / "compare.md").read_text()
+    assert "| mnist-tch |" in table and table.count("PASS") == 3
