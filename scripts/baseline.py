@@ -98,8 +98,8 @@ def load_config(args) -> dict:
 
 
 def build_torch_model(model_config: dict):
-    """nn.Sequential(Flatten, Linear, ReLU, ..., Linear): the module whose state dict matches
-    mnist-tch's model.safetensors names (1.weight, 1.bias, 3.weight, ...)."""
+    """nn.Sequential(Flatten, Linear, ReLU, [Dropout,] ..., Linear): the module whose state dict matches
+    mnist-tch's model.safetensors names (1.weight, 1.bias, 3.weight, ...; 1, 4, 7 with dropout)."""
     import torch.nn as nn
 
     rows, cols = model_config["input_shape"]
@@ -109,6 +109,8 @@ def build_torch_model(model_config: dict):
         layers.append(nn.Linear(inputs, outputs))
         if i < len(widths) - 2:
             layers.append(nn.ReLU())
+            if model_config.get("dropout", 0.0) > 0:
+                layers.append(nn.Dropout(model_config["dropout"]))
     return nn.Sequential(*layers)
 
 
@@ -134,8 +136,11 @@ def run_torch(config: dict, device: str) -> float:
     x_test, y_test = as_tensor(test_x), as_tensor(test_y)
 
     model = build_torch_model(config["model"]).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"],
-                                 betas=(t["adam_beta1"], t["adam_beta2"]), eps=t["adam_epsilon"])
+    # Adam, or AdamW when the run used weight decay. (Schedules and early stopping are not mirrored:
+    # the baseline reproduces the seed's protocol.)
+    adam = torch.optim.AdamW if t.get("weight_decay", 0.0) > 0 else torch.optim.Adam
+    optimizer = adam(model.parameters(), lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]),
+                     eps=t["adam_epsilon"], weight_decay=t.get("weight_decay", 0.0))
 
     def evaluate(x, y):
         model.eval()

@@ -84,7 +84,12 @@ if [ "$(cat .libtorch/build-version 2>/dev/null)" != "$torch_version" ]; then
 fi
 say "libtorch $torch_version from $torch_dir"
 
-# --- 3. Fashion-MNIST ----------------------------------------------------------------------------
+# --- 3. Fashion-MNIST, and a font for the plots ---------------------------------------------------
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    say "installing Debian's fonts-dejavu-core (text in the PNG plots)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq fonts-dejavu-core >/dev/null
+fi
 source_dir=/usr/share/datasets/fashion-mnist
 files="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
 if [ ! -f "$source_dir/train-images-idx3-ubyte.gz" ]; then

@@ -6,6 +6,9 @@
 //! - [`data`]: finding, validating and loading an MNIST-format directory; Keras's validation split.
 //! - [`model`]: the MLP and its `config.json` description.
 //! - [`training`]: the training loop.
+//! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
+//! - [`fit`]: a training job end to end into a run directory (train, resume, fine-tune).
+//! - [`plot`]: learning curves and confusion matrix as PNG.
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
 //! - [`npy`]: `.npy` output for Python.
@@ -14,14 +17,17 @@
 //! - [`progress`]: Keras-like console output.
 //! - [`cli`]: the command line, one file per subcommand.
 
+pub mod callbacks;
 pub mod cli;
 pub mod data;
 pub mod device;
 pub mod evaluation;
 pub mod export;
+pub mod fit;
 pub mod idx;
 pub mod model;
 pub mod npy;
+pub mod plot;
 pub mod progress;
 pub mod run_dir;
 pub mod training;

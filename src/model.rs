@@ -22,11 +22,14 @@ pub struct ModelConfig {
     pub hidden: Vec<i64>,
     /// Width of the output layer.
     pub num_classes: i64,
+    /// Dropout rate after each hidden layer's ReLU during training (0: none, the seed).
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { input_shape: [28, 28], hidden: vec![128], num_classes: 10 }
+        ModelConfig { input_shape: [28, 28], hidden: vec![128], num_classes: 10, dropout: 0.0 }
     }
 }
 
@@ -50,22 +53,25 @@ impl ModelConfig {
         ensure!(self.input_shape.iter().all(|&d| d > 0), "input shape {:?} must be positive", self.input_shape);
         ensure!(self.hidden.iter().all(|&w| w > 0), "hidden layer widths {:?} must be positive", self.hidden);
         ensure!(self.num_classes >= 2, "a classifier needs at least 2 classes, got {}", self.num_classes);
+        ensure!((0.0..1.0).contains(&self.dropout), "dropout {} must be in [0, 1)", self.dropout);
         Ok(())
     }
 
     /// The Dense layers in order. In the PyTorch `nn.Sequential`, index 0 is `Flatten` and every
-    /// hidden `Linear` is followed by a `ReLU`, so the Linear layers sit at indices 1, 3, 5, ...
+    /// hidden `Linear` is followed by a `ReLU` (and a `Dropout` when `dropout` > 0), so the Linear
+    /// layers sit at indices 1, 3, 5, ... (1, 4, 7, ... with dropout).
     pub fn dense_layers(&self) -> Vec<DenseLayer> {
         let widths: Vec<i64> = std::iter::once(self.input_dim())
             .chain(self.hidden.iter().copied())
             .chain(std::iter::once(self.num_classes))
             .collect();
         let last = widths.len() - 2;
+        let stride = if self.dropout > 0.0 { 3 } else { 2 };
         widths
             .windows(2)
             .enumerate()
             .map(|(i, pair)| DenseLayer {
-                name: (2 * i + 1).to_string(),
+                name: (stride * i + 1).to_string(),
                 inputs: pair[0],
                 outputs: pair[1],
                 relu: i != last,
@@ -99,13 +105,17 @@ pub fn parse_hidden(spec: &str) -> Result<Vec<i64>, String> {
 
 /// Builds the MLP under `vs`. Input `[N, rows, cols]` or `[N, rows*cols]`, output logits `[N, classes]`.
 /// Weights use PyTorch's `nn.Linear` initialisation (tch's default), so the Rust and Python
-/// baselines start from the same distribution.
-pub fn build(vs: &nn::Path, config: &ModelConfig) -> nn::Sequential {
-    let mut net = nn::seq().add_fn(|xs| xs.flatten(1, -1));
+/// baselines start from the same distribution. Dropout acts only when `forward_t` is told it trains.
+pub fn build(vs: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
+    let mut net = nn::seq_t().add_fn(|xs| xs.flatten(1, -1));
+    let dropout = config.dropout;
     for layer in config.dense_layers() {
         net = net.add(nn::linear(vs / layer.name.as_str(), layer.inputs, layer.outputs, Default::default()));
         if layer.relu {
             net = net.add_fn(|xs| xs.relu());
+            if dropout > 0.0 {
+                net = net.add_fn_t(move |xs, train| xs.dropout(dropout, train));
+            }
         }
     }
     net
@@ -114,7 +124,7 @@ pub fn build(vs: &nn::Path, config: &ModelConfig) -> nn::Sequential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind, Tensor, nn::Module};
+    use tch::{Device, Kind, Tensor, nn::ModuleT};
 
     #[test]
     fn seed_model_has_pytorch_sequential_names_and_shapes() {
@@ -133,16 +143,20 @@ mod tests {
             ]
         );
         assert_eq!(config.parameter_count(), 101_770);
-        let logits = net.forward(&Tensor::zeros([5, 28, 28], (Kind::Float, Device::Cpu)));
+        let logits = net.forward_t(&Tensor::zeros([5, 28, 28], (Kind::Float, Device::Cpu)), false);
         assert_eq!(logits.size(), vec![5, 10]);
     }
 
     #[test]
     fn deeper_models_interleave_relu_indices() {
-        let config = ModelConfig { input_shape: [4, 4], hidden: vec![8, 6], num_classes: 3 };
+        let config = ModelConfig { input_shape: [4, 4], hidden: vec![8, 6], num_classes: 3, dropout: 0.0 };
         let names: Vec<_> = config.dense_layers().into_iter().map(|l| (l.name, l.relu)).collect();
         assert_eq!(names, vec![("1".into(), true), ("3".into(), true), ("5".into(), false)]);
         assert_eq!(config.describe(), "16-8-6-3");
+        // nn.Sequential(Flatten, Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear)
+        let with_dropout = ModelConfig { dropout: 0.5, ..config };
+        let names: Vec<_> = with_dropout.dense_layers().into_iter().map(|l| l.name).collect();
+        assert_eq!(names, vec!["1", "4", "7"]);
     }
 
     #[test]
@@ -151,5 +165,24 @@ mod tests {
         assert!(parse_hidden("128,").is_err());
         assert!(parse_hidden("0").is_err());
         assert!(parse_hidden("abc").unwrap_err().contains("comma-separated"));
+    }
+}
+
+#[cfg(test)]
+mod dropout_tests {
+    use super::*;
+    use tch::{Device, Kind, Tensor, nn::ModuleT};
+
+    #[test]
+    fn dropout_acts_in_training_only() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = ModelConfig { input_shape: [4, 4], hidden: vec![64], num_classes: 3, dropout: 0.5 };
+        let net = build(&vs.root(), &config);
+        let x = Tensor::rand([8, 4, 4], (Kind::Float, Device::Cpu));
+        let eval_a = net.forward_t(&x, false);
+        let eval_b = net.forward_t(&x, false);
+        assert!(eval_a.equal(&eval_b), "inference must be deterministic");
+        assert!(!net.forward_t(&x, true).equal(&eval_a), "training must drop units");
     }
 }

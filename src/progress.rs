@@ -2,7 +2,7 @@
 //! (`verbose=1`), exactly one line per epoch otherwise (`verbose=2`, for CI and log files), or
 //! nothing with `--quiet`.
 
-use crate::training::{EpochMetrics, Progress};
+use crate::training::EpochMetrics;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -27,11 +27,12 @@ impl OutputMode {
     }
 }
 
-/// The epoch line: `Epoch 3/10 - 1500 steps - 1.1s - loss: 0.3120 - accuracy: 0.8851 - val_loss: ...`.
+/// The epoch line: `Epoch 3/10 - 1500 steps - 1.1s - loss: 0.3120 - accuracy: 0.8851 - val_loss: 0.3402 -
+/// val_accuracy: 0.8770 - lr: 0.001`.
 pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     format!(
-        "Epoch {}/{} - {} steps - {:.1}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4}",
-        m.epoch, epochs, m.steps, m.seconds, m.loss, m.accuracy, m.val_loss, m.val_accuracy
+        "Epoch {}/{} - {} steps - {:.1}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4} - lr: {:.3e}",
+        m.epoch, epochs, m.steps, m.seconds, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.lr
     )
 }
 
@@ -46,10 +47,8 @@ impl ConsoleProgress {
     pub fn new(mode: OutputMode) -> ConsoleProgress {
         ConsoleProgress { mode, epochs: 0, bar: None }
     }
-}
 
-impl Progress for ConsoleProgress {
-    fn start_epoch(&mut self, epoch: usize, epochs: usize, steps: usize) {
+    pub fn start_epoch(&mut self, epoch: usize, epochs: usize, steps: usize) {
         self.epochs = epochs;
         if self.mode == OutputMode::Bar {
             let bar = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stdout());
@@ -61,12 +60,12 @@ impl Progress for ConsoleProgress {
         }
     }
 
-    fn running_metrics_every(&self) -> Option<usize> {
+    pub fn running_metrics_every(&self) -> Option<usize> {
         // About ten reads a second at typical step rates; each one is a host synchronisation.
         (self.mode == OutputMode::Bar).then_some(50)
     }
 
-    fn step(&mut self, step: usize, running: Option<(f64, f64)>) {
+    pub fn step(&mut self, step: usize, running: Option<(f64, f64)>) {
         if let Some(bar) = &self.bar {
             bar.set_position(step as u64);
             if let Some((loss, accuracy)) = running {
@@ -75,7 +74,7 @@ impl Progress for ConsoleProgress {
         }
     }
 
-    fn end_epoch(&mut self, metrics: &EpochMetrics) {
+    pub fn end_epoch(&mut self, metrics: &EpochMetrics) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

@@ -17,7 +17,10 @@ use tch::{Tensor, nn};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const BEST_WEIGHTS_FILE: &str = "best.safetensors";
 pub const METRICS_FILE: &str = "metrics.csv";
+pub const METRICS_JSON_FILE: &str = "metrics.json";
+pub const EVALUATION_FILE: &str = "evaluation.json";
 
 /// The tool that wrote a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +47,17 @@ pub struct DataInfo {
     pub normalization: String,
 }
 
-/// The outcome of a finished run.
+/// Where a run stands; rewritten after every epoch, so an interrupted run says how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunState {
+    /// `training`, `completed`, `early_stopped`, `interrupted`.
+    pub status: String,
+    pub epochs_completed: usize,
+    /// Epoch with the best monitored metric so far.
+    pub best_epoch: Option<usize>,
+}
+
+/// The test-set outcome of a finished run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
     pub epochs_completed: usize,
@@ -60,6 +73,8 @@ pub struct RunConfig {
     pub model: ModelConfig,
     pub data: DataInfo,
     pub training: TrainConfig,
+    #[serde(default)]
+    pub state: RunState,
     pub result: Option<RunResult>,
 }
 
@@ -179,31 +194,46 @@ pub fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or(message)
 }
 
-/// Writes `metrics.csv`: one row per epoch.
+/// Writes `metrics.csv` and `metrics.json`: one row (object) per epoch, the same numbers in both.
 pub fn save_metrics(dir: &Path, metrics: &[EpochMetrics]) -> Result<()> {
-    let mut csv = String::from("epoch,steps,loss,accuracy,val_loss,val_accuracy\n");
+    let mut csv = String::from("epoch,steps,loss,accuracy,val_loss,val_accuracy,lr,seconds\n");
     for m in metrics {
         csv += &format!(
-            "{},{},{:.6},{:.6},{:.6},{:.6}\n",
-            m.epoch, m.steps, m.loss, m.accuracy, m.val_loss, m.val_accuracy
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:e},{:.3}\n",
+            m.epoch, m.steps, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.lr, m.seconds
         );
     }
-    write_bytes_atomically(&dir.join(METRICS_FILE), csv.as_bytes())
+    write_bytes_atomically(&dir.join(METRICS_FILE), csv.as_bytes())?;
+    let json = serde_json::to_string_pretty(metrics)?;
+    write_bytes_atomically(&dir.join(METRICS_JSON_FILE), format!("{json}\n").as_bytes())
+}
+
+/// Reads `metrics.json` back (for plots and resumed runs).
+pub fn load_metrics(dir: &Path) -> Result<Vec<EpochMetrics>> {
+    let path = dir.join(METRICS_JSON_FILE);
+    let text = fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid metrics", path.display()))
 }
 
 /// A loaded run: its config and a model with its weights.
 pub struct LoadedRun {
     pub config: RunConfig,
     pub vs: nn::VarStore,
-    pub net: nn::Sequential,
+    pub net: nn::SequentialT,
 }
 
-/// Rebuilds the model of the run in `dir` from its `config.json` and loads its weights onto `device`.
+/// Rebuilds the model of the run in `dir` from its `config.json` and loads its weights
+/// (`model.safetensors`) onto `device`.
 pub fn load_run(dir: &Path, device: tch::Device) -> Result<LoadedRun> {
+    load_run_weights(dir, WEIGHTS_FILE, device)
+}
+
+/// Like [`load_run`], with another weights file of the run (e.g. `best.safetensors`).
+pub fn load_run_weights(dir: &Path, weights_file: &str, device: tch::Device) -> Result<LoadedRun> {
     let config = RunConfig::load(dir)?;
     let mut vs = nn::VarStore::new(device);
     let net = crate::model::build(&vs.root(), &config.model);
-    load_weights(&mut vs, &dir.join(WEIGHTS_FILE))?;
+    load_weights(&mut vs, &dir.join(weights_file))?;
     Ok(LoadedRun { config, vs, net })
 }
 

@@ -40,7 +40,7 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
 
     let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     let rows: Vec<&str> = metrics.lines().collect();
-    assert_eq!(rows[0], "epoch,steps,loss,accuracy,val_loss,val_accuracy");
+    assert_eq!(rows[0], "epoch,steps,loss,accuracy,val_loss,val_accuracy,lr,seconds");
     assert_eq!(rows.len(), 4, "{metrics}");
     assert!(rows[3].starts_with("3,15,"), "{metrics}");
 
@@ -61,18 +61,23 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
     let mut files: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
-    assert_eq!(files, vec!["config.json", "metrics.csv", "model.safetensors"]);
+    assert_eq!(files, vec!["config.json", "evaluation.json", "metrics.csv", "metrics.json", "model.safetensors"]);
 }
 
 #[test]
 fn gzipped_and_raw_files_give_identical_runs_and_same_seed_is_reproducible() {
     // Raw files go through tch's loader, .gz through ours: the tensors, and so every metric, must agree.
+    // (Every metric: the seconds column is wall time, the one thing that may differ.)
     let raw = Fixture::new(false);
     let gz = Fixture::new(true);
     raw.train("a", &[]).assert_ok();
     raw.train("b", &[]).assert_ok();
     gz.train("a", &[]).assert_ok();
-    let metrics = |f: &Fixture, run: &str| std::fs::read_to_string(f.path(run).join("metrics.csv")).unwrap();
+    // Every column but the last, the epoch's wall time.
+    let metrics = |f: &Fixture, run: &str| -> Vec<String> {
+        let csv = std::fs::read_to_string(f.path(run).join("metrics.csv")).unwrap();
+        csv.lines().map(|line| line.rsplit_once(',').unwrap().0.to_string()).collect()
+    };
     assert_eq!(metrics(&raw, "a"), metrics(&raw, "b"), "same seed, same data: identical metrics.csv");
     assert_eq!(metrics(&raw, "a"), metrics(&gz, "a"), "raw and .gz loaders disagree");
 
@@ -95,7 +100,8 @@ fn evaluate_rebuilds_the_model_from_the_run_directory() {
     assert_eq!(evaluated.test_accuracy(), trained.test_accuracy());
     assert!(evaluated.stdout.contains("64-16-8-4 MLP"), "{}", evaluated.stdout);
     assert!(evaluated.stdout.contains("Confusion matrix"), "{}", evaluated.stdout);
-    assert!(evaluated.stdout.contains("Per-class accuracy"), "{}", evaluated.stdout);
+    assert!(evaluated.stdout.contains("Per-class metrics"), "{}", evaluated.stdout);
+    assert!(evaluated.stdout.contains("precision") && evaluated.stdout.contains("macro avg"), "{}", evaluated.stdout);
 
     let json = mnist_tch(&["evaluate", "--model", run_dir, "--device", "cpu", "--json"]);
     json.assert_ok();

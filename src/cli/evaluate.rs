@@ -4,7 +4,7 @@
 use crate::data;
 use crate::device::{DeviceSpec, device_name};
 use crate::evaluation::{Evaluation, evaluate, logits};
-use crate::run_dir::{load_run, write_bytes_atomically};
+use crate::run_dir::{load_run_weights, write_bytes_atomically};
 use anyhow::{Result, ensure};
 use clap::Args;
 use serde_json::json;
@@ -19,6 +19,11 @@ pub struct EvaluateArgs {
     /// Data directory whose test files to use. Default: the one the run was trained on.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+
+    /// Weights file inside the run directory: model.safetensors (the run's final model) or
+    /// best.safetensors (written by train --save-best).
+    #[arg(long, value_name = "FILE", default_value = crate::run_dir::WEIGHTS_FILE)]
+    pub weights: String,
 
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
@@ -36,7 +41,7 @@ pub struct EvaluateArgs {
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let device = args.device.resolve()?;
-    let run = load_run(&args.model, device)?;
+    let run = load_run_weights(&args.model, &args.weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
     let data = data::load_dir(&data_dir, model.num_classes as usize)?;
@@ -70,10 +75,13 @@ fn report_json(run: &Path, data: &Path, device: tch::Device, names: &[String], e
     let classes: Vec<_> = names
         .iter()
         .zip(e.per_class_accuracy())
-        .zip(e.class_counts())
+        .zip(e.per_class_scores())
         .enumerate()
-        .map(|(index, ((name, accuracy), examples))| {
-            json!({ "index": index, "name": name, "accuracy": accuracy, "examples": examples })
+        .map(|(index, ((name, accuracy), scores))| {
+            json!({
+                "index": index, "name": name, "accuracy": accuracy, "precision": scores.precision,
+                "recall": scores.recall, "f1": scores.f1, "examples": scores.support,
+            })
         })
         .collect();
     json!({
@@ -96,12 +104,38 @@ fn print_report(run: &Path, data: &Path, device: tch::Device, architecture: Stri
     println!("Test accuracy: {:.4}", e.accuracy);
     println!();
     let name_width = names.iter().map(|n| n.len()).max().unwrap_or(0).max(5);
-    println!("Per-class accuracy:");
-    println!("  {:>3}  {:<name_width$}  {:>8}  {:>8}", "#", "class", "accuracy", "examples");
-    for (class, (accuracy, count)) in e.per_class_accuracy().iter().zip(e.class_counts()).enumerate() {
-        let accuracy = accuracy.map_or("-".to_string(), |a| format!("{a:.4}"));
-        println!("  {class:>3}  {:<name_width$}  {accuracy:>8}  {count:>8}", names[class]);
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    println!("Per-class metrics:");
+    println!(
+        "  {:>3}  {:<name_width$}  {:>8}  {:>9}  {:>8}  {:>8}  {:>8}",
+        "#", "class", "accuracy", "precision", "recall", "f1", "examples"
+    );
+    let scores = e.per_class_scores();
+    for (class, (accuracy, s)) in e.per_class_accuracy().into_iter().zip(&scores).enumerate() {
+        println!(
+            "  {class:>3}  {:<name_width$}  {:>8}  {:>9}  {:>8}  {:>8}  {:>8}",
+            names[class],
+            cell(accuracy),
+            cell(s.precision),
+            cell(s.recall),
+            cell(s.f1),
+            s.support
+        );
     }
+    let macro_avg = |f: fn(&crate::evaluation::ClassScores) -> Option<f64>| {
+        let values: Vec<f64> = scores.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    println!(
+        "  {:>3}  {:<name_width$}  {:>8}  {:>9}  {:>8}  {:>8}  {:>8}",
+        "",
+        "macro avg",
+        "",
+        cell(macro_avg(|s| s.precision)),
+        cell(macro_avg(|s| s.recall)),
+        cell(macro_avg(|s| s.f1)),
+        e.class_counts().iter().sum::<i64>()
+    );
     println!();
     println!("Confusion matrix (rows: true class, columns: predicted class):");
     let cell = e.confusion.iter().flatten().map(|c| c.to_string().len()).max().unwrap_or(1).max(3);

@@ -3,6 +3,7 @@
 
 mod evaluate;
 mod export;
+mod plot;
 mod train;
 
 use anyhow::Result;
@@ -24,6 +25,8 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Export a trained run as a TorchScript module for Python (torch.jit.load) or C++.
     Export(export::ExportArgs),
+    /// Draw a run's learning curves and test confusion matrix as PNG files.
+    Plot(plot::PlotArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -32,6 +35,7 @@ pub fn run() -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Export(args) => export::run(args),
+        Command::Plot(args) => plot::run(args),
     }
 }
 
@@ -47,6 +51,40 @@ fn positive_f64(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a positive number")),
     }
+}
+
+/// Parses a rate in [0, 1) (dropout).
+fn unit_interval_from_zero(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a rate in [0, 1)")),
+    }
+}
+
+/// The Ctrl-C flag: SIGINT or SIGTERM sets it, and training finishes its step, keeps the last
+/// completed epoch and stops. A second signal while the flag is set ends the process at once (exit 1),
+/// for when a user really means it.
+fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Order matters: the shutdown check must see the flag as it was before this signal set it.
+        let registered = signal_hook::flag::register_conditional_shutdown(signal, 1, flag.clone())
+            .and_then(|_| signal_hook::flag::register(signal, flag.clone()));
+        if let Err(err) = registered {
+            eprintln!("warning: cannot handle signal {signal} ({err}); Ctrl-C will end training without a checkpoint");
+        }
+    }
+    flag
+}
+
+/// A training job that was interrupted ends the process with an error status (130, like a shell's
+/// Ctrl-C) after its checkpoint was written; anything else that returned is a success.
+fn exit_status(report: &crate::fit::FitReport) -> Result<()> {
+    if report.outcome == crate::training::Outcome::Interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
 }
 
 /// Parses a fraction strictly between 0 and 1 (the validation split).

@@ -1,15 +1,16 @@
 //! `mnist-tch train`: load the data, build the model, train it, evaluate it on the test files and
 //! write the run directory.
 
-use super::{open_unit_interval, positive_f64};
+use super::{open_unit_interval, positive_f64, unit_interval_from_zero};
+use crate::callbacks::{self, EarlyStopping, LrSchedule, Monitor, parse_min_delta};
 use crate::data;
 use crate::device::{DeviceSpec, device_name};
-use crate::evaluation::evaluate;
+use crate::fit::{FitJob, JobData, fit};
 use crate::model::{self, ModelConfig, parse_hidden};
-use crate::progress::{ConsoleProgress, OutputMode};
-use crate::run_dir::{self, DataInfo, RunConfig, RunResult, ToolInfo};
-use crate::training::{self, TrainConfig};
-use anyhow::{Context, Result, ensure};
+use crate::progress::OutputMode;
+use crate::run_dir::{self, DataInfo, RunConfig, ToolInfo};
+use crate::training::TrainConfig;
+use anyhow::{Result, ensure};
 use clap::Args;
 use std::path::PathBuf;
 use tch::nn;
@@ -78,6 +79,42 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAMES", default_value = "auto")]
     pub class_names: String,
 
+    /// Dropout rate after each hidden layer's ReLU, during training only (default 0: the seed's model).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = unit_interval_from_zero)]
+    pub dropout: f64,
+
+    /// Decoupled weight decay: > 0 switches Adam to AdamW (default 0: plain Adam, the seed).
+    #[arg(long, value_name = "DECAY", default_value_t = 0.0, value_parser = parse_min_delta)]
+    pub weight_decay: f64,
+
+    /// Learning-rate schedule: constant, step:EVERY:GAMMA (multiply by GAMMA every EVERY epochs),
+    /// cosine (anneal towards 0 over the run), or plateau:PATIENCE:FACTOR (ReduceLROnPlateau on
+    /// --monitor). Each epoch's rate is in the epoch line and metrics.csv.
+    #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
+    pub lr_schedule: LrSchedule,
+
+    /// Stop when --monitor has not improved by --min-delta for PATIENCE epochs, and end with the best
+    /// epoch's weights (Keras EarlyStopping(restore_best_weights=True)).
+    #[arg(long, value_name = "PATIENCE", value_parser = clap::value_parser!(u64).range(1..))]
+    pub early_stopping: Option<u64>,
+
+    /// Metric for early stopping, --save-best and the plateau schedule.
+    #[arg(long, value_enum, default_value_t = Monitor::ValLoss)]
+    pub monitor: Monitor,
+
+    /// Smallest change of --monitor that counts as an improvement for early stopping.
+    #[arg(long, value_name = "DELTA", default_value_t = 0.0, value_parser = parse_min_delta)]
+    pub min_delta: f64,
+
+    /// Also keep the best epoch's weights (by --monitor) in best.safetensors; model.safetensors holds
+    /// the last epoch's.
+    #[arg(long)]
+    pub save_best: bool,
+
+    /// Draw learning_curves.png and confusion_matrix.png into the run directory at the end.
+    #[arg(long)]
+    pub plot: bool,
+
     /// Print only the final "Test accuracy" line.
     #[arg(long)]
     pub quiet: bool,
@@ -106,12 +143,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.batch_size
     );
 
-    let mut config = RunConfig {
+    let config = RunConfig {
         tool: ToolInfo::default(),
         model: ModelConfig {
             input_shape: [data.image_rows as i64, data.image_cols as i64],
             hidden: args.hidden.clone(),
             num_classes: num_classes as i64,
+            dropout: args.dropout,
         },
         data: DataInfo {
             // Absolute, so `evaluate` finds the data from any working directory.
@@ -129,10 +167,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
             validation_split: args.validation_split,
             seed: args.seed,
             device: device_name(device),
+            optimizer: if args.weight_decay > 0.0 { "adamw" } else { "adam" }.into(),
+            weight_decay: args.weight_decay,
+            lr_schedule: args.lr_schedule,
+            monitor: args.monitor,
+            early_stopping: args
+                .early_stopping
+                .map(|patience| EarlyStopping { patience: patience as usize, min_delta: args.min_delta }),
+            save_best: args.save_best,
             ..TrainConfig::default()
         },
+        state: Default::default(),
         result: None,
     };
+    callbacks::check(config.training.lr_schedule, config.training.epochs)?;
     if args.print_config {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(());
@@ -151,31 +199,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
     ));
     say(format!("Model: {} MLP, {} parameters", config.model.describe(), config.model.parameter_count()));
 
-    // The Keras split: the first part trains, the last part validates; all move to the device once.
-    let train_set = data.train.slice(0, train_len as i64).to_device(device);
-    let valid_set = data.train.slice(train_len as i64, valid_len as i64).to_device(device);
-    let test_set = data.test.to_device(device);
-
     tch::manual_seed(args.seed);
     let vs = nn::VarStore::new(device);
     let net = model::build(&vs.root(), &config.model);
-    let mut progress = ConsoleProgress::new(mode);
-    let num_classes = config.model.num_classes;
-    let history = training::train(&net, &vs, &train_set, &valid_set, num_classes, &config.training, &mut progress)?;
-    let test = evaluate(&net, &test_set, num_classes)?;
-    config.result = Some(RunResult {
-        epochs_completed: history.len(),
-        device: device_name(device),
-        test_loss: test.loss,
-        test_accuracy: test.accuracy,
-    });
-
-    // Weights first: a config.json never points at weights that are not there.
-    run_dir::save_weights(&vs, &out.join(run_dir::WEIGHTS_FILE))?;
-    run_dir::save_metrics(&out, &history)?;
-    config.save(&out).with_context(|| format!("saving the run to {}", out.display()))?;
-    say(format!("Saved run to {}", out.display()));
-    say(format!("Test loss: {:.4}", test.loss));
-    println!("Test accuracy: {:.4}", test.accuracy);
-    Ok(())
+    // The Keras split: the first part trains, the last part validates.
+    let job_data = JobData {
+        train: data.train.slice(0, train_len as i64),
+        valid: data.train.slice(train_len as i64, valid_len as i64),
+        test: &data.test,
+    };
+    let report = fit(FitJob {
+        config,
+        data: job_data,
+        vs,
+        net,
+        out,
+        first_epoch: 1,
+        previous_history: Vec::new(),
+        mode,
+        plot: args.plot,
+        interrupt: super::interrupt_flag(),
+    })?;
+    super::exit_status(&report)
 }

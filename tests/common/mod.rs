@@ -101,8 +101,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(gzip: bool) -> Fixture {
+        Fixture::with_files(&Files::synthetic(600, 200), gzip)
+    }
+
+    pub fn with_files(files: &Files, gzip: bool) -> Fixture {
         let fixture = Fixture { tmp: tempfile::tempdir().unwrap() };
-        Files::synthetic(600, 200).write(&fixture.data(), gzip);
+        files.write(&fixture.data(), gzip);
         fixture
     }
 

@@ -1,0 +1,300 @@
+//! What Keras users know as callbacks, as plain state machines the training loop consults once per
+//! epoch: learning-rate schedules (LearningRateScheduler, ReduceLROnPlateau), the monitored metric, and
+//! early stopping with the best epoch remembered (EarlyStopping(restore_best_weights=True),
+//! ModelCheckpoint(save_best_only=True)). Pure logic, unit-tested without training anything.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The metric that decides "better": early stopping, the best checkpoint and the plateau schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    #[default]
+    ValLoss,
+    ValAccuracy,
+}
+
+impl Monitor {
+    /// Whether `value` beats `best` by more than `min_delta` (lower loss, higher accuracy).
+    pub fn improves(self, value: f64, best: Option<f64>, min_delta: f64) -> bool {
+        match best {
+            None => value.is_finite(),
+            Some(best) => match self {
+                Monitor::ValLoss => value < best - min_delta,
+                Monitor::ValAccuracy => value > best + min_delta,
+            },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::ValLoss => "val_loss",
+            Monitor::ValAccuracy => "val_accuracy",
+        }
+    }
+}
+
+/// `--lr-schedule`: how the learning rate changes from epoch to epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum LrSchedule {
+    /// The base rate every epoch (the seed).
+    #[default]
+    Constant,
+    /// Multiply by `gamma` every `every` epochs (PyTorch StepLR).
+    Step { every: usize, gamma: f64 },
+    /// Cosine annealing from the base rate towards 0 over the run's epochs.
+    Cosine,
+    /// Multiply by `factor` after `patience` epochs without improvement (Keras ReduceLROnPlateau).
+    Plateau { patience: usize, factor: f64 },
+}
+
+impl FromStr for LrSchedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let bad = || {
+            format!("'{s}' is not a schedule: expected constant, step:EVERY:GAMMA, cosine or plateau:PATIENCE:FACTOR")
+        };
+        let count = |p: &str| p.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(bad);
+        let factor = |p: &str| p.parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0).ok_or_else(bad);
+        match parts.as_slice() {
+            ["constant"] => Ok(LrSchedule::Constant),
+            ["cosine"] => Ok(LrSchedule::Cosine),
+            ["step", every, gamma] => Ok(LrSchedule::Step { every: count(every)?, gamma: factor(gamma)? }),
+            ["plateau", patience, f] => Ok(LrSchedule::Plateau { patience: count(patience)?, factor: factor(f)? }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LrSchedule::Constant => write!(f, "constant"),
+            LrSchedule::Cosine => write!(f, "cosine"),
+            LrSchedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+            LrSchedule::Plateau { patience, factor } => write!(f, "plateau:{patience}:{factor}"),
+        }
+    }
+}
+
+// Stored in config.json as its command-line spelling.
+impl Serialize for LrSchedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for LrSchedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The learning rate of epoch `epoch` (1-based) of `epochs` for the schedules that depend on the epoch
+/// alone. The plateau schedule depends on the metrics instead: see [`LrController`].
+pub fn scheduled_lr(schedule: LrSchedule, base: f64, epoch: usize, epochs: usize) -> f64 {
+    match schedule {
+        LrSchedule::Constant | LrSchedule::Plateau { .. } => base,
+        LrSchedule::Step { every, gamma } => base * gamma.powi(((epoch - 1) / every) as i32),
+        LrSchedule::Cosine => {
+            let progress = (epoch - 1) as f64 / epochs.max(1) as f64;
+            base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        }
+    }
+}
+
+/// Decides each epoch's learning rate, including ReduceLROnPlateau's, which needs the metrics.
+#[derive(Debug, Clone)]
+pub struct LrController {
+    schedule: LrSchedule,
+    base: f64,
+    epochs: usize,
+    monitor: Monitor,
+    /// Plateau state: the rate now, the best monitored value, epochs since it improved.
+    plateau_lr: f64,
+    best: Option<f64>,
+    wait: usize,
+}
+
+impl LrController {
+    pub fn new(schedule: LrSchedule, base: f64, epochs: usize, monitor: Monitor) -> LrController {
+        LrController { schedule, base, epochs, monitor, plateau_lr: base, best: None, wait: 0 }
+    }
+
+    /// The rate to train epoch `epoch` with.
+    pub fn lr_for(&self, epoch: usize) -> f64 {
+        match self.schedule {
+            LrSchedule::Plateau { .. } => self.plateau_lr,
+            schedule => scheduled_lr(schedule, self.base, epoch, self.epochs),
+        }
+    }
+
+    /// Feeds the monitored value of the epoch just finished.
+    pub fn observe(&mut self, value: f64) {
+        if let LrSchedule::Plateau { patience, factor } = self.schedule {
+            if self.monitor.improves(value, self.best, 0.0) {
+                self.best = Some(value);
+                self.wait = 0;
+            } else {
+                self.wait += 1;
+                if self.wait >= patience {
+                    self.plateau_lr *= factor;
+                    self.wait = 0;
+                }
+            }
+        }
+    }
+}
+
+/// `--early-stopping PATIENCE` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    pub patience: usize,
+    pub min_delta: f64,
+}
+
+/// Tracks the best epoch of the monitored metric and whether training should stop.
+#[derive(Debug, Clone)]
+pub struct BestTracker {
+    monitor: Monitor,
+    min_delta: f64,
+    patience: Option<usize>,
+    pub best_value: Option<f64>,
+    pub best_epoch: Option<usize>,
+    wait: usize,
+}
+
+/// What the tracker concluded about one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// This epoch is the best so far (save it, remember its weights).
+    pub improved: bool,
+    /// Early stopping's patience has run out.
+    pub stop: bool,
+}
+
+impl BestTracker {
+    pub fn new(monitor: Monitor, early_stopping: Option<EarlyStopping>) -> BestTracker {
+        BestTracker {
+            monitor,
+            min_delta: early_stopping.map_or(0.0, |e| e.min_delta),
+            patience: early_stopping.map(|e| e.patience),
+            best_value: None,
+            best_epoch: None,
+            wait: 0,
+        }
+    }
+
+    pub fn observe(&mut self, epoch: usize, value: f64) -> Verdict {
+        let improved = self.monitor.improves(value, self.best_value, self.min_delta);
+        if improved {
+            self.best_value = Some(value);
+            self.best_epoch = Some(epoch);
+            self.wait = 0;
+        } else {
+            self.wait += 1;
+        }
+        Verdict { improved, stop: self.patience.is_some_and(|p| self.wait >= p) }
+    }
+}
+
+/// Checks a min-delta from the command line.
+pub fn parse_min_delta(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a non-negative number")),
+    }
+}
+
+/// Refuses settings that cannot work together.
+pub fn check(schedule: LrSchedule, epochs: usize) -> Result<()> {
+    if let LrSchedule::Step { every, .. } = schedule {
+        if every > epochs {
+            bail!("--lr-schedule {schedule}: the rate would never change in {epochs} epochs");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sequence(schedule: &str, epochs: usize, val_losses: &[f64]) -> Vec<f64> {
+        let mut lr = LrController::new(schedule.parse().unwrap(), 0.1, epochs, Monitor::ValLoss);
+        (1..=epochs)
+            .map(|epoch| {
+                let rate = lr.lr_for(epoch);
+                lr.observe(val_losses.get(epoch - 1).copied().unwrap_or(1.0));
+                rate
+            })
+            .collect()
+    }
+
+    fn close(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
+    }
+
+    #[test]
+    fn constant_keeps_the_base_rate() {
+        assert!(close(&sequence("constant", 3, &[]), &[0.1, 0.1, 0.1]));
+    }
+
+    #[test]
+    fn step_multiplies_every_n_epochs() {
+        assert!(close(&sequence("step:2:0.5", 5, &[]), &[0.1, 0.1, 0.05, 0.05, 0.025]));
+    }
+
+    #[test]
+    fn cosine_starts_at_the_base_and_falls_towards_zero() {
+        let s = sequence("cosine", 4, &[]);
+        let expected: Vec<f64> = (0..4).map(|i| 0.05 * (1.0 + (std::f64::consts::PI * i as f64 / 4.0).cos())).collect();
+        assert!(close(&s, &expected), "{s:?}");
+        assert_eq!(s[0], 0.1);
+        assert!((s[2] - 0.05).abs() < 1e-12);
+    }
+
+    #[test]
+    fn plateau_reduces_after_patience_epochs_without_improvement() {
+        // Improves, improves, then flat for 4 epochs: with patience 2 the rate halves after epochs 4 and 6.
+        let losses = [1.0, 0.9, 0.95, 0.92, 0.91, 0.93, 0.5];
+        let s = sequence("plateau:2:0.5", 7, &losses);
+        assert!(close(&s, &[0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.025]), "{s:?}");
+    }
+
+    #[test]
+    fn schedules_parse_print_and_reject() {
+        for spec in ["constant", "cosine", "step:3:0.1", "plateau:2:0.5"] {
+            assert_eq!(spec.parse::<LrSchedule>().unwrap().to_string(), spec);
+        }
+        for bad in ["linear", "step:0:0.5", "step:2:1.5", "plateau:2", "step:a:0.5"] {
+            assert!(bad.parse::<LrSchedule>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn early_stopping_stops_after_patience_and_remembers_the_best() {
+        let mut tracker = BestTracker::new(Monitor::ValLoss, Some(EarlyStopping { patience: 2, min_delta: 0.01 }));
+        let verdicts: Vec<Verdict> =
+            [0.5, 0.4, 0.395, 0.41].iter().enumerate().map(|(i, &v)| tracker.observe(i + 1, v)).collect();
+        assert!(verdicts[0].improved && verdicts[1].improved);
+        // 0.395 is better, but not by min_delta 0.01.
+        assert!(!verdicts[2].improved && !verdicts[2].stop);
+        assert!(!verdicts[3].improved && verdicts[3].stop);
+        assert_eq!(tracker.best_epoch, Some(2));
+    }
+
+    #[test]
+    fn accuracy_is_better_when_higher() {
+        let mut tracker = BestTracker::new(Monitor::ValAccuracy, None);
+        assert!(tracker.observe(1, 0.8).improved);
+        assert!(!tracker.observe(2, 0.7).improved);
+        assert!(tracker.observe(3, 0.9).improved);
+        assert!(!tracker.observe(4, f64::NAN).stop, "without early stopping nothing stops");
+    }
+}
