@@ -217,6 +217,114 @@ fn read_examples(images: &Located, labels: &Located, num_classes: usize) -> Resu
     Ok((Examples { images: images_tensor, labels: labels_tensor }, dims(&image_header)))
 }
 
+/// Which part of a data set a job uses: some classes only (relabelled 0..k in the order given), and/or
+/// the first `limit` training images. Recorded in `config.json`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Selection {
+    #[serde(default)]
+    pub labels: Option<Vec<u8>>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// A data set cut for one job: training and validation parts (Keras split), the test set, all on the CPU.
+pub struct Prepared {
+    pub train: Examples,
+    pub valid: Examples,
+    pub test: Examples,
+    pub image_rows: usize,
+    pub image_cols: usize,
+    pub num_classes: usize,
+    pub class_names: Vec<String>,
+}
+
+/// Loads `dir` and applies `selection`: keep the chosen labels (relabelled), then the first `limit`
+/// training images, then split off the last `validation_split` for validation. Without `labels`,
+/// every label must be below `num_classes`.
+pub fn prepare(
+    dir: &Path,
+    selection: &Selection,
+    num_classes: usize,
+    class_names_spec: &str,
+    validation_split_fraction: f64,
+) -> Result<Prepared> {
+    let (data, num_classes, class_names) = match &selection.labels {
+        None => {
+            let data = load_dir(dir, num_classes)?;
+            (data, num_classes, class_names(class_names_spec, dir, num_classes)?)
+        }
+        Some(labels) => {
+            ensure!(labels.len() >= 2, "--labels needs at least 2 classes, got {labels:?}");
+            let mut sorted = labels.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            ensure!(sorted.len() == labels.len(), "--labels {labels:?} names a class twice");
+            // Labels outside the selection are dropped, so any byte value is acceptable here.
+            let data = load_dir(dir, 256)?;
+            let all_names = match class_names_spec {
+                "auto" | "digits" | "fashion" => {
+                    let source = (*sorted.last().unwrap_or(&0) as usize + 1).max(10);
+                    let names =
+                        class_names(class_names_spec, dir, source).or_else(|_| class_names("digits", dir, source))?;
+                    labels.iter().map(|&l| names[l as usize].clone()).collect()
+                }
+                _ => class_names(class_names_spec, dir, labels.len())?,
+            };
+            let keep = |examples: &Examples, what: &str| -> Result<Examples> {
+                let kept = select_labels(examples, labels)?;
+                ensure!(!kept.is_empty(), "{}: no {what} images with labels {labels:?}", dir.display());
+                Ok(kept)
+            };
+            let train = keep(&data.train, "training")?;
+            let test = keep(&data.test, "test")?;
+            (MnistData { train, test, ..data }, labels.len(), all_names)
+        }
+    };
+    let mut train_all = data.train;
+    if let Some(limit) = selection.limit {
+        ensure!(limit > 0, "--limit must be at least 1");
+        ensure!(
+            limit as i64 <= train_all.len(),
+            "--limit {limit} is more than the {} training images available",
+            train_all.len()
+        );
+        train_all = train_all.slice(0, limit as i64);
+    }
+    let (train_len, valid_len) = validation_split(train_all.len() as usize, validation_split_fraction)?;
+    Ok(Prepared {
+        train: train_all.slice(0, train_len as i64),
+        valid: train_all.slice(train_len as i64, valid_len as i64),
+        test: data.test,
+        image_rows: data.image_rows,
+        image_cols: data.image_cols,
+        num_classes,
+        class_names,
+    })
+}
+
+/// The examples whose label is in `labels`, in their original order, relabelled to the label's
+/// position in `labels`.
+pub fn select_labels(examples: &Examples, labels: &[u8]) -> Result<Examples> {
+    // A 256-entry lookup: original label -> new label, or -1 to drop.
+    let mut table = vec![-1i64; 256];
+    for (new, &old) in labels.iter().enumerate() {
+        table[old as usize] = new as i64;
+    }
+    let table = Tensor::from_slice(&table);
+    let mapped = table.f_index_select(0, &examples.labels)?; // [N]
+    let keep = mapped.ge(0).nonzero().squeeze_dim(1); // [M] row indices
+    Ok(Examples { images: examples.images.f_index_select(0, &keep)?, labels: mapped.f_index_select(0, &keep)? })
+}
+
+/// Parses `--labels`: a comma-separated list of class labels such as `0,1,2,3,4`.
+pub fn parse_labels(spec: &str) -> Result<Vec<u8>, String> {
+    spec.split(',')
+        .map(|part| {
+            part.trim().parse::<u8>().map_err(|_| format!("'{spec}' is not a comma-separated list of labels 0..255"))
+        })
+        .collect()
+}
+
 /// Splits `n` examples like Keras's `validation_split`: the **last** `fraction` of them, before any
 /// shuffling, is for validation. Returns `(train_len, validation_len)`.
 pub fn validation_split(n: usize, fraction: f64) -> Result<(usize, usize)> {
@@ -272,6 +380,19 @@ mod tests {
         }
         let err = validation_split(1, 0.5).unwrap_err().to_string();
         assert!(err.contains("both need at least one"), "{err}");
+    }
+
+    #[test]
+    fn selecting_labels_keeps_order_and_relabels() {
+        let examples = Examples {
+            images: Tensor::from_slice(&[0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0]).view([6, 1]),
+            labels: Tensor::from_slice(&[5i64, 1, 7, 5, 0, 7]),
+        };
+        let kept = select_labels(&examples, &[7, 5]).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&kept.images.view(-1)).unwrap(), vec![0.0, 2.0, 3.0, 5.0]);
+        assert_eq!(Vec::<i64>::try_from(&kept.labels).unwrap(), vec![1, 0, 1, 0]);
+        assert_eq!(parse_labels("5, 6,7").unwrap(), vec![5, 6, 7]);
+        assert!(parse_labels("5,300").is_err());
     }
 
     #[test]

@@ -45,6 +45,25 @@ pub struct DataInfo {
     pub test_examples: usize,
     /// How pixels were turned into inputs (inference must do the same).
     pub normalization: String,
+    /// The classes and the number of training images used, when not all.
+    #[serde(default)]
+    pub selection: crate::data::Selection,
+}
+
+/// Where a fine-tuned run came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The parent run directory.
+    pub parent: PathBuf,
+    /// The parent's architecture and data, as it described them.
+    pub parent_model: String,
+    pub parent_data: PathBuf,
+    /// Variables kept fixed during fine-tuning (bit-identical to the parent's).
+    pub frozen: Vec<String>,
+    /// Whether the output layer was re-initialised instead of loaded.
+    pub reinit_head: bool,
+    /// Test accuracy on the new data before fine-tuning.
+    pub accuracy_before: f64,
 }
 
 /// Where a run stands; rewritten after every epoch, so an interrupted run says how far it got.
@@ -73,6 +92,9 @@ pub struct RunConfig {
     pub model: ModelConfig,
     pub data: DataInfo,
     pub training: TrainConfig,
+    /// Set for runs made by `finetune`.
+    #[serde(default)]
+    pub lineage: Option<Lineage>,
     #[serde(default)]
     pub state: RunState,
     pub result: Option<RunResult>,
@@ -152,12 +174,20 @@ pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
 /// Loads `path` into `vs`, which must already hold the architecture's variables. Every tensor must be
 /// present with the same shape and dtype, and the file must hold nothing else.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+    load_weights_except(vs, path, &[])
+}
+
+/// Like [`load_weights`], leaving the variables named in `skip` as they are (a re-initialised head):
+/// the file's tensors of those names are ignored, whatever their shape.
+pub fn load_weights_except(vs: &mut nn::VarStore, path: &Path, skip: &[String]) -> Result<()> {
     let mut file_tensors = Tensor::read_safetensors(path)
         .map_err(|e| anyhow::anyhow!("{}", first_line(&e.to_string())))
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
     // In name order, so the tensor an error names does not depend on the file's layout.
     file_tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut expected = vs.variables();
+    expected.retain(|name, _| !skip.contains(name));
+    file_tensors.retain(|(name, _)| !skip.contains(name));
     for (name, tensor) in &file_tensors {
         let Some(var) = expected.remove(name) else {
             bail!(

@@ -206,7 +206,9 @@ pub fn train(
         optimizer.set_lr(rate);
         observer.start_epoch(epoch, config.epochs, steps);
         // One shuffle per epoch, drawn on the CPU generator so CPU and CUDA runs see the same order;
-        // each step then takes a contiguous view instead of gathering its own rows.
+        // each step then takes a contiguous view instead of gathering its own rows. Seeded by epoch, so
+        // a resumed run sees the same order in epoch k as an uninterrupted one.
+        tch::manual_seed(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as i64));
         let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu)).to_device(device);
         let shuffled = Examples {
             images: sets.train.images.index_select(0, &order),

@@ -3,6 +3,8 @@
 
 mod evaluate;
 mod export;
+mod finetune;
+mod flags;
 mod plot;
 mod train;
 
@@ -21,6 +23,9 @@ pub struct Cli {
 enum Command {
     /// Train a model from scratch, evaluate it on the test files and write a run directory.
     Train(train::TrainArgs),
+    /// Fine-tune a trained run on new data: architecture and weights from the parent, some layers frozen,
+    /// the head re-initialised when the classes change.
+    Finetune(finetune::FinetuneArgs),
     /// Evaluate a trained run on the test files of a data set.
     Evaluate(evaluate::EvaluateArgs),
     /// Export a trained run as a TorchScript module for Python (torch.jit.load) or C++.
@@ -33,6 +38,7 @@ enum Command {
 pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
+        Command::Finetune(args) => finetune::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Export(args) => export::run(args),
         Command::Plot(args) => plot::run(args),
@@ -51,6 +57,11 @@ fn positive_f64(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a positive number")),
     }
+}
+
+/// Parses a non-negative number (weight decay, min-delta).
+fn parse_min_delta_flag(s: &str) -> Result<f64, String> {
+    crate::callbacks::parse_min_delta(s)
 }
 
 /// Parses a rate in [0, 1) (dropout).

@@ -157,6 +157,11 @@ impl Run {
         self
     }
 
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(self.code(), Some(code), "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
     /// A failure the way users must see it: exit code 1, exactly one line on stderr starting with
     /// `error:` and containing every fragment, and no panic or C++ abort.
     pub fn assert_clean_error(&self, fragments: &[&str]) -> &Run {
