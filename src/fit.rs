@@ -128,7 +128,21 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
         &training,
         first_epoch,
         &mut observer,
-    )?;
+    );
+    let report = match report {
+        Ok(report) => report,
+        Err(err) => {
+            // The files still hold the last completed epoch; say in the config that the run failed
+            // (best effort: the failure may be the disk itself).
+            config.state.status = "failed".into();
+            let _ = config.save(&out);
+            return Err(err.context(format!(
+                "{} keeps the last completed epoch ({})",
+                out.display(),
+                config.state.epochs_completed
+            )));
+        }
+    };
     let history = observer.history;
     let epochs_completed = config.state.epochs_completed;
 

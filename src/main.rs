@@ -4,6 +4,13 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Past a file-size limit (ulimit -f) the kernel would kill the process with SIGXFSZ in the middle
+    // of a write; ignored, the write fails with EFBIG instead and becomes an ordinary error that keeps
+    // the previous checkpoint, as a full disk does.
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     match mnist_tch::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

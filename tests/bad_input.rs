@@ -287,3 +287,47 @@ fn evaluate_on_data_of_another_shape() {
     ]);
     run.assert_clean_error(&["images are 6x6", "takes 8x8"]);
 }
+
+#[test]
+fn evaluate_with_weights_of_the_wrong_dtype() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let weights = fixture.path("run").join("model.safetensors");
+    // The same names and shapes, stored as float64.
+    let doubled: Vec<(String, tch::Tensor)> = tch::Tensor::read_safetensors(&weights)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| (name, t.to_kind(tch::Kind::Double)))
+        .collect();
+    tch::Tensor::write_safetensors(&doubled, &weights).unwrap();
+    let run = mnist_tch(&["evaluate", "--model", fixture.path("run").to_str().unwrap(), "--device", "cpu"]);
+    run.assert_clean_error(&["model.safetensors", "has dtype Double, expected Float"]);
+}
+
+#[test]
+fn evaluate_with_weights_under_other_names() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let weights = fixture.path("run").join("model.safetensors");
+    // Keras-style names instead of nn.Sequential's.
+    let renamed: Vec<(String, tch::Tensor)> = tch::Tensor::read_safetensors(&weights)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| (name.replace("1.", "dense.").replace("3.", "dense_1."), t))
+        .collect();
+    tch::Tensor::write_safetensors(&renamed, &weights).unwrap();
+    let run = mnist_tch(&["evaluate", "--model", fixture.path("run").to_str().unwrap(), "--device", "cpu"]);
+    run.assert_clean_error(&["model.safetensors", "unexpected tensor 'dense.bias'"]);
+}
+
+#[test]
+fn unreadable_data_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = broken(|d| std::fs::set_permissions(d.join(TRAIN_LABELS), std::fs::Permissions::from_mode(0o000)).unwrap());
+    if std::fs::File::open(f.data().join(TRAIN_LABELS)).is_ok() {
+        // Running as root: permissions do not stop reads, so there is no error to check here.
+        eprintln!("skipped: permissions are not enforced for this user (root)");
+        return;
+    }
+    train_fails(&f, &[TRAIN_LABELS, "cannot open", "Permission denied"]);
+}

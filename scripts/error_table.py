@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Prints, as a markdown table, what mnist-tch says for each kind of bad input: the exact message and the
+exit code. Builds every case in a temp dir from a tiny valid data set.
+
+    .venv/bin/python scripts/error_table.py
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = str(ROOT / "target" / "release" / "mnist-tch")
+NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def idx(array: np.ndarray, magic: int | None = None) -> bytes:
+    magic = magic if magic is not None else 0x0800 | array.ndim
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.astype(np.uint8).tobytes()
+
+
+def good(directory: Path) -> None:
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    for part, count in (("train", 100), ("test", 20)):
+        images, labels = NAMES[part]
+        (directory / images).write_bytes(idx(rng.integers(0, 256, (count, 8, 8))))
+        (directory / labels).write_bytes(idx(rng.integers(0, 10, count)))
+
+
+def run(*args: str) -> tuple[int, str]:
+    done = subprocess.run([BINARY, *args], capture_output=True, text=True)
+    # mnist-tch prints one line; clap (exit 2) prints its error line, then usage: take the error line.
+    lines = done.stderr.strip().splitlines() or [""]
+    return done.returncode, next((l for l in lines if l.startswith("error:")), lines[-1])
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp())
+    rows = []
+
+    def case(name: str, mutate, *extra: str) -> None:
+        data = tmp / name.replace(" ", "-").replace("/", "-")
+        good(data)
+        mutate(data)
+        defaults = [arg for flag, value in (("--device", "cpu"), ("--epochs", "1")) if flag not in extra
+                    for arg in (flag, value)]
+        code, message = run("train", "--data", str(data), *defaults, "--out", str(tmp / "out"), "--overwrite", *extra)
+        rows.append((name, code, message.replace(str(tmp) + "/", "")))
+
+    ti, tl = NAMES["train"]
+    case("wrong magic", lambda d: (d / ti).write_bytes(b"\x00\x00\x09\x03" + (d / ti).read_bytes()[4:]))
+    case("truncated header", lambda d: (d / ti).write_bytes((d / ti).read_bytes()[:10]))
+    case("truncated body", lambda d: (d / ti).write_bytes((d / ti).read_bytes()[:-50]))
+    case("empty file", lambda d: (d / tl).write_bytes(b""))
+    case("trailing data", lambda d: (d / tl).write_bytes((d / tl).read_bytes() + b"xyz"))
+    case("image/label count mismatch", lambda d: (d / tl).write_bytes(idx(np.zeros(99))))
+    case("absurd header (2^32-1 images of 2^32-1 x 2^32-1)",
+         lambda d: (d / ti).write_bytes((0x803).to_bytes(4, "big") + b"\xff" * 12))
+    case("absurd count (2^32-1 images of 8x8)",
+         lambda d: (d / ti).write_bytes((0x803).to_bytes(4, "big") + b"\xff\xff\xff\xff" + (8).to_bytes(4, "big") * 2 + b"\0" * 64))
+    case("label out of range", lambda d: (d / tl).write_bytes(idx(np.full(100, 12))))
+    case("zero images", lambda d: ((d / ti).write_bytes(idx(np.zeros((0, 8, 8)))), (d / tl).write_bytes(idx(np.zeros(0)))))
+    case("missing file", lambda d: (d / tl).unlink())
+    case("directory instead of a file", lambda d: ((d / tl).unlink(), (d / tl).mkdir()))
+    case("swapped images and labels", lambda d: (d / ti).write_bytes(idx(np.zeros(100))))
+    case("corrupt .gz", lambda d: ((d / tl).unlink(), (d / (tl + ".gz")).write_bytes(b"\x1f\x8b\x08\x00garbage")))
+    case("truncated .gz", lambda d: ((d / ti).unlink(),
+                                     (d / (ti + ".gz")).write_bytes(gzip.compress(idx(np.zeros((100, 8, 8))))[:-30])))
+    case("--epochs 0", lambda d: None, "--epochs", "0")
+    case("--batch-size=-1", lambda d: None, "--batch-size=-1")
+    case("--validation-split 1.5", lambda d: None, "--validation-split", "1.5")
+    case("--batch-size larger than the data", lambda d: None, "--batch-size", "500")
+    case("--hidden 128,x", lambda d: None, "--hidden", "128,x")
+    case("--device tpu", lambda d: None, "--device", "tpu")
+    case("--device cuda:7", lambda d: None, "--device", "cuda:7")
+    rows.append(("data directory missing", *run("train", "--data", str(tmp / "nowhere"), "--device", "cpu")))
+
+    # Run directories.
+    data = tmp / "good"
+    good(data)
+    run_dir = tmp / "run"
+    subprocess.run([BINARY, "train", "--data", str(data), "--device", "cpu", "--epochs", "1", "--out", str(run_dir),
+                    "--quiet"], check=True, capture_output=True)
+
+    def run_case(name: str, mutate, command: str = "evaluate") -> None:
+        broken = tmp / ("run-" + name.replace(" ", "-").replace("/", "-"))
+        shutil.copytree(run_dir, broken)
+        mutate(broken)
+        args = ["evaluate", "--model", str(broken), "--device", "cpu"] if command == "evaluate" else \
+            ["export", "--model", str(broken), "--out", str(tmp / "m.pt")]
+        code, message = run(*args)
+        rows.append((name, code, message.replace(str(tmp) + "/", "")))
+
+    run_case("run dir: config.json missing", lambda d: (d / "config.json").unlink())
+    run_case("run dir: config.json malformed", lambda d: (d / "config.json").write_text("{ not json"))
+    run_case("run dir: config.json with 1 class", lambda d: (d / "config.json").write_text(
+        (d / "config.json").read_text().replace('"num_classes": 10', '"num_classes": 1')))
+
+    def other_architecture(d: Path) -> None:
+        config = json.loads((d / "config.json").read_text())
+        config["model"]["hidden"] = [64]
+        (d / "config.json").write_text(json.dumps(config))
+    run_case("run dir: weights of another architecture", other_architecture)
+    run_case("run dir: truncated model.safetensors",
+             lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000]))
+    run_case("export: config.json missing", lambda d: (d / "config.json").unlink(), command="export")
+    rows.append(("run dir does not exist", *run("evaluate", "--model", str(tmp / "missing"))))
+
+    print("| case | exit | message |\n|---|---|---|")
+    for name, code, message in rows:
+        print(f"| {name} | {code} | `{message}` |")
+    shutil.rmtree(tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
