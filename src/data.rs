@@ -173,6 +173,16 @@ fn raw_header(file: &Located) -> Result<IdxHeader> {
     Ok(header)
 }
 
+/// Reads one IDX images file (raw or `.gz`, by its extension), checked: `(header, pixels)`.
+pub fn read_idx_images(path: &Path) -> Result<(IdxHeader, Vec<u8>)> {
+    if path.is_dir() {
+        bail!("{}: is a directory, expected an IDX images file", path.display());
+    }
+    let role = FileRole { standard_name: "", kind: IdxKind::Images, what: "images" };
+    let gzipped = path.extension().is_some_and(|e| e == "gz");
+    read_file(&Located { path: path.to_path_buf(), gzipped, role })
+}
+
 /// Reads a whole file, decompressing `.gz`; the result is checked against its header.
 fn read_file(file: &Located) -> Result<(IdxHeader, Vec<u8>)> {
     let reader = BufReader::new(open(file)?);

@@ -8,6 +8,8 @@
 //! - [`training`]: the training loop.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
 //! - [`fit`]: a training job end to end into a run directory (train, resume, fine-tune).
+//! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
+//! - [`inference`]: predictions from a run directory or a TorchScript file.
 //! - [`plot`]: learning curves and confusion matrix as PNG.
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
@@ -25,9 +27,11 @@ pub mod evaluation;
 pub mod export;
 pub mod fit;
 pub mod idx;
+pub mod inference;
 pub mod model;
 pub mod npy;
 pub mod plot;
+pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
 pub mod training;

@@ -93,6 +93,66 @@ impl ModelConfig {
     }
 }
 
+/// Keras-style `model.summary()`: each layer of the equivalent PyTorch `nn.Sequential` with its output
+/// shape and parameter count, then the totals — trainable and frozen (`frozen` lists frozen tensor names,
+/// as a fine-tuned run records them) — with the weights' size in bytes (float32).
+pub fn summary(config: &ModelConfig, title: &str, frozen: &[String]) -> String {
+    let mut rows: Vec<(String, i64, i64)> = vec![("0 (Flatten)".into(), config.input_dim(), 0)];
+    let mut frozen_params = 0;
+    for layer in config.dense_layers() {
+        let index: usize = layer.name.parse().unwrap_or(0);
+        let weights = layer.inputs * layer.outputs;
+        let params = weights + layer.outputs;
+        for (tensor, count) in
+            [(format!("{}.weight", layer.name), weights), (format!("{}.bias", layer.name), layer.outputs)]
+        {
+            if frozen.contains(&tensor) {
+                frozen_params += count;
+            }
+        }
+        rows.push((format!("{index} (Linear)"), layer.outputs, params));
+        if layer.relu {
+            rows.push((format!("{} (ReLU)", index + 1), layer.outputs, 0));
+            if config.dropout > 0.0 {
+                rows.push((format!("{} (Dropout {})", index + 2, config.dropout), layer.outputs, 0));
+            }
+        }
+    }
+    let total = config.parameter_count();
+    let size = |params: i64| {
+        let bytes = params as f64 * 4.0;
+        if bytes >= 1024.0 * 1024.0 {
+            format!("{:.2} MB", bytes / 1024.0 / 1024.0)
+        } else if bytes >= 1024.0 {
+            format!("{:.2} KB", bytes / 1024.0)
+        } else {
+            format!("{bytes:.0} B")
+        }
+    };
+    let group = |n: i64| {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let rule = "─".repeat(52);
+    let mut text = format!("Model: {title} ({} MLP)\n", config.describe());
+    text += &format!("{rule}\n {:<22} {:<15} {:>11}\n{rule}\n", "Layer (type)", "Output shape", "Param #");
+    for (name, width, params) in rows {
+        text += &format!(" {:<22} {:<15} {:>11}\n", name, format!("(None, {width})"), group(params));
+    }
+    text += &format!("{rule}\n");
+    text += &format!(" Total params: {} ({})\n", group(total), size(total));
+    text += &format!(" Trainable params: {} ({})\n", group(total - frozen_params), size(total - frozen_params));
+    text += &format!(" Non-trainable params: {} ({})\n", group(frozen_params), size(frozen_params));
+    text
+}
+
 /// Parses `--hidden`: a comma-separated list of positive widths such as `128` or `512,256`.
 pub fn parse_hidden(spec: &str) -> Result<Vec<i64>, String> {
     spec.split(',')
@@ -157,6 +217,18 @@ mod tests {
         let with_dropout = ModelConfig { dropout: 0.5, ..config };
         let names: Vec<_> = with_dropout.dense_layers().into_iter().map(|l| l.name).collect();
         assert_eq!(names, vec!["1", "4", "7"]);
+    }
+
+    #[test]
+    fn summary_counts_like_keras() {
+        let text = summary(&ModelConfig::default(), "seed", &[]);
+        assert!(text.contains("1 (Linear)") && text.contains("(None, 128)") && text.contains("100,480"), "{text}");
+        assert!(text.contains("3 (Linear)") && text.contains("1,290"), "{text}");
+        assert!(text.contains("Total params: 101,770 (397.54 KB)"), "{text}");
+        assert!(text.contains("Non-trainable params: 0 (0 B)"), "{text}");
+        let frozen = summary(&ModelConfig::default(), "ft", &["1.weight".into(), "1.bias".into()]);
+        assert!(frozen.contains("Trainable params: 1,290 (5.04 KB)"), "{frozen}");
+        assert!(frozen.contains("Non-trainable params: 100,480 (392.50 KB)"), "{frozen}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use crate::device::{DeviceSpec, device_name};
 use crate::export;
-use crate::run_dir::load_run;
+use crate::inference::{ExportInfo, sidecar_path};
+use crate::run_dir::{load_run, write_bytes_atomically};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -49,15 +50,26 @@ pub fn run(args: ExportArgs) -> Result<()> {
     run.vs.freeze();
     let module = export::trace(&run, args.probabilities)?;
     export::save_and_verify(&module, &run, args.probabilities, &args.out)?;
+    // The sidecar lets `predict --model model.pt` name the classes without the run directory.
+    let info = ExportInfo {
+        input_shape: run.config.model.input_shape,
+        class_names: run.config.data.class_names.clone(),
+        normalization: run.config.data.normalization.clone(),
+        output: if args.probabilities { "probabilities" } else { "logits" }.into(),
+        source: std::fs::canonicalize(&args.model).unwrap_or_else(|_| args.model.clone()),
+    };
+    let sidecar = sidecar_path(&args.out);
+    write_bytes_atomically(&sidecar, format!("{}\n", serde_json::to_string_pretty(&info)?).as_bytes())?;
     let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     println!(
-        "Exported {} ({} MLP, {}, traced on {}) to {} ({:.1} KB)",
+        "Exported {} ({} MLP, {}, traced on {}) to {} ({:.1} KB) and its description to {}",
         args.model.display(),
         run.config.model.describe(),
         if args.probabilities { "probabilities" } else { "logits" },
         device_name(device),
         args.out.display(),
-        size as f64 / 1024.0
+        size as f64 / 1024.0,
+        sidecar.display()
     );
     Ok(())
 }

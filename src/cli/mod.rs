@@ -6,6 +6,8 @@ mod export;
 mod finetune;
 mod flags;
 mod plot;
+mod predict;
+mod summary;
 mod train;
 
 use anyhow::Result;
@@ -32,6 +34,10 @@ enum Command {
     Export(export::ExportArgs),
     /// Draw a run's learning curves and test confusion matrix as PNG files.
     Plot(plot::PlotArgs),
+    /// Classify picture files, directories of them or IDX images with a run or an exported model.
+    Predict(predict::PredictArgs),
+    /// Show a run's model like Keras's model.summary(): layers, output shapes, parameter counts.
+    Summary(summary::SummaryArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -42,6 +48,8 @@ pub fn run() -> Result<()> {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Export(args) => export::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Summary(args) => summary::run(args),
     }
 }
 

@@ -215,5 +215,6 @@ pub fn print_header(mode: OutputMode, config: &RunConfig, prepared: &data::Prepa
         prepared.image_cols,
         prepared.num_classes
     );
-    println!("Model: {} MLP, {} parameters", config.model.describe(), config.model.parameter_count());
+    let frozen = config.lineage.as_ref().map(|l| l.frozen.clone()).unwrap_or_default();
+    print!("{}", model::summary(&config.model, "new run", &frozen));
 }

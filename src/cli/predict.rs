@@ -1,0 +1,208 @@
+//! `mnist-tch predict`: classify picture files (any size, colour and format), directories of them, or
+//! the images of an IDX file, with a run directory or an exported TorchScript file.
+
+use crate::data;
+use crate::device::DeviceSpec;
+use crate::inference::Predictor;
+use crate::preprocess::{self, Fit, Invert};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// File extensions taken from a directory.
+const IMAGE_EXTENSIONS: [&str; 10] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "pnm"];
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A run directory, or a TorchScript file written by `mnist-tch export` (with its .json beside it).
+    #[arg(long, value_name = "RUN_DIR|model.pt")]
+    pub model: PathBuf,
+
+    /// Picture files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM; any size and colour) or directories of them.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+
+    /// Also classify every image of this IDX images file (raw or .gz), used as is (already 28x28,
+    /// white on black).
+    #[arg(long, value_name = "FILE")]
+    pub idx: Option<PathBuf>,
+
+    /// How many of the most likely classes to print per image.
+    #[arg(long, value_name = "K", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub top_k: u64,
+
+    /// Dark-on-light pictures (a drawing on paper) are inverted to light-on-dark like MNIST: auto
+    /// decides from the picture's border.
+    #[arg(long, value_enum, default_value_t = Invert::Auto)]
+    pub invert: Invert,
+
+    /// How content is fitted into the frame: digits (20x20 box centred by centre of mass, as MNIST was
+    /// made), fashion (longer side fills the frame, as Fashion-MNIST), auto (by the model's classes).
+    #[arg(long, value_enum, default_value_t = Fit::Auto)]
+    pub fit: Fit,
+
+    /// Save what the network saw (the preprocessed image) as a PNG; with several pictures, FILE-1.png,
+    /// FILE-2.png, ...
+    #[arg(long, value_name = "FILE.png")]
+    pub show_input: Option<PathBuf>,
+
+    /// One JSON object per image instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
+    pub device: DeviceSpec,
+}
+
+/// One thing to classify.
+struct Input {
+    name: String,
+    /// `[rows * cols]` in [0, 1], or the error that stopped it.
+    pixels: Result<Vec<f32>>,
+    inverted: bool,
+}
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    if args.images.is_empty() && args.idx.is_none() {
+        bail!("nothing to predict: give image files or directories, or --idx FILE");
+    }
+    let device = args.device.resolve()?;
+    let predictor = Predictor::load(&args.model, device)?;
+    let [rows, cols] = predictor.input_shape;
+    let fit = match args.fit {
+        Fit::Auto if predictor.class_names.iter().map(String::as_str).eq(data::FASHION_CLASSES) => Fit::Fashion,
+        Fit::Auto => Fit::Digits,
+        other => other,
+    };
+    let started = Instant::now();
+    let mut inputs = Vec::new();
+    let files = expand(&args.images);
+    let several = files.len() > 1;
+    for path in files {
+        // load_gray names the file in its errors; preprocessing errors get it here.
+        let prepared = preprocess::load_gray(&path).and_then(|image| {
+            preprocess::prepare(&image, rows as u32, cols as u32, fit, args.invert)
+                .with_context(|| path.display().to_string())
+        });
+        match prepared {
+            Ok(p) => {
+                if let Some(show) = &args.show_input {
+                    let target = numbered(show, inputs.len() + 1, several);
+                    p.image.save(&target).with_context(|| format!("{}: cannot save", target.display()))?;
+                }
+                inputs.push(Input { name: path.display().to_string(), pixels: Ok(p.pixels), inverted: p.inverted });
+            }
+            Err(err) => inputs.push(Input { name: path.display().to_string(), pixels: Err(err), inverted: false }),
+        }
+    }
+    if let Some(idx_path) = &args.idx {
+        let (header, pixels) = data::read_idx_images(idx_path)?;
+        if [header.rows as i64, header.cols as i64] != [rows, cols] {
+            bail!("{}: images are {}x{}, the model takes {rows}x{cols}", idx_path.display(), header.rows, header.cols);
+        }
+        for (i, image) in pixels.chunks(header.item_len()).enumerate() {
+            let pixels = image.iter().map(|&p| p as f32 / 255.0).collect();
+            inputs.push(Input { name: format!("{}#{i}", idx_path.display()), pixels: Ok(pixels), inverted: false });
+        }
+    }
+
+    // Everything that prepared well goes through the network in one batch.
+    let good: Vec<&Input> = inputs.iter().filter(|i| i.pixels.is_ok()).collect();
+    let mut flat = Vec::with_capacity(good.len() * (rows * cols) as usize);
+    for input in &good {
+        if let Ok(pixels) = &input.pixels {
+            flat.extend_from_slice(pixels);
+        }
+    }
+    let probabilities = if good.is_empty() {
+        Tensor::zeros([0, predictor.class_names.len() as i64], (Kind::Float, tch::Device::Cpu))
+    } else {
+        predictor.probabilities(&Tensor::from_slice(&flat).view([good.len() as i64, rows, cols]))?
+    };
+    let k = (args.top_k as i64).min(predictor.class_names.len() as i64);
+    let (top_p, top_i) = probabilities.topk(k, -1, true, true);
+    let top_p: Vec<f32> = Vec::try_from(&top_p.reshape(-1))?;
+    let top_i: Vec<i64> = Vec::try_from(&top_i.reshape(-1))?;
+
+    let mut failures = 0;
+    let mut row = 0;
+    for input in &inputs {
+        match &input.pixels {
+            Err(err) => {
+                failures += 1;
+                eprintln!("error: {}", super::one_line(err));
+            }
+            Ok(_) => {
+                let range = row * k as usize..(row + 1) * k as usize;
+                row += 1;
+                let best: Vec<(i64, f32)> =
+                    top_i[range.clone()].iter().copied().zip(top_p[range].iter().copied()).collect();
+                if args.json {
+                    let predictions: Vec<_> = best
+                        .iter()
+                        .map(|&(label, p)| json!({"label": label, "name": predictor.class_names[label as usize], "probability": p}))
+                        .collect();
+                    println!(
+                        "{}",
+                        json!({"input": input.name, "inverted": input.inverted, "predictions": predictions})
+                    );
+                } else {
+                    let text: Vec<String> = best
+                        .iter()
+                        .map(|&(label, p)| format!("{} {p:.2}", predictor.class_names[label as usize]))
+                        .collect();
+                    println!("{}: {}{}", input.name, text.join(", "), if input.inverted { " (inverted)" } else { "" });
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if !args.json && !inputs.is_empty() {
+        eprintln!(
+            "{} images in {:.1} ms ({:.2} ms per image, reading and preprocessing included)",
+            inputs.len() - failures,
+            elapsed * 1e3,
+            elapsed * 1e3 / inputs.len() as f64
+        );
+    }
+    if failures > 0 {
+        bail!("{failures} of {} inputs could not be predicted", inputs.len());
+    }
+    Ok(())
+}
+
+/// Files as given, directories replaced by their image files in name order.
+fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        match std::fs::read_dir(path) {
+            Ok(entries) if path.is_dir() => {
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.extension()
+                            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
+                    })
+                    .collect();
+                found.sort();
+                files.extend(found);
+            }
+            _ => files.push(path.clone()),
+        }
+    }
+    files
+}
+
+/// `FILE.png` for one picture, `FILE-N.png` for the N-th of several.
+fn numbered(path: &Path, n: usize, several: bool) -> PathBuf {
+    if !several {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
+    path.with_file_name(format!("{stem}-{n}.{ext}"))
+}

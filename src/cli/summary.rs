@@ -1,0 +1,21 @@
+//! `mnist-tch summary --model RUN_DIR`: the model like Keras's `model.summary()`.
+
+use crate::model;
+use crate::run_dir::RunConfig;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Run directory written by `mnist-tch train` or `finetune`.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub model: PathBuf,
+}
+
+pub fn run(args: SummaryArgs) -> Result<()> {
+    let config = RunConfig::load(&args.model)?;
+    let frozen = config.lineage.as_ref().map(|l| l.frozen.clone()).unwrap_or_default();
+    print!("{}", model::summary(&config.model, &args.model.display().to_string(), &frozen));
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Inference from either form of a trained model — a run directory (config.json + weights, the model
+//! rebuilt in Rust) or an exported TorchScript file (`CModule::load`) with its `.json` sidecar — behind one
+//! type that answers class probabilities.
+
+use crate::run_dir::{self, first_line};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{CModule, Device, Kind, Tensor, nn::ModuleT};
+
+/// What `export` writes beside a TorchScript file (`model.pt` → `model.json`), so the file can be used
+/// without its run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportInfo {
+    pub input_shape: [i64; 2],
+    pub class_names: Vec<String>,
+    pub normalization: String,
+    /// `logits` or `probabilities`.
+    pub output: String,
+    /// The run directory it was exported from.
+    pub source: PathBuf,
+}
+
+/// The sidecar's path for a TorchScript file.
+pub fn sidecar_path(module: &Path) -> PathBuf {
+    module.with_extension("json")
+}
+
+enum Model {
+    Run(run_dir::LoadedRun),
+    TorchScript { module: CModule, outputs_probabilities: bool },
+}
+
+/// A model ready to classify images.
+pub struct Predictor {
+    model: Model,
+    pub input_shape: [i64; 2],
+    pub class_names: Vec<String>,
+    pub device: Device,
+}
+
+impl Predictor {
+    /// Loads a run directory, or a TorchScript file (anything that is not a directory).
+    pub fn load(path: &Path, device: Device) -> Result<Predictor> {
+        if path.is_dir() {
+            let run = run_dir::load_run(path, device)?;
+            let input_shape = run.config.model.input_shape;
+            let class_names = run.config.data.class_names.clone();
+            return Ok(Predictor { model: Model::Run(run), input_shape, class_names, device });
+        }
+        if !path.exists() {
+            bail!("{}: no such run directory or TorchScript file", path.display());
+        }
+        let module = CModule::load_on_device(path, device)
+            .map_err(|e| anyhow::anyhow!("{}", first_line(&e.to_string())))
+            .with_context(|| format!("{}: not a TorchScript file mnist-tch can load", path.display()))?;
+        let sidecar = sidecar_path(path);
+        let info: ExportInfo = std::fs::read_to_string(&sidecar)
+            .with_context(|| format!("{}: cannot read (export writes it beside the .pt file)", sidecar.display()))
+            .and_then(|text| {
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a valid export description", sidecar.display()))
+            })?;
+        Ok(Predictor {
+            model: Model::TorchScript { module, outputs_probabilities: info.output == "probabilities" },
+            input_shape: info.input_shape,
+            class_names: info.class_names,
+            device,
+        })
+    }
+
+    /// Class probabilities `[N, classes]` for images `[N, rows, cols]` in [0, 1].
+    pub fn probabilities(&self, images: &Tensor) -> Result<Tensor> {
+        let images = images.to_device(self.device);
+        let output = tch::no_grad(|| -> Result<Tensor> {
+            Ok(match &self.model {
+                Model::Run(run) => run.net.forward_t(&images, false).softmax(-1, Kind::Float),
+                Model::TorchScript { module, outputs_probabilities } => {
+                    let out = module.forward_ts(&[&images]).map_err(|e| {
+                        anyhow::anyhow!("running the TorchScript module: {}", first_line(&e.to_string()))
+                    })?;
+                    if *outputs_probabilities { out } else { out.softmax(-1, Kind::Float) }
+                }
+            })
+        })?;
+        let classes = output.size().last().copied().unwrap_or(0);
+        if classes != self.class_names.len() as i64 {
+            bail!("the model outputs {classes} classes but describes {}", self.class_names.len());
+        }
+        Ok(output.to_device(Device::Cpu))
+    }
+}

@@ -1,0 +1,178 @@
+//! Turning an arbitrary picture into what the network was trained on: a small grayscale image, white
+//! ink on black, pixels in [0, 1], the content fitted the way the data set was made.
+//!
+//! - Digit MNIST: the digit's bounding box is scaled to fit a 20×20 box (aspect kept, anti-aliased)
+//!   and placed in the 28×28 frame so that its centre of mass is at the centre.
+//! - Fashion-MNIST: the object's bounding box is scaled so its longer side fills the frame, and centred.
+//!
+//! Sizes scale with the model's input shape (20/28 of it for the digit box).
+
+use anyhow::{Context, Result, bail};
+use image::{GrayImage, Luma, imageops};
+use std::path::Path;
+
+/// How content is fitted into the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fit {
+    /// Fashion-MNIST when the model's classes are Fashion-MNIST's, else digit MNIST.
+    Auto,
+    /// 20×20 box centred by centre of mass (digit MNIST).
+    Digits,
+    /// Longer side fills the frame, centred (Fashion-MNIST).
+    Fashion,
+}
+
+/// Whether to turn dark-on-light pictures into light-on-dark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Invert {
+    /// Invert when the picture's border is mostly light (a dark drawing on paper).
+    Auto,
+    Yes,
+    No,
+}
+
+/// The network's input for one picture and what was done to get it.
+pub struct Prepared {
+    /// `rows × cols` pixels in [0, 1], row-major.
+    pub pixels: Vec<f32>,
+    pub image: GrayImage,
+    pub inverted: bool,
+}
+
+/// Decodes `path` (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM) to grayscale.
+pub fn load_gray(path: &Path) -> Result<GrayImage> {
+    let reader = image::io::Reader::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let reader = reader.with_guessed_format().with_context(|| format!("{}: cannot read", path.display()))?;
+    let decoded = reader.decode().map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))?;
+    Ok(decoded.to_luma8())
+}
+
+/// Mean brightness of the outermost pixels: high for a drawing on paper.
+fn border_mean(image: &GrayImage) -> f64 {
+    let (w, h) = image.dimensions();
+    let mut sum = 0u64;
+    let mut count = 0u64;
+    for (x, y, p) in image.enumerate_pixels() {
+        if x == 0 || y == 0 || x == w - 1 || y == h - 1 {
+            sum += p[0] as u64;
+            count += 1;
+        }
+    }
+    sum as f64 / count.max(1) as f64
+}
+
+/// Prepares a picture for a model taking `rows × cols` inputs.
+pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert) -> Result<Prepared> {
+    let (w, h) = image.dimensions();
+    if w == 0 || h == 0 {
+        bail!("the image is empty");
+    }
+    let inverted = match invert {
+        Invert::Yes => true,
+        Invert::No => false,
+        Invert::Auto => border_mean(image) > 127.0,
+    };
+    let mut ink = image.clone();
+    if inverted {
+        imageops::invert(&mut ink);
+    }
+    // The content: pixels clearly above the background (which is now dark).
+    let background = border_mean(&ink);
+    let threshold = (background + 30.0).min(250.0) as u8;
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for (x, y, p) in ink.enumerate_pixels() {
+        if p[0] > threshold {
+            x0 = x0.min(x);
+            y0 = y0.min(y);
+            x1 = x1.max(x);
+            y1 = y1.max(y);
+        }
+    }
+    if x0 > x1 {
+        bail!("the image is blank: no content stands out from its background");
+    }
+    // Background to black, so the scaled content sits on the zero background the network knows.
+    let floor = background.round() as u8;
+    for p in ink.pixels_mut() {
+        p[0] = p[0].saturating_sub(floor);
+    }
+    let content = imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+    let (cw, ch) = content.dimensions();
+    let box_size = match fit {
+        Fit::Digits => ((rows.min(cols) as f64) * 20.0 / 28.0).round() as u32,
+        Fit::Fashion | Fit::Auto => rows.min(cols),
+    };
+    let scale = box_size as f64 / cw.max(ch) as f64;
+    let (sw, sh) = (((cw as f64 * scale).round() as u32).max(1), ((ch as f64 * scale).round() as u32).max(1));
+    let scaled = imageops::resize(&content, sw, sh, imageops::FilterType::Triangle);
+
+    // Where the scaled content goes: centre of mass (digits) or bounding-box centre (fashion) at the
+    // frame's centre.
+    let (cx, cy) = match fit {
+        Fit::Digits => centre_of_mass(&scaled).unwrap_or((sw as f64 / 2.0, sh as f64 / 2.0)),
+        Fit::Fashion | Fit::Auto => (sw as f64 / 2.0, sh as f64 / 2.0),
+    };
+    let offset_x = (cols as f64 / 2.0 - cx).round() as i64;
+    let offset_y = (rows as f64 / 2.0 - cy).round() as i64;
+    let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
+    imageops::overlay(&mut frame, &scaled, offset_x, offset_y);
+    let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
+    Ok(Prepared { pixels, image: frame, inverted })
+}
+
+/// Intensity-weighted centre `(x, y)` in pixel units (pixel centres at +0.5); `None` for a black image.
+pub fn centre_of_mass(image: &GrayImage) -> Option<(f64, f64)> {
+    let (mut total, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    for (x, y, p) in image.enumerate_pixels() {
+        let v = p[0] as f64;
+        total += v;
+        sx += v * (x as f64 + 0.5);
+        sy += v * (y as f64 + 0.5);
+    }
+    (total > 0.0).then(|| (sx / total, sy / total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dark 6×10 bar on white, off-centre in a 100×80 picture.
+    fn dark_bar_on_white() -> GrayImage {
+        GrayImage::from_fn(
+            100,
+            80,
+            |x, y| if (70..76).contains(&x) && (5..15).contains(&y) { Luma([0]) } else { Luma([255]) },
+        )
+    }
+
+    #[test]
+    fn dark_on_light_is_inverted_and_centred_by_mass() {
+        let prepared = prepare(&dark_bar_on_white(), 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert!(prepared.inverted);
+        let (cx, cy) = centre_of_mass(&prepared.image).unwrap();
+        assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "centre of mass at ({cx}, {cy})");
+        // The content's longer side is scaled to the 20-pixel box.
+        let rows_with_ink = (0..28).filter(|&y| (0..28).any(|x| prepared.image.get_pixel(x, y)[0] > 64)).count();
+        assert!((19..=21).contains(&rows_with_ink), "{rows_with_ink} rows");
+        // Border black, content white.
+        assert_eq!(prepared.image.get_pixel(0, 0)[0], 0);
+        assert!(prepared.pixels.iter().cloned().fold(0.0, f32::max) > 0.9);
+    }
+
+    #[test]
+    fn light_on_dark_is_left_alone_and_fashion_fills_the_frame() {
+        let mut picture = dark_bar_on_white();
+        imageops::invert(&mut picture);
+        let prepared = prepare(&picture, 28, 28, Fit::Fashion, Invert::Auto).unwrap();
+        assert!(!prepared.inverted);
+        let rows_with_ink = (0..28).filter(|&y| (0..28).any(|x| prepared.image.get_pixel(x, y)[0] > 64)).count();
+        assert_eq!(rows_with_ink, 28);
+    }
+
+    #[test]
+    fn blank_pictures_are_an_error() {
+        let blank = GrayImage::from_pixel(30, 30, Luma([255]));
+        let err = prepare(&blank, 28, 28, Fit::Digits, Invert::Auto).err().unwrap().to_string();
+        assert!(err.contains("blank"), "{err}");
+    }
+}
