@@ -94,6 +94,10 @@ def load_config(args) -> dict:
         config["training"]["epochs"] = args.epochs
     if args.seed is not None:
         config["training"]["seed"] = args.seed
+    if getattr(args, "batch_size", None) is not None:
+        config["training"]["batch_size"] = args.batch_size
+    if getattr(args, "hidden", None):
+        config["model"]["hidden"] = [int(w) for w in args.hidden.split(",")]
     return config
 
 
@@ -121,7 +125,7 @@ def epoch_line(epoch, epochs, steps, seconds, loss, accuracy, val_loss, val_accu
 
 # --- PyTorch ---------------------------------------------------------------------------------------
 
-def run_torch(config: dict, device: str) -> float:
+def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> float:
     import torch
     import torch.nn.functional as F
 
@@ -154,6 +158,7 @@ def run_torch(config: dict, device: str) -> float:
         return loss_sum / len(x), correct / len(x)
 
     print(f"Device: {dev}", flush=True)
+    history = []
     batch, n = t["batch_size"], len(x_train)
     steps = math.ceil(n / batch)
     for epoch in range(1, t["epochs"] + 1):
@@ -173,8 +178,15 @@ def run_torch(config: dict, device: str) -> float:
                 loss_sum += loss.double() * len(y)
                 correct += (logits.argmax(-1) == y).sum()
         val_loss, val_accuracy = evaluate(x_valid, y_valid)
-        print(epoch_line(epoch, t["epochs"], steps, time.perf_counter() - started, loss_sum.item() / n,
-                         correct.item() / n, val_loss, val_accuracy), flush=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        history.append({"epoch": epoch, "seconds": seconds, "loss": loss_sum.item() / n, "accuracy": correct.item() / n,
+                        "val_loss": val_loss, "val_accuracy": val_accuracy})
+        print(epoch_line(epoch, t["epochs"], steps, seconds, loss_sum.item() / n, correct.item() / n, val_loss,
+                         val_accuracy), flush=True)
+    if metrics_json:
+        metrics_json.write_text(json.dumps(history, indent=2) + "\n")
     test_loss, test_accuracy = evaluate(x_test, y_test)
     print(f"Test loss: {test_loss:.4f}")
     print(f"Test accuracy: {test_accuracy:.4f}")
@@ -230,12 +242,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, help="override the config's seed")
     parser.add_argument("--framework", choices=("torch", "keras"), default="torch")
     parser.add_argument("--device", default="cpu", help="PyTorch device (torch framework only)")
+    parser.add_argument("--batch-size", type=int, help="override the config's batch size")
+    parser.add_argument("--hidden", help="override the config's hidden widths, e.g. 1024,1024,512")
+    parser.add_argument("--metrics-json", type=Path, help="write each epoch's metrics (full-precision seconds)")
     args = parser.parse_args(argv)
     config = load_config(args)
     if args.framework == "keras":
         run_keras(config)
     else:
-        run_torch(config, args.device)
+        run_torch(config, args.device, args.metrics_json)
     return 0
 
 

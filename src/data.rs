@@ -1,14 +1,15 @@
 //! MNIST-format data sets on disk: finding the four files (raw or `.gz`), validating them, turning them
 //! into tensors, class names, and Keras's validation split.
 //!
-//! Raw files with the standard names go through tch's own `tch::vision::mnist::load_dir` — but only
-//! after every header has been checked against its file's size, because tch checks nothing but the
-//! magic numbers. `.gz` files (and the `train-images.idx3-ubyte` spelling) are decoded here.
+//! Images stay bytes (`u8`) in memory and become float inputs one batch at a time ([`to_inputs`]):
+//! the 60,000 training images are 47 MB as bytes and 188 MB as float32. That is also why the files are
+//! read here rather than through tch's `tch::vision::mnist::load_dir`, which checks only the magic
+//! numbers and materialises float32 copies (peak ~470 MB while loading).
 
 use crate::idx::{self, IdxHeader, IdxKind};
 use anyhow::{Context, Result, bail, ensure};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -34,10 +35,15 @@ const TEST_IMAGES: FileRole =
 const TEST_LABELS: FileRole =
     FileRole { standard_name: "t10k-labels-idx1-ubyte", kind: IdxKind::Labels, what: "test labels" };
 
+/// The network's inputs for pixel bytes: float32 in [0, 1] (pixel / 255), the same shape.
+pub fn to_inputs(pixels: &Tensor) -> Tensor {
+    pixels.to_kind(Kind::Float) * (1.0 / 255.0)
+}
+
 /// Images and labels of one part of a data set.
 #[derive(Debug)]
 pub struct Examples {
-    /// `[N, rows*cols]` Float, pixels scaled to [0, 1].
+    /// `[N, rows*cols]` Uint8 pixels, as in the files; [`to_inputs`] makes network inputs of them.
     pub images: Tensor,
     /// `[N]` Int64 class indices.
     pub labels: Tensor,
@@ -97,29 +103,8 @@ pub fn load_dir(dir: &Path, num_classes: usize) -> Result<MnistData> {
     let test_images = locate(dir, TEST_IMAGES)?;
     let test_labels = locate(dir, TEST_LABELS)?;
 
-    let all_raw_standard = [&train_images, &train_labels, &test_images, &test_labels]
-        .iter()
-        .all(|f| !f.gzipped && f.path.file_name().is_some_and(|n| n == f.role.standard_name));
-    let (train, test, train_dims, test_dims) = if all_raw_standard {
-        // Headers first, against the file sizes: tch would otherwise allocate whatever they claim.
-        let h_train_images = raw_header(&train_images)?;
-        let h_train_labels = raw_header(&train_labels)?;
-        let h_test_images = raw_header(&test_images)?;
-        let h_test_labels = raw_header(&test_labels)?;
-        check_pair(&train_images, &h_train_images, &train_labels, &h_train_labels)?;
-        check_pair(&test_images, &h_test_images, &test_labels, &h_test_labels)?;
-        let ds =
-            tch::vision::mnist::load_dir(dir).with_context(|| format!("reading MNIST files in {}", dir.display()))?;
-        let train = Examples { images: ds.train_images, labels: ds.train_labels };
-        let test = Examples { images: ds.test_images, labels: ds.test_labels };
-        check_label_tensor(&train_labels, &train.labels, num_classes)?;
-        check_label_tensor(&test_labels, &test.labels, num_classes)?;
-        (train, test, dims(&h_train_images), dims(&h_test_images))
-    } else {
-        let (train, train_dims) = read_examples(&train_images, &train_labels, num_classes)?;
-        let (test, test_dims) = read_examples(&test_images, &test_labels, num_classes)?;
-        (train, test, train_dims, test_dims)
-    };
+    let (train, train_dims) = read_examples(&train_images, &train_labels, num_classes)?;
+    let (test, test_dims) = read_examples(&test_images, &test_labels, num_classes)?;
     ensure!(
         train_dims == test_dims,
         "{} holds {}x{} images but {} holds {}x{}",
@@ -158,21 +143,6 @@ fn open(file: &Located) -> Result<File> {
     File::open(&file.path).with_context(|| format!("{}: cannot open", file.path.display()))
 }
 
-/// Reads and checks the header of an uncompressed file without reading its body.
-fn raw_header(file: &Located) -> Result<IdxHeader> {
-    let mut handle = open(file)?;
-    let file_len = handle.metadata().with_context(|| format!("{}: cannot stat", file.path.display()))?.len();
-    let mut header_bytes = Vec::new();
-    (&mut handle)
-        .take(file.role.kind.header_len() as u64)
-        .read_to_end(&mut header_bytes)
-        .with_context(|| format!("{}: read failed", file.path.display()))?;
-    let header = IdxHeader::parse(&header_bytes, file.role.kind)
-        .and_then(|h| h.check_file_len(file_len).map(|()| h))
-        .with_context(|| file.path.display().to_string())?;
-    Ok(header)
-}
-
 /// Reads one IDX images file (raw or `.gz`, by its extension), checked: `(header, pixels)`.
 pub fn read_idx_images(path: &Path) -> Result<(IdxHeader, Vec<u8>)> {
     if path.is_dir() {
@@ -185,15 +155,29 @@ pub fn read_idx_images(path: &Path) -> Result<(IdxHeader, Vec<u8>)> {
 
 /// Reads a whole file, decompressing `.gz`; the result is checked against its header.
 fn read_file(file: &Located) -> Result<(IdxHeader, Vec<u8>)> {
-    let reader = BufReader::new(open(file)?);
+    let handle = open(file)?;
     let result = if file.gzipped {
-        idx::read_stream(flate2::read::MultiGzDecoder::new(reader), file.role.kind)
+        // The decompressed size is unknown until decompressed: the stream reader never trusts the header.
+        idx::read_stream(flate2::read::MultiGzDecoder::new(BufReader::new(handle)), file.role.kind)
     } else {
-        idx::read_stream(reader, file.role.kind)
+        // The file size is known: check the header against it first, then read exactly the payload.
+        read_raw(handle, file.role.kind)
     };
     result.with_context(|| {
         if file.gzipped { format!("{} (gzip)", file.path.display()) } else { file.path.display().to_string() }
     })
+}
+
+fn read_raw(mut handle: File, kind: IdxKind) -> Result<(IdxHeader, Vec<u8>)> {
+    use std::io::Read;
+    let file_len = handle.metadata()?.len();
+    let mut header_bytes = Vec::with_capacity(kind.header_len());
+    (&mut handle).take(kind.header_len() as u64).read_to_end(&mut header_bytes)?;
+    let header = IdxHeader::parse(&header_bytes, kind)?;
+    header.check_file_len(file_len)?;
+    let mut payload = vec![0u8; header.payload_len()]; // checked against the file size above
+    handle.read_exact(&mut payload)?;
+    Ok((header, payload))
 }
 
 fn check_pair(images: &Located, image_header: &IdxHeader, labels: &Located, label_header: &IdxHeader) -> Result<()> {
@@ -208,11 +192,6 @@ fn check_pair(images: &Located, image_header: &IdxHeader, labels: &Located, labe
     Ok(())
 }
 
-fn check_label_tensor(file: &Located, labels: &Tensor, num_classes: usize) -> Result<()> {
-    let values = Vec::<u8>::try_from(&labels.to_kind(Kind::Uint8))?;
-    idx::check_labels(&values, num_classes).with_context(|| file.path.display().to_string())
-}
-
 /// Decodes an images file and its labels file into tensors.
 fn read_examples(images: &Located, labels: &Located, num_classes: usize) -> Result<(Examples, (usize, usize))> {
     let (image_header, pixels) = read_file(images)?;
@@ -220,9 +199,7 @@ fn read_examples(images: &Located, labels: &Located, num_classes: usize) -> Resu
     check_pair(images, &image_header, labels, &label_header)?;
     idx::check_labels(&label_bytes, num_classes).with_context(|| labels.path.display().to_string())?;
     let count = image_header.count as i64;
-    // [N, rows*cols] u8 -> Float in [0, 1], the same scaling tch's loader applies.
-    let images_tensor =
-        Tensor::from_slice(&pixels).view((count, image_header.item_len() as i64)).to_kind(Kind::Float) / 255.0;
+    let images_tensor = Tensor::from_slice(&pixels).view((count, image_header.item_len() as i64)); // [N, rows*cols] u8
     let labels_tensor = Tensor::from_slice(&label_bytes).to_kind(Kind::Int64);
     Ok((Examples { images: images_tensor, labels: labels_tensor }, dims(&image_header)))
 }

@@ -1,7 +1,7 @@
 //! Evaluation of a model on labelled examples: mean cross-entropy, accuracy and the confusion matrix,
 //! computed under `no_grad` in large batches with a single read-back at the end.
 
-use crate::data::Examples;
+use crate::data::{Examples, to_inputs};
 use anyhow::Result;
 use serde::Serialize;
 use tch::{Kind, Reduction, Tensor, nn::ModuleT};
@@ -80,7 +80,7 @@ pub fn evaluate(net: &impl ModuleT, examples: &Examples, num_classes: i64) -> Re
         while start < n {
             let len = EVAL_BATCH.min(n - start);
             let batch = examples.slice(start, len);
-            let logits = net.forward_t(&batch.images, false); // [len, K]
+            let logits = net.forward_t(&to_inputs(&batch.images), false); // [len, K]
             let loss = logits.f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Sum, -100, 0.0)?;
             loss_sum += loss.to_kind(Kind::Double);
             let predicted = logits.argmax(-1, false); // [len]
@@ -96,13 +96,13 @@ pub fn evaluate(net: &impl ModuleT, examples: &Examples, num_classes: i64) -> Re
     Ok(Evaluation { loss: loss_sum.double_value(&[]) / n as f64, accuracy: correct as f64 / n as f64, confusion })
 }
 
-/// Logits `[N, num_classes]` of `net` for `images` `[N, ...]`, batched, without gradients.
+/// Logits `[N, num_classes]` of `net` for pixel bytes `images` `[N, ...]`, batched, without gradients.
 pub fn logits(net: &impl ModuleT, images: &Tensor) -> Tensor {
     let n = images.size()[0];
     tch::no_grad(|| {
         let batches: Vec<Tensor> = (0..n)
             .step_by(EVAL_BATCH as usize)
-            .map(|start| net.forward_t(&images.narrow(0, start, EVAL_BATCH.min(n - start)), false))
+            .map(|start| net.forward_t(&to_inputs(&images.narrow(0, start, EVAL_BATCH.min(n - start))), false))
             .collect();
         Tensor::cat(&batches, 0)
     })

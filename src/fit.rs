@@ -8,10 +8,11 @@
 use crate::data::Examples;
 use crate::device::device_name;
 use crate::evaluation::{Evaluation, evaluate};
+use crate::fused_mlp::FusedMlp;
 use crate::plot;
 use crate::progress::{ConsoleProgress, OutputMode};
 use crate::run_dir::{self, RunConfig, RunResult, RunState, write_atomically};
-use crate::training::{self, EpochMetrics, Observer, Outcome, TrainSets};
+use crate::training::{self, EpochMetrics, Observer, Outcome, Start, TrainSets};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,10 @@ pub struct FitJob<'a> {
     pub out: PathBuf,
     /// 1 for a new run; the next epoch for a resumed one.
     pub first_epoch: usize,
+    /// Adam's state saved by the run being resumed.
+    pub optimizer_state: Option<Vec<(String, tch::Tensor)>>,
+    /// Tensors kept fixed (fine-tuning).
+    pub frozen: Vec<String>,
     /// Epochs already in the run directory (resume), kept in front of the new ones.
     pub previous_history: Vec<EpochMetrics>,
     pub mode: OutputMode,
@@ -73,12 +78,19 @@ impl Observer for RunObserver<'_> {
         self.progress.step(step, running);
     }
 
-    fn end_epoch(&mut self, metrics: &EpochMetrics, vs: &nn::VarStore, improved: bool) -> Result<()> {
+    fn end_epoch(
+        &mut self,
+        metrics: &EpochMetrics,
+        vs: &nn::VarStore,
+        optimizer: &FusedMlp,
+        improved: bool,
+    ) -> Result<()> {
         self.progress.end_epoch(metrics);
         self.history.push(metrics.clone());
-        // Weights, then metrics, then the config that says how far the run got: whatever is cut off
-        // by a crash, the config never claims more than the files hold.
+        // Weights and optimizer state, then metrics, then the config that says how far the run got:
+        // whatever is cut off by a crash, the config never claims more than the files hold.
         run_dir::save_weights(vs, &self.out.join(run_dir::WEIGHTS_FILE))?;
+        run_dir::save_tensors(&optimizer.optimizer_state(), &self.out.join(run_dir::OPTIMIZER_FILE))?;
         if improved && self.config.training.save_best {
             run_dir::save_weights(vs, &self.out.join(run_dir::BEST_WEIGHTS_FILE))?;
         }
@@ -97,7 +109,20 @@ impl Observer for RunObserver<'_> {
 
 /// Runs `job`; prints the epoch lines, the test result and where the run was saved.
 pub fn fit(job: FitJob) -> Result<FitReport> {
-    let FitJob { mut config, data, vs, net, out, first_epoch, previous_history, mode, plot, interrupt } = job;
+    let FitJob {
+        mut config,
+        data,
+        vs,
+        net,
+        out,
+        first_epoch,
+        optimizer_state,
+        frozen,
+        previous_history,
+        mode,
+        plot,
+        interrupt,
+    } = job;
     let device = vs.device();
     let say = |line: String| {
         if mode != OutputMode::Quiet {
@@ -113,6 +138,7 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
     config.result = None;
     config.save(&out)?;
     let training = config.training.clone();
+    let model = config.model.clone();
     let mut observer = RunObserver {
         progress: ConsoleProgress::new(mode),
         out: &out,
@@ -123,10 +149,10 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
     let report = training::train(
         &net,
         &vs,
+        &model,
         TrainSets { train: &train_set, valid: &valid_set },
-        num_classes,
         &training,
-        first_epoch,
+        Start { first_epoch, optimizer_state, frozen },
         &mut observer,
     );
     let report = match report {

@@ -6,6 +6,7 @@
 //! - [`data`]: finding, validating and loading an MNIST-format directory; Keras's validation split.
 //! - [`model`]: the MLP and its `config.json` description.
 //! - [`training`]: the training loop.
+//! - [`fused_mlp`]: the training step: hand-written backward pass, Adam over flat buffers.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
 //! - [`fit`]: a training job end to end into a run directory (train, resume, fine-tune).
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
@@ -26,6 +27,7 @@ pub mod device;
 pub mod evaluation;
 pub mod export;
 pub mod fit;
+pub mod fused_mlp;
 pub mod idx;
 pub mod inference;
 pub mod model;
@@ -35,3 +37,18 @@ pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
 pub mod training;
+
+/// Sets flush-to-zero and denormals-are-zero (FTZ/DAZ) on the calling thread, which threads created
+/// afterwards (libtorch's worker pool) inherit. Adam's second-moment estimates of rarely-active weights
+/// decay into the denormal range, where x86 arithmetic is many times slower: measured here, the optimizer
+/// step took ~25% longer without it. Denormals (< 1.2e-38) are below anything training can resolve.
+/// PyTorch offers the same switch as `torch.set_flush_denormal(True)`.
+pub fn flush_denormals_to_zero() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: only sets the FTZ (bit 15) and DAZ (bit 6) flags of this thread's MXCSR register.
+    #[allow(deprecated)]
+    unsafe {
+        use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+        _mm_setcsr(_mm_getcsr() | 0x8040);
+    }
+}

@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    mnist_tch::flush_denormals_to_zero();
     match mnist_tch::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -18,6 +18,8 @@ use tch::{Tensor, nn};
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const BEST_WEIGHTS_FILE: &str = "best.safetensors";
+/// Adam's moment estimates and step count, saved with every epoch so `train --resume` continues them.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const METRICS_JSON_FILE: &str = "metrics.json";
 pub const EVALUATION_FILE: &str = "evaluation.json";
@@ -169,6 +171,20 @@ impl RunConfig {
 /// Saves every variable of `vs` to `path` (safetensors, names as in the variable store).
 pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
     write_atomically(path, |tmp| Ok(vs.save(tmp)?))
+}
+
+/// Saves named tensors to `path` (safetensors).
+pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let on_cpu: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu))).collect();
+    write_atomically(path, |tmp| Ok(Tensor::write_safetensors(&on_cpu, tmp)?))
+}
+
+/// Reads named tensors from a safetensors file.
+pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Tensor::read_safetensors(path)
+        .map_err(|e| anyhow::anyhow!("{}", first_line(&e.to_string())))
+        .with_context(|| format!("{}: not a readable safetensors file", path.display()))
 }
 
 /// Loads `path` into `vs`, which must already hold the architecture's variables. Every tensor must be

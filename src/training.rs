@@ -1,14 +1,16 @@
-//! The training loop: Adam on mini-batches of a freshly shuffled training set every epoch, then a
-//! validation pass — Keras's `fit` with `validation_split` and its usual callbacks (learning-rate
+//! The training loop: Adam on mini-batches of a freshly shuffled training set every epoch (the step
+//! itself is in `fused_mlp.rs`), then a validation pass — Keras's `fit` with `validation_split` and its usual callbacks (learning-rate
 //! schedule, early stopping, best checkpoint, TerminateOnNaN) — in one function that reads top to bottom.
 
 use crate::callbacks::{BestTracker, EarlyStopping, LrController, LrSchedule, Monitor};
-use crate::data::Examples;
+use crate::data::{Examples, to_inputs};
 use crate::evaluation::evaluate;
+use crate::fused_mlp::{AdamSettings, FusedMlp};
+use crate::model::ModelConfig;
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
+use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
 /// Every hyperparameter of a training run; stored in `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,9 +104,15 @@ pub trait Observer {
     }
     /// Called after each step; `running` is `(loss, accuracy)` on the steps asked for.
     fn step(&mut self, _step: usize, _running: Option<(f64, f64)>) {}
-    /// Called after each epoch with that epoch's weights in `vs`; `improved` when the monitored metric
-    /// is the best so far. An error stops training.
-    fn end_epoch(&mut self, _metrics: &EpochMetrics, _vs: &nn::VarStore, _improved: bool) -> Result<()> {
+    /// Called after each epoch with that epoch's weights in `vs` and the optimizer's state;
+    /// `improved` when the monitored metric is the best so far. An error stops training.
+    fn end_epoch(
+        &mut self,
+        _metrics: &EpochMetrics,
+        _vs: &nn::VarStore,
+        _optimizer: &FusedMlp,
+        _improved: bool,
+    ) -> Result<()> {
         Ok(())
     }
     /// Polled after every step: `true` stops training once that step is done (Ctrl-C).
@@ -147,63 +155,62 @@ pub struct TrainSets<'a> {
     pub valid: &'a Examples,
 }
 
-/// Trains `net` (variables in `vs`, `num_classes` outputs) for epochs `first_epoch..=config.epochs`.
-///
-/// `first_epoch` is 1 for a new run and later for a resumed one (schedules count absolute epochs).
+/// Where training starts: epoch 1 of a new run, or later in a resumed one (with the optimizer state
+/// it saved, when there is one); and the tensors that must not change (fine-tuning).
+#[derive(Default)]
+pub struct Start {
+    pub first_epoch: usize,
+    pub optimizer_state: Option<Vec<(String, Tensor)>>,
+    pub frozen: Vec<String>,
+}
+
+/// Trains `net` (variables in `vs`, built from `model`) for epochs `start.first_epoch..=config.epochs`.
+/// Schedules count absolute epochs, so a resumed run continues where it stopped.
 pub fn train(
     net: &impl ModuleT,
     vs: &nn::VarStore,
+    model: &ModelConfig,
     sets: TrainSets,
-    num_classes: i64,
     config: &TrainConfig,
-    first_epoch: usize,
+    start: Start,
     observer: &mut dyn Observer,
 ) -> Result<TrainReport> {
+    let first_epoch = start.first_epoch.max(1);
     ensure!(config.epochs > 0, "--epochs must be at least 1");
     ensure!(config.batch_size > 0, "--batch-size must be at least 1");
-    ensure!(
-        first_epoch >= 1 && first_epoch <= config.epochs,
-        "nothing to train: epoch {first_epoch} of {}",
-        config.epochs
-    );
+    ensure!(first_epoch <= config.epochs, "nothing to train: epoch {first_epoch} of {}", config.epochs);
     let n = sets.train.len();
     ensure!(n > 0, "no training examples");
     let device = vs.device();
-    let mut optimizer = if config.weight_decay > 0.0 {
-        nn::AdamW {
-            beta1: config.adam_beta1,
-            beta2: config.adam_beta2,
-            wd: config.weight_decay,
-            eps: config.adam_epsilon,
-            amsgrad: false,
-        }
-        .build(vs, config.learning_rate)?
-    } else {
-        nn::Adam {
-            beta1: config.adam_beta1,
-            beta2: config.adam_beta2,
-            wd: 0.0,
-            eps: config.adam_epsilon,
-            amsgrad: false,
-        }
-        .build(vs, config.learning_rate)?
+    let adam = AdamSettings {
+        beta1: config.adam_beta1,
+        beta2: config.adam_beta2,
+        eps: config.adam_epsilon,
+        weight_decay: config.weight_decay,
     };
+    let mut mlp = FusedMlp::new(vs, model, adam, &start.frozen)?;
+    if let Some(state) = &start.optimizer_state {
+        mlp.load_optimizer_state(state)?;
+    }
     let mut lr = LrController::new(config.lr_schedule, config.learning_rate, config.epochs, config.monitor);
     let mut best = BestTracker::new(config.monitor, config.early_stopping);
     // In memory for restore_best_weights: a copy of every variable at the best epoch.
     let mut best_weights: Option<Vec<(String, Tensor)>> = None;
-    // A NaN loss is found by reading it back: every step on the CPU (where reading is free, the
-    // computation being synchronous anyway), every 50 steps on a GPU so it is not synchronised each step.
-    let nan_check_every = if device == Device::Cpu { 1 } else { 50 };
+    // A NaN loss is looked for every this many steps (one host read); the exact step is then found in
+    // the per-step losses, which stay on the device.
+    let nan_check_every = 50;
 
     let batch = config.batch_size as i64;
     let steps = ((n + batch - 1) / batch) as usize;
     let mut report =
         TrainReport { history: Vec::new(), outcome: Outcome::Completed, best_epoch: None, interrupted_in_epoch: None };
+    // Per-step loss sums and per-example predictions of the current epoch, on the device: the epoch's
+    // metrics are read back once at its end instead of every step.
+    let losses = Tensor::zeros([steps as i64], (Kind::Float, device));
+    let predictions = Tensor::zeros([n], (Kind::Int64, device));
     for epoch in first_epoch..=config.epochs {
         let started = Instant::now();
         let rate = lr.lr_for(epoch);
-        optimizer.set_lr(rate);
         observer.start_epoch(epoch, config.epochs, steps);
         // One shuffle per epoch, drawn on the CPU generator so CPU and CUDA runs see the same order;
         // each step then takes a contiguous view instead of gathering its own rows. Seeded by epoch, so
@@ -214,36 +221,30 @@ pub fn train(
             images: sets.train.images.index_select(0, &order),
             labels: sets.train.labels.index_select(0, &order),
         };
-        // Running sums stay on the device: reading them back every step would synchronise every step.
-        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
-        let mut correct = Tensor::zeros([], (Kind::Int64, device));
-        let mut seen = 0i64;
+        let mut checked = 0usize;
         for step in 1..=steps {
             let start = (step - 1) as i64 * batch;
             let len = batch.min(n - start);
             let xy = shuffled.slice(start, len);
-            let logits = net.forward_t(&xy.images, true); // [len, classes]
-            let loss = logits.cross_entropy_for_logits(&xy.labels); // mean over the batch
-            optimizer.backward_step(&loss);
-            tch::no_grad(|| {
-                loss_sum += loss.to_kind(Kind::Double) * len as f64;
-                correct += logits.argmax(-1, false).eq_tensor(&xy.labels).sum(Kind::Int64);
-            });
-            seen += len;
+            let out = mlp.forward_backward(&to_inputs(&xy.images), &xy.labels)?; // logits [len, classes]
+            mlp.adam_step(rate)?;
+            tch::no_grad(|| -> Result<()> {
+                losses.get(step as i64 - 1).f_copy_(&out.loss_sum)?;
+                let _ = out.logits.f_argmax_out(&predictions.narrow(0, start, len), -1, false)?;
+                Ok(())
+            })?;
             if step % nan_check_every == 0 || step == steps {
-                let total = loss_sum.double_value(&[]);
-                if !total.is_finite() {
-                    bail!(
-                        "loss became {total} in epoch {epoch} {} step {step}; training stopped (TerminateOnNaN). \
-                         Try a lower --lr",
-                        if nan_check_every == 1 { "at" } else { "by" }
-                    );
-                }
+                check_finite(&losses, checked, step, epoch)?;
+                checked = step;
             }
-            let running = observer
-                .running_metrics_every()
-                .filter(|every| step % every == 0 || step == steps)
-                .map(|_| (loss_sum.double_value(&[]) / seen as f64, correct.int64_value(&[]) as f64 / seen as f64));
+            let running =
+                observer.running_metrics_every().filter(|every| step % every == 0 || step == steps).map(|_| {
+                    let seen = start + len;
+                    let loss = losses.narrow(0, 0, step as i64).sum(Kind::Double).double_value(&[]) / seen as f64;
+                    let right =
+                        predictions.narrow(0, 0, seen).eq_tensor(&shuffled.labels.narrow(0, 0, seen)).sum(Kind::Int64);
+                    (loss, right.int64_value(&[]) as f64 / seen as f64)
+                });
             observer.step(step, running);
             if observer.interrupted() {
                 report.outcome = Outcome::Interrupted;
@@ -251,12 +252,14 @@ pub fn train(
                 return Ok(report);
             }
         }
-        let validation = evaluate(net, sets.valid, num_classes)?;
+        let correct = predictions.eq_tensor(&shuffled.labels).sum(Kind::Int64).int64_value(&[]);
+        let loss_sum = losses.sum(Kind::Double).double_value(&[]);
+        let validation = evaluate(net, sets.valid, model.num_classes)?;
         let metrics = EpochMetrics {
             epoch,
             steps,
-            loss: loss_sum.double_value(&[]) / n as f64,
-            accuracy: correct.int64_value(&[]) as f64 / n as f64,
+            loss: loss_sum / n as f64,
+            accuracy: correct as f64 / n as f64,
             val_loss: validation.loss,
             val_accuracy: validation.accuracy,
             lr: rate,
@@ -268,7 +271,7 @@ pub fn train(
         if verdict.improved && config.early_stopping.is_some() {
             best_weights = Some(snapshot(vs));
         }
-        observer.end_epoch(&metrics, vs, verdict.improved)?;
+        observer.end_epoch(&metrics, vs, &mlp, verdict.improved)?;
         report.history.push(metrics);
         report.best_epoch = best.best_epoch;
         if verdict.stop {
@@ -281,6 +284,22 @@ pub fn train(
         restore(vs, &weights)?;
     }
     Ok(report)
+}
+
+/// Fails, naming the first bad step, if a loss among steps `from+1..=to` of `epoch` is NaN or infinite
+/// (Keras's TerminateOnNaN).
+fn check_finite(losses: &Tensor, from: usize, to: usize, epoch: usize) -> Result<()> {
+    let window = losses.narrow(0, from as i64, (to - from) as i64);
+    if window.isfinite().all().int64_value(&[]) == 1 {
+        return Ok(());
+    }
+    let values = Vec::<f32>::try_from(&window.to_device(Device::Cpu))?;
+    let (offset, value) =
+        values.iter().enumerate().find(|(_, v)| !v.is_finite()).map_or((0, f32::NAN), |(i, v)| (i, *v));
+    bail!(
+        "loss became {value} in epoch {epoch} at step {}; training stopped (TerminateOnNaN). Try a lower --lr",
+        from + offset + 1
+    )
 }
 
 /// A detached copy of every variable.

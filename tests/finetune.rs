@@ -175,3 +175,25 @@ fn labels_and_limit_select_what_they_say() {
     fixture.train("twice", &["--labels", "1,1"]).assert_clean_error(&["names a class twice"]);
     fixture.train("absent", &["--labels", "1,9"]).assert_ok();
 }
+
+#[test]
+fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
+    // Weights, Adam's state and the per-epoch data order all continue, so 2 + 2 epochs give exactly the
+    // metrics of 4 (wall time aside).
+    let fixture = Fixture::new(false);
+    fixture.train("straight", &["--epochs", "4"]).assert_ok();
+    fixture.train("split", &["--epochs", "2"]).assert_ok();
+    let split = fixture.path("split");
+    let resumed = mnist_tch(&["train", "--resume", split.to_str().unwrap(), "--epochs", "4", "--device", "cpu"]);
+    resumed.assert_ok();
+    assert!(resumed.stdout.contains("with its optimizer state"), "{}", resumed.stdout);
+    let columns = |dir: &Path| -> Vec<String> {
+        let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        csv.lines().map(|line| line.rsplit_once(',').unwrap().0.to_string()).collect()
+    };
+    assert_eq!(columns(&fixture.path("straight")), columns(&split));
+    let (a, b) = (weights(&fixture.path("straight")), weights(&split));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x.equal(y), "{name} differs");
+    }
+}

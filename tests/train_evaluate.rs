@@ -61,7 +61,17 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
     let mut files: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
-    assert_eq!(files, vec!["config.json", "evaluation.json", "metrics.csv", "metrics.json", "model.safetensors"]);
+    assert_eq!(
+        files,
+        vec![
+            "config.json",
+            "evaluation.json",
+            "metrics.csv",
+            "metrics.json",
+            "model.safetensors",
+            "optimizer.safetensors"
+        ]
+    );
 }
 
 #[test]

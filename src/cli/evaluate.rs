@@ -57,16 +57,21 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         model.input_shape[1]
     );
     let test = data.test.to_device(device);
+    let started = std::time::Instant::now();
     let result = evaluate(&run.net, &test, model.num_classes)?;
+    let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &args.dump_logits {
         let bytes = crate::npy::encode_f32(&logits(&run.net, &test.images))?;
         write_bytes_atomically(path, &bytes)?;
     }
     let names = &run.config.data.class_names;
     if args.json {
-        println!("{}", report_json(&args.model, &data_dir, device, names, &result));
+        let mut report = report_json(&args.model, &data_dir, device, names, &result);
+        report["seconds"] = json!(seconds);
+        println!("{report}");
     } else {
         print_report(&args.model, &data_dir, device, model.describe(), names, &result);
+        println!("\nEvaluated {} images in {:.1} ms", test.len(), seconds * 1e3);
     }
     Ok(())
 }

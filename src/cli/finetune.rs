@@ -86,13 +86,9 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let mut vs = nn::VarStore::new(device);
     let net = model::build(&vs.root(), &model_config);
     run_dir::load_weights_except(&mut vs, &args.from.join(run_dir::WEIGHTS_FILE), &head_tensors)?;
+    // Frozen tensors get a zero gradient at every step, so Adam's moments for them stay 0 and they
+    // never move: bit-identical after training (see fused_mlp.rs).
     let frozen = frozen_tensors(&args.freeze, &model_config, &vs)?;
-    for (name, var) in vs.variables() {
-        if frozen.contains(&name) {
-            // No gradient reaches it, so Adam never touches it: bit-identical after training.
-            let _ = var.set_requires_grad(false);
-        }
-    }
 
     let test_on_device = prepared.test.to_device(device);
     let before = evaluate(&net, &test_on_device, model_config.num_classes)?;
@@ -135,6 +131,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         net,
         out,
         first_epoch: 1,
+        optimizer_state: None,
+        frozen,
         previous_history: Vec::new(),
         mode,
         plot: args.output.plot,

@@ -58,8 +58,8 @@ pub struct TrainArgs {
 
     /// Continue the run in RUN_DIR from its last completed epoch, appending to its metrics, up to
     /// --epochs in total (default: the run's own epochs). Everything else comes from its config.json.
-    /// Adam's moment estimates are not saved by tch, so the optimizer restarts from fresh state;
-    /// weights, epoch counter, learning-rate schedule position and data order continue.
+    /// Weights, Adam's state (optimizer.safetensors), epoch counter, learning-rate schedule and data
+    /// order all continue.
     #[arg(
         long,
         value_name = "RUN_DIR",
@@ -117,6 +117,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         net,
         out,
         first_epoch: 1,
+        optimizer_state: None,
+        frozen: Vec::new(),
         previous_history: Vec::new(),
         mode,
         plot: args.output.plot,
@@ -155,8 +157,20 @@ fn resume(dir: &Path, args: &TrainArgs) -> Result<()> {
     let mut vs = nn::VarStore::new(device);
     let net = model::build(&vs.root(), &config.model);
     run_dir::load_weights(&mut vs, &dir.join(run_dir::WEIGHTS_FILE))?;
+    // Adam continues where it was, when the run saved its state (runs of older versions did not).
+    let optimizer_path = dir.join(run_dir::OPTIMIZER_FILE);
+    let optimizer_state = if optimizer_path.exists() { Some(run_dir::load_tensors(&optimizer_path)?) } else { None };
+    let config_frozen = config.lineage.as_ref().map(|l| l.frozen.clone()).unwrap_or_default();
     if mode != OutputMode::Quiet {
-        println!("Resuming {} after epoch {completed}, up to epoch {target}", dir.display());
+        println!(
+            "Resuming {} after epoch {completed}, up to epoch {target} ({})",
+            dir.display(),
+            if optimizer_state.is_some() {
+                "with its optimizer state"
+            } else {
+                "optimizer state not saved: Adam restarts"
+            }
+        );
     }
     print_header(mode, &config, &prepared, device);
     let report = fit(FitJob {
@@ -166,6 +180,8 @@ fn resume(dir: &Path, args: &TrainArgs) -> Result<()> {
         net,
         out: dir.to_path_buf(),
         first_epoch: completed + 1,
+        optimizer_state,
+        frozen: config_frozen,
         previous_history: history,
         mode,
         plot: args.output.plot,
