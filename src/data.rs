@@ -37,7 +37,9 @@ const TEST_LABELS: FileRole =
 
 /// The network's inputs for pixel bytes: float32 in [0, 1] (pixel / 255), the same shape.
 pub fn to_inputs(pixels: &Tensor) -> Tensor {
-    pixels.to_kind(Kind::Float) * (1.0 / 255.0)
+    let mut inputs = pixels.to_kind(Kind::Float);
+    let _ = inputs.g_mul_scalar_(1.0 / 255.0); // in place: one allocation per batch, not two
+    inputs
 }
 
 /// Images and labels of one part of a data set.
@@ -192,14 +194,39 @@ fn check_pair(images: &Located, image_header: &IdxHeader, labels: &Located, labe
     Ok(())
 }
 
+/// Reads an uncompressed images file straight into a tensor (one copy of the pixels in memory, not
+/// two), after checking its header against the file size.
+fn read_raw_images(file: &Located) -> Result<(IdxHeader, Tensor)> {
+    use std::io::Read;
+    let read = || -> Result<(IdxHeader, Tensor)> {
+        let mut handle = open(file)?;
+        let file_len = handle.metadata()?.len();
+        let mut header_bytes = Vec::with_capacity(IdxKind::Images.header_len());
+        (&mut handle).take(IdxKind::Images.header_len() as u64).read_to_end(&mut header_bytes)?;
+        let header = IdxHeader::parse(&header_bytes, IdxKind::Images)?;
+        header.check_file_len(file_len)?;
+        let pixels = Tensor::empty([header.count as i64, header.item_len() as i64], (Kind::Uint8, tch::Device::Cpu));
+        // SAFETY: `pixels` is a freshly allocated, contiguous CPU tensor of exactly payload_len bytes,
+        // and nothing else refers to it while this slice lives.
+        let buffer = unsafe { std::slice::from_raw_parts_mut(pixels.data_ptr() as *mut u8, header.payload_len()) };
+        handle.read_exact(buffer)?;
+        Ok((header, pixels))
+    };
+    read().with_context(|| file.path.display().to_string())
+}
+
 /// Decodes an images file and its labels file into tensors.
 fn read_examples(images: &Located, labels: &Located, num_classes: usize) -> Result<(Examples, (usize, usize))> {
-    let (image_header, pixels) = read_file(images)?;
+    let (image_header, images_tensor) = if images.gzipped {
+        let (header, pixels) = read_file(images)?;
+        let tensor = Tensor::from_slice(&pixels).view((header.count as i64, header.item_len() as i64));
+        (header, tensor)
+    } else {
+        read_raw_images(images)?
+    };
     let (label_header, label_bytes) = read_file(labels)?;
     check_pair(images, &image_header, labels, &label_header)?;
     idx::check_labels(&label_bytes, num_classes).with_context(|| labels.path.display().to_string())?;
-    let count = image_header.count as i64;
-    let images_tensor = Tensor::from_slice(&pixels).view((count, image_header.item_len() as i64)); // [N, rows*cols] u8
     let labels_tensor = Tensor::from_slice(&label_bytes).to_kind(Kind::Int64);
     Ok((Examples { images: images_tensor, labels: labels_tensor }, dims(&image_header)))
 }

@@ -7,8 +7,8 @@ use serde::Serialize;
 use tch::{Kind, Reduction, Tensor, nn::ModuleT};
 
 /// Examples per forward pass during evaluation: large enough to amortise op overhead, small enough
-/// that the `[batch, hidden]` activations of wide models stay modest.
-pub const EVAL_BATCH: i64 = 8192;
+/// that the float inputs (`[batch, 784]`, 8 MB) and activations of wide models stay modest.
+pub const EVAL_BATCH: i64 = 2560;
 
 /// Metrics of one evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -22,6 +22,18 @@ use crate::model::ModelConfig;
 use anyhow::{Context, Result, ensure};
 use tch::{Kind, Reduction, Tensor, nn};
 
+/// The arithmetic of the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 throughout (the seed).
+    #[default]
+    F32,
+    /// bfloat16 matrix products and activations; the master weights, the loss, the gradients' buffer and
+    /// Adam stay float32 (mixed precision, as torch.autocast does).
+    Bf16,
+}
+
 /// Adam's hyperparameters, as in `TrainConfig`.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamSettings {
@@ -55,10 +67,14 @@ pub struct FusedMlp {
     pub steps: i64,
     adam: AdamSettings,
     dropout: f64,
+    /// Kind of the forward/backward arithmetic (Float, or BFloat16 for mixed precision).
+    compute: Kind,
     /// Frozen tensors' slots in the flat buffers (their gradients are zeroed, so Adam never moves them).
     frozen: Vec<Tensor>,
     /// Trainable slots, for AdamW's decay when some tensors are frozen.
     trainable: Vec<Tensor>,
+    /// `[B, 1]` of −1, kept between steps of the same batch size (the one-hot subtraction's source).
+    minus_ones: Option<Tensor>,
 }
 
 /// What one step produced, kept on the device.
@@ -72,7 +88,13 @@ pub struct StepOutput {
 impl FusedMlp {
     /// Moves the variables of `vs` (built by `model::build` for `config`) into flat buffers; the variables
     /// become views of them. `frozen` names tensors that must not change.
-    pub fn new(vs: &nn::VarStore, config: &ModelConfig, adam: AdamSettings, frozen: &[String]) -> Result<FusedMlp> {
+    pub fn new(
+        vs: &nn::VarStore,
+        config: &ModelConfig,
+        adam: AdamSettings,
+        precision: Precision,
+        frozen: &[String],
+    ) -> Result<FusedMlp> {
         let variables = vs.variables();
         let dense = config.dense_layers();
         let total: i64 = dense.iter().map(|l| l.inputs * l.outputs + l.outputs).sum();
@@ -117,8 +139,13 @@ impl FusedMlp {
             steps: 0,
             adam,
             dropout: config.dropout,
+            compute: match precision {
+                Precision::F32 => Kind::Float,
+                Precision::Bf16 => Kind::BFloat16,
+            },
             frozen: frozen_views,
             trainable,
+            minus_ones: None,
         })
     }
 
@@ -130,12 +157,30 @@ impl FusedMlp {
 
     fn forward_backward_inner(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
         let batch = x.size()[0];
+        let mixed = self.compute != Kind::Float;
+        // In mixed precision, one cast of the whole flat buffer per step gives low-precision views.
+        let low_params = if mixed { Some(self.params.f_to_kind(self.compute)?) } else { None };
+        let mut offset = 0;
+        let mut weights = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (w, b) = match &low_params {
+                Some(flat) => {
+                    let (wn, bn) = (layer.weight.numel() as i64, layer.bias.numel() as i64);
+                    let w = flat.narrow(0, offset, wn).view(layer.weight.size().as_slice());
+                    let b = flat.narrow(0, offset + wn, bn);
+                    offset += wn + bn;
+                    (w, b)
+                }
+                None => (layer.weight.shallow_clone(), layer.bias.shallow_clone()),
+            };
+            weights.push((w, b));
+        }
         // Forward, keeping each layer's input (and dropout mask) for the backward pass.
         let mut inputs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
         let mut masks: Vec<Option<Tensor>> = Vec::with_capacity(self.layers.len());
-        let mut a = x.shallow_clone();
-        for layer in &self.layers {
-            let z = layer.bias.f_addmm(&a, &layer.weight.tr())?; // [B, out] = b + a·Wᵀ
+        let mut a = if mixed { x.f_to_kind(self.compute)? } else { x.shallow_clone() };
+        for (layer, (weight, bias)) in self.layers.iter().zip(&weights) {
+            let z = bias.f_addmm(&a, &weight.tr())?; // [B, out] = b + a·Wᵀ
             inputs.push(a);
             a = if layer.relu {
                 let mut h = z;
@@ -157,25 +202,36 @@ impl FusedMlp {
                 z
             };
         }
-        let logits = a; // [B, K]
+        let logits = if mixed { a.f_to_kind(Kind::Float)? } else { a }; // [B, K], float32
 
         // Softmax cross-entropy: loss = -log p[y]; d(mean loss)/d logits = (p - onehot(y)) / B.
         let log_probs = logits.f_log_softmax(-1, Kind::Float)?;
         let loss_sum = log_probs.f_nll_loss::<Tensor>(y, None, Reduction::Sum, -100)?;
         let mut grad = log_probs.f_exp()?;
-        let minus_one = Tensor::full([batch, 1], -1.0, (Kind::Float, x.device()));
-        let _ = grad.f_scatter_add_(1, &y.unsqueeze(1), &minus_one)?;
+        if self.minus_ones.as_ref().is_none_or(|m| m.size()[0] != batch) {
+            self.minus_ones = Some(Tensor::full([batch, 1], -1.0, (Kind::Float, x.device())));
+        }
+        let minus_ones = self.minus_ones.as_ref().map(|m| m.shallow_clone()).unwrap_or_default();
+        let _ = grad.f_scatter_add_(1, &y.unsqueeze(1), &minus_ones)?;
         let _ = grad.f_div_scalar_(batch as f64)?;
 
+        if mixed {
+            grad = grad.f_to_kind(self.compute)?;
+        }
         // Backward, last layer first: dW = gradᵀ·input, db = Σ_batch grad, then through W and the ReLU.
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let input = &inputs[i];
-            let _ = grad.tr().f_mm_out(&layer.weight_grad, input)?;
+            if mixed {
+                // Products in low precision, stored into the float32 gradient buffer.
+                let _ = layer.weight_grad.shallow_clone().f_copy_(&grad.tr().f_mm(input)?)?;
+            } else {
+                let _ = grad.tr().f_mm_out(&layer.weight_grad, input)?;
+            }
             let _ = grad.f_sum_intlist_out(&layer.bias_grad, [0i64].as_slice(), false, Kind::Float)?;
             if i == 0 {
                 break; // the images need no gradient
             }
-            let mut upstream = grad.f_mm(&layer.weight)?; // [B, in]
+            let mut upstream = grad.f_mm(&weights[i].0)?; // [B, in]
             if let Some(mask) = &masks[i - 1] {
                 let _ = upstream.f_mul_(mask)?;
             }

@@ -1,7 +1,7 @@
 //! The hand-written backward pass and Adam step of `fused_mlp.rs` against libtorch's autograd and the
 //! textbook Adam formula.
 
-use mnist_tch::fused_mlp::{AdamSettings, FusedMlp};
+use mnist_tch::fused_mlp::{AdamSettings, FusedMlp, Precision};
 use mnist_tch::model::{self, ModelConfig};
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
@@ -41,7 +41,7 @@ fn backward_matches_autograd_for_deep_models() {
     let config = ModelConfig { input_shape: [3, 4], hidden: vec![7, 5], num_classes: 3, dropout: 0.0 };
     let (vs, net, x, y) = setup(&config);
     let expected = autograd_gradients(&vs, &net, &config, &x, &y);
-    let mut mlp = FusedMlp::new(&vs, &config, ADAM, &[]).unwrap();
+    let mut mlp = FusedMlp::new(&vs, &config, ADAM, Precision::F32, &[]).unwrap();
     let out = mlp.forward_backward(&x, &y).unwrap();
     let diff = (mlp.flat_grads() - &expected).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "max gradient difference {diff}");
@@ -59,7 +59,7 @@ fn adam_step_follows_the_formula_and_frozen_tensors_stay_put() {
     let (vs, _net, x, y) = setup(&config);
     let before: Vec<f32> = Vec::try_from(&vs.variables()["3.weight"].view(-1)).unwrap();
     let frozen_before: Vec<f32> = Vec::try_from(&vs.variables()["1.weight"].view(-1)).unwrap();
-    let mut mlp = FusedMlp::new(&vs, &config, ADAM, &["1.weight".to_string()]).unwrap();
+    let mut mlp = FusedMlp::new(&vs, &config, ADAM, Precision::F32, &["1.weight".to_string()]).unwrap();
     let (lr, mut m, mut v) = (0.01f64, vec![0f64; 9], vec![0f64; 9]);
     let mut expected: Vec<f64> = before.iter().map(|&w| w as f64).collect();
     for t in 1..=3 {
@@ -82,4 +82,19 @@ fn adam_step_follows_the_formula_and_frozen_tensors_stay_put() {
     assert_ne!(after, before, "the trainable layer moved");
     let frozen_after: Vec<f32> = Vec::try_from(&vs.variables()["1.weight"].view(-1)).unwrap();
     assert_eq!(frozen_after, frozen_before, "a frozen tensor moved");
+}
+
+#[test]
+fn bf16_gradients_are_close_to_float32_ones() {
+    let config = ModelConfig { input_shape: [4, 4], hidden: vec![32], num_classes: 3, dropout: 0.0 };
+    let (vs, net, x, y) = setup(&config);
+    let expected = autograd_gradients(&vs, &net, &config, &x, &y);
+    let mut mlp = FusedMlp::new(&vs, &config, ADAM, Precision::Bf16, &[]).unwrap();
+    mlp.forward_backward(&x, &y).unwrap();
+    assert_eq!(mlp.flat_grads().kind(), Kind::Float, "the gradient buffer stays float32");
+    // bfloat16 keeps 8 bits of mantissa: relative error around 1%.
+    let scale = expected.abs().max().double_value(&[]);
+    let diff = (mlp.flat_grads() - &expected).abs().max().double_value(&[]);
+    assert!(diff < 0.02 * scale, "max difference {diff} for gradients up to {scale}");
+    assert!(diff > 0.0, "bf16 arithmetic should not be bit-identical to float32");
 }

@@ -5,6 +5,7 @@ use super::{open_unit_interval, parse_min_delta_flag};
 use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
 use crate::data::{Selection, parse_labels};
 use crate::device::DeviceSpec;
+use crate::fused_mlp::Precision;
 use crate::progress::OutputMode;
 use crate::training::TrainConfig;
 use clap::Args;
@@ -92,6 +93,11 @@ pub struct FitFlags {
     /// the last epoch's.
     #[arg(long)]
     pub save_best: bool,
+
+    /// Arithmetic of training's forward and backward passes: f32, or bf16 (bfloat16 matrix products,
+    /// float32 master weights, loss and Adam — mixed precision; fastest on GPUs and CPUs with bf16 units).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 impl FitFlags {
@@ -113,6 +119,7 @@ impl FitFlags {
                 .early_stopping
                 .map(|patience| EarlyStopping { patience: patience as usize, min_delta: self.min_delta }),
             save_best: self.save_best,
+            precision: self.precision,
             ..TrainConfig::default()
         }
     }
