@@ -52,29 +52,39 @@ def flops_per_example(widths: list[int]) -> float:
     return 2 * forward + input_grads
 
 
+GEMM_PROBE = """
+import json, sys, time
+import torch
+device = sys.argv[1]
+
+def rate(m, k, n, repeats):
+    a = torch.randn(m, k, device=device)
+    b = torch.randn(k, n, device=device)
+    for _ in range(3):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
+
+print(json.dumps({
+    "large_gflops": rate(2048, 2048, 2048, 5 if device == "cpu" else 50),
+    # The batch-32 shapes of one training step: forward [32,784]x[784,128], weight grad [128,32]x[32,784].
+    "batch32_gflops": (rate(32, 784, 128, 2000) + rate(128, 32, 784, 2000)) / 2,
+    "threads": torch.get_num_threads(),
+}))
+"""
+
+
 def gemm_rates(device: str) -> dict:
-    import torch
-
-    def rate(m: int, k: int, n: int, repeats: int) -> float:
-        a = torch.randn(m, k, device=device)
-        b = torch.randn(k, n, device=device)
-        for _ in range(3):
-            a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
-
-    return {
-        "large_gflops": rate(2048, 2048, 2048, 5 if device == "cpu" else 50),
-        # The batch-32 shapes of one training step: forward [32,784]x[784,128], weight grad [128,32]x[32,784].
-        "batch32_gflops": (rate(32, 784, 128, 2000) + rate(128, 32, 784, 2000)) / 2,
-        "threads": torch.get_num_threads(),
-    }
+    # In a child process: importing torch here would make every later child's peak RSS include this
+    # process's pages (ru_maxrss counts what a forked child shares before it execs).
+    done = subprocess.run([sys.executable, "-c", GEMM_PROBE, device], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def mnist_tch_run(args, out: Path, hidden: str, batch: int, epochs: int) -> dict:

@@ -49,6 +49,36 @@ pub struct FitJob<'a> {
     pub interrupt: Arc<AtomicBool>,
 }
 
+impl<'a> FitJob<'a> {
+    /// A new run from epoch 1 with nothing frozen; resuming and fine-tuning change the fields they need.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: RunConfig,
+        data: JobData<'a>,
+        vs: nn::VarStore,
+        net: nn::SequentialT,
+        out: PathBuf,
+        mode: OutputMode,
+        plot: bool,
+        interrupt: Arc<AtomicBool>,
+    ) -> FitJob<'a> {
+        FitJob {
+            config,
+            data,
+            vs,
+            net,
+            out,
+            first_epoch: 1,
+            optimizer_state: None,
+            frozen: Vec::new(),
+            previous_history: Vec::new(),
+            mode,
+            plot,
+            interrupt,
+        }
+    }
+}
+
 /// What a finished job reports.
 pub struct FitReport {
     pub outcome: Outcome,

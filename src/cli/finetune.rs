@@ -124,20 +124,9 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         );
     }
     println!("Test accuracy before fine-tuning: {:.4}", before.accuracy);
-    let report = fit(FitJob {
-        config,
-        data: JobData { train: prepared.train, valid: prepared.valid, test: &prepared.test },
-        vs,
-        net,
-        out,
-        first_epoch: 1,
-        optimizer_state: None,
-        frozen,
-        previous_history: Vec::new(),
-        mode,
-        plot: args.output.plot,
-        interrupt: super::interrupt_flag(),
-    })?;
+    let data = JobData { train: prepared.train, valid: prepared.valid, test: &prepared.test };
+    let job = FitJob::new(config, data, vs, net, out, mode, args.output.plot, super::interrupt_flag());
+    let report = fit(FitJob { frozen, ..job })?;
     super::exit_status(&report)
 }
 

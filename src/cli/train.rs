@@ -110,20 +110,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     tch::manual_seed(config.training.seed);
     let vs = nn::VarStore::new(device);
     let net = model::build(&vs.root(), &config.model);
-    let report = fit(FitJob {
-        config,
-        data: JobData { train: prepared.train, valid: prepared.valid, test: &prepared.test },
-        vs,
-        net,
-        out,
-        first_epoch: 1,
-        optimizer_state: None,
-        frozen: Vec::new(),
-        previous_history: Vec::new(),
-        mode,
-        plot: args.output.plot,
-        interrupt: super::interrupt_flag(),
-    })?;
+    let data = JobData { train: prepared.train, valid: prepared.valid, test: &prepared.test };
+    let report = fit(FitJob::new(config, data, vs, net, out, mode, args.output.plot, super::interrupt_flag()))?;
     super::exit_status(&report)
 }
 
@@ -173,19 +161,14 @@ fn resume(dir: &Path, args: &TrainArgs) -> Result<()> {
         );
     }
     print_header(mode, &config, &prepared, device);
+    let data = JobData { train: prepared.train, valid: prepared.valid, test: &prepared.test };
+    let out = dir.to_path_buf();
     let report = fit(FitJob {
-        config,
-        data: JobData { train: prepared.train, valid: prepared.valid, test: &prepared.test },
-        vs,
-        net,
-        out: dir.to_path_buf(),
         first_epoch: completed + 1,
         optimizer_state,
         frozen: config_frozen,
         previous_history: history,
-        mode,
-        plot: args.output.plot,
-        interrupt: super::interrupt_flag(),
+        ..FitJob::new(config, data, vs, net, out, mode, args.output.plot, super::interrupt_flag())
     })?;
     super::exit_status(&report)
 }
