@@ -36,9 +36,12 @@ const TEST_LABELS: FileRole =
     FileRole { standard_name: "t10k-labels-idx1-ubyte", kind: IdxKind::Labels, what: "test labels" };
 
 /// The network's inputs for pixel bytes: float32 in [0, 1] (pixel / 255), the same shape.
+///
+/// A division, not a multiplication by 1/255: `x * (1/255)` differs from `x / 255` in the last bit for
+/// some pixel values, and Python (`images / 255.0`) divides; the parity checks compare logits to 1e-5.
 pub fn to_inputs(pixels: &Tensor) -> Tensor {
     let mut inputs = pixels.to_kind(Kind::Float);
-    let _ = inputs.g_mul_scalar_(1.0 / 255.0); // in place: one allocation per batch, not two
+    let _ = inputs.g_div_scalar_(255.0); // in place: one allocation per batch, not two
     inputs
 }
 
