@@ -13,6 +13,9 @@ use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
+/// Largest model accepted: 10⁹ parameters, 4 GB of float32 weights (Adam needs three times that again).
+pub const MAX_PARAMETERS: i64 = 1_000_000_000;
+
 /// The architecture, as stored in a run's `config.json`; the model is always rebuilt from this.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -54,6 +57,19 @@ impl ModelConfig {
         ensure!(self.hidden.iter().all(|&w| w > 0), "hidden layer widths {:?} must be positive", self.hidden);
         ensure!(self.num_classes >= 2, "a classifier needs at least 2 classes, got {}", self.num_classes);
         ensure!((0.0..1.0).contains(&self.dropout), "dropout {} must be in [0, 1)", self.dropout);
+        // Checked before anything is allocated: an absurd --hidden is an error, not an allocation failure
+        // inside libtorch.
+        let widths: Vec<i64> =
+            std::iter::once(self.input_dim()).chain(self.hidden.iter().copied()).chain([self.num_classes]).collect();
+        let parameters = widths.windows(2).try_fold(0i64, |total, pair| {
+            pair[0].checked_mul(pair[1]).and_then(|w| w.checked_add(pair[1])).and_then(|p| total.checked_add(p))
+        });
+        ensure!(
+            parameters.is_some_and(|p| p <= MAX_PARAMETERS),
+            "a {} MLP has {} parameters, more than the {MAX_PARAMETERS} this tool trains (4 GB of float32 weights)",
+            self.describe(),
+            parameters.map_or("too many".to_string(), |p| p.to_string())
+        );
         Ok(())
     }
 
@@ -229,6 +245,15 @@ mod tests {
         let frozen = summary(&ModelConfig::default(), "ft", &["1.weight".into(), "1.bias".into()]);
         assert!(frozen.contains("Trainable params: 1,290 (5.04 KB)"), "{frozen}");
         assert!(frozen.contains("Non-trainable params: 100,480 (392.50 KB)"), "{frozen}");
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_before_allocating() {
+        let huge = ModelConfig { hidden: vec![4_000_000_000, 4_000_000_000], ..ModelConfig::default() };
+        assert!(huge.validate().unwrap_err().to_string().contains("parameters"));
+        let big = ModelConfig { hidden: vec![2_000_000], ..ModelConfig::default() };
+        assert!(big.validate().is_err());
+        assert!(ModelConfig { hidden: vec![1024, 1024, 512], ..ModelConfig::default() }.validate().is_ok());
     }
 
     #[test]

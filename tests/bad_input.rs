@@ -331,3 +331,9 @@ fn unreadable_data_file() {
     }
     train_fails(&f, &[TRAIN_LABELS, "cannot open", "Permission denied"]);
 }
+
+#[test]
+fn absurd_hidden_sizes_are_refused_before_allocating() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--hidden", "2000000000,2000000000"]).assert_clean_error(&["parameters", "4 GB"]);
+}

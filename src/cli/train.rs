@@ -96,6 +96,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         state: Default::default(),
         result: None,
     };
+    config.model.validate()?;
     callbacks::check(config.training.lr_schedule, config.training.epochs)?;
     check_batch(&config, &prepared)?;
     if args.print_config {
