@@ -76,7 +76,6 @@ impl Examples {
 /// A whole data set: the training files and the test files.
 #[derive(Debug)]
 pub struct MnistData {
-    pub dir: PathBuf,
     pub train: Examples,
     pub test: Examples,
     pub image_rows: usize,
@@ -120,7 +119,7 @@ pub fn load_dir(dir: &Path, num_classes: usize) -> Result<MnistData> {
         test_dims.0,
         test_dims.1
     );
-    Ok(MnistData { dir: dir.to_path_buf(), train, test, image_rows: train_dims.0, image_cols: train_dims.1 })
+    Ok(MnistData { train, test, image_rows: train_dims.0, image_cols: train_dims.1 })
 }
 
 fn dims(header: &IdxHeader) -> (usize, usize) {
@@ -173,14 +172,22 @@ fn read_file(file: &Located) -> Result<(IdxHeader, Vec<u8>)> {
     })
 }
 
-fn read_raw(mut handle: File, kind: IdxKind) -> Result<(IdxHeader, Vec<u8>)> {
+/// Reads the header of an uncompressed file and checks it against the file's size, leaving `handle` at
+/// the start of the payload: after this, allocating `payload_len()` bytes is safe.
+fn read_raw_header(handle: &mut File, kind: IdxKind) -> Result<IdxHeader> {
     use std::io::Read;
     let file_len = handle.metadata()?.len();
     let mut header_bytes = Vec::with_capacity(kind.header_len());
-    (&mut handle).take(kind.header_len() as u64).read_to_end(&mut header_bytes)?;
+    handle.take(kind.header_len() as u64).read_to_end(&mut header_bytes)?;
     let header = IdxHeader::parse(&header_bytes, kind)?;
     header.check_file_len(file_len)?;
-    let mut payload = vec![0u8; header.payload_len()]; // checked against the file size above
+    Ok(header)
+}
+
+fn read_raw(mut handle: File, kind: IdxKind) -> Result<(IdxHeader, Vec<u8>)> {
+    use std::io::Read;
+    let header = read_raw_header(&mut handle, kind)?;
+    let mut payload = vec![0u8; header.payload_len()];
     handle.read_exact(&mut payload)?;
     Ok((header, payload))
 }
@@ -203,11 +210,7 @@ fn read_raw_images(file: &Located) -> Result<(IdxHeader, Tensor)> {
     use std::io::Read;
     let read = || -> Result<(IdxHeader, Tensor)> {
         let mut handle = open(file)?;
-        let file_len = handle.metadata()?.len();
-        let mut header_bytes = Vec::with_capacity(IdxKind::Images.header_len());
-        (&mut handle).take(IdxKind::Images.header_len() as u64).read_to_end(&mut header_bytes)?;
-        let header = IdxHeader::parse(&header_bytes, IdxKind::Images)?;
-        header.check_file_len(file_len)?;
+        let header = read_raw_header(&mut handle, IdxKind::Images)?;
         let pixels = Tensor::empty([header.count as i64, header.item_len() as i64], (Kind::Uint8, tch::Device::Cpu));
         // SAFETY: `pixels` is a freshly allocated, contiguous CPU tensor of exactly payload_len bytes,
         // and nothing else refers to it while this slice lives.

@@ -11,7 +11,7 @@
 //! the graph, not parameters, so the module is for inference only. The batch size is not baked in:
 //! the graph holds `flatten(1, -1)` and `linear`, which take any leading dimension.
 
-use crate::run_dir::{LoadedRun, write_atomically};
+use crate::run_dir::{LoadedRun, torch_error, write_atomically};
 use anyhow::{Context, Result, ensure};
 use std::path::Path;
 use tch::{CModule, Kind, Tensor, nn::ModuleT};
@@ -27,7 +27,7 @@ pub fn trace(run: &LoadedRun, probabilities: bool) -> Result<CModule> {
         vec![if probabilities { logits.softmax(-1, Kind::Float) } else { logits }]
     };
     let module = CModule::create_by_tracing("MnistTch", "forward", &[example], &mut forward)
-        .map_err(|e| anyhow::anyhow!("{}", crate::run_dir::first_line(&e.to_string())))
+        .map_err(torch_error)
         .context("tracing the model")?;
     Ok(module)
 }
@@ -38,7 +38,7 @@ pub fn save_and_verify(module: &CModule, run: &LoadedRun, probabilities: bool, p
     write_atomically(path, |tmp| Ok(module.save(tmp)?))?;
     let device = run.vs.device();
     let reloaded = CModule::load_on_device(path, device)
-        .map_err(|e| anyhow::anyhow!("{}", crate::run_dir::first_line(&e.to_string())))
+        .map_err(torch_error)
         .with_context(|| format!("{}: the exported file does not load back", path.display()))?;
     let [rows, cols] = run.config.model.input_shape;
     let images = Tensor::rand([5, rows, cols], (Kind::Float, device));

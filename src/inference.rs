@@ -2,7 +2,7 @@
 //! rebuilt in Rust) or an exported TorchScript file (`CModule::load`) with its `.json` sidecar — behind one
 //! type that answers class probabilities.
 
-use crate::run_dir::{self, first_line};
+use crate::run_dir::{self, torch_error};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -52,7 +52,7 @@ impl Predictor {
             bail!("{}: no such run directory or TorchScript file", path.display());
         }
         let module = CModule::load_on_device(path, device)
-            .map_err(|e| anyhow::anyhow!("{}", first_line(&e.to_string())))
+            .map_err(torch_error)
             .with_context(|| format!("{}: not a TorchScript file mnist-tch can load", path.display()))?;
         let sidecar = sidecar_path(path);
         let info: ExportInfo = std::fs::read_to_string(&sidecar)
@@ -76,9 +76,8 @@ impl Predictor {
             Ok(match &self.model {
                 Model::Run(run) => run.net.forward_t(&images, false).softmax(-1, Kind::Float),
                 Model::TorchScript { module, outputs_probabilities } => {
-                    let out = module.forward_ts(&[&images]).map_err(|e| {
-                        anyhow::anyhow!("running the TorchScript module: {}", first_line(&e.to_string()))
-                    })?;
+                    let out =
+                        module.forward_ts(&[&images]).map_err(torch_error).context("running the TorchScript module")?;
                     if *outputs_probabilities { out } else { out.softmax(-1, Kind::Float) }
                 }
             })

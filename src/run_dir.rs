@@ -183,7 +183,7 @@ pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
 /// Reads named tensors from a safetensors file.
 pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Tensor::read_safetensors(path)
-        .map_err(|e| anyhow::anyhow!("{}", first_line(&e.to_string())))
+        .map_err(torch_error)
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))
 }
 
@@ -196,9 +196,7 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
 /// Like [`load_weights`], leaving the variables named in `skip` as they are (a re-initialised head):
 /// the file's tensors of those names are ignored, whatever their shape.
 pub fn load_weights_except(vs: &mut nn::VarStore, path: &Path, skip: &[String]) -> Result<()> {
-    let mut file_tensors = Tensor::read_safetensors(path)
-        .map_err(|e| anyhow::anyhow!("{}", first_line(&e.to_string())))
-        .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
+    let mut file_tensors = load_tensors(path)?;
     // In name order, so the tensor an error names does not depend on the file's layout.
     file_tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut expected = vs.variables();
@@ -238,6 +236,11 @@ pub fn load_weights_except(vs: &mut nn::VarStore, path: &Path, skip: &[String]) 
 /// libtorch error messages carry C++ backtraces; the first line is the message.
 pub fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or(message)
+}
+
+/// A tch error as an anyhow error holding only its first line (no C++ backtrace).
+pub fn torch_error(err: tch::TchError) -> anyhow::Error {
+    anyhow::anyhow!("{}", first_line(&err.to_string()))
 }
 
 /// Writes `metrics.csv` and `metrics.json`: one row (object) per epoch, the same numbers in both.

@@ -125,10 +125,6 @@ pub trait Observer {
     }
 }
 
-/// An observer that shows and keeps nothing.
-pub struct Silent;
-impl Observer for Silent {}
-
 /// How training ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
