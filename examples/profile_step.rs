@@ -1,90 +1,111 @@
-//! Where the time of one training step goes: per-phase timers over many steps of the seed's model on
-//! random batch-32 data, at 1 and 2 intra-op threads. Profiling aid for the training loop.
+//! Where the time of a training step goes, through the code the binary runs: the engines' `TrainStep`
+//! (autograd and fused) and, for reference, the textbook loop (`nn::Adam` over the layers' own tensors,
+//! `backward_step`), on real batches of 32 of the seed's model, alternated, with the minimum and the
+//! median over repetitions (this machine's speed drifts). Profiling aid for the training loop.
 //!
-//!     cargo run --release --example profile_step
+//!     cargo run --release --example profile_step [-- --reps 5 --steps 3000 --arch mlp|cnn --data DIR]
 
+use mnist_tch::data::{self, Selection, to_inputs};
+use mnist_tch::engine::{self, AdamSettings, Engine, Precision, StepSettings};
+use mnist_tch::model::{self, Arch, ModelConfig};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
 
+const ADAM: AdamSettings = AdamSettings { beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
+
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    Engine(Engine),
+    /// nn::Adam over the layers' tensors, zero_grad + backward + step.
+    Textbook,
+}
+
+/// Seconds per step of `variant` over `steps` batches of 32, split into gathering the batch and the step.
+fn time(variant: Variant, config: &ModelConfig, images: &Tensor, labels: &Tensor, steps: usize) -> (f64, f64) {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = model::build(&vs.root(), config);
+    let n = labels.size()[0];
+    let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
+    let settings = StepSettings { adam: ADAM, precision: Precision::F32, frozen: vec![] };
+    let mut textbook = nn::Adam { eps: 1e-7, ..Default::default() }.build(&vs, 1e-3).ok();
+    let mut step = match variant {
+        Variant::Engine(engine) => Some(engine::build(engine, &vs, &net, config, settings).expect("engine")),
+        Variant::Textbook => None,
+    };
+    if let Some(step) = &mut step {
+        step.set_learning_rate(1e-3).expect("lr");
+        textbook = None;
+    }
+    let (mut gather, mut compute) = (0.0, 0.0);
+    for i in 0..steps {
+        let clock = Instant::now();
+        let rows = order.narrow(0, (i as i64 * 32) % (n - 32), 32);
+        let x = to_inputs(&images.index_select(0, &rows));
+        let y = labels.index_select(0, &rows);
+        gather += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        match (&mut step, &mut textbook) {
+            (Some(step), _) => {
+                step.step(&x, &y).expect("step");
+            }
+            (None, Some(adam)) => adam.backward_step(&net.forward_t(&x, true).cross_entropy_for_logits(&y)),
+            (None, None) => unreachable!(),
+        }
+        compute += clock.elapsed().as_secs_f64();
+    }
+    (gather / steps as f64, compute / steps as f64)
+}
+
 fn main() {
-    if std::env::var_os("FTZ").is_some() {
-        // Flush denormals to zero (FTZ + DAZ) on this thread; threads created later inherit it.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(deprecated)]
-        unsafe {
-            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
-            _mm_setcsr(_mm_getcsr() | 0x8040);
+    mnist_tch::flush_denormals_to_zero();
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: &str| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.into())
+    };
+    let reps: usize = flag("--reps", "5").parse().expect("--reps N");
+    let steps: usize = flag("--steps", "3000").parse().expect("--steps N");
+    let arch = match flag("--arch", "mlp").as_str() {
+        "cnn" => Arch::Cnn,
+        _ => Arch::Mlp,
+    };
+    let data_dir = flag("--data", "data/fashion-mnist");
+    // Real data (random data has gradients whose Adam moments go denormal, which training does not see).
+    let prepared = data::prepare(std::path::Path::new(&data_dir), &Selection::default(), 10, "auto", 0.2)
+        .expect("the data (scripts/setup.sh prepares it; or pass --data DIR)");
+    let hidden = if arch == Arch::Mlp { vec![128] } else { vec![] };
+    let config = ModelConfig::new(arch, [28, 28], hidden, 10, arch.default_dropout()).expect("model");
+    let mut variants = vec![Variant::Engine(Engine::Autograd), Variant::Textbook];
+    if arch == Arch::Mlp {
+        variants.push(Variant::Engine(Engine::Fused));
+    }
+    println!(
+        "{} threads, {steps} steps of batch 32, {reps} repetitions alternated, {}",
+        tch::get_num_threads(),
+        config.describe()
+    );
+    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
+    for _ in 0..reps {
+        for (i, &variant) in variants.iter().enumerate() {
+            results[i].push(time(variant, &config, &prepared.train.images, &prepared.train.labels, steps));
         }
     }
-    let steps = 3000;
-    for threads in [1, 2] {
-        tch::set_num_threads(threads);
-        tch::manual_seed(0);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let net = mnist_tch::model::build(&vs.root(), &Default::default());
-        let mut adam = nn::Adam { eps: 1e-7, ..Default::default() }.build(&vs, 1e-3).unwrap();
-        // Real data when available (random data has gradients whose Adam moments go denormal, which is
-        // not what training sees), else random bytes.
-        let (images, labels) = match mnist_tch::data::load_dir(std::path::Path::new("data/fashion-mnist"), 10) {
-            Ok(data) => (data.train.images.narrow(0, 0, 48_000), data.train.labels.narrow(0, 0, 48_000)),
-            Err(_) => (
-                Tensor::randint(256, [48_000, 784], (Kind::Uint8, Device::Cpu)),
-                Tensor::randint(10, [48_000], (Kind::Int64, Device::Cpu)),
-            ),
-        };
-        let images = if images.kind() == Kind::Float { (images * 255.0).round().to_kind(Kind::Uint8) } else { images };
-        let images_f = images.to_kind(Kind::Float) / 255.0;
-        let mut t = [0f64; 7];
-        let names = [
-            "gather u8+convert",
-            "forward",
-            "loss",
-            "backward",
-            "optimizer step",
-            "metrics (device)",
-            "metrics (item)",
-        ];
-        let order = Tensor::randperm(48_000, (Kind::Int64, Device::Cpu));
-        let loss_sum = Tensor::zeros([], (Kind::Float, Device::Cpu));
-        let total = Instant::now();
-        for step in 0..steps {
-            let start = (step * 32) % 47_968;
-            let mut clock = Instant::now();
-            let mut lap = |i: usize, clock: &mut Instant| {
-                t[i] += clock.elapsed().as_secs_f64();
-                *clock = Instant::now();
-            };
-            let idx = order.narrow(0, start as i64, 32);
-            let x = images.index_select(0, &idx).to_kind(Kind::Float) * (1.0 / 255.0);
-            let y = labels.index_select(0, &idx);
-            lap(0, &mut clock);
-            let logits = net.forward_t(&x, true);
-            lap(1, &mut clock);
-            let loss = logits.cross_entropy_for_logits(&y);
-            lap(2, &mut clock);
-            adam.zero_grad();
-            loss.backward();
-            lap(3, &mut clock);
-            adam.step();
-            lap(4, &mut clock);
-            tch::no_grad(|| {
-                let mut s = loss_sum.shallow_clone();
-                s += loss.detach();
-                let _ = logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
-            });
-            lap(5, &mut clock);
-            let _ = loss.double_value(&[]);
-            lap(6, &mut clock);
-            let _ = &images_f;
-        }
-        let elapsed = total.elapsed().as_secs_f64();
+    let steps_per_epoch = (prepared.train.len() as f64 / 32.0).ceil();
+    for (variant, runs) in variants.iter().zip(results) {
+        let mut totals: Vec<f64> = runs.iter().map(|(g, c)| g + c).collect();
+        totals.sort_by(f64::total_cmp);
+        let mut computes: Vec<f64> = runs.iter().map(|(_, c)| *c).collect();
+        computes.sort_by(f64::total_cmp);
+        let gather = runs.iter().map(|(g, _)| g).sum::<f64>() / runs.len() as f64;
         println!(
-            "{threads} thread(s): {:.1} µs/step, {:.3} s per 1500-step epoch",
-            elapsed / steps as f64 * 1e6,
-            elapsed / steps as f64 * 1500.0
+            "{:<18} step {:6.1} µs (min) {:6.1} µs (median), gather {:5.1} µs; {:.3} / {:.3} s per {} -step epoch (min / median, no validation)",
+            format!("{variant:?}"),
+            computes[0] * 1e6,
+            computes[computes.len() / 2] * 1e6,
+            gather * 1e6,
+            totals[0] * steps_per_epoch,
+            totals[totals.len() / 2] * steps_per_epoch,
+            steps_per_epoch
         );
-        for (name, seconds) in names.iter().zip(t) {
-            println!("  {name:<20} {:6.1} µs/step", seconds / steps as f64 * 1e6);
-        }
     }
 }

@@ -108,6 +108,36 @@ pub fn scheduled_lr(schedule: LrSchedule, base: f64, epoch: usize, epochs: usize
     }
 }
 
+/// What the callbacks remember between epochs, saved in `config.json` after every epoch so that
+/// `train --resume` continues them where they were (Keras's BackupAndRestore): a resumed run then
+/// equals an uninterrupted one for every schedule, early stopping and the best checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallbackState {
+    /// ReduceLROnPlateau: the rate now, the best monitored value, epochs since it improved
+    /// (`None` for the other schedules).
+    #[serde(default)]
+    pub plateau: Option<Progress>,
+    /// The best epoch of the monitored metric and epochs since it (early stopping, `--save-best`).
+    #[serde(default)]
+    pub best: BestProgress,
+}
+
+/// The plateau schedule's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub lr: f64,
+    pub best: Option<f64>,
+    pub wait: usize,
+}
+
+/// The best epoch so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BestProgress {
+    pub value: Option<f64>,
+    pub epoch: Option<usize>,
+    pub wait: usize,
+}
+
 /// Decides each epoch's learning rate, including ReduceLROnPlateau's, which needs the metrics.
 #[derive(Debug, Clone)]
 pub struct LrController {
@@ -115,21 +145,31 @@ pub struct LrController {
     base: f64,
     epochs: usize,
     monitor: Monitor,
-    /// Plateau state: the rate now, the best monitored value, epochs since it improved.
-    plateau_lr: f64,
-    best: Option<f64>,
-    wait: usize,
+    plateau: Progress,
 }
 
 impl LrController {
     pub fn new(schedule: LrSchedule, base: f64, epochs: usize, monitor: Monitor) -> LrController {
-        LrController { schedule, base, epochs, monitor, plateau_lr: base, best: None, wait: 0 }
+        LrController { schedule, base, epochs, monitor, plateau: Progress { lr: base, best: None, wait: 0 } }
+    }
+
+    /// Continues from a saved state (`None`: from the start).
+    pub fn with_progress(mut self, progress: Option<Progress>) -> LrController {
+        if let Some(progress) = progress {
+            self.plateau = progress;
+        }
+        self
+    }
+
+    /// The state to save: the plateau schedule's progress, `None` for the others.
+    pub fn progress(&self) -> Option<Progress> {
+        matches!(self.schedule, LrSchedule::Plateau { .. }).then_some(self.plateau)
     }
 
     /// The rate to train epoch `epoch` with.
     pub fn lr_for(&self, epoch: usize) -> f64 {
         match self.schedule {
-            LrSchedule::Plateau { .. } => self.plateau_lr,
+            LrSchedule::Plateau { .. } => self.plateau.lr,
             schedule => scheduled_lr(schedule, self.base, epoch, self.epochs),
         }
     }
@@ -137,14 +177,15 @@ impl LrController {
     /// Feeds the monitored value of the epoch just finished.
     pub fn observe(&mut self, value: f64) {
         if let LrSchedule::Plateau { patience, factor } = self.schedule {
-            if self.monitor.improves(value, self.best, 0.0) {
-                self.best = Some(value);
-                self.wait = 0;
+            let plateau = &mut self.plateau;
+            if self.monitor.improves(value, plateau.best, 0.0) {
+                plateau.best = Some(value);
+                plateau.wait = 0;
             } else {
-                self.wait += 1;
-                if self.wait >= patience {
-                    self.plateau_lr *= factor;
-                    self.wait = 0;
+                plateau.wait += 1;
+                if plateau.wait >= patience {
+                    plateau.lr *= factor;
+                    plateau.wait = 0;
                 }
             }
         }
@@ -164,9 +205,7 @@ pub struct BestTracker {
     monitor: Monitor,
     min_delta: f64,
     patience: Option<usize>,
-    pub best_value: Option<f64>,
-    pub best_epoch: Option<usize>,
-    wait: usize,
+    progress: BestProgress,
 }
 
 /// What the tracker concluded about one epoch.
@@ -184,22 +223,33 @@ impl BestTracker {
             monitor,
             min_delta: early_stopping.map_or(0.0, |e| e.min_delta),
             patience: early_stopping.map(|e| e.patience),
-            best_value: None,
-            best_epoch: None,
-            wait: 0,
+            progress: BestProgress::default(),
         }
     }
 
+    /// Continues from a saved state.
+    pub fn with_progress(mut self, progress: BestProgress) -> BestTracker {
+        self.progress = progress;
+        self
+    }
+
+    pub fn progress(&self) -> BestProgress {
+        self.progress
+    }
+
+    pub fn best_epoch(&self) -> Option<usize> {
+        self.progress.epoch
+    }
+
     pub fn observe(&mut self, epoch: usize, value: f64) -> Verdict {
-        let improved = self.monitor.improves(value, self.best_value, self.min_delta);
+        let progress = &mut self.progress;
+        let improved = self.monitor.improves(value, progress.value, self.min_delta);
         if improved {
-            self.best_value = Some(value);
-            self.best_epoch = Some(epoch);
-            self.wait = 0;
+            *progress = BestProgress { value: Some(value), epoch: Some(epoch), wait: 0 };
         } else {
-            self.wait += 1;
+            progress.wait += 1;
         }
-        Verdict { improved, stop: self.patience.is_some_and(|p| self.wait >= p) }
+        Verdict { improved, stop: self.patience.is_some_and(|p| progress.wait >= p) }
     }
 }
 
@@ -286,7 +336,43 @@ mod tests {
         // 0.395 is better, but not by min_delta 0.01.
         assert!(!verdicts[2].improved && !verdicts[2].stop);
         assert!(!verdicts[3].improved && verdicts[3].stop);
-        assert_eq!(tracker.best_epoch, Some(2));
+        assert_eq!(tracker.best_epoch(), Some(2));
+    }
+
+    #[test]
+    fn saved_progress_continues_exactly() {
+        // Plateau schedule and early stopping cut after epoch 3 and resumed equal an uninterrupted run.
+        let losses = [1.0, 0.9, 0.95, 0.92, 0.91, 0.93, 0.5];
+        let schedule: LrSchedule = "plateau:2:0.5".parse().unwrap();
+        let early = Some(EarlyStopping { patience: 3, min_delta: 0.0 });
+        let run = |cut: Option<usize>| {
+            let mut lr = LrController::new(schedule, 0.1, 7, Monitor::ValLoss);
+            let mut best = BestTracker::new(Monitor::ValLoss, early);
+            let mut rates = Vec::new();
+            for epoch in 1..=7 {
+                if cut == Some(epoch) {
+                    let saved = CallbackState { plateau: lr.progress(), best: best.progress() };
+                    let json = serde_json::to_string(&saved).unwrap();
+                    let restored: CallbackState = serde_json::from_str(&json).unwrap();
+                    lr = LrController::new(schedule, 0.1, 7, Monitor::ValLoss).with_progress(restored.plateau);
+                    best = BestTracker::new(Monitor::ValLoss, early).with_progress(restored.best);
+                }
+                rates.push(lr.lr_for(epoch));
+                lr.observe(losses[epoch - 1]);
+                if best.observe(epoch, losses[epoch - 1]).stop {
+                    break;
+                }
+            }
+            (rates, best.best_epoch())
+        };
+        let straight = run(None);
+        assert_eq!(run(Some(4)), straight);
+        assert_eq!(run(Some(6)), straight);
+        assert_ne!(straight.0.last(), Some(&0.1), "the schedule did reduce the rate");
+        // Without the saved state, a resumed plateau schedule starts again from the base rate.
+        let mut fresh = LrController::new(schedule, 0.1, 7, Monitor::ValLoss);
+        fresh.observe(1.0);
+        assert_eq!(fresh.lr_for(6), 0.1);
     }
 
     #[test]

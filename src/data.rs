@@ -258,6 +258,19 @@ pub struct Prepared {
     pub class_names: Vec<String>,
 }
 
+impl Prepared {
+    /// The same data with the examples on `device`.
+    pub fn to_device(&self, device: tch::Device) -> Prepared {
+        Prepared {
+            train: self.train.to_device(device),
+            valid: self.valid.to_device(device),
+            test: self.test.to_device(device),
+            class_names: self.class_names.clone(),
+            ..*self
+        }
+    }
+}
+
 /// Loads `dir` and applies `selection`: keep the chosen labels (relabelled), then the first `limit`
 /// training images, then split off the last `validation_split` for validation. Without `labels`,
 /// every label must be below `num_classes`.

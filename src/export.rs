@@ -1,4 +1,4 @@
-//! TorchScript export: the trained MLP traced into a self-contained module that Python loads with
+//! TorchScript export: the trained model traced into a self-contained module that Python loads with
 //! `torch.jit.load` and C++ with `torch::jit::load`, no mnist-tch needed.
 //!
 //! The contract of the exported `forward(x)`:

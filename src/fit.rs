@@ -1,82 +1,56 @@
 //! A training job run end to end into a run directory — shared by `train`, `train --resume` and
-//! `finetune`: move the data to the device, train with every epoch saved as it completes, evaluate on
-//! the test set, write the final files, and draw the plots when asked.
+//! `finetune`: claim the directory, build the engine's step, train with every epoch saved as it
+//! completes, then either record the interruption or evaluate on the test set and write the final files.
 //!
-//! After every epoch the run directory is a complete, loadable run (weights, metrics, config with its
-//! state), so an interrupted or crashed run loses at most the epoch in progress.
+//! After every epoch the run directory is a complete, loadable run (weights, optimizer state, metrics,
+//! config with its state), so an interrupted or crashed run loses at most the epoch in progress.
 
-use crate::data::Examples;
+use crate::data::Prepared;
 use crate::device::device_name;
+use crate::engine::{self, StepSettings, TrainStep};
 use crate::evaluation::{Evaluation, evaluate};
-use crate::fused_mlp::FusedMlp;
 use crate::plot;
 use crate::progress::{ConsoleProgress, OutputMode};
-use crate::run_dir::{self, RunConfig, RunResult, RunState, write_atomically};
-use crate::training::{self, EpochMetrics, Observer, Outcome, Start, TrainSets};
+use crate::run_dir::{self, OptimizerResume, ResumeRecord, RunConfig, RunResult, RunStatus};
+use crate::training::{self, EpochEnd, EpochMetrics, Model, Observer, Outcome, Start};
 use anyhow::{Context, Result};
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tch::nn;
+use tch::{Tensor, nn};
 
-/// The three parts of the data a job uses, on the CPU.
-pub struct JobData<'a> {
-    pub train: Examples,
-    pub valid: Examples,
-    pub test: &'a Examples,
+/// Where a resumed run continues from.
+pub struct ResumePoint {
+    /// The epochs already in the run directory, kept in front of the new ones.
+    pub history: Vec<EpochMetrics>,
+    /// The optimizer state saved with the last completed epoch, when there is one.
+    pub optimizer_state: Option<Vec<(String, Tensor)>>,
+    /// With early stopping: the best epoch's weights so far (`best.safetensors`).
+    pub best_weights: Option<Vec<(String, Tensor)>>,
 }
 
-/// Everything a training job needs.
-pub struct FitJob<'a> {
-    /// The config to write; `state` and `result` are filled in as training goes.
-    pub config: RunConfig,
-    pub data: JobData<'a>,
-    pub vs: nn::VarStore,
-    pub net: nn::SequentialT,
-    pub out: PathBuf,
-    /// 1 for a new run; the next epoch for a resumed one.
-    pub first_epoch: usize,
-    /// Adam's state saved by the run being resumed.
-    pub optimizer_state: Option<Vec<(String, tch::Tensor)>>,
-    /// Tensors kept fixed (fine-tuning).
-    pub frozen: Vec<String>,
-    /// Epochs already in the run directory (resume), kept in front of the new ones.
-    pub previous_history: Vec<EpochMetrics>,
+/// How a job reports itself and where it can be stopped.
+pub struct JobOutput {
     pub mode: OutputMode,
     pub plot: bool,
     /// Set by the Ctrl-C handler: finish the step, keep the last full epoch, stop.
     pub interrupt: Arc<AtomicBool>,
 }
 
-impl<'a> FitJob<'a> {
-    /// A new run from epoch 1 with nothing frozen; resuming and fine-tuning change the fields they need.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: RunConfig,
-        data: JobData<'a>,
-        vs: nn::VarStore,
-        net: nn::SequentialT,
-        out: PathBuf,
-        mode: OutputMode,
-        plot: bool,
-        interrupt: Arc<AtomicBool>,
-    ) -> FitJob<'a> {
-        FitJob {
-            config,
-            data,
-            vs,
-            net,
-            out,
-            first_epoch: 1,
-            optimizer_state: None,
-            frozen: Vec::new(),
-            previous_history: Vec::new(),
-            mode,
-            plot,
-            interrupt,
-        }
-    }
+/// Everything a training job needs.
+pub struct FitJob {
+    /// The config to write; `state` and `result` are filled in as training goes.
+    pub config: RunConfig,
+    /// The data, on the CPU.
+    pub data: Prepared,
+    pub vs: nn::VarStore,
+    pub net: nn::SequentialT,
+    pub out: PathBuf,
+    /// `None` for a new run (or fine-tuning).
+    pub resume: Option<ResumePoint>,
+    /// Write `initial.safetensors`: the weights before the first step.
+    pub save_initial: bool,
+    pub output: JobOutput,
 }
 
 /// What a finished job reports.
@@ -84,6 +58,168 @@ pub struct FitReport {
     pub outcome: Outcome,
     pub test: Option<Evaluation>,
     pub epochs_completed: usize,
+}
+
+/// Runs `job`; prints the epoch lines, the test result and where the run was saved.
+pub fn fit(job: FitJob) -> Result<FitReport> {
+    let FitJob { mut config, data, vs, net, out, resume, save_initial, output } = job;
+    let data = data.to_device(vs.device());
+    begin(&mut config, &out)?;
+    if save_initial {
+        run_dir::save_weights(&vs, &out.join(run_dir::INITIAL_WEIGHTS_FILE))?;
+    }
+    let settings = StepSettings {
+        adam: config.training.adam_settings(),
+        precision: config.training.precision,
+        frozen: config.frozen_tensors(),
+    };
+    let mut step = engine::build(config.training.engine, &vs, &net, &config.model, settings)?;
+    let (history, start) = match resume {
+        Some(point) => {
+            let optimizer = restore_optimizer(&mut *step, point.optimizer_state.as_deref(), output.mode)?;
+            config.state.resumes.push(ResumeRecord {
+                after_epoch: config.state.epochs_completed,
+                engine: config.training.engine,
+                optimizer,
+            });
+            let start = Start {
+                first_epoch: config.state.epochs_completed + 1,
+                callbacks: config.state.callbacks,
+                best_weights: point.best_weights,
+            };
+            (point.history, start)
+        }
+        None => (Vec::new(), Start::default()),
+    };
+    let training = config.training.clone();
+    let mut observer = RunObserver {
+        progress: ConsoleProgress::new(output.mode),
+        out: &out,
+        config: &mut config,
+        history,
+        interrupt: &output.interrupt,
+    };
+    let report = training::train(&mut *step, Model { vs: &vs, net: &net }, &data, &training, start, &mut observer);
+    let history = observer.history;
+    let report = match report {
+        Ok(report) => report,
+        Err(err) => return Err(record_failure(&mut config, &out, err)),
+    };
+    drop(step);
+    if report.outcome == Outcome::Interrupted {
+        return finish_interrupted(&mut config, &out, report.interrupted_in_epoch);
+    }
+    finish(config, &out, &vs, &net, &data, &history, report.outcome, &output)
+}
+
+/// Marks the run as training in its config before the first step.
+fn begin(config: &mut RunConfig, out: &Path) -> Result<()> {
+    config.state.status = RunStatus::Training;
+    config.result = None;
+    config.save(out)
+}
+
+/// Gives `step` the optimizer state the resumed run saved, and says in one line what happened to it.
+fn restore_optimizer(
+    step: &mut dyn TrainStep,
+    state: Option<&[(String, Tensor)]>,
+    mode: OutputMode,
+) -> Result<OptimizerResume> {
+    let restored = match state {
+        Some(state) => step.restore_optimizer_state(state)?,
+        None => false,
+    };
+    let line = match (restored, step.engine()) {
+        (true, _) => "Optimizer: Adam's moment estimates and step count restored from optimizer.safetensors".into(),
+        (false, engine::Engine::Autograd) => "Optimizer: nn::Adam continues with fresh moment estimates: tch cannot save \
+                                              or restore them (tch-rs issue 360); weights, schedule and data order continue"
+            .to_string(),
+        (false, engine) => {
+            format!("Optimizer: no saved {} optimizer state for this epoch: Adam continues with fresh moment estimates", engine.name())
+        }
+    };
+    if mode != OutputMode::Quiet {
+        println!("{line}");
+    }
+    Ok(if restored { OptimizerResume::Restored } else { OptimizerResume::Fresh })
+}
+
+/// The files still hold the last completed epoch; says in the config that the run failed (best effort:
+/// the failure may be the disk itself).
+fn record_failure(config: &mut RunConfig, out: &Path, err: anyhow::Error) -> anyhow::Error {
+    config.state.status = RunStatus::Failed;
+    let _ = config.save(out);
+    err.context(format!("{} keeps the last completed epoch ({})", out.display(), config.state.epochs_completed))
+}
+
+/// Ctrl-C: the run directory holds the last completed epoch; says how to continue.
+fn finish_interrupted(config: &mut RunConfig, out: &Path, in_epoch: Option<usize>) -> Result<FitReport> {
+    config.state.status = RunStatus::Interrupted;
+    config.save(out)?;
+    let epochs_completed = config.state.epochs_completed;
+    eprintln!(
+        "Interrupted in epoch {}: {} holds the last completed epoch ({epochs_completed}); continue with \
+         `mnist-tch train --resume {}`",
+        in_epoch.unwrap_or(epochs_completed + 1),
+        out.display(),
+        out.display()
+    );
+    Ok(FitReport { outcome: Outcome::Interrupted, test: None, epochs_completed })
+}
+
+/// The end of a run that trained to its last epoch or stopped early: keep the model it ends with,
+/// evaluate it on the test set, write the result and the plots, print the summary lines.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    mut config: RunConfig,
+    out: &Path,
+    vs: &nn::VarStore,
+    net: &nn::SequentialT,
+    data: &Prepared,
+    history: &[EpochMetrics],
+    outcome: Outcome,
+    output: &JobOutput,
+) -> Result<FitReport> {
+    let say = |line: String| {
+        if output.mode != OutputMode::Quiet {
+            println!("{line}");
+        }
+    };
+    let training = &config.training;
+    let epochs_completed = config.state.epochs_completed;
+    if outcome == Outcome::EarlyStopped {
+        say(format!(
+            "Early stopping: {} did not improve for {} epochs; restored the weights of epoch {}",
+            training.monitor.name(),
+            training.early_stopping.map_or(0, |e| e.patience),
+            config.state.best_epoch.unwrap_or(epochs_completed)
+        ));
+    }
+    // The model the run ends with (the best epoch's with early stopping) is the one evaluated and kept.
+    if training.early_stopping.is_some() {
+        run_dir::save_weights(vs, &out.join(run_dir::WEIGHTS_FILE))?;
+    }
+    let test = evaluate(net, &data.test, config.model.num_classes)?;
+    run_dir::EvaluationReport::new(&test, &config.data.class_names).save(out)?;
+    config.state.status = match outcome {
+        Outcome::EarlyStopped => RunStatus::EarlyStopped,
+        _ => RunStatus::Completed,
+    };
+    config.result = Some(RunResult {
+        epochs_completed,
+        device: device_name(vs.device()),
+        test_loss: test.loss,
+        test_accuracy: test.accuracy,
+    });
+    config.save(out).with_context(|| format!("saving the run to {}", out.display()))?;
+    if output.plot {
+        let written = plot::draw_plots(out, &config, history, Some(&test))?;
+        say(format!("Plots: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")));
+    }
+    say(format!("Saved run to {}", out.display()));
+    say(format!("Test loss: {:.4}", test.loss));
+    println!("Test accuracy: {:.4}", test.accuracy);
+    Ok(FitReport { outcome, test: Some(test), epochs_completed })
 }
 
 /// Saves each completed epoch into the run directory and shows progress.
@@ -108,184 +244,28 @@ impl Observer for RunObserver<'_> {
         self.progress.step(step, running);
     }
 
-    fn end_epoch(
-        &mut self,
-        metrics: &EpochMetrics,
-        vs: &nn::VarStore,
-        optimizer: &FusedMlp,
-        improved: bool,
-    ) -> Result<()> {
-        self.progress.end_epoch(metrics);
-        self.history.push(metrics.clone());
+    fn end_epoch(&mut self, end: EpochEnd) -> Result<()> {
+        let epoch = end.metrics.epoch;
+        self.progress.end_epoch(end.metrics);
+        self.history.push(end.metrics.clone());
         // Weights and optimizer state, then metrics, then the config that says how far the run got:
         // whatever is cut off by a crash, the config never claims more than the files hold.
-        run_dir::save_weights(vs, &self.out.join(run_dir::WEIGHTS_FILE))?;
-        run_dir::save_tensors(&optimizer.optimizer_state(), &self.out.join(run_dir::OPTIMIZER_FILE))?;
-        if improved && self.config.training.save_best {
-            run_dir::save_weights(vs, &self.out.join(run_dir::BEST_WEIGHTS_FILE))?;
+        run_dir::save_weights(end.vs, &self.out.join(run_dir::WEIGHTS_FILE))?;
+        run_dir::save_optimizer_state(self.out, &end.optimizer_state, epoch)?;
+        let training = &self.config.training;
+        // Early stopping keeps its restore point on disk too, so a resumed run can restore it.
+        if end.improved && (training.save_best || training.early_stopping.is_some()) {
+            run_dir::save_weights(end.vs, &self.out.join(run_dir::BEST_WEIGHTS_FILE))?;
         }
         run_dir::save_metrics(self.out, &self.history)?;
-        self.config.state.epochs_completed = metrics.epoch;
-        if improved {
-            self.config.state.best_epoch = Some(metrics.epoch);
-        }
+        let state = &mut self.config.state;
+        state.epochs_completed = epoch;
+        state.best_epoch = end.callbacks.best.epoch;
+        state.callbacks = end.callbacks;
         self.config.save(self.out)
     }
 
     fn interrupted(&self) -> bool {
         self.interrupt.load(Ordering::SeqCst)
     }
-}
-
-/// Runs `job`; prints the epoch lines, the test result and where the run was saved.
-pub fn fit(job: FitJob) -> Result<FitReport> {
-    let FitJob {
-        mut config,
-        data,
-        vs,
-        net,
-        out,
-        first_epoch,
-        optimizer_state,
-        frozen,
-        previous_history,
-        mode,
-        plot,
-        interrupt,
-    } = job;
-    let device = vs.device();
-    let say = |line: String| {
-        if mode != OutputMode::Quiet {
-            println!("{line}");
-        }
-    };
-    let train_set = data.train.to_device(device);
-    let valid_set = data.valid.to_device(device);
-    let test_set = data.test.to_device(device);
-    let num_classes = config.model.num_classes;
-
-    config.state = RunState { status: "training".into(), ..config.state.clone() };
-    config.result = None;
-    config.save(&out)?;
-    let training = config.training.clone();
-    let model = config.model.clone();
-    let mut observer = RunObserver {
-        progress: ConsoleProgress::new(mode),
-        out: &out,
-        config: &mut config,
-        history: previous_history,
-        interrupt: &interrupt,
-    };
-    let report = training::train(
-        &net,
-        &vs,
-        &model,
-        TrainSets { train: &train_set, valid: &valid_set },
-        &training,
-        Start { first_epoch, optimizer_state, frozen },
-        &mut observer,
-    );
-    let report = match report {
-        Ok(report) => report,
-        Err(err) => {
-            // The files still hold the last completed epoch; say in the config that the run failed
-            // (best effort: the failure may be the disk itself).
-            config.state.status = "failed".into();
-            let _ = config.save(&out);
-            return Err(err.context(format!(
-                "{} keeps the last completed epoch ({})",
-                out.display(),
-                config.state.epochs_completed
-            )));
-        }
-    };
-    let history = observer.history;
-    let epochs_completed = config.state.epochs_completed;
-
-    if report.outcome == Outcome::Interrupted {
-        config.state.status = "interrupted".into();
-        config.save(&out)?;
-        eprintln!(
-            "Interrupted in epoch {}: {} holds the last completed epoch ({epochs_completed}); continue with \
-             `mnist-tch train --resume {}`",
-            report.interrupted_in_epoch.unwrap_or(first_epoch),
-            out.display(),
-            out.display()
-        );
-        return Ok(FitReport { outcome: report.outcome, test: None, epochs_completed });
-    }
-    if report.outcome == Outcome::EarlyStopped {
-        say(format!(
-            "Early stopping: {} did not improve for {} epochs; restored the weights of epoch {}",
-            training.monitor.name(),
-            training.early_stopping.map_or(0, |e| e.patience),
-            report.best_epoch.unwrap_or(epochs_completed)
-        ));
-    }
-    // The model the run ends with (the best epoch's after early stopping) is the one evaluated and kept.
-    if training.early_stopping.is_some() {
-        run_dir::save_weights(&vs, &out.join(run_dir::WEIGHTS_FILE))?;
-    }
-    let test = evaluate(&net, &test_set, num_classes)?;
-    save_evaluation(&out, &config, &test)?;
-    config.state.status = match report.outcome {
-        Outcome::EarlyStopped => "early_stopped",
-        _ => "completed",
-    }
-    .into();
-    config.result = Some(RunResult {
-        epochs_completed,
-        device: device_name(device),
-        test_loss: test.loss,
-        test_accuracy: test.accuracy,
-    });
-    config.save(&out).with_context(|| format!("saving the run to {}", out.display()))?;
-    if plot {
-        let written = draw_plots(&out, &config, &history, Some(&test))?;
-        say(format!("Plots: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")));
-    }
-    say(format!("Saved run to {}", out.display()));
-    say(format!("Test loss: {:.4}", test.loss));
-    println!("Test accuracy: {:.4}", test.accuracy);
-    Ok(FitReport { outcome: report.outcome, test: Some(test), epochs_completed })
-}
-
-/// `evaluation.json`: the final test evaluation with its confusion matrix and per-class scores, so
-/// `mnist-tch plot` needs no data.
-pub fn save_evaluation(out: &Path, config: &RunConfig, test: &Evaluation) -> Result<()> {
-    let classes: Vec<_> = config
-        .data
-        .class_names
-        .iter()
-        .zip(test.per_class_scores())
-        .map(|(name, s)| json!({"name": name, "precision": s.precision, "recall": s.recall, "f1": s.f1, "examples": s.support}))
-        .collect();
-    let report = json!({
-        "loss": test.loss,
-        "accuracy": test.accuracy,
-        "classes": classes,
-        "confusion_matrix": test.confusion,
-    });
-    run_dir::write_bytes_atomically(&out.join(run_dir::EVALUATION_FILE), format!("{report:#}\n").as_bytes())
-}
-
-/// Draws the learning curves and, when a test evaluation is known, the confusion matrix into `out`.
-pub fn draw_plots(
-    out: &Path,
-    config: &RunConfig,
-    history: &[EpochMetrics],
-    test: Option<&Evaluation>,
-) -> Result<Vec<PathBuf>> {
-    let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let curves = out.join(plot::CURVES_FILE);
-    write_atomically(&curves, |tmp| plot::learning_curves(history, &name, tmp))?;
-    let mut written = vec![curves];
-    if let Some(test) = test {
-        let confusion = out.join(plot::CONFUSION_FILE);
-        write_atomically(&confusion, |tmp| {
-            plot::confusion_matrix(&test.confusion, &config.data.class_names, &name, tmp)
-        })?;
-        written.push(confusion);
-    }
-    Ok(written)
 }

@@ -1,20 +1,22 @@
 //! mnist-tch: the classic Keras MNIST tutorial — Flatten → Dense(128, relu) → Dense(10), Adam, sparse
-//! categorical cross-entropy, batch 32, validation_split 0.2 — built from scratch on libtorch via tch.
+//! categorical cross-entropy, batch 32, validation_split 0.2 — built from scratch on libtorch via tch,
+//! with a linear model and Keras's simple convnet beside it.
 //!
 //! The library holds everything; `src/main.rs` only maps errors to exit codes.
 //! - [`idx`]: the IDX format and its header checks.
 //! - [`data`]: finding, validating and loading an MNIST-format directory; Keras's validation split.
-//! - [`model`]: the MLP and its `config.json` description.
-//! - [`training`]: the training loop.
-//! - [`fused_mlp`]: the training step: hand-written backward pass, Adam over flat buffers.
+//! - [`model`]: the architectures (MLP, linear, CNN) and their `config.json` description.
+//! - [`engine`]: the training step behind one interface: `autograd` (libtorch autograd + `nn::Adam`,
+//!   the default) and `fused` (hand-written MLP backward pass, flat Adam).
+//! - [`training`]: the training loop, generic over the step.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
-//! - [`fit`]: a training job end to end into a run directory (train, resume, fine-tune).
+//! - [`fit`]: a training job end to end into a run directory.
+//! - [`jobs`]: how a new, resumed or fine-tuned run is set up before it is fitted.
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
 //! - [`inference`]: predictions from a run directory or a TorchScript file.
 //! - [`plot`]: learning curves and confusion matrix as PNG.
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
-//! - [`npy`]: `.npy` output for Python.
 //! - [`run_dir`]: the run directory (config, weights, metrics), written atomically.
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`progress`]: Keras-like console output.
@@ -24,14 +26,14 @@ pub mod callbacks;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod engine;
 pub mod evaluation;
 pub mod export;
 pub mod fit;
-pub mod fused_mlp;
 pub mod idx;
 pub mod inference;
+pub mod jobs;
 pub mod model;
-pub mod npy;
 pub mod plot;
 pub mod preprocess;
 pub mod progress;

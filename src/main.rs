@@ -1,6 +1,8 @@
-//! The `mnist-tch` binary: runs the command line and turns an error into one line on stderr and a
-//! non-zero exit code. Everything else lives in the library.
+//! The `mnist-tch` binary: sets up the process, runs the command line and turns how it ended into an
+//! exit code — 0, 1 with one line on stderr for an error, 2 for flags that do not apply together, 130
+//! for a training run stopped by Ctrl-C after saving its last epoch. Everything else lives in the library.
 
+use mnist_tch::cli::{self, Finished, UsageError};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -12,11 +14,12 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     mnist_tch::flush_denormals_to_zero();
-    match mnist_tch::cli::run() {
-        Ok(()) => ExitCode::SUCCESS,
+    match cli::run() {
+        Ok(Finished::Done) => ExitCode::SUCCESS,
+        Ok(Finished::Interrupted) => ExitCode::from(130),
         Err(err) => {
-            eprintln!("error: {}", mnist_tch::cli::one_line(&err));
-            ExitCode::FAILURE
+            eprintln!("error: {}", cli::one_line(&err));
+            if err.is::<UsageError>() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }

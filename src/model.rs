@@ -1,111 +1,384 @@
-//! The network: the seed's Flatten → Dense(128, relu) → Dense(10) MLP, generalised to any list of
-//! hidden widths, and its description in `config.json`.
+//! The networks mnist-tch builds, and their description in `config.json`.
 //!
-//! Variables are named like the state dict of PyTorch's
-//! `nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))`:
-//! `1.weight` `[128, 784]`, `1.bias` `[128]`, `3.weight` `[10, 128]`, `3.bias` `[10]` — so
-//! `model.safetensors` loads into that module in Python with `load_state_dict` unchanged.
+//! A model is chosen by its architecture (`--arch`): the seed's Flatten → Dense(128, relu) → Dense(10)
+//! MLP (any list of hidden widths), a linear model (softmax regression, *y = Wx + b* alone), or Keras's
+//! "Simple MNIST convnet". From those few parameters [`ModelConfig`] derives the full layer list, spelled
+//! the way PyTorch's `nn.Sequential` spells it (`{"type": "Linear", "in_features": 784, ...}`), and
+//! `config.json` stores both: the parameters, which the model is rebuilt from, and the layer list, which
+//! Python rebuilds the same module from (`scripts/common.py`) and which must agree with the parameters.
 //!
-//! The network ends in logits. Training applies cross-entropy to them (the numerically stable form of
-//! softmax followed by sparse categorical cross-entropy); the softmax belongs to inference.
+//! Variables are named by the layer's index in that `nn.Sequential`: `1.weight` `[128, 784]`,
+//! `1.bias`, `3.weight` `[10, 128]`, `3.bias` for the seed — so `model.safetensors` loads into the
+//! PyTorch module with `load_state_dict` unchanged.
+//!
+//! Every network ends in logits. Training applies cross-entropy to them (the numerically stable form
+//! of softmax followed by sparse categorical cross-entropy); the softmax belongs to inference.
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
 /// Largest model accepted: 10⁹ parameters, 4 GB of float32 weights (Adam needs three times that again).
 pub const MAX_PARAMETERS: i64 = 1_000_000_000;
 
-/// The architecture, as stored in a run's `config.json`; the model is always rebuilt from this.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelConfig {
-    /// Image height and width; the first layer flattens them to `rows * cols` inputs.
-    pub input_shape: [i64; 2],
-    /// Width of each hidden Dense+ReLU layer, in order (the seed: `[128]`).
-    pub hidden: Vec<i64>,
-    /// Width of the output layer.
-    pub num_classes: i64,
-    /// Dropout rate after each hidden layer's ReLU during training (0: none, the seed).
-    #[serde(default)]
-    pub dropout: f64,
+/// The architectures `--arch` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Flatten → Dense(hidden, relu)... → Dense(classes): the seed's model (--hidden 128).
+    #[default]
+    Mlp,
+    /// Flatten → Dense(classes): softmax regression, the seed's y = Wx + b alone.
+    Linear,
+    /// Keras's "Simple MNIST convnet": Conv2D(32, 3x3, relu) → MaxPool(2) → Conv2D(64, 3x3, relu) →
+    /// MaxPool(2) → Flatten → Dropout(0.5) → Dense(classes).
+    Cnn,
 }
 
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig { input_shape: [28, 28], hidden: vec![128], num_classes: 10, dropout: 0.0 }
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Mlp => "MLP",
+            Arch::Linear => "linear",
+            Arch::Cnn => "CNN",
+        }
+    }
+
+    /// The dropout rate when `--dropout` is not given: 0 (the seed), 0.5 for the convnet (Keras's).
+    pub fn default_dropout(self) -> f64 {
+        match self {
+            Arch::Cnn => 0.5,
+            Arch::Mlp | Arch::Linear => 0.0,
+        }
     }
 }
 
-/// One Dense layer as it appears in the variable store.
+/// One layer of the network, named and parameterised as in PyTorch's `torch.nn`, so that
+/// `getattr(nn, type)(**arguments)` builds it in Python.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Layer {
+    /// `[N, ...]` → `[N, features]`.
+    Flatten,
+    /// `[N, c*h*w]` → `[N, c, h, w]` (`dim` is always 1).
+    Unflatten {
+        dim: i64,
+        unflattened_size: [i64; 3],
+    },
+    Linear {
+        in_features: i64,
+        out_features: i64,
+    },
+    Conv2d {
+        in_channels: i64,
+        out_channels: i64,
+        kernel_size: i64,
+    },
+    #[serde(rename = "ReLU")]
+    Relu,
+    MaxPool2d {
+        kernel_size: i64,
+    },
+    /// Active only while training.
+    Dropout {
+        p: f64,
+    },
+}
+
+impl Layer {
+    /// Trainable parameters (weight and bias), `None` on overflow.
+    pub fn parameters(&self) -> Option<i64> {
+        match *self {
+            Layer::Linear { in_features, out_features } => {
+                in_features.checked_mul(out_features)?.checked_add(out_features)
+            }
+            Layer::Conv2d { in_channels, out_channels, kernel_size } => in_channels
+                .checked_mul(out_channels)?
+                .checked_mul(kernel_size.checked_mul(kernel_size)?)?
+                .checked_add(out_channels),
+            _ => Some(0),
+        }
+    }
+
+    /// Whether the layer has `weight` and `bias` tensors.
+    pub fn has_weights(&self) -> bool {
+        matches!(self, Layer::Linear { .. } | Layer::Conv2d { .. })
+    }
+
+    /// The type as PyTorch names it, with the rate for dropout (`Dropout 0.5`).
+    pub fn type_name(&self) -> String {
+        match self {
+            Layer::Flatten => "Flatten".into(),
+            Layer::Unflatten { .. } => "Unflatten".into(),
+            Layer::Linear { .. } => "Linear".into(),
+            Layer::Conv2d { .. } => "Conv2d".into(),
+            Layer::Relu => "ReLU".into(),
+            Layer::MaxPool2d { .. } => "MaxPool2d".into(),
+            Layer::Dropout { p } => format!("Dropout {p}"),
+        }
+    }
+
+    /// The shape of one example after this layer, given its shape before.
+    fn output_shape(&self, input: &[i64]) -> Result<Vec<i64>> {
+        let features: i64 = input.iter().product();
+        Ok(match *self {
+            Layer::Flatten => vec![features],
+            Layer::Unflatten { unflattened_size, .. } => {
+                ensure!(
+                    unflattened_size.iter().product::<i64>() == features,
+                    "cannot unflatten {features} features into {unflattened_size:?}"
+                );
+                unflattened_size.to_vec()
+            }
+            Layer::Linear { in_features, out_features } => {
+                ensure!(input == [in_features], "a Linear layer of {in_features} inputs gets {input:?}");
+                vec![out_features]
+            }
+            Layer::Conv2d { in_channels, out_channels, kernel_size } => match *input {
+                [c, h, w] if c == in_channels && h >= kernel_size && w >= kernel_size => {
+                    vec![out_channels, h - kernel_size + 1, w - kernel_size + 1]
+                }
+                _ => bail!("a {kernel_size}x{kernel_size} Conv2d of {in_channels} channels gets {input:?}"),
+            },
+            Layer::MaxPool2d { kernel_size } => match *input {
+                [c, h, w] if h >= kernel_size && w >= kernel_size => vec![c, h / kernel_size, w / kernel_size],
+                _ => bail!("a {kernel_size}x{kernel_size} MaxPool2d gets {input:?}"),
+            },
+            Layer::Relu | Layer::Dropout { .. } => input.to_vec(),
+        })
+    }
+}
+
+/// A Dense layer of an MLP, as the fused engine sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DenseLayer {
-    /// Variable-store prefix: the layer's index in the equivalent PyTorch `nn.Sequential`.
+    /// Variable-store prefix: the layer's index in the `nn.Sequential`.
     pub name: String,
     pub inputs: i64,
     pub outputs: i64,
-    /// Followed by a ReLU (every layer but the output layer).
+    /// Followed by a ReLU (every Dense layer but the output layer).
     pub relu: bool,
 }
 
+/// The architecture, as stored in a run's `config.json`; the model is always rebuilt from it.
+/// Build one with [`ModelConfig::new`]; `layers` is derived from the other fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredModelConfig")]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Image height and width.
+    pub input_shape: [i64; 2],
+    /// Width of each hidden Dense+ReLU layer of an MLP, in order (the seed: `[128]`); empty otherwise.
+    pub hidden: Vec<i64>,
+    /// Width of the output layer.
+    pub num_classes: i64,
+    /// Dropout rate during training: after each hidden ReLU of an MLP, before the convnet's Dense layer.
+    pub dropout: f64,
+    /// The `nn.Sequential` these parameters make, for readers of `config.json`.
+    layers: Vec<Layer>,
+}
+
+/// `config.json`'s `model` as written, before it is checked: runs of earlier versions have no `arch`
+/// (they are MLPs) and no `layers`.
+#[derive(Deserialize)]
+struct StoredModelConfig {
+    #[serde(default)]
+    arch: Arch,
+    input_shape: [i64; 2],
+    #[serde(default)]
+    hidden: Vec<i64>,
+    num_classes: i64,
+    #[serde(default)]
+    dropout: f64,
+    #[serde(default)]
+    layers: Option<Vec<Layer>>,
+}
+
+impl TryFrom<StoredModelConfig> for ModelConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(stored: StoredModelConfig) -> Result<ModelConfig> {
+        let config =
+            ModelConfig::new(stored.arch, stored.input_shape, stored.hidden, stored.num_classes, stored.dropout)?;
+        if let Some(layers) = stored.layers {
+            ensure!(
+                layers == config.layers,
+                "its \"layers\" do not match the {} its other fields describe (edited by hand?)",
+                config.describe()
+            );
+        }
+        Ok(config)
+    }
+}
+
+impl Default for ModelConfig {
+    /// The seed's model: 28x28 → 128 (relu) → 10.
+    fn default() -> Self {
+        let layers = mlp_layers(784, &[128], 10, 0.0);
+        ModelConfig { arch: Arch::Mlp, input_shape: [28, 28], hidden: vec![128], num_classes: 10, dropout: 0.0, layers }
+    }
+}
+
+fn mlp_layers(inputs: i64, hidden: &[i64], num_classes: i64, dropout: f64) -> Vec<Layer> {
+    let widths: Vec<i64> = std::iter::once(inputs).chain(hidden.iter().copied()).chain([num_classes]).collect();
+    let mut layers = vec![Layer::Flatten];
+    for (i, pair) in widths.windows(2).enumerate() {
+        layers.push(Layer::Linear { in_features: pair[0], out_features: pair[1] });
+        if i + 2 < widths.len() {
+            layers.push(Layer::Relu);
+            if dropout > 0.0 {
+                layers.push(Layer::Dropout { p: dropout });
+            }
+        }
+    }
+    layers
+}
+
+/// Keras's Simple MNIST convnet in PyTorch's terms. The leading Flatten + Unflatten accept `[N, 28, 28]`,
+/// `[N, 1, 28, 28]` and `[N, 784]` alike, the input contract of every mnist-tch model.
+fn cnn_layers([rows, cols]: [i64; 2], num_classes: i64, dropout: f64) -> Vec<Layer> {
+    let (conv1, conv2, kernel, pool) = (32, 64, 3, 2);
+    let side = |n: i64| ((n - kernel + 1) / pool - kernel + 1) / pool;
+    let mut layers = vec![
+        Layer::Flatten,
+        Layer::Unflatten { dim: 1, unflattened_size: [1, rows, cols] },
+        Layer::Conv2d { in_channels: 1, out_channels: conv1, kernel_size: kernel },
+        Layer::Relu,
+        Layer::MaxPool2d { kernel_size: pool },
+        Layer::Conv2d { in_channels: conv1, out_channels: conv2, kernel_size: kernel },
+        Layer::Relu,
+        Layer::MaxPool2d { kernel_size: pool },
+        Layer::Flatten,
+    ];
+    if dropout > 0.0 {
+        layers.push(Layer::Dropout { p: dropout });
+    }
+    layers
+        .push(Layer::Linear { in_features: conv2 * side(rows).max(0) * side(cols).max(0), out_features: num_classes });
+    layers
+}
+
 impl ModelConfig {
+    /// The model of `arch` for images of `input_shape` and `num_classes` classes, checked: sizes
+    /// positive, at most [`MAX_PARAMETERS`], and every layer fitting the one before.
+    pub fn new(arch: Arch, input_shape: [i64; 2], hidden: Vec<i64>, num_classes: i64, dropout: f64) -> Result<Self> {
+        ensure!(input_shape.iter().all(|&d| d > 0), "input shape {input_shape:?} must be positive");
+        ensure!(hidden.iter().all(|&w| w > 0), "hidden layer widths {hidden:?} must be positive");
+        ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
+        ensure!((0.0..1.0).contains(&dropout), "dropout {dropout} must be in [0, 1)");
+        match arch {
+            Arch::Mlp => ensure!(!hidden.is_empty(), "an MLP needs at least one hidden layer (--arch linear has none)"),
+            Arch::Linear | Arch::Cnn => {
+                ensure!(hidden.is_empty(), "--hidden applies to --arch mlp, not {}", arch.name())
+            }
+        }
+        ensure!(arch != Arch::Linear || dropout == 0.0, "--dropout applies to --arch mlp and cnn, not linear");
+        let inputs = input_shape[0].checked_mul(input_shape[1]).filter(|&n| n <= MAX_PARAMETERS);
+        let Some(inputs) = inputs else { bail!("input shape {input_shape:?} is too large") };
+        let layers = match arch {
+            Arch::Mlp | Arch::Linear => mlp_layers(inputs, &hidden, num_classes, dropout),
+            Arch::Cnn => cnn_layers(input_shape, num_classes, dropout),
+        };
+        let config = ModelConfig { arch, input_shape, hidden, num_classes, dropout, layers };
+        let parameters = config.layers.iter().try_fold(0i64, |total, l| total.checked_add(l.parameters()?));
+        ensure!(
+            parameters.is_some_and(|p| p <= MAX_PARAMETERS),
+            "a {} has {} parameters, more than the {MAX_PARAMETERS} this tool trains (4 GB of float32 weights)",
+            config.describe(),
+            parameters.map_or("too many".to_string(), |p| p.to_string())
+        );
+        config.output_shapes().map_err(|err| {
+            anyhow::anyhow!("a {} does not fit {}x{} images: {err}", arch.name(), input_shape[0], input_shape[1])
+        })?;
+        Ok(config)
+    }
+
+    /// The same architecture with another number of classes (a new head, for fine-tuning).
+    pub fn with_classes(&self, num_classes: i64) -> Result<ModelConfig> {
+        ModelConfig::new(self.arch, self.input_shape, self.hidden.clone(), num_classes, self.dropout)
+    }
+
+    /// The layers of the equivalent PyTorch `nn.Sequential`, in order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
     pub fn input_dim(&self) -> i64 {
         self.input_shape[0] * self.input_shape[1]
     }
 
-    pub fn validate(&self) -> Result<()> {
-        ensure!(self.input_shape.iter().all(|&d| d > 0), "input shape {:?} must be positive", self.input_shape);
-        ensure!(self.hidden.iter().all(|&w| w > 0), "hidden layer widths {:?} must be positive", self.hidden);
-        ensure!(self.num_classes >= 2, "a classifier needs at least 2 classes, got {}", self.num_classes);
-        ensure!((0.0..1.0).contains(&self.dropout), "dropout {} must be in [0, 1)", self.dropout);
-        // Checked before anything is allocated: an absurd --hidden is an error, not an allocation failure
-        // inside libtorch.
-        let widths: Vec<i64> =
-            std::iter::once(self.input_dim()).chain(self.hidden.iter().copied()).chain([self.num_classes]).collect();
-        let parameters = widths.windows(2).try_fold(0i64, |total, pair| {
-            pair[0].checked_mul(pair[1]).and_then(|w| w.checked_add(pair[1])).and_then(|p| total.checked_add(p))
-        });
-        ensure!(
-            parameters.is_some_and(|p| p <= MAX_PARAMETERS),
-            "a {} MLP has {} parameters, more than the {MAX_PARAMETERS} this tool trains (4 GB of float32 weights)",
-            self.describe(),
-            parameters.map_or("too many".to_string(), |p| p.to_string())
-        );
-        Ok(())
+    /// Each layer's output shape for one example (`[features]` or `[channels, rows, cols]`).
+    pub fn output_shapes(&self) -> Result<Vec<Vec<i64>>> {
+        let mut shape = self.input_shape.to_vec();
+        let mut shapes = Vec::with_capacity(self.layers.len());
+        for (index, layer) in self.layers.iter().enumerate() {
+            shape = layer.output_shape(&shape).map_err(|err| anyhow::anyhow!("layer {index}: {err}"))?;
+            shapes.push(shape.clone());
+        }
+        Ok(shapes)
     }
 
-    /// The Dense layers in order. In the PyTorch `nn.Sequential`, index 0 is `Flatten` and every
-    /// hidden `Linear` is followed by a `ReLU` (and a `Dropout` when `dropout` > 0), so the Linear
-    /// layers sit at indices 1, 3, 5, ... (1, 4, 7, ... with dropout).
-    pub fn dense_layers(&self) -> Vec<DenseLayer> {
-        let widths: Vec<i64> = std::iter::once(self.input_dim())
-            .chain(self.hidden.iter().copied())
-            .chain(std::iter::once(self.num_classes))
-            .collect();
-        let last = widths.len() - 2;
-        let stride = if self.dropout > 0.0 { 3 } else { 2 };
-        widths
-            .windows(2)
-            .enumerate()
-            .map(|(i, pair)| DenseLayer {
-                name: (stride * i + 1).to_string(),
-                inputs: pair[0],
-                outputs: pair[1],
-                relu: i != last,
-            })
-            .collect()
+    /// The names of the layers that have weights (`"1"`, `"3"`, ...), in order; the last is the head.
+    pub fn weight_layers(&self) -> Vec<String> {
+        self.layers.iter().enumerate().filter(|(_, l)| l.has_weights()).map(|(i, _)| i.to_string()).collect()
     }
 
-    /// Trainable parameters: weights and biases of every Dense layer.
+    /// The Dense layers of an MLP or linear model, for the fused engine; `None` for other architectures.
+    pub fn dense_layers(&self) -> Option<Vec<DenseLayer>> {
+        if self.arch == Arch::Cnn {
+            return None;
+        }
+        let mut dense: Vec<DenseLayer> = Vec::new();
+        for (index, layer) in self.layers.iter().enumerate() {
+            match *layer {
+                Layer::Linear { in_features, out_features } => dense.push(DenseLayer {
+                    name: index.to_string(),
+                    inputs: in_features,
+                    outputs: out_features,
+                    relu: false,
+                }),
+                Layer::Relu => dense.last_mut()?.relu = true,
+                Layer::Flatten | Layer::Dropout { .. } => {}
+                _ => return None,
+            }
+        }
+        Some(dense)
+    }
+
+    /// Trainable parameters of every layer.
     pub fn parameter_count(&self) -> i64 {
-        self.dense_layers().iter().map(|l| l.inputs * l.outputs + l.outputs).sum()
+        self.layers.iter().map(|l| l.parameters().unwrap_or(0)).sum()
     }
 
-    /// A short human description, e.g. `784-128-10`.
+    /// A short human description: `784-128-10 MLP`, `784-10 linear`, `28x28 CNN (32, 64 filters)`.
     pub fn describe(&self) -> String {
-        let mut widths = vec![self.input_dim()];
-        widths.extend(&self.hidden);
-        widths.push(self.num_classes);
-        widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-")
+        match self.arch {
+            Arch::Mlp | Arch::Linear => {
+                let widths: Vec<String> = std::iter::once(self.input_dim())
+                    .chain(self.hidden.iter().copied())
+                    .chain([self.num_classes])
+                    .map(|w| w.to_string())
+                    .collect();
+                format!("{} {}", widths.join("-"), self.arch.name())
+            }
+            Arch::Cnn => {
+                let filters: Vec<String> = self
+                    .layers
+                    .iter()
+                    .filter_map(|l| match l {
+                        Layer::Conv2d { out_channels, .. } => Some(out_channels.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                format!(
+                    "{}x{} CNN ({} filters, {} classes)",
+                    self.input_shape[0],
+                    self.input_shape[1],
+                    filters.join(", "),
+                    self.num_classes
+                )
+            }
+        }
     }
 }
 
@@ -113,60 +386,70 @@ impl ModelConfig {
 /// shape and parameter count, then the totals — trainable and frozen (`frozen` lists frozen tensor names,
 /// as a fine-tuned run records them) — with the weights' size in bytes (float32).
 pub fn summary(config: &ModelConfig, title: &str, frozen: &[String]) -> String {
-    let mut rows: Vec<(String, i64, i64)> = vec![("0 (Flatten)".into(), config.input_dim(), 0)];
+    let shapes = config.output_shapes().unwrap_or_default();
+    let mut rows = Vec::new();
     let mut frozen_params = 0;
-    for layer in config.dense_layers() {
-        let index: usize = layer.name.parse().unwrap_or(0);
-        let weights = layer.inputs * layer.outputs;
-        let params = weights + layer.outputs;
-        for (tensor, count) in
-            [(format!("{}.weight", layer.name), weights), (format!("{}.bias", layer.name), layer.outputs)]
-        {
-            if frozen.contains(&tensor) {
-                frozen_params += count;
+    for (index, layer) in config.layers().iter().enumerate() {
+        let params = layer.parameters().unwrap_or(0);
+        if layer.has_weights() {
+            let weight = params - bias_len(layer);
+            for (tensor, count) in [(format!("{index}.weight"), weight), (format!("{index}.bias"), bias_len(layer))] {
+                if frozen.contains(&tensor) {
+                    frozen_params += count;
+                }
             }
         }
-        rows.push((format!("{index} (Linear)"), layer.outputs, params));
-        if layer.relu {
-            rows.push((format!("{} (ReLU)", index + 1), layer.outputs, 0));
-            if config.dropout > 0.0 {
-                rows.push((format!("{} (Dropout {})", index + 2, config.dropout), layer.outputs, 0));
-            }
-        }
+        let shape = shapes.get(index).map_or(String::new(), |s| {
+            format!("(None, {})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+        });
+        rows.push((format!("{index} ({})", layer.type_name()), shape, params));
     }
     let total = config.parameter_count();
-    let size = |params: i64| {
-        let bytes = params as f64 * 4.0;
-        if bytes >= 1024.0 * 1024.0 {
-            format!("{:.2} MB", bytes / 1024.0 / 1024.0)
-        } else if bytes >= 1024.0 {
-            format!("{:.2} KB", bytes / 1024.0)
-        } else {
-            format!("{bytes:.0} B")
-        }
-    };
-    let group = |n: i64| {
-        let digits = n.to_string();
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    };
-    let rule = "─".repeat(52);
-    let mut text = format!("Model: {title} ({} MLP)\n", config.describe());
-    text += &format!("{rule}\n {:<22} {:<15} {:>11}\n{rule}\n", "Layer (type)", "Output shape", "Param #");
-    for (name, width, params) in rows {
-        text += &format!(" {:<22} {:<15} {:>11}\n", name, format!("(None, {width})"), group(params));
+    let rule = "─".repeat(58);
+    let mut text = format!("Model: {title} ({})\n", config.describe());
+    text += &format!("{rule}\n {:<22} {:<21} {:>11}\n{rule}\n", "Layer (type)", "Output shape", "Param #");
+    for (name, shape, params) in rows {
+        text += &format!(" {name:<22} {shape:<21} {:>11}\n", group_thousands(params));
     }
     text += &format!("{rule}\n");
-    text += &format!(" Total params: {} ({})\n", group(total), size(total));
-    text += &format!(" Trainable params: {} ({})\n", group(total - frozen_params), size(total - frozen_params));
-    text += &format!(" Non-trainable params: {} ({})\n", group(frozen_params), size(frozen_params));
+    text += &format!(" Total params: {} ({})\n", group_thousands(total), float32_size(total));
+    let trainable = total - frozen_params;
+    text += &format!(" Trainable params: {} ({})\n", group_thousands(trainable), float32_size(trainable));
+    text += &format!(" Non-trainable params: {} ({})\n", group_thousands(frozen_params), float32_size(frozen_params));
     text
+}
+
+fn bias_len(layer: &Layer) -> i64 {
+    match *layer {
+        Layer::Linear { out_features, .. } => out_features,
+        Layer::Conv2d { out_channels, .. } => out_channels,
+        _ => 0,
+    }
+}
+
+/// `101770` → `101,770`.
+fn group_thousands(n: i64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The size of `params` float32 values, as Keras prints it.
+fn float32_size(params: i64) -> String {
+    let bytes = params as f64 * 4.0;
+    if bytes >= 1024.0 * 1024.0 {
+        format!("{:.2} MB", bytes / 1024.0 / 1024.0)
+    } else if bytes >= 1024.0 {
+        format!("{:.2} KB", bytes / 1024.0)
+    } else {
+        format!("{bytes:.0} B")
+    }
 }
 
 /// Parses `--hidden`: a comma-separated list of positive widths such as `128` or `512,256`.
@@ -179,20 +462,38 @@ pub fn parse_hidden(spec: &str) -> Result<Vec<i64>, String> {
         .collect()
 }
 
-/// Builds the MLP under `vs`. Input `[N, rows, cols]` or `[N, rows*cols]`, output logits `[N, classes]`.
-/// Weights use PyTorch's `nn.Linear` initialisation (tch's default), so the Rust and Python
-/// baselines start from the same distribution. Dropout acts only when `forward_t` is told it trains.
+/// PyTorch's default initialisation of `nn.Linear` and `nn.Conv2d` (kaiming-uniform with a = √5, which
+/// comes to U(−1/√fan_in, 1/√fan_in), for the weight and the bias alike). tch's own default is
+/// kaiming-uniform with the ReLU gain, √6 times wider; PyTorch's is used so the Python baseline starts
+/// from the same distribution.
+fn pytorch_init(fan_in: i64) -> nn::Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform { lo: -bound, up: bound }
+}
+
+/// Builds the model under `vs`. Input `[N, rows, cols]`, `[N, 1, rows, cols]` or `[N, rows*cols]`,
+/// output logits `[N, classes]`. Dropout acts only when `forward_t` is told it trains.
 pub fn build(vs: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
-    let mut net = nn::seq_t().add_fn(|xs| xs.flatten(1, -1));
-    let dropout = config.dropout;
-    for layer in config.dense_layers() {
-        net = net.add(nn::linear(vs / layer.name.as_str(), layer.inputs, layer.outputs, Default::default()));
-        if layer.relu {
-            net = net.add_fn(|xs| xs.relu());
-            if dropout > 0.0 {
-                net = net.add_fn_t(move |xs, train| xs.dropout(dropout, train));
+    let mut net = nn::seq_t();
+    for (index, layer) in config.layers().iter().enumerate() {
+        let path = vs / index;
+        net = match *layer {
+            Layer::Flatten => net.add_fn(|xs| xs.flatten(1, -1)),
+            Layer::Unflatten { unflattened_size: [c, h, w], .. } => net.add_fn(move |xs| xs.view([-1, c, h, w])),
+            Layer::Linear { in_features, out_features } => {
+                let init = pytorch_init(in_features);
+                let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
+                net.add(nn::linear(path, in_features, out_features, config))
             }
-        }
+            Layer::Conv2d { in_channels, out_channels, kernel_size } => {
+                let init = pytorch_init(in_channels * kernel_size * kernel_size);
+                let config = nn::ConvConfig { ws_init: init, bs_init: init, ..Default::default() };
+                net.add(nn::conv2d(path, in_channels, out_channels, kernel_size, config))
+            }
+            Layer::Relu => net.add_fn(|xs| xs.relu()),
+            Layer::MaxPool2d { kernel_size } => net.add_fn(move |xs| xs.max_pool2d_default(kernel_size)),
+            Layer::Dropout { p } => net.add_fn_t(move |xs, train| xs.dropout(p, train)),
+        };
     }
     net
 }
@@ -202,15 +503,24 @@ mod tests {
     use super::*;
     use tch::{Device, Kind, Tensor, nn::ModuleT};
 
+    fn mlp(input: [i64; 2], hidden: &[i64], classes: i64, dropout: f64) -> ModelConfig {
+        ModelConfig::new(Arch::Mlp, input, hidden.to_vec(), classes, dropout).unwrap()
+    }
+
+    fn variables(vs: &nn::VarStore) -> Vec<(String, Vec<i64>)> {
+        let mut vars: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(name, t)| (name, t.size())).collect();
+        vars.sort();
+        vars
+    }
+
     #[test]
     fn seed_model_has_pytorch_sequential_names_and_shapes() {
         let vs = nn::VarStore::new(Device::Cpu);
         let config = ModelConfig::default();
+        assert_eq!(config, mlp([28, 28], &[128], 10, 0.0));
         let net = build(&vs.root(), &config);
-        let mut vars: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(name, t)| (name, t.size())).collect();
-        vars.sort();
         assert_eq!(
-            vars,
+            variables(&vs),
             vec![
                 ("1.bias".to_string(), vec![128]),
                 ("1.weight".to_string(), vec![128, 784]),
@@ -224,15 +534,88 @@ mod tests {
     }
 
     #[test]
-    fn deeper_models_interleave_relu_indices() {
-        let config = ModelConfig { input_shape: [4, 4], hidden: vec![8, 6], num_classes: 3, dropout: 0.0 };
-        let names: Vec<_> = config.dense_layers().into_iter().map(|l| (l.name, l.relu)).collect();
+    fn initialisation_is_pytorchs_not_tchs() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = build(&vs.root(), &ModelConfig::default());
+        let weight = &vs.variables()["1.weight"];
+        let bound = 1.0 / 784f64.sqrt();
+        let max = weight.abs().max().double_value(&[]);
+        // 100,352 draws from U(-bound, bound) reach within 0.1% of it; tch's default reaches sqrt(6) * bound.
+        assert!(max <= bound && max > 0.999 * bound, "max |w| {max}, bound {bound}");
+    }
+
+    #[test]
+    fn deeper_models_interleave_relu_and_dropout_indices() {
+        let config = mlp([4, 4], &[8, 6], 3, 0.0);
+        let names: Vec<_> = config.dense_layers().unwrap().into_iter().map(|l| (l.name, l.relu)).collect();
         assert_eq!(names, vec![("1".into(), true), ("3".into(), true), ("5".into(), false)]);
-        assert_eq!(config.describe(), "16-8-6-3");
+        assert_eq!(config.describe(), "16-8-6-3 MLP");
         // nn.Sequential(Flatten, Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear)
-        let with_dropout = ModelConfig { dropout: 0.5, ..config };
-        let names: Vec<_> = with_dropout.dense_layers().into_iter().map(|l| l.name).collect();
-        assert_eq!(names, vec!["1", "4", "7"]);
+        assert_eq!(mlp([4, 4], &[8, 6], 3, 0.5).weight_layers(), vec!["1", "4", "7"]);
+    }
+
+    #[test]
+    fn linear_is_one_dense_layer() {
+        let config = ModelConfig::new(Arch::Linear, [28, 28], vec![], 10, 0.0).unwrap();
+        assert_eq!(config.layers(), &[Layer::Flatten, Layer::Linear { in_features: 784, out_features: 10 }]);
+        assert_eq!(config.parameter_count(), 7_850);
+        assert_eq!(config.describe(), "784-10 linear");
+        assert_eq!(config.dense_layers().unwrap().len(), 1);
+        assert!(ModelConfig::new(Arch::Linear, [28, 28], vec![64], 10, 0.0).is_err());
+        assert!(ModelConfig::new(Arch::Linear, [28, 28], vec![], 10, 0.5).is_err());
+    }
+
+    #[test]
+    fn cnn_is_kerass_simple_convnet() {
+        let config = ModelConfig::new(Arch::Cnn, [28, 28], vec![], 10, 0.5).unwrap();
+        assert_eq!(config.parameter_count(), 34_826);
+        assert!(config.dense_layers().is_none(), "not for the fused engine");
+        assert_eq!(config.weight_layers(), vec!["2", "5", "10"]);
+        let shapes = config.output_shapes().unwrap();
+        assert_eq!(shapes[2], vec![32, 26, 26]);
+        assert_eq!(shapes[7], vec![64, 5, 5]);
+        assert_eq!(shapes[10], vec![10]);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build(&vs.root(), &config);
+        assert_eq!(
+            variables(&vs),
+            vec![
+                ("10.bias".to_string(), vec![10]),
+                ("10.weight".to_string(), vec![10, 1600]),
+                ("2.bias".to_string(), vec![32]),
+                ("2.weight".to_string(), vec![32, 1, 3, 3]),
+                ("5.bias".to_string(), vec![64]),
+                ("5.weight".to_string(), vec![64, 32, 3, 3]),
+            ]
+        );
+        let images = Tensor::rand([3, 28, 28], (Kind::Float, Device::Cpu));
+        let logits = net.forward_t(&images, false);
+        assert_eq!(logits.size(), vec![3, 10]);
+        for input in [images.view([3, 1, 28, 28]), images.view([3, 784])] {
+            assert!(net.forward_t(&input, false).equal(&logits), "every input shape gives the same logits");
+        }
+        let small = ModelConfig::new(Arch::Cnn, [8, 8], vec![], 4, 0.5).unwrap_err().to_string();
+        assert!(small.contains("does not fit 8x8 images"), "{small}");
+        assert!(ModelConfig::new(Arch::Cnn, [12, 12], vec![], 4, 0.5).is_ok());
+    }
+
+    #[test]
+    fn config_json_round_trips_and_old_runs_load_as_mlps() {
+        let cnn = ModelConfig::new(Arch::Cnn, [28, 28], vec![], 10, 0.5).unwrap();
+        let json = serde_json::to_value(&cnn).unwrap();
+        assert_eq!(
+            json["layers"][2],
+            serde_json::json!({"type": "Conv2d", "in_channels": 1, "out_channels": 32, "kernel_size": 3})
+        );
+        assert_eq!(json["layers"][3], serde_json::json!({"type": "ReLU"}));
+        assert_eq!(serde_json::from_value::<ModelConfig>(json.clone()).unwrap(), cnn);
+        let old = serde_json::json!({"input_shape": [28, 28], "hidden": [128], "num_classes": 10, "dropout": 0.0});
+        assert_eq!(serde_json::from_value::<ModelConfig>(old).unwrap(), ModelConfig::default());
+        let mut edited = json;
+        edited["layers"][2]["out_channels"] = serde_json::json!(16);
+        let err = serde_json::from_value::<ModelConfig>(edited).unwrap_err().to_string();
+        assert!(err.contains("do not match"), "{err}");
     }
 
     #[test]
@@ -245,15 +628,19 @@ mod tests {
         let frozen = summary(&ModelConfig::default(), "ft", &["1.weight".into(), "1.bias".into()]);
         assert!(frozen.contains("Trainable params: 1,290 (5.04 KB)"), "{frozen}");
         assert!(frozen.contains("Non-trainable params: 100,480 (392.50 KB)"), "{frozen}");
+        let cnn = summary(&ModelConfig::new(Arch::Cnn, [28, 28], vec![], 10, 0.5).unwrap(), "cnn", &[]);
+        assert!(cnn.contains("2 (Conv2d)") && cnn.contains("(None, 32, 26, 26)") && cnn.contains("320"), "{cnn}");
+        assert!(cnn.contains("5 (Conv2d)") && cnn.contains("18,496"), "{cnn}");
+        assert!(cnn.contains("9 (Dropout 0.5)") && cnn.contains("Total params: 34,826"), "{cnn}");
     }
 
     #[test]
     fn absurd_sizes_are_refused_before_allocating() {
-        let huge = ModelConfig { hidden: vec![4_000_000_000, 4_000_000_000], ..ModelConfig::default() };
-        assert!(huge.validate().unwrap_err().to_string().contains("parameters"));
-        let big = ModelConfig { hidden: vec![2_000_000], ..ModelConfig::default() };
-        assert!(big.validate().is_err());
-        assert!(ModelConfig { hidden: vec![1024, 1024, 512], ..ModelConfig::default() }.validate().is_ok());
+        let huge = ModelConfig::new(Arch::Mlp, [28, 28], vec![4_000_000_000, 4_000_000_000], 10, 0.0);
+        assert!(huge.unwrap_err().to_string().contains("parameters"));
+        assert!(ModelConfig::new(Arch::Mlp, [28, 28], vec![2_000_000], 10, 0.0).is_err());
+        assert!(ModelConfig::new(Arch::Mlp, [28, 28], vec![1024, 1024, 512], 10, 0.0).is_ok());
+        assert!(ModelConfig::new(Arch::Mlp, [i64::MAX, 2], vec![8], 10, 0.0).is_err());
     }
 
     #[test]
@@ -263,19 +650,12 @@ mod tests {
         assert!(parse_hidden("0").is_err());
         assert!(parse_hidden("abc").unwrap_err().contains("comma-separated"));
     }
-}
-
-#[cfg(test)]
-mod dropout_tests {
-    use super::*;
-    use tch::{Device, Kind, Tensor, nn::ModuleT};
 
     #[test]
     fn dropout_acts_in_training_only() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let config = ModelConfig { input_shape: [4, 4], hidden: vec![64], num_classes: 3, dropout: 0.5 };
-        let net = build(&vs.root(), &config);
+        let net = build(&vs.root(), &mlp([4, 4], &[64], 3, 0.5));
         let x = Tensor::rand([8, 4, 4], (Kind::Float, Device::Cpu));
         let eval_a = net.forward_t(&x, false);
         let eval_b = net.forward_t(&x, false);

@@ -5,6 +5,8 @@
 //! font file is read once from `$MNIST_TCH_FONT` or the usual DejaVu Sans locations
 //! (Debian's fonts-dejavu-core, installed by scripts/setup.sh).
 
+use crate::evaluation::Evaluation;
+use crate::run_dir::{RunConfig, write_atomically};
 use crate::training::EpochMetrics;
 use anyhow::{Context, Result, anyhow, bail};
 use plotters::prelude::*;
@@ -182,4 +184,24 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
             .map_err(drawing_error(path))?;
     }
     root.present().map_err(drawing_error(path)).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Draws the learning curves and, when a test evaluation is known, the confusion matrix into the run
+/// directory `out`.
+pub fn draw_plots(
+    out: &Path,
+    config: &RunConfig,
+    history: &[EpochMetrics],
+    test: Option<&Evaluation>,
+) -> Result<Vec<PathBuf>> {
+    let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let curves = out.join(CURVES_FILE);
+    write_atomically(&curves, |tmp| learning_curves(history, &name, tmp))?;
+    let mut written = vec![curves];
+    if let Some(test) = test {
+        let confusion = out.join(CONFUSION_FILE);
+        write_atomically(&confusion, |tmp| confusion_matrix(&test.confusion, &config.data.class_names, &name, tmp))?;
+        written.push(confusion);
+    }
+    Ok(written)
 }

@@ -1,11 +1,15 @@
-//! A run directory: `config.json` (everything needed to rebuild and reproduce the model),
-//! `model.safetensors` (the weights) and `metrics.csv` (one row per epoch).
+//! A run directory and every file format in it, written and read here only: `config.json` (everything
+//! needed to rebuild and reproduce the model), `model.safetensors` (the weights), `optimizer.safetensors`,
+//! `metrics.csv`/`metrics.json` (one row per epoch) and `evaluation.json` (the final test evaluation).
 //!
 //! Every file is written atomically — a temporary file in the same directory, fsync, rename, fsync of
 //! the directory — so an interrupted or failed write leaves the previous version in place.
 //! Loading checks the weights against the architecture in `config.json` tensor by tensor, so a
 //! checkpoint from another model is one clear error naming the tensor.
 
+use crate::callbacks::CallbackState;
+use crate::engine::Engine;
+use crate::evaluation::Evaluation;
 use crate::model::ModelConfig;
 use crate::training::{EpochMetrics, TrainConfig};
 use anyhow::{Context, Result, bail, ensure};
@@ -18,8 +22,13 @@ use tch::{Tensor, nn};
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const BEST_WEIGHTS_FILE: &str = "best.safetensors";
-/// Adam's moment estimates and step count, saved with every epoch so `train --resume` continues them.
+/// With `train --save-initial`: the weights before the first step (for parity checks against PyTorch).
+pub const INITIAL_WEIGHTS_FILE: &str = "initial.safetensors";
+/// The optimizer's state (the fused engine's Adam moments and step count), saved with every epoch so
+/// `train --resume` continues them. Absent for the autograd engine, whose `nn::Adam` cannot export it.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The tensor of `optimizer.safetensors` that says which epoch its state belongs to.
+const OPTIMIZER_EPOCH: &str = "epoch";
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const METRICS_JSON_FILE: &str = "metrics.json";
 pub const EVALUATION_FILE: &str = "evaluation.json";
@@ -68,14 +77,65 @@ pub struct Lineage {
     pub accuracy_before: f64,
 }
 
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Being written by a training process (or killed while it was).
+    #[default]
+    Training,
+    Completed,
+    EarlyStopped,
+    /// Stopped by Ctrl-C or SIGTERM after its last completed epoch.
+    Interrupted,
+    /// Stopped by an error (full disk, NaN loss) after its last completed epoch.
+    Failed,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Training => "training",
+            RunStatus::Completed => "completed",
+            RunStatus::EarlyStopped => "early_stopped",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What happened to the optimizer's state when a run was resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerResume {
+    /// The moment estimates and step count came back from `optimizer.safetensors` (fused engine).
+    Restored,
+    /// Adam started with fresh moment estimates (the autograd engine's `nn::Adam` cannot save them).
+    Fresh,
+}
+
+/// One `train --resume` of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    /// The last completed epoch it continued from.
+    pub after_epoch: usize,
+    pub engine: Engine,
+    pub optimizer: OptimizerResume,
+}
+
 /// Where a run stands; rewritten after every epoch, so an interrupted run says how far it got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct RunState {
-    /// `training`, `completed`, `early_stopped`, `interrupted`.
-    pub status: String,
+    pub status: RunStatus,
     pub epochs_completed: usize,
     /// Epoch with the best monitored metric so far.
     pub best_epoch: Option<usize>,
+    /// The learning-rate schedule's and early stopping's progress, continued by `train --resume`.
+    #[serde(default)]
+    pub callbacks: CallbackState,
+    /// Each time the run was resumed, and whether the optimizer's state came back.
+    #[serde(default)]
+    pub resumes: Vec<ResumeRecord>,
 }
 
 /// The test-set outcome of a finished run.
@@ -137,6 +197,11 @@ pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl RunConfig {
+    /// The tensors kept fixed (a fine-tuned run's `--freeze`).
+    pub fn frozen_tensors(&self) -> Vec<String> {
+        self.lineage.as_ref().map(|l| l.frozen.clone()).unwrap_or_default()
+    }
+
     pub fn save(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self)?;
         write_bytes_atomically(&dir.join(CONFIG_FILE), format!("{json}\n").as_bytes())
@@ -156,7 +221,6 @@ impl RunConfig {
         })?;
         let config: RunConfig =
             serde_json::from_str(&text).with_context(|| format!("{}: not a valid mnist-tch config", path.display()))?;
-        config.model.validate().with_context(|| format!("{}: invalid model", path.display()))?;
         ensure!(
             config.data.class_names.len() as i64 == config.model.num_classes,
             "{}: {} class names for {} classes",
@@ -280,10 +344,120 @@ pub fn load_run(dir: &Path, device: tch::Device) -> Result<LoadedRun> {
 /// Like [`load_run`], with another weights file of the run (e.g. `best.safetensors`).
 pub fn load_run_weights(dir: &Path, weights_file: &str, device: tch::Device) -> Result<LoadedRun> {
     let config = RunConfig::load(dir)?;
+    let weights = dir.join(weights_file);
+    if config.state.epochs_completed == 0 && !weights.exists() {
+        bail!(
+            "{}: the run has no completed epoch yet (status: {}); continue it with `mnist-tch train --resume {}`",
+            dir.display(),
+            config.state.status.name(),
+            dir.display()
+        );
+    }
     let mut vs = nn::VarStore::new(device);
     let net = crate::model::build(&vs.root(), &config.model);
-    load_weights(&mut vs, &dir.join(weights_file))?;
+    load_weights(&mut vs, &weights)?;
     Ok(LoadedRun { config, vs, net })
+}
+
+/// Saves the optimizer's state of `epoch`, tagged with the epoch so a state that does not belong to the
+/// weights beside it is never restored. An engine without state (autograd) leaves no file: a stale one
+/// from an earlier engine is removed.
+pub fn save_optimizer_state(dir: &Path, state: &[(String, Tensor)], epoch: usize) -> Result<()> {
+    let path = dir.join(OPTIMIZER_FILE);
+    if state.is_empty() {
+        return match fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(err).with_context(|| format!("{}: cannot remove the stale optimizer state", path.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    let mut tagged: Vec<(String, Tensor)> = state.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    tagged.push((OPTIMIZER_EPOCH.into(), Tensor::from_slice(&[epoch as i64])));
+    save_tensors(&tagged, &path)
+}
+
+/// The optimizer state saved with `epoch`, if the run has one for that epoch.
+pub fn load_optimizer_state(dir: &Path, epoch: usize) -> Result<Option<Vec<(String, Tensor)>>> {
+    let path = dir.join(OPTIMIZER_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut state = load_tensors(&path)?;
+    let tagged = state.iter().position(|(name, _)| name == OPTIMIZER_EPOCH);
+    if let Some(index) = tagged {
+        let (_, saved_epoch) = state.remove(index);
+        let saved_epoch = saved_epoch.f_int64_value(&[0]).map_err(torch_error)?;
+        if saved_epoch != epoch as i64 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(state))
+}
+
+/// `evaluation.json`: the final test evaluation with its per-class scores and confusion matrix, so
+/// `mnist-tch plot` needs neither data nor model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationReport {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub classes: Vec<ClassReport>,
+    /// `confusion_matrix[true_class][predicted_class]` = number of test images.
+    pub confusion_matrix: Vec<Vec<i64>>,
+}
+
+/// One class's scores in `evaluation.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassReport {
+    pub name: String,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub f1: Option<f64>,
+    pub examples: i64,
+}
+
+impl EvaluationReport {
+    pub fn new(evaluation: &Evaluation, class_names: &[String]) -> EvaluationReport {
+        let classes = class_names
+            .iter()
+            .zip(evaluation.per_class_scores())
+            .map(|(name, s)| ClassReport {
+                name: name.clone(),
+                precision: s.precision,
+                recall: s.recall,
+                f1: s.f1,
+                examples: s.support,
+            })
+            .collect();
+        EvaluationReport {
+            loss: evaluation.loss,
+            accuracy: evaluation.accuracy,
+            classes,
+            confusion_matrix: evaluation.confusion.clone(),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)?;
+        write_bytes_atomically(&dir.join(EVALUATION_FILE), format!("{json}\n").as_bytes())
+    }
+
+    /// The run's final evaluation; `None` for a run that has not finished.
+    pub fn load(dir: &Path) -> Result<Option<EvaluationReport>> {
+        let path = dir.join(EVALUATION_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let report =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a valid evaluation", path.display()))?;
+        Ok(Some(report))
+    }
+
+    /// The evaluation it records (loss, accuracy, confusion matrix).
+    pub fn evaluation(&self) -> Evaluation {
+        Evaluation { loss: self.loss, accuracy: self.accuracy, confusion: self.confusion_matrix.clone() }
+    }
 }
 
 /// Picks `runs/trainN` with the smallest N not taken yet.

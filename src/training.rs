@@ -1,12 +1,14 @@
-//! The training loop: Adam on mini-batches of a freshly shuffled training set every epoch (the step
-//! itself is in `fused_mlp.rs`), then a validation pass — Keras's `fit` with `validation_split` and its usual callbacks (learning-rate
-//! schedule, early stopping, best checkpoint, TerminateOnNaN) — in one function that reads top to bottom.
+//! The training loop, generic over the engine's [`TrainStep`]: Keras's `fit` with `validation_split` and
+//! its usual callbacks (learning-rate schedule, early stopping, best checkpoint, TerminateOnNaN).
+//!
+//! Three phases per epoch, each a function: [`train_epoch`] walks the shuffled mini-batches and keeps
+//! the per-step losses and predictions on the device; [`validate`] scores the held-out part; the end of
+//! the epoch feeds the callbacks and hands everything to the [`Observer`], which saves the checkpoint.
 
-use crate::callbacks::{BestTracker, EarlyStopping, LrController, LrSchedule, Monitor};
-use crate::data::{Examples, to_inputs};
-use crate::evaluation::evaluate;
-use crate::fused_mlp::{AdamSettings, FusedMlp, Precision};
-use crate::model::ModelConfig;
+use crate::callbacks::{BestTracker, CallbackState, EarlyStopping, LrController, LrSchedule, Monitor};
+use crate::data::{Examples, Prepared, to_inputs};
+use crate::engine::{AdamSettings, Engine, Precision, TrainStep};
+use crate::evaluation::{Evaluation, evaluate};
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -17,6 +19,9 @@ use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
+    /// Which code computes a step (runs of earlier versions trained with the fused engine).
+    #[serde(default = "fused_for_old_runs")]
+    pub engine: Engine,
     /// `adam`, or `adamw` when `weight_decay` > 0 (decoupled weight decay).
     pub optimizer: String,
     pub learning_rate: f64,
@@ -39,13 +44,35 @@ pub struct TrainConfig {
     /// Arithmetic of the forward and backward passes (`f32`, or `bf16` mixed precision).
     #[serde(default)]
     pub precision: Precision,
+    /// Reshuffle the training part every epoch (Keras's `fit(shuffle=True)`); false walks it in file order.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
     /// The last fraction of the training files, before shuffling, is held out for validation.
     pub validation_split: f64,
     pub seed: i64,
-    /// Weight initialisation scheme of the Dense layers.
+    /// Weight initialisation scheme of the layers.
     pub weight_init: String,
     /// The device the run trained on (`cpu`, `cuda:0`, ...).
     pub device: String,
+}
+
+impl TrainConfig {
+    pub fn adam_settings(&self) -> AdamSettings {
+        AdamSettings {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
+fn fused_for_old_runs() -> Engine {
+    Engine::Fused
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -54,6 +81,7 @@ impl Default for TrainConfig {
         TrainConfig {
             epochs: 10,
             batch_size: 32,
+            engine: Engine::Autograd,
             optimizer: "adam".into(),
             learning_rate: 1e-3,
             adam_beta1: 0.9,
@@ -65,9 +93,11 @@ impl Default for TrainConfig {
             early_stopping: None,
             save_best: false,
             precision: Precision::F32,
+            shuffle: true,
             validation_split: 0.2,
             seed: 42,
-            weight_init: "pytorch-linear (kaiming-uniform a=sqrt(5), bias U(-1/sqrt(in), 1/sqrt(in)))".into(),
+            weight_init: "pytorch (kaiming-uniform a=sqrt(5): weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)))"
+                .into(),
             device: "cpu".into(),
         }
     }
@@ -98,6 +128,19 @@ impl EpochMetrics {
     }
 }
 
+/// A finished epoch, as the observer receives it.
+pub struct EpochEnd<'a> {
+    pub metrics: &'a EpochMetrics,
+    /// The model's variables, holding this epoch's weights.
+    pub vs: &'a nn::VarStore,
+    /// The optimizer's state (empty when the engine cannot export it).
+    pub optimizer_state: Vec<(String, Tensor)>,
+    /// The callbacks' progress, to continue them on resume.
+    pub callbacks: CallbackState,
+    /// The monitored metric is the best so far.
+    pub improved: bool,
+}
+
 /// Watches training: console progress, persistence of each epoch, interruption.
 pub trait Observer {
     fn start_epoch(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
@@ -108,15 +151,8 @@ pub trait Observer {
     }
     /// Called after each step; `running` is `(loss, accuracy)` on the steps asked for.
     fn step(&mut self, _step: usize, _running: Option<(f64, f64)>) {}
-    /// Called after each epoch with that epoch's weights in `vs` and the optimizer's state;
-    /// `improved` when the monitored metric is the best so far. An error stops training.
-    fn end_epoch(
-        &mut self,
-        _metrics: &EpochMetrics,
-        _vs: &nn::VarStore,
-        _optimizer: &FusedMlp,
-        _improved: bool,
-    ) -> Result<()> {
+    /// Called after each epoch. An error stops training.
+    fn end_epoch(&mut self, _end: EpochEnd) -> Result<()> {
         Ok(())
     }
     /// Polled after every step: `true` stops training once that step is done (Ctrl-C).
@@ -149,28 +185,27 @@ pub struct TrainReport {
     pub interrupted_in_epoch: Option<usize>,
 }
 
-/// The sets to train and validate on, already on the training device.
-pub struct TrainSets<'a> {
-    pub train: &'a Examples,
-    pub valid: &'a Examples,
-}
-
-/// Where training starts: epoch 1 of a new run, or later in a resumed one (with the optimizer state
-/// it saved, when there is one); and the tensors that must not change (fine-tuning).
+/// Where training starts: epoch 1 of a new run, or later in a resumed one with the callbacks' saved
+/// progress and, with early stopping, the best epoch's weights so far.
 #[derive(Default)]
 pub struct Start {
     pub first_epoch: usize,
-    pub optimizer_state: Option<Vec<(String, Tensor)>>,
-    pub frozen: Vec<String>,
+    pub callbacks: CallbackState,
+    pub best_weights: Option<Vec<(String, Tensor)>>,
 }
 
-/// Trains `net` (variables in `vs`, built from `model`) for epochs `start.first_epoch..=config.epochs`.
-/// Schedules count absolute epochs, so a resumed run continues where it stopped.
-pub fn train(
-    net: &impl ModuleT,
-    vs: &nn::VarStore,
-    model: &ModelConfig,
-    sets: TrainSets,
+/// The model being trained: its variables and the module that computes its logits.
+pub struct Model<'a> {
+    pub vs: &'a nn::VarStore,
+    pub net: &'a dyn ModuleT,
+}
+
+/// Trains for epochs `start.first_epoch..=config.epochs` with `step` on `data` (already on the training
+/// device). Schedules count absolute epochs, so a resumed run continues where it stopped.
+pub fn train<S: TrainStep + ?Sized>(
+    step: &mut S,
+    model: Model,
+    data: &Prepared,
     config: &TrainConfig,
     start: Start,
     observer: &mut dyn Observer,
@@ -179,87 +214,36 @@ pub fn train(
     ensure!(config.epochs > 0, "--epochs must be at least 1");
     ensure!(config.batch_size > 0, "--batch-size must be at least 1");
     ensure!(first_epoch <= config.epochs, "nothing to train: epoch {first_epoch} of {}", config.epochs);
-    let n = sets.train.len();
-    ensure!(n > 0, "no training examples");
-    let device = vs.device();
-    let adam = AdamSettings {
-        beta1: config.adam_beta1,
-        beta2: config.adam_beta2,
-        eps: config.adam_epsilon,
-        weight_decay: config.weight_decay,
-    };
-    let mut mlp = FusedMlp::new(vs, model, adam, config.precision, &start.frozen)?;
-    if let Some(state) = &start.optimizer_state {
-        mlp.load_optimizer_state(state)?;
-    }
-    let mut lr = LrController::new(config.lr_schedule, config.learning_rate, config.epochs, config.monitor);
-    let mut best = BestTracker::new(config.monitor, config.early_stopping);
+    ensure!(!data.train.is_empty(), "no training examples");
+    let mut lr = LrController::new(config.lr_schedule, config.learning_rate, config.epochs, config.monitor)
+        .with_progress(start.callbacks.plateau);
+    let mut best = BestTracker::new(config.monitor, config.early_stopping).with_progress(start.callbacks.best);
     // In memory for restore_best_weights: a copy of every variable at the best epoch.
-    let mut best_weights: Option<Vec<(String, Tensor)>> = None;
-    // A NaN loss is looked for every this many steps (one host read); the exact step is then found in
-    // the per-step losses, which stay on the device.
-    let nan_check_every = 50;
-
-    let batch = config.batch_size as i64;
-    let steps = ((n + batch - 1) / batch) as usize;
-    let mut report =
-        TrainReport { history: Vec::new(), outcome: Outcome::Completed, best_epoch: None, interrupted_in_epoch: None };
-    // Per-step loss sums and per-example predictions of the current epoch, on the device: the epoch's
-    // metrics are read back once at its end instead of every step.
-    let losses = Tensor::zeros([steps as i64], (Kind::Float, device));
-    let predictions = Tensor::zeros([n], (Kind::Int64, device));
+    let mut best_weights = start.best_weights;
+    let mut buffers = EpochBuffers::new(data.train.len(), config.batch_size as i64, data.train.images.device());
+    let mut report = TrainReport {
+        history: Vec::new(),
+        outcome: Outcome::Completed,
+        best_epoch: best.best_epoch(),
+        interrupted_in_epoch: None,
+    };
     for epoch in first_epoch..=config.epochs {
         let started = Instant::now();
         let rate = lr.lr_for(epoch);
-        observer.start_epoch(epoch, config.epochs, steps);
-        // One shuffle per epoch, drawn on the CPU generator so CPU and CUDA runs see the same order.
-        // Each step gathers its own rows (32 of them: as cheap as a view of a shuffled copy, without the
-        // copy's 37 MB). Seeded by epoch, so a resumed run sees the same order in epoch k as an
-        // uninterrupted one.
-        tch::manual_seed(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as i64));
-        let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu)).to_device(device);
-        let shuffled_labels = sets.train.labels.index_select(0, &order); // [n]
-        let mut checked = 0usize;
-        for step in 1..=steps {
-            let start = (step - 1) as i64 * batch;
-            let len = batch.min(n - start);
-            let rows = order.narrow(0, start, len);
-            let images = sets.train.images.index_select(0, &rows); // [len, pixels] u8
-            let labels = shuffled_labels.narrow(0, start, len);
-            let out = mlp.forward_backward(&to_inputs(&images), &labels)?; // logits [len, classes]
-            mlp.adam_step(rate)?;
-            tch::no_grad(|| -> Result<()> {
-                losses.get(step as i64 - 1).f_copy_(&out.loss_sum)?;
-                let _ = out.logits.f_argmax_out(&predictions.narrow(0, start, len), -1, false)?;
-                Ok(())
-            })?;
-            if step % nan_check_every == 0 || step == steps {
-                check_finite(&losses, checked, step, epoch)?;
-                checked = step;
-            }
-            let running =
-                observer.running_metrics_every().filter(|every| step % every == 0 || step == steps).map(|_| {
-                    let seen = start + len;
-                    let loss = losses.narrow(0, 0, step as i64).sum(Kind::Double).double_value(&[]) / seen as f64;
-                    let right =
-                        predictions.narrow(0, 0, seen).eq_tensor(&shuffled_labels.narrow(0, 0, seen)).sum(Kind::Int64);
-                    (loss, right.int64_value(&[]) as f64 / seen as f64)
-                });
-            observer.step(step, running);
-            if observer.interrupted() {
-                report.outcome = Outcome::Interrupted;
-                report.interrupted_in_epoch = Some(epoch);
-                return Ok(report);
-            }
-        }
-        let correct = predictions.eq_tensor(&shuffled_labels).sum(Kind::Int64).int64_value(&[]);
-        let loss_sum = losses.sum(Kind::Double).double_value(&[]);
-        let validation = evaluate(net, sets.valid, model.num_classes)?;
+        step.set_learning_rate(rate)?;
+        observer.start_epoch(epoch, config.epochs, buffers.steps);
+        let order = epoch_order(config, epoch, data.train.len(), data.train.images.device());
+        let Some((loss, accuracy)) = train_epoch(step, &data.train, &order, epoch, &mut buffers, observer)? else {
+            report.outcome = Outcome::Interrupted;
+            report.interrupted_in_epoch = Some(epoch);
+            return Ok(report);
+        };
+        let validation = validate(model.net, &data.valid, data.num_classes as i64)?;
         let metrics = EpochMetrics {
             epoch,
-            steps,
-            loss: loss_sum / n as f64,
-            accuracy: correct as f64 / n as f64,
+            steps: buffers.steps,
+            loss,
+            accuracy,
             val_loss: validation.loss,
             val_accuracy: validation.accuracy,
             lr: rate,
@@ -269,28 +253,136 @@ pub fn train(
         lr.observe(monitored);
         let verdict = best.observe(epoch, monitored);
         if verdict.improved && config.early_stopping.is_some() {
-            best_weights = Some(snapshot(vs));
+            best_weights = Some(snapshot(model.vs));
         }
-        observer.end_epoch(&metrics, vs, &mlp, verdict.improved)?;
+        let callbacks = CallbackState { plateau: lr.progress(), best: best.progress() };
+        let optimizer_state = step.optimizer_state()?;
+        observer.end_epoch(EpochEnd {
+            metrics: &metrics,
+            vs: model.vs,
+            optimizer_state,
+            callbacks,
+            improved: verdict.improved,
+        })?;
         report.history.push(metrics);
-        report.best_epoch = best.best_epoch;
+        report.best_epoch = best.best_epoch();
         if verdict.stop {
             report.outcome = Outcome::EarlyStopped;
             break;
         }
     }
     // Keras's restore_best_weights: the model ends with the best epoch's weights.
-    if let Some(weights) = best_weights {
-        restore(vs, &weights)?;
+    if let Some(weights) = best_weights.filter(|_| config.early_stopping.is_some()) {
+        restore(model.vs, &weights)?;
     }
     Ok(report)
+}
+
+/// The order of the training examples in `epoch`: a permutation drawn on the CPU generator, seeded by the
+/// run's seed and the epoch (so CPU and CUDA runs, and a resumed run, see the same order), or file order
+/// without shuffling. A Python script reproduces it: `torch.manual_seed(seed * 1000003 + epoch);
+/// torch.randperm(n)` (both use libtorch's CPU generator).
+pub fn epoch_order(config: &TrainConfig, epoch: usize, n: i64, device: Device) -> Tensor {
+    let order = if config.shuffle {
+        tch::manual_seed(shuffle_seed(config.seed, epoch));
+        Tensor::randperm(n, (Kind::Int64, Device::Cpu))
+    } else {
+        Tensor::arange(n, (Kind::Int64, Device::Cpu))
+    };
+    order.to_device(device)
+}
+
+/// The generator seed of an epoch's shuffle.
+pub fn shuffle_seed(seed: i64, epoch: usize) -> i64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(epoch as i64)
+}
+
+/// Per-step losses and per-example predictions of the current epoch, on the device: the epoch's
+/// metrics are read back once at its end instead of every step.
+struct EpochBuffers {
+    steps: usize,
+    batch: i64,
+    losses: Tensor,
+    predictions: Tensor,
+}
+
+impl EpochBuffers {
+    fn new(examples: i64, batch: i64, device: Device) -> EpochBuffers {
+        let steps = ((examples + batch - 1) / batch) as usize;
+        EpochBuffers {
+            steps,
+            batch,
+            losses: Tensor::zeros([steps as i64], (Kind::Float, device)),
+            predictions: Tensor::zeros([examples], (Kind::Int64, device)),
+        }
+    }
+}
+
+/// A NaN loss is looked for every this many steps (one host read); the exact step is then found in the
+/// per-step losses, which stay on the device.
+const NAN_CHECK_EVERY: usize = 50;
+
+/// One pass over `train` in `order`, a step per mini-batch (the last one takes the remainder, as Keras
+/// does). Returns the epoch's mean loss and accuracy, or `None` when the observer asked to stop.
+fn train_epoch<S: TrainStep + ?Sized>(
+    step: &mut S,
+    train: &Examples,
+    order: &Tensor,
+    epoch: usize,
+    buffers: &mut EpochBuffers,
+    observer: &mut dyn Observer,
+) -> Result<Option<(f64, f64)>> {
+    let n = train.len();
+    let labels = train.labels.f_index_select(0, order)?; // [n], in this epoch's order
+    let mut checked = 0;
+    for index in 1..=buffers.steps {
+        let start = (index - 1) as i64 * buffers.batch;
+        let len = buffers.batch.min(n - start);
+        let rows = order.narrow(0, start, len);
+        // Each step gathers its own rows: as cheap as a view of a shuffled copy, without the copy.
+        let images = train.images.f_index_select(0, &rows)?; // [len, pixels] u8
+        let out = step.step(&to_inputs(&images), &labels.narrow(0, start, len))?;
+        tch::no_grad(|| -> Result<()> {
+            buffers.losses.get(index as i64 - 1).f_copy_(&out.loss_sum)?;
+            let _ = out.logits.f_argmax_out(&buffers.predictions.narrow(0, start, len), -1, false)?;
+            Ok(())
+        })?;
+        if index % NAN_CHECK_EVERY == 0 || index == buffers.steps {
+            check_finite(&buffers.losses, checked, index, epoch)?;
+            checked = index;
+        }
+        let running = observer
+            .running_metrics_every()
+            .filter(|every| index % every == 0 || index == buffers.steps)
+            .map(|_| running_metrics(buffers, &labels, index, start + len))
+            .transpose()?;
+        observer.step(index, running);
+        if observer.interrupted() {
+            return Ok(None);
+        }
+    }
+    let correct = buffers.predictions.f_eq_tensor(&labels)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+    let loss_sum = buffers.losses.f_sum(Kind::Double)?.f_double_value(&[])?;
+    Ok(Some((loss_sum / n as f64, correct as f64 / n as f64)))
+}
+
+/// Mean loss and accuracy over the first `steps` steps (`seen` examples) of the epoch.
+fn running_metrics(buffers: &EpochBuffers, labels: &Tensor, steps: usize, seen: i64) -> Result<(f64, f64)> {
+    let loss = buffers.losses.narrow(0, 0, steps as i64).f_sum(Kind::Double)?.f_double_value(&[])? / seen as f64;
+    let right = buffers.predictions.narrow(0, 0, seen).f_eq_tensor(&labels.narrow(0, 0, seen))?.f_sum(Kind::Int64)?;
+    Ok((loss, right.f_int64_value(&[])? as f64 / seen as f64))
+}
+
+/// Scores the held-out part of the training files after an epoch.
+fn validate(net: &dyn ModuleT, valid: &Examples, num_classes: i64) -> Result<Evaluation> {
+    evaluate(net, valid, num_classes)
 }
 
 /// Fails, naming the first bad step, if a loss among steps `from+1..=to` of `epoch` is NaN or infinite
 /// (Keras's TerminateOnNaN).
 fn check_finite(losses: &Tensor, from: usize, to: usize, epoch: usize) -> Result<()> {
     let window = losses.narrow(0, from as i64, (to - from) as i64);
-    if window.isfinite().all().int64_value(&[]) == 1 {
+    if window.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1 {
         return Ok(());
     }
     let values = Vec::<f32>::try_from(&window.to_device(Device::Cpu))?;
@@ -303,11 +395,12 @@ fn check_finite(losses: &Tensor, from: usize, to: usize, epoch: usize) -> Result
 }
 
 /// A detached copy of every variable.
-fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+pub fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     vs.variables().into_iter().map(|(name, t)| (name, t.detach().copy())).collect()
 }
 
-fn restore(vs: &nn::VarStore, weights: &[(String, Tensor)]) -> Result<()> {
+/// Copies `weights` into the variables of the same names.
+pub fn restore(vs: &nn::VarStore, weights: &[(String, Tensor)]) -> Result<()> {
     let variables = vs.variables();
     for (name, saved) in weights {
         if let Some(var) = variables.get(name) {

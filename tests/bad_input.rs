@@ -243,7 +243,13 @@ fn evaluate_with_weights_from_another_architecture() {
     let config_path = dir.join("config.json");
     let config = std::fs::read_to_string(&config_path).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&config).unwrap();
+    // Another hidden width alone contradicts the layer list written beside it: one line says so.
     json["model"]["hidden"] = serde_json::json!([64]);
+    std::fs::write(&config_path, serde_json::to_string(&json).unwrap()).unwrap();
+    let run = mnist_tch(&["evaluate", "--model", dir.to_str().unwrap(), "--device", "cpu"]);
+    run.assert_clean_error(&["config.json", "\"layers\" do not match the 64-64-4 MLP"]);
+    // Without the layer list (as runs of earlier versions wrote it), the architecture is the fields'.
+    json["model"].as_object_mut().unwrap().remove("layers");
     std::fs::write(&config_path, serde_json::to_string(&json).unwrap()).unwrap();
     let run = mnist_tch(&["evaluate", "--model", dir.to_str().unwrap(), "--device", "cpu"]);
     run.assert_clean_error(&["model.safetensors", "tensor '1.bias' has shape [128]", "needs [64]"]);

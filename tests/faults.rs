@@ -77,7 +77,7 @@ fn ctrl_c_keeps_the_last_epoch_and_resume_continues() {
     assert!(stderr.contains("Interrupted in epoch"), "{stderr}");
     assert!(stderr.contains("train --resume"), "{stderr}");
     let config = RunConfig::load(&dir).unwrap();
-    assert_eq!(config.state.status, "interrupted");
+    assert_eq!(config.state.status, mnist_tch::run_dir::RunStatus::Interrupted);
     let completed = check_loadable(&dir).unwrap();
     assert!(completed >= 1 && completed < 50);
 
@@ -190,6 +190,6 @@ fn a_nan_loss_stops_training_naming_epoch_and_step() {
         "keeps the last completed epoch (0)",
     ]);
     let config = RunConfig::load(&fixture.path("run")).unwrap();
-    assert_eq!(config.state.status, "failed");
+    assert_eq!(config.state.status, mnist_tch::run_dir::RunStatus::Failed);
     assert_eq!(config.state.epochs_completed, 0);
 }

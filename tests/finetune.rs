@@ -177,23 +177,56 @@ fn labels_and_limit_select_what_they_say() {
 }
 
 #[test]
-fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
-    // Weights, Adam's state and the per-epoch data order all continue, so 2 + 2 epochs give exactly the
-    // metrics of 4 (wall time aside).
+fn an_interrupted_and_resumed_fused_run_equals_an_uninterrupted_one() {
+    // Weights, Adam's state (fused engine), the callbacks and the per-epoch data order all continue, so
+    // 2 + 2 epochs give exactly the metrics and weights of 4 (wall time aside).
+    let fixture = Fixture::new(false);
+    let flags = ["--engine", "fused", "--lr-schedule", "plateau:1:0.5"];
+    fixture.train("straight", &[&flags[..], &["--epochs", "4"]].concat()).assert_ok();
+    fixture.train("split", &[&flags[..], &["--epochs", "2"]].concat()).assert_ok();
+    let split = fixture.path("split");
+    let resumed = mnist_tch(&["train", "--resume", split.to_str().unwrap(), "--epochs", "4", "--device", "cpu"]);
+    resumed.assert_ok();
+    assert!(resumed.stdout.contains("(engine: fused)"), "{}", resumed.stdout);
+    assert!(resumed.stdout.contains("Adam's moment estimates and step count restored"), "{}", resumed.stdout);
+    assert_eq!(metric_columns(&fixture.path("straight")), metric_columns(&split));
+    let (a, b) = (weights(&fixture.path("straight")), weights(&split));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x.equal(y), "{name} differs");
+    }
+    let config = json(&split.join("config.json"));
+    assert_eq!(
+        config["state"]["resumes"],
+        serde_json::json!([{"after_epoch": 2, "engine": "fused", "optimizer": "restored"}])
+    );
+}
+
+#[test]
+fn a_resumed_autograd_run_continues_with_fresh_adam_moments_and_says_so() {
     let fixture = Fixture::new(false);
     fixture.train("straight", &["--epochs", "4"]).assert_ok();
     fixture.train("split", &["--epochs", "2"]).assert_ok();
     let split = fixture.path("split");
     let resumed = mnist_tch(&["train", "--resume", split.to_str().unwrap(), "--epochs", "4", "--device", "cpu"]);
     resumed.assert_ok();
-    assert!(resumed.stdout.contains("with its optimizer state"), "{}", resumed.stdout);
-    let columns = |dir: &Path| -> Vec<String> {
-        let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
-        csv.lines().map(|line| line.rsplit_once(',').unwrap().0.to_string()).collect()
-    };
-    assert_eq!(columns(&fixture.path("straight")), columns(&split));
-    let (a, b) = (weights(&fixture.path("straight")), weights(&split));
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x.equal(y), "{name} differs");
-    }
+    assert!(resumed.stdout.contains("(engine: autograd)"), "{}", resumed.stdout);
+    let line = resumed.stdout.lines().find(|l| l.starts_with("Optimizer: ")).unwrap_or_default();
+    assert!(line.contains("fresh moment estimates") && line.contains("tch-rs issue 360"), "{}", resumed.stdout);
+    let config = json(&split.join("config.json"));
+    assert_eq!(
+        config["state"]["resumes"],
+        serde_json::json!([{"after_epoch": 2, "engine": "autograd", "optimizer": "fresh"}])
+    );
+    assert_eq!(config["state"]["epochs_completed"], 4);
+    assert!(!split.join("optimizer.safetensors").exists(), "the autograd engine saves no optimizer state");
+    // The first two epochs are the same run; after the restart of Adam's moments the runs part ways.
+    let (straight, resumed) = (metric_columns(&fixture.path("straight")), metric_columns(&split));
+    assert_eq!(straight[..3], resumed[..3]);
+    assert_ne!(straight[3..], resumed[3..]);
+}
+
+/// Every column of metrics.csv but the last (`seconds`, wall time).
+fn metric_columns(dir: &Path) -> Vec<String> {
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    csv.lines().map(|line| line.rsplit_once(',').unwrap().0.to_string()).collect()
 }

@@ -6,6 +6,7 @@
 //!   MNIST_TCH_FUZZ_SECONDS=600 cargo test --release --test fuzz -- --ignored --nocapture
 
 use mnist_tch::idx::{self, IdxHeader, IdxKind};
+use mnist_tch::model::ModelConfig;
 use mnist_tch::run_dir::RunConfig;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -134,7 +135,10 @@ fn sample_config() -> RunConfig {
 fn check_config(dir: &std::path::Path, text: String) -> Result<(), TestCaseError> {
     std::fs::write(dir.join("config.json"), &text).unwrap();
     if let Ok(config) = RunConfig::load(dir) {
-        prop_assert!(config.model.validate().is_ok());
+        let m = &config.model;
+        prop_assert!(ModelConfig::new(m.arch, m.input_shape, m.hidden.clone(), m.num_classes, m.dropout).is_ok());
+        prop_assert!(m.output_shapes().is_ok());
+        prop_assert!(m.parameter_count() <= mnist_tch::model::MAX_PARAMETERS);
         prop_assert!(config.model.num_classes >= 2);
         prop_assert_eq!(config.data.class_names.len() as i64, config.model.num_classes);
         prop_assert!(config.model.input_dim() > 0);

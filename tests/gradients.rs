@@ -1,11 +1,16 @@
-//! The hand-written backward pass and Adam step of `fused_mlp.rs` against libtorch's autograd and the
+//! The hand-written backward pass and Adam step of the fused engine (`engine/fused.rs`) against libtorch's autograd and the
 //! textbook Adam formula.
 
-use mnist_tch::fused_mlp::{AdamSettings, FusedMlp, Precision};
-use mnist_tch::model::{self, ModelConfig};
+use mnist_tch::engine::fused::FusedMlp;
+use mnist_tch::engine::{AdamSettings, Precision, StepSettings};
+use mnist_tch::model::{self, Arch, ModelConfig};
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
 const ADAM: AdamSettings = AdamSettings { beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
+
+fn settings(precision: Precision, frozen: &[&str]) -> StepSettings {
+    StepSettings { adam: ADAM, precision, frozen: frozen.iter().map(|s| s.to_string()).collect() }
+}
 
 fn setup(config: &ModelConfig) -> (nn::VarStore, nn::SequentialT, Tensor, Tensor) {
     tch::manual_seed(3);
@@ -28,6 +33,7 @@ fn autograd_gradients(
     let variables = vs.variables();
     let params: Vec<Tensor> = config
         .dense_layers()
+        .unwrap()
         .iter()
         .flat_map(|l| [format!("{}.weight", l.name), format!("{}.bias", l.name)])
         .map(|name| variables[&name].shallow_clone())
@@ -38,10 +44,10 @@ fn autograd_gradients(
 
 #[test]
 fn backward_matches_autograd_for_deep_models() {
-    let config = ModelConfig { input_shape: [3, 4], hidden: vec![7, 5], num_classes: 3, dropout: 0.0 };
+    let config = ModelConfig::new(Arch::Mlp, [3, 4], vec![7, 5], 3, 0.0).unwrap();
     let (vs, net, x, y) = setup(&config);
     let expected = autograd_gradients(&vs, &net, &config, &x, &y);
-    let mut mlp = FusedMlp::new(&vs, &config, ADAM, Precision::F32, &[]).unwrap();
+    let mut mlp = FusedMlp::new(&vs, &config, settings(Precision::F32, &[])).unwrap();
     let out = mlp.forward_backward(&x, &y).unwrap();
     let diff = (mlp.flat_grads() - &expected).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "max gradient difference {diff}");
@@ -55,11 +61,11 @@ fn backward_matches_autograd_for_deep_models() {
 
 #[test]
 fn adam_step_follows_the_formula_and_frozen_tensors_stay_put() {
-    let config = ModelConfig { input_shape: [2, 2], hidden: vec![3], num_classes: 3, dropout: 0.0 };
+    let config = ModelConfig::new(Arch::Mlp, [2, 2], vec![3], 3, 0.0).unwrap();
     let (vs, _net, x, y) = setup(&config);
     let before: Vec<f32> = Vec::try_from(&vs.variables()["3.weight"].view(-1)).unwrap();
     let frozen_before: Vec<f32> = Vec::try_from(&vs.variables()["1.weight"].view(-1)).unwrap();
-    let mut mlp = FusedMlp::new(&vs, &config, ADAM, Precision::F32, &["1.weight".to_string()]).unwrap();
+    let mut mlp = FusedMlp::new(&vs, &config, settings(Precision::F32, &["1.weight"])).unwrap();
     let (lr, mut m, mut v) = (0.01f64, vec![0f64; 9], vec![0f64; 9]);
     let mut expected: Vec<f64> = before.iter().map(|&w| w as f64).collect();
     for t in 1..=3 {
@@ -86,10 +92,10 @@ fn adam_step_follows_the_formula_and_frozen_tensors_stay_put() {
 
 #[test]
 fn bf16_gradients_are_close_to_float32_ones() {
-    let config = ModelConfig { input_shape: [4, 4], hidden: vec![32], num_classes: 3, dropout: 0.0 };
+    let config = ModelConfig::new(Arch::Mlp, [4, 4], vec![32], 3, 0.0).unwrap();
     let (vs, net, x, y) = setup(&config);
     let expected = autograd_gradients(&vs, &net, &config, &x, &y);
-    let mut mlp = FusedMlp::new(&vs, &config, ADAM, Precision::Bf16, &[]).unwrap();
+    let mut mlp = FusedMlp::new(&vs, &config, settings(Precision::Bf16, &[])).unwrap();
     mlp.forward_backward(&x, &y).unwrap();
     assert_eq!(mlp.flat_grads().kind(), Kind::Float, "the gradient buffer stays float32");
     // bfloat16 keeps 8 bits of mantissa: relative error around 1%.

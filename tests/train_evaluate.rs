@@ -57,12 +57,22 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
             ("3.weight".into(), vec![4, 128]),
         ]
     );
-    // Atomic writes leave no temporary files behind.
-    let mut files: Vec<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    files.sort();
+    // Atomic writes leave no temporary files behind. The autograd engine (the default) has no optimizer
+    // state to save; the fused engine saves its Adam state beside the weights.
+    let files = |dir: &std::path::Path| {
+        let mut files: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        files.sort();
+        files
+    };
+    assert_eq!(files(&dir), vec!["config.json", "evaluation.json", "metrics.csv", "metrics.json", "model.safetensors"]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["training"]["engine"], "autograd");
+    fixture.train("fused", &["--engine", "fused", "--epochs", "1"]).assert_ok();
+    let fused = fixture.path("fused");
     assert_eq!(
-        files,
+        files(&fused),
         vec![
             "config.json",
             "evaluation.json",
@@ -72,6 +82,9 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
             "optimizer.safetensors"
         ]
     );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fused.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["training"]["engine"], "fused");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use crate::data;
 use crate::device::{DeviceSpec, device_name};
 use crate::evaluation::{Evaluation, evaluate, logits};
-use crate::run_dir::{load_run_weights, write_bytes_atomically};
+use crate::run_dir::{load_run_weights, write_atomically};
 use anyhow::{Result, ensure};
 use clap::Args;
 use serde_json::json;
@@ -61,8 +61,8 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let result = evaluate(&run.net, &test, model.num_classes)?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &args.dump_logits {
-        let bytes = crate::npy::encode_f32(&logits(&run.net, &test.images))?;
-        write_bytes_atomically(path, &bytes)?;
+        let logits = logits(&run.net, &test.images);
+        write_atomically(path, |tmp| Ok(logits.write_npy(tmp)?))?;
     }
     let names = &run.config.data.class_names;
     if args.json {
@@ -102,7 +102,7 @@ fn report_json(run: &Path, data: &Path, device: tch::Device, names: &[String], e
 }
 
 fn print_report(run: &Path, data: &Path, device: tch::Device, architecture: String, names: &[String], e: &Evaluation) {
-    println!("Model: {} ({architecture} MLP)", run.display());
+    println!("Model: {} ({architecture})", run.display());
     println!("Data: {} ({} test images)", data.display(), e.class_counts().iter().sum::<i64>());
     println!("Device: {}", device_name(device));
     println!("Test loss: {:.4}", e.loss);

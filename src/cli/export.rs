@@ -62,7 +62,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     write_bytes_atomically(&sidecar, format!("{}\n", serde_json::to_string_pretty(&info)?).as_bytes())?;
     let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     println!(
-        "Exported {} ({} MLP, {}, traced on {}) to {} ({:.1} KB) and its description to {}",
+        "Exported {} ({}, {}, traced on {}) to {} ({:.1} KB) and its description to {}",
         args.model.display(),
         run.config.model.describe(),
         if args.probabilities { "probabilities" } else { "logits" },

@@ -5,7 +5,8 @@ use super::{open_unit_interval, parse_min_delta_flag};
 use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
 use crate::data::{Selection, parse_labels};
 use crate::device::DeviceSpec;
-use crate::fused_mlp::Precision;
+use crate::engine::{Engine, Precision};
+use crate::jobs::DataRequest;
 use crate::progress::OutputMode;
 use crate::training::TrainConfig;
 use clap::Args;
@@ -46,6 +47,15 @@ pub struct DataFlags {
 impl DataFlags {
     pub fn selection(&self) -> Selection {
         Selection { labels: self.labels.clone(), limit: self.limit.map(|n| n as usize) }
+    }
+
+    pub fn request(&self) -> DataRequest {
+        DataRequest {
+            path: self.data.clone(),
+            selection: self.selection(),
+            class_names: self.class_names.clone(),
+            validation_split: self.validation_split,
+        }
     }
 }
 
@@ -98,30 +108,49 @@ pub struct FitFlags {
     /// float32 master weights, loss and Adam — mixed precision; fastest on GPUs and CPUs with bf16 units).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+
+    /// Which code computes a training step: autograd (libtorch's autograd and tch's nn::Adam, any
+    /// architecture) or fused (hand-written MLP backward pass and flat Adam, MLP and linear only).
+    /// Default: autograd for a new run; the parent's engine for --resume and finetune.
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
+
+    /// Walk the training part in file order every epoch instead of reshuffling it (Keras's
+    /// fit(shuffle=False)); with --save-initial, PyTorch can replay the run step for step.
+    #[arg(long)]
+    pub no_shuffle: bool,
+
+    /// Also write initial.safetensors into the run directory: the weights before the first step.
+    #[arg(long)]
+    pub save_initial: bool,
 }
 
 impl FitFlags {
-    /// The training config for these flags, with `learning_rate` and `validation_split` and the
-    /// device name from the command.
-    pub fn train_config(&self, learning_rate: f64, validation_split: f64, device: String) -> TrainConfig {
+    /// The training config for these flags, with `learning_rate` and `validation_split` from the
+    /// command (the device is filled in by the job).
+    pub fn train_config(&self, learning_rate: f64, validation_split: f64) -> TrainConfig {
         TrainConfig {
             epochs: self.epochs.map_or(TrainConfig::default().epochs, |n| n as usize),
             batch_size: self.batch_size as usize,
+            engine: self.engine.unwrap_or_default(),
+            shuffle: !self.no_shuffle,
             learning_rate,
             validation_split,
             seed: self.seed,
-            device,
             optimizer: if self.weight_decay > 0.0 { "adamw" } else { "adam" }.into(),
             weight_decay: self.weight_decay,
             lr_schedule: self.lr_schedule,
             monitor: self.monitor,
-            early_stopping: self
-                .early_stopping
-                .map(|patience| EarlyStopping { patience: patience as usize, min_delta: self.min_delta }),
+            early_stopping: self.early_stopping(),
             save_best: self.save_best,
             precision: self.precision,
             ..TrainConfig::default()
         }
+    }
+
+    /// The early-stopping settings these flags ask for.
+    pub fn early_stopping(&self) -> Option<EarlyStopping> {
+        self.early_stopping.map(|patience| EarlyStopping { patience: patience as usize, min_delta: self.min_delta })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The command line: clap definitions (their `///` comments are the `--help` text) and dispatch to
-//! one file per subcommand.
+//! one file per subcommand. Each subcommand file only turns flags into a request for the library and
+//! says how the command ended; `main` maps that to an exit code.
 
 mod evaluate;
 mod export;
@@ -11,9 +12,10 @@ mod summary;
 mod train;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// Train, evaluate and fine-tune the Keras MNIST tutorial's MLP on libtorch.
+/// Train, evaluate, fine-tune and export the Keras MNIST tutorial's models on libtorch.
 #[derive(Debug, Parser)]
 #[command(name = "mnist-tch", version, about, long_about = None)]
 pub struct Cli {
@@ -40,16 +42,64 @@ enum Command {
     Summary(summary::SummaryArgs),
 }
 
+/// How a command ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Done,
+    /// Training stopped at Ctrl-C or SIGTERM after saving its last completed epoch.
+    Interrupted,
+}
+
+/// A command line that parsed but asks for something that cannot be done (flags that do not apply
+/// together): one line on stderr, exit code 2 like the parser's own errors, and no usage line that
+/// would echo the user's flags back as if they were the syntax.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// Parses the command line and runs the subcommand.
-pub fn run() -> Result<()> {
-    match Cli::parse().command {
-        Command::Train(args) => train::run(args),
+pub fn run() -> Result<Finished> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let given = matches.subcommand().map(|(name, sub)| GivenFlags::of(name, sub)).unwrap_or_default();
+    match cli.command {
+        Command::Train(args) => train::run(args, &given),
         Command::Finetune(args) => finetune::run(args),
-        Command::Evaluate(args) => evaluate::run(args),
-        Command::Export(args) => export::run(args),
-        Command::Plot(args) => plot::run(args),
-        Command::Predict(args) => predict::run(args),
-        Command::Summary(args) => summary::run(args),
+        Command::Evaluate(args) => evaluate::run(args).map(|()| Finished::Done),
+        Command::Export(args) => export::run(args).map(|()| Finished::Done),
+        Command::Plot(args) => plot::run(args).map(|()| Finished::Done),
+        Command::Predict(args) => predict::run(args).map(|()| Finished::Done),
+        Command::Summary(args) => summary::run(args).map(|()| Finished::Done),
+    }
+}
+
+/// The flags a subcommand was given on the command line itself (not defaults, not the environment),
+/// as `--flag` spellings.
+#[derive(Debug, Default)]
+pub struct GivenFlags(Vec<String>);
+
+impl GivenFlags {
+    fn of(subcommand: &str, matches: &ArgMatches) -> GivenFlags {
+        let command = Cli::command();
+        let Some(command) = command.find_subcommand(subcommand) else { return GivenFlags::default() };
+        let flags = command
+            .get_arguments()
+            .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+            .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+            .collect();
+        GivenFlags(flags)
+    }
+
+    /// The given flags that are not in `allowed`.
+    pub fn except(&self, allowed: &[&str]) -> Vec<String> {
+        self.0.iter().filter(|flag| !allowed.contains(&flag.as_str())).cloned().collect()
     }
 }
 
@@ -82,7 +132,8 @@ fn unit_interval_from_zero(s: &str) -> Result<f64, String> {
 
 /// The Ctrl-C flag: SIGINT or SIGTERM sets it, and training finishes its step, keeps the last
 /// completed epoch and stops. A second signal while the flag is set ends the process at once (exit 1),
-/// for when a user really means it.
+/// for when a user really means it. Installed by the training commands only: elsewhere the signals
+/// keep their default action and stop the process at once.
 fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -97,13 +148,9 @@ fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     flag
 }
 
-/// A training job that was interrupted ends the process with an error status (130, like a shell's
-/// Ctrl-C) after its checkpoint was written; anything else that returned is a success.
-fn exit_status(report: &crate::fit::FitReport) -> Result<()> {
-    if report.outcome == crate::training::Outcome::Interrupted {
-        std::process::exit(130);
-    }
-    Ok(())
+/// How a training job ended, for `main`.
+fn finished(report: &crate::fit::FitReport) -> Finished {
+    if report.outcome == crate::training::Outcome::Interrupted { Finished::Interrupted } else { Finished::Done }
 }
 
 /// Parses a fraction strictly between 0 and 1 (the validation split).

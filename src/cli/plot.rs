@@ -1,12 +1,10 @@
 //! `mnist-tch plot RUN_DIR`: the learning curves from `metrics.json` and the confusion matrix from
 //! `evaluation.json`, drawn into the run directory (no data or model needed).
 
-use crate::evaluation::Evaluation;
-use crate::fit::draw_plots;
-use crate::run_dir::{self, RunConfig, load_metrics};
-use anyhow::{Context, Result};
+use crate::plot::draw_plots;
+use crate::run_dir::{self, EvaluationReport, RunConfig, load_metrics};
+use anyhow::Result;
 use clap::Args;
-use serde::Deserialize;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -16,32 +14,17 @@ pub struct PlotArgs {
     pub run: PathBuf,
 }
 
-/// The part of `evaluation.json` the plots need.
-#[derive(Deserialize)]
-struct SavedEvaluation {
-    loss: f64,
-    accuracy: f64,
-    confusion_matrix: Vec<Vec<i64>>,
-}
-
 pub fn run(args: PlotArgs) -> Result<()> {
     let config = RunConfig::load(&args.run)?;
     let history = load_metrics(&args.run)?;
-    let evaluation_path = args.run.join(run_dir::EVALUATION_FILE);
     // An interrupted run has curves but no test evaluation yet.
-    let test = if evaluation_path.exists() {
-        let text = std::fs::read_to_string(&evaluation_path)
-            .with_context(|| format!("{}: cannot read", evaluation_path.display()))?;
-        let saved: SavedEvaluation = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a valid evaluation", evaluation_path.display()))?;
-        Some(Evaluation { loss: saved.loss, accuracy: saved.accuracy, confusion: saved.confusion_matrix })
-    } else {
+    let test = EvaluationReport::load(&args.run)?.map(|report| report.evaluation());
+    if test.is_none() {
         eprintln!(
             "note: {} is missing (run not finished): drawing the learning curves only",
-            evaluation_path.display()
+            args.run.join(run_dir::EVALUATION_FILE).display()
         );
-        None
-    };
+    }
     for path in draw_plots(&args.run, &config, &history, test.as_ref())? {
         println!("Wrote {}", path.display());
     }

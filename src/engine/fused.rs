@@ -1,6 +1,7 @@
-//! The training step of the MLP with its backward pass written out, and Adam over flat buffers.
+//! The `fused` engine (opt-in, `--engine fused`): the MLP's training step with its backward pass written
+//! out, and Adam over flat buffers. MLP and linear models only.
 //!
-//! Why not `loss.backward()` + `nn::Adam`: for a model this small, the time of a step is mostly the
+//! Why, beside the `autograd` engine: for a model this small, the time of a step is mostly the
 //! number of libtorch calls, not arithmetic. Autograd records and replays ~15 nodes per step, and
 //! libtorch's Adam runs ~8 element-wise ops per parameter tensor (32 for this model). Here:
 //!
@@ -11,38 +12,18 @@
 //!   its slot of the flat gradient buffer (`mm_out`);
 //! - one Adam step is 7 element-wise ops over the flat buffers, whatever the number of layers.
 //!
-//! The gradients are checked against libtorch's autograd by a test (`tests/gradients.rs`), and the Adam
-//! update against the textbook formula. The optimizer state is plain tensors, so it is saved with each
-//! checkpoint and a resumed run continues with it.
+//! The gradients are checked against libtorch's autograd by a test (`tests/gradients.rs`), the Adam
+//! update against the textbook formula, and whole steps against the autograd engine (`tests/engines.rs`).
+//! The optimizer state is plain tensors, so it is saved with each checkpoint and a resumed run continues
+//! with it exactly.
 //!
 //! Shapes, for a batch of B examples: `x` `[B, D0]`; layer i has `W_i` `[D_i, D_{i-1}]`, `b_i` `[D_i]`;
 //! activations `a_i` `[B, D_i]`; logits `[B, K]`.
 
+use super::{AdamSettings, Engine, Precision, StepOutput, StepSettings, TrainStep};
 use crate::model::ModelConfig;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use tch::{Kind, Reduction, Tensor, nn};
-
-/// The arithmetic of the forward and backward passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// float32 throughout (the seed).
-    #[default]
-    F32,
-    /// bfloat16 matrix products and activations; the master weights, the loss, the gradients' buffer and
-    /// Adam stay float32 (mixed precision, as torch.autocast does).
-    Bf16,
-}
-
-/// Adam's hyperparameters, as in `TrainConfig`.
-#[derive(Debug, Clone, Copy)]
-pub struct AdamSettings {
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    /// Decoupled (AdamW) weight decay; 0 for plain Adam.
-    pub weight_decay: f64,
-}
 
 /// One Dense layer's views into the flat buffers.
 struct Layer {
@@ -66,6 +47,8 @@ pub struct FusedMlp {
     /// Adam steps taken so far (bias correction).
     pub steps: i64,
     adam: AdamSettings,
+    /// The learning rate of the next steps.
+    lr: f64,
     dropout: f64,
     /// Kind of the forward/backward arithmetic (Float, or BFloat16 for mixed precision).
     compute: Kind,
@@ -77,26 +60,23 @@ pub struct FusedMlp {
     minus_ones: Option<Tensor>,
 }
 
-/// What one step produced, kept on the device.
-pub struct StepOutput {
-    /// Sum of the per-example losses of the batch (a `[]` tensor).
-    pub loss_sum: Tensor,
-    /// Logits `[B, K]`.
-    pub logits: Tensor,
-}
-
 impl FusedMlp {
     /// Moves the variables of `vs` (built by `model::build` for `config`) into flat buffers; the variables
-    /// become views of them. `frozen` names tensors that must not change.
-    pub fn new(
-        vs: &nn::VarStore,
-        config: &ModelConfig,
-        adam: AdamSettings,
-        precision: Precision,
-        frozen: &[String],
-    ) -> Result<FusedMlp> {
+    /// become views of them. `settings.frozen` names tensors that must not change.
+    pub fn new(vs: &nn::VarStore, config: &ModelConfig, settings: StepSettings) -> Result<FusedMlp> {
+        let Some(dense) = config.dense_layers() else {
+            bail!(
+                "--engine fused trains MLP and linear models only, not a {}; use --engine autograd",
+                config.arch.name()
+            );
+        };
+        let StepSettings { adam, precision, frozen } = settings;
+        for name in &frozen {
+            let known =
+                dense.iter().any(|l| *name == format!("{}.weight", l.name) || *name == format!("{}.bias", l.name));
+            ensure!(known, "the model has no tensor '{name}' to freeze");
+        }
         let variables = vs.variables();
-        let dense = config.dense_layers();
         let total: i64 = dense.iter().map(|l| l.inputs * l.outputs + l.outputs).sum();
         let device = vs.device();
         let params = Tensor::zeros([total], (Kind::Float, device));
@@ -138,6 +118,7 @@ impl FusedMlp {
             grads,
             steps: 0,
             adam,
+            lr: 0.0,
             dropout: config.dropout,
             compute: match precision {
                 Precision::F32 => Kind::Float,
@@ -149,13 +130,14 @@ impl FusedMlp {
         })
     }
 
-    /// Forward and backward for one batch: `x` `[B, D0]` float, `y` `[B]` int64. Fills the flat
+    /// Forward and backward for one batch: `x` `[B, D0]` (or `[B, rows, cols]`) float, `y` `[B]` int64. Fills the flat
     /// gradient buffer with the gradient of the batch's **mean** cross-entropy.
     pub fn forward_backward(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
         tch::no_grad(|| self.forward_backward_inner(x, y))
     }
 
     fn forward_backward_inner(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
+        let x = &x.f_flatten(1, -1)?; // [B, rows, cols] or [B, D0] → [B, D0] (a view)
         let batch = x.size()[0];
         let mixed = self.compute != Kind::Float;
         // In mixed precision, one cast of the whole flat buffer per step gives low-precision views.
@@ -281,18 +263,35 @@ impl FusedMlp {
     pub fn flat_grads(&self) -> &Tensor {
         &self.grads
     }
+}
 
-    /// Adam's state as named tensors, to be saved with a checkpoint.
-    pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
-        vec![
+impl TrainStep for FusedMlp {
+    fn engine(&self) -> Engine {
+        Engine::Fused
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        self.lr = lr;
+        Ok(())
+    }
+
+    fn step(&mut self, inputs: &Tensor, labels: &Tensor) -> Result<StepOutput> {
+        let output = self.forward_backward(inputs, labels)?;
+        self.adam_step(self.lr)?;
+        Ok(output)
+    }
+
+    /// Adam's moment estimates and step count.
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(vec![
             ("exp_avg".into(), self.exp_avg.shallow_clone()),
             ("exp_avg_sq".into(), self.exp_avg_sq.shallow_clone()),
             ("steps".into(), Tensor::from_slice(&[self.steps])),
-        ]
+        ])
     }
 
-    /// Restores a state saved by [`optimizer_state`](Self::optimizer_state); shapes must match.
-    pub fn load_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    /// Restores a state saved by [`optimizer_state`](TrainStep::optimizer_state); shapes must match.
+    fn restore_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<bool> {
         let get = |name: &str| {
             state
                 .iter()
@@ -313,6 +312,6 @@ impl FusedMlp {
             Ok(())
         })?;
         self.steps = steps.f_int64_value(&[0])?;
-        Ok(())
+        Ok(true)
     }
 }

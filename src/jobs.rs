@@ -1,0 +1,375 @@
+//! The three ways a training job starts — a new run, a resumed run, a fine-tuned run — and the one
+//! sequence they share. The command line fills in a request; this module loads the data, builds the
+//! config and the model (always from the config), claims the run directory, prints the header and hands
+//! a [`FitJob`] to [`fit`].
+
+use crate::callbacks::{self, EarlyStopping};
+use crate::data::{self, Prepared, Selection};
+use crate::device::device_name;
+use crate::engine::Engine;
+use crate::evaluation::evaluate;
+use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
+use crate::model::{self, Arch, ModelConfig};
+use crate::progress::OutputMode;
+use crate::run_dir::{self, DataInfo, Lineage, RunConfig, ToolInfo};
+use crate::training::TrainConfig;
+use anyhow::{Context, Result, bail, ensure};
+use std::path::PathBuf;
+use tch::{Device, nn};
+
+/// How pixels become inputs; recorded in config.json so inference can do the same.
+pub const NORMALIZATION: &str = "pixel / 255 (inputs in [0, 1])";
+
+/// Which data a job reads, and which part of it.
+#[derive(Debug, Clone)]
+pub struct DataRequest {
+    pub path: PathBuf,
+    pub selection: Selection,
+    /// `auto`, `digits`, `fashion` or a comma-separated list.
+    pub class_names: String,
+    pub validation_split: f64,
+}
+
+impl DataRequest {
+    fn prepare(&self, num_classes: usize) -> Result<Prepared> {
+        data::prepare(&self.path, &self.selection, num_classes, &self.class_names, self.validation_split)
+    }
+}
+
+/// Where a new run goes.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// `None`: the first free `runs/trainN`.
+    pub out: Option<PathBuf>,
+    pub overwrite: bool,
+}
+
+/// `mnist-tch train`: a model from scratch.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub data: DataRequest,
+    /// Output units; every label must be below it (with `--labels`: their number instead).
+    pub num_classes: usize,
+    pub arch: Arch,
+    /// The MLP's hidden widths (default: the seed's 128).
+    pub hidden: Option<Vec<i64>>,
+    /// Default: the architecture's (0, or 0.5 for the convnet).
+    pub dropout: Option<f64>,
+    pub training: TrainConfig,
+    pub device: Device,
+    pub destination: Destination,
+    pub save_initial: bool,
+}
+
+/// A new run whose data is loaded and whose config is checked, not started yet.
+pub struct PlannedRun {
+    pub config: RunConfig,
+    data: Prepared,
+}
+
+/// Loads the data and builds the config of a new run; nothing is written.
+pub fn plan_new_run(request: &NewRun) -> Result<PlannedRun> {
+    let data = request.data.prepare(request.num_classes)?;
+    let hidden = match (request.arch, &request.hidden) {
+        (Arch::Mlp, None) => vec![128],
+        (_, hidden) => hidden.clone().unwrap_or_default(),
+    };
+    let model = ModelConfig::new(
+        request.arch,
+        [data.image_rows as i64, data.image_cols as i64],
+        hidden,
+        data.num_classes as i64,
+        request.dropout.unwrap_or(request.arch.default_dropout()),
+    )?;
+    let config = RunConfig {
+        tool: ToolInfo::default(),
+        model,
+        data: data_info(&request.data, &data),
+        training: TrainConfig { device: device_name(request.device), ..request.training.clone() },
+        lineage: None,
+        state: Default::default(),
+        result: None,
+    };
+    check_settings(&config, &data)?;
+    Ok(PlannedRun { config, data })
+}
+
+/// Trains a planned run from epoch 1.
+pub fn start_new_run(planned: PlannedRun, request: &NewRun, output: JobOutput) -> Result<FitReport> {
+    let out = claim_new_run_dir(&request.destination, output.mode)?;
+    print_header(output.mode, &planned.config, &planned.data, request.device, "new run");
+    tch::manual_seed(planned.config.training.seed);
+    let vs = nn::VarStore::new(request.device);
+    let net = model::build(&vs.root(), &planned.config.model);
+    let PlannedRun { config, data } = planned;
+    fit(FitJob { config, data, vs, net, out, resume: None, save_initial: request.save_initial, output })
+}
+
+/// `mnist-tch train --resume RUN_DIR`: the same run, continued.
+#[derive(Debug, Clone)]
+pub struct ResumeRun {
+    pub dir: PathBuf,
+    /// The new total number of epochs (default: the run's own, to finish an interrupted run).
+    pub epochs: Option<usize>,
+    pub device: Device,
+    /// Default: the run's own engine.
+    pub engine: Option<Engine>,
+    /// Keep the best epoch's weights from now on.
+    pub save_best: bool,
+    /// Stop early on the remaining epochs.
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
+    let dir = &request.dir;
+    let mut config = RunConfig::load(dir)?;
+    let completed = config.state.epochs_completed;
+    let target = request.epochs.unwrap_or(config.training.epochs);
+    ensure!(
+        target > completed,
+        "{}: already trained {completed} epochs; pass --epochs N with N > {completed} to train more",
+        dir.display()
+    );
+    config.training.epochs = target;
+    config.training.device = device_name(request.device);
+    config.training.engine = request.engine.unwrap_or(config.training.engine);
+    config.training.save_best |= request.save_best;
+    if request.early_stopping.is_some() {
+        config.training.early_stopping = request.early_stopping;
+    }
+    let data = data::prepare(
+        &config.data.dir,
+        &config.data.selection,
+        config.model.num_classes as usize,
+        &config.data.class_names.join(","),
+        config.training.validation_split,
+    )
+    .with_context(|| format!("reloading the data of {}", dir.display()))?;
+    check_settings(&config, &data)?;
+    let mut history =
+        run_dir::load_metrics(dir).or_else(|err| if completed == 0 { Ok(Vec::new()) } else { Err(err) })?;
+    history.truncate(completed);
+    // A run killed before its first epoch ended has saved nothing but its config: it starts from
+    // epoch 1 with the initial weights of its seed, as it did the first time.
+    tch::manual_seed(config.training.seed);
+    let mut vs = nn::VarStore::new(request.device);
+    let net = model::build(&vs.root(), &config.model);
+    if completed > 0 {
+        run_dir::load_weights(&mut vs, &dir.join(run_dir::WEIGHTS_FILE))?;
+    }
+    let best_weights = match (config.training.early_stopping, config.state.best_epoch) {
+        (Some(_), Some(_)) => Some(run_dir::load_tensors(&dir.join(run_dir::BEST_WEIGHTS_FILE))?),
+        _ => None,
+    };
+    let optimizer_state = run_dir::load_optimizer_state(dir, completed)?;
+    if output.mode != OutputMode::Quiet {
+        println!(
+            "Resuming {} after epoch {completed}, up to epoch {target} (engine: {})",
+            dir.display(),
+            config.training.engine.name()
+        );
+    }
+    print_header(output.mode, &config, &data, request.device, "resumed run");
+    let resume = ResumePoint { history, optimizer_state, best_weights };
+    let out = dir.to_path_buf();
+    fit(FitJob { config, data, vs, net, out, resume: Some(resume), save_initial: false, output })
+}
+
+/// `mnist-tch finetune --from RUN_DIR`: a new run that starts from a trained one.
+#[derive(Debug, Clone)]
+pub struct FinetuneRun {
+    pub from: PathBuf,
+    pub data: DataRequest,
+    /// `none`, `hidden` (everything but the output layer), or layer/tensor names.
+    pub freeze: String,
+    pub reinit_head: bool,
+    /// Default: the parent's engine.
+    pub engine: Option<Engine>,
+    pub training: TrainConfig,
+    pub device: Device,
+    pub destination: Destination,
+    pub save_initial: bool,
+}
+
+pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
+    let parent = RunConfig::load(&request.from)?;
+    let data = request.data.prepare(parent.model.num_classes as usize)?;
+    let image_shape = [data.image_rows as i64, data.image_cols as i64];
+    if image_shape != parent.model.input_shape {
+        bail!(
+            "{}: images are {}x{}, the model in {} takes {}x{}",
+            request.data.path.display(),
+            image_shape[0],
+            image_shape[1],
+            request.from.display(),
+            parent.model.input_shape[0],
+            parent.model.input_shape[1]
+        );
+    }
+    let model = parent.model.with_classes(data.num_classes as i64)?;
+    let head = model.weight_layers().last().cloned().unwrap_or_default();
+    let reinit_head = request.reinit_head || model.num_classes != parent.model.num_classes;
+    let head_tensors = if reinit_head { vec![format!("{head}.weight"), format!("{head}.bias")] } else { vec![] };
+
+    // The new head is drawn from the seed; everything else is the parent's.
+    tch::manual_seed(request.training.seed);
+    let mut vs = nn::VarStore::new(request.device);
+    let net = model::build(&vs.root(), &model);
+    run_dir::load_weights_except(&mut vs, &request.from.join(run_dir::WEIGHTS_FILE), &head_tensors)?;
+    let frozen = frozen_tensors(&request.freeze, &model, &vs)?;
+    let test_on_device = data.test.to_device(request.device);
+    let before = evaluate(&net, &test_on_device, model.num_classes)?;
+    drop(test_on_device);
+    let training = TrainConfig {
+        device: device_name(request.device),
+        engine: request.engine.unwrap_or(parent.training.engine),
+        ..request.training.clone()
+    };
+    let config = RunConfig {
+        tool: ToolInfo::default(),
+        data: data_info(&request.data, &data),
+        training,
+        lineage: Some(Lineage {
+            parent: std::fs::canonicalize(&request.from).unwrap_or_else(|_| request.from.clone()),
+            parent_model: format!("{}, {} classes", parent.model.describe(), parent.model.num_classes),
+            parent_data: parent.data.dir.clone(),
+            frozen: frozen.clone(),
+            reinit_head,
+            accuracy_before: before.accuracy,
+        }),
+        model,
+        state: Default::default(),
+        result: None,
+    };
+    check_settings(&config, &data)?;
+    let out = claim_new_run_dir(&request.destination, output.mode)?;
+    print_header(output.mode, &config, &data, request.device, &format!("fine-tuned from {}", request.from.display()));
+    if output.mode != OutputMode::Quiet {
+        println!(
+            "Fine-tuning {}: {}, frozen: {}",
+            request.from.display(),
+            if reinit_head { "new output layer" } else { "output layer from the parent" },
+            if frozen.is_empty() { "nothing".to_string() } else { frozen.join(", ") }
+        );
+        if !reinit_head && config.data.class_names != parent.data.class_names {
+            eprintln!(
+                "note: the classes ({}) are not the parent's ({}) but keep its output layer; \
+                 --reinit-head starts the head afresh",
+                config.data.class_names.join(", "),
+                parent.data.class_names.join(", ")
+            );
+        }
+        println!("Test accuracy before fine-tuning: {:.4}", before.accuracy);
+    }
+    fit(FitJob { config, data, vs, net, out, resume: None, save_initial: request.save_initial, output })
+}
+
+/// The tensor names `--freeze` selects, in name order: `none`, `hidden` (every layer with weights but
+/// the output layer), or a comma-separated list of layer names (`1`) and tensor names (`1.weight`).
+fn frozen_tensors(spec: &str, model: &ModelConfig, vs: &nn::VarStore) -> Result<Vec<String>> {
+    let layers = model.weight_layers();
+    let all: Vec<String> = {
+        let mut names: Vec<String> = vs.variables().into_keys().collect();
+        names.sort();
+        names
+    };
+    let of_layer = |layer: &str| all.iter().filter(|n| n.split('.').next() == Some(layer)).cloned().collect::<Vec<_>>();
+    let mut frozen: Vec<String> = match spec {
+        "none" => vec![],
+        "hidden" => layers[..layers.len().saturating_sub(1)].iter().flat_map(|l| of_layer(l)).collect(),
+        list => {
+            let mut names = Vec::new();
+            for item in list.split(',').map(str::trim) {
+                let matched = if item.contains('.') {
+                    all.iter().filter(|n| *n == item).cloned().collect()
+                } else {
+                    of_layer(item)
+                };
+                if matched.is_empty() {
+                    bail!(
+                        "--freeze {spec}: no layer or tensor '{item}'; this model has layers {} (tensors {})",
+                        layers.join(", "),
+                        all.join(", ")
+                    );
+                }
+                names.extend(matched);
+            }
+            names
+        }
+    };
+    frozen.sort();
+    frozen.dedup();
+    if frozen.len() == all.len() {
+        bail!("--freeze {spec} freezes every layer: nothing would be trained");
+    }
+    Ok(frozen)
+}
+
+/// Refuses settings that cannot train: a schedule that never acts, a batch larger than the training part.
+fn check_settings(config: &RunConfig, data: &Prepared) -> Result<()> {
+    callbacks::check(config.training.lr_schedule, config.training.epochs)?;
+    let train_len = data.train.len();
+    ensure!(
+        config.training.batch_size as i64 <= train_len,
+        "--batch-size {} is larger than the {train_len} training examples left after the validation split",
+        config.training.batch_size
+    );
+    if config.training.engine == Engine::Fused && config.model.dense_layers().is_none() {
+        bail!(
+            "--engine fused trains MLP and linear models only, not a {}; use --engine autograd",
+            config.model.arch.name()
+        );
+    }
+    Ok(())
+}
+
+/// Creates the directory of a new run before anything is trained, so a bad `--out` costs nothing.
+/// Under `--quiet`, a directory chosen here is named on stderr (stdout keeps its one line).
+fn claim_new_run_dir(destination: &Destination, mode: OutputMode) -> Result<PathBuf> {
+    let out = match &destination.out {
+        Some(out) => out.clone(),
+        None => {
+            let out = run_dir::next_free_run_dir(&PathBuf::from("runs"));
+            if mode == OutputMode::Quiet {
+                eprintln!("Run directory: {}", out.display());
+            }
+            out
+        }
+    };
+    run_dir::prepare_new_run_dir(&out, destination.overwrite)?;
+    Ok(out)
+}
+
+/// The `data` part of `config.json`.
+fn data_info(request: &DataRequest, data: &Prepared) -> DataInfo {
+    DataInfo {
+        // Absolute, so `evaluate` finds the data from any working directory.
+        dir: std::fs::canonicalize(&request.path).unwrap_or_else(|_| request.path.clone()),
+        class_names: data.class_names.clone(),
+        train_examples: data.train.len() as usize,
+        validation_examples: data.valid.len() as usize,
+        test_examples: data.test.len() as usize,
+        normalization: NORMALIZATION.into(),
+        selection: request.selection.clone(),
+    }
+}
+
+/// Device, data and model lines before training.
+fn print_header(mode: OutputMode, config: &RunConfig, data: &Prepared, device: Device, title: &str) {
+    if mode == OutputMode::Quiet {
+        return;
+    }
+    println!("Device: {}", device_name(device));
+    println!(
+        "Data: {} - {} training, {} validation, {} test images of {}x{}, {} classes",
+        config.data.dir.display(),
+        data.train.len(),
+        data.valid.len(),
+        data.test.len(),
+        data.image_rows,
+        data.image_cols,
+        data.num_classes
+    );
+    print!("{}", model::summary(&config.model, title, &config.frozen_tensors()));
+    println!("Engine: {}", config.training.engine.name());
+}
