@@ -9,6 +9,7 @@ use crate::device::device_name;
 use crate::engine::Engine;
 use crate::evaluation::evaluate;
 use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
+use crate::lock::{self, RunLock};
 use crate::model::{self, Arch, ModelConfig};
 use crate::progress::OutputMode;
 use crate::run_dir::{self, DataInfo, Lineage, RunConfig, ToolInfo};
@@ -96,7 +97,7 @@ pub fn plan_new_run(request: &NewRun) -> Result<PlannedRun> {
 
 /// Trains a planned run from epoch 1.
 pub fn start_new_run(planned: PlannedRun, request: &NewRun, output: JobOutput) -> Result<FitReport> {
-    let out = claim_new_run_dir(&request.destination, output.mode)?;
+    let (out, _lock) = claim_new_run_dir(&request.destination, output.mode)?;
     print_header(output.mode, &planned.config, &planned.data, request.device, "new run");
     tch::manual_seed(planned.config.training.seed);
     let vs = nn::VarStore::new(request.device);
@@ -122,6 +123,10 @@ pub struct ResumeRun {
 
 pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     let dir = &request.dir;
+    if !dir.join(run_dir::CONFIG_FILE).is_file() {
+        RunConfig::load(dir)?; // says why this is not a run directory, before anything is written there
+    }
+    let _lock = lock::lock_for_writing(dir)?;
     let mut config = RunConfig::load(dir)?;
     let completed = config.state.epochs_completed;
     let target = request.epochs.unwrap_or(config.training.epochs);
@@ -133,9 +138,17 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     config.training.epochs = target;
     config.training.device = device_name(request.device);
     config.training.engine = request.engine.unwrap_or(config.training.engine);
+    // --save-best and --early-stopping added on resume act on the remaining epochs: the best epoch is
+    // looked for among them (earlier ones have no saved weights to restore).
+    let newly_watched = (request.save_best && !config.training.save_best)
+        || (request.early_stopping.is_some() && config.training.early_stopping.is_none());
     config.training.save_best |= request.save_best;
     if request.early_stopping.is_some() {
         config.training.early_stopping = request.early_stopping;
+    }
+    if newly_watched {
+        config.state.callbacks.best = Default::default();
+        config.state.best_epoch = None;
     }
     let data = data::prepare(
         &config.data.dir,
@@ -242,7 +255,7 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
         result: None,
     };
     check_settings(&config, &data)?;
-    let out = claim_new_run_dir(&request.destination, output.mode)?;
+    let (out, _lock) = claim_new_run_dir(&request.destination, output.mode)?;
     print_header(output.mode, &config, &data, request.device, &format!("fine-tuned from {}", request.from.display()));
     if output.mode != OutputMode::Quiet {
         println!(
@@ -323,9 +336,10 @@ fn check_settings(config: &RunConfig, data: &Prepared) -> Result<()> {
     Ok(())
 }
 
-/// Creates the directory of a new run before anything is trained, so a bad `--out` costs nothing.
-/// Under `--quiet`, a directory chosen here is named on stderr (stdout keeps its one line).
-fn claim_new_run_dir(destination: &Destination, mode: OutputMode) -> Result<PathBuf> {
+/// Creates the directory of a new run and takes its lock before anything is trained, so a bad `--out`
+/// costs nothing and no other process writes it meanwhile. Under `--quiet`, a directory chosen here is
+/// named on stderr (stdout keeps its one line).
+fn claim_new_run_dir(destination: &Destination, mode: OutputMode) -> Result<(PathBuf, RunLock)> {
     let out = match &destination.out {
         Some(out) => out.clone(),
         None => {
@@ -336,8 +350,8 @@ fn claim_new_run_dir(destination: &Destination, mode: OutputMode) -> Result<Path
             out
         }
     };
-    run_dir::prepare_new_run_dir(&out, destination.overwrite)?;
-    Ok(out)
+    let lock = run_dir::prepare_new_run_dir(&out, destination.overwrite)?;
+    Ok((out, lock))
 }
 
 /// The `data` part of `config.json`.

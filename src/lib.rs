@@ -18,6 +18,7 @@
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
 //! - [`run_dir`]: the run directory (config, weights, metrics), written atomically.
+//! - [`lock`]: one writer per run directory.
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`progress`]: Keras-like console output.
 //! - [`cli`]: the command line, one file per subcommand.
@@ -33,6 +34,7 @@ pub mod fit;
 pub mod idx;
 pub mod inference;
 pub mod jobs;
+pub mod lock;
 pub mod model;
 pub mod plot;
 pub mod preprocess;

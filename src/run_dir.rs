@@ -10,6 +10,7 @@
 use crate::callbacks::CallbackState;
 use crate::engine::Engine;
 use crate::evaluation::Evaluation;
+use crate::lock::{self, RunLock};
 use crate::model::ModelConfig;
 use crate::training::{EpochMetrics, TrainConfig};
 use anyhow::{Context, Result, bail, ensure};
@@ -221,6 +222,13 @@ impl RunConfig {
         })?;
         let config: RunConfig =
             serde_json::from_str(&text).with_context(|| format!("{}: not a valid mnist-tch config", path.display()))?;
+        if let Some(pid) = lock::writer(dir) {
+            eprintln!(
+                "note: {} is still being trained by process {pid}: reading it as of its last completed epoch ({})",
+                dir.display(),
+                config.state.epochs_completed
+            );
+        }
         ensure!(
             config.data.class_names.len() as i64 == config.model.num_classes,
             "{}: {} class names for {} classes",
@@ -465,11 +473,13 @@ pub fn next_free_run_dir(parent: &Path) -> PathBuf {
     (1..).map(|n| parent.join(format!("train{n}"))).find(|p| !p.exists()).unwrap_or_else(|| parent.join("train"))
 }
 
-/// Creates `dir` for a new run, refusing to overwrite a previous run's files unless asked to.
-pub fn prepare_new_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
+/// Creates `dir` for a new run and locks it for writing, refusing to overwrite a previous run's files
+/// unless asked to, and a run another process is writing in any case.
+pub fn prepare_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
     let holds_run = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE].iter().any(|f| dir.join(f).exists());
     if holds_run && !overwrite {
         bail!("{}: already holds a run; choose another --out or pass --overwrite", dir.display());
     }
-    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the run directory", dir.display()))
+    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the run directory", dir.display()))?;
+    lock::lock_for_writing(dir)
 }

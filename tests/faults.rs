@@ -193,3 +193,75 @@ fn a_nan_loss_stops_training_naming_epoch_and_step() {
     assert_eq!(config.state.status, mnist_tch::run_dir::RunStatus::Failed);
     assert_eq!(config.state.epochs_completed, 0);
 }
+
+#[test]
+fn a_run_being_trained_has_one_writer_and_readers_are_told() {
+    let fixture = Fixture::new(false);
+    let dir = fixture.path("run");
+    let mut first = spawn_training(&fixture, "run", &["--epochs", "100000"]);
+    wait_for_epochs(&dir, 1, &mut first);
+    let pid = first.id().to_string();
+    // A second writer, by resume or by --overwrite, gets one line naming the holder.
+    let resume = mnist_tch(&["train", "--resume", dir.to_str().unwrap(), "--epochs", "100001", "--device", "cpu"]);
+    resume.assert_clean_error(&[dir.to_str().unwrap(), &format!("being written by process {pid}")]);
+    fixture.train("run", &["--overwrite"]).assert_clean_error(&[&format!("being written by process {pid}")]);
+    // Readers keep working and say the run is still training.
+    let summary = mnist_tch(&["summary", "--model", dir.to_str().unwrap()]);
+    summary.assert_ok();
+    assert!(summary.stderr.contains(&format!("still being trained by process {pid}")), "{}", summary.stderr);
+    let evaluate = mnist_tch(&["evaluate", "--model", dir.to_str().unwrap(), "--device", "cpu"]);
+    evaluate.assert_ok();
+    assert!(evaluate.stderr.contains("still being trained"), "{}", evaluate.stderr);
+    // Once the first writer has stopped, the run can be resumed.
+    signal(&first, "-TERM");
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let completed = RunConfig::load(&dir).unwrap().state.epochs_completed;
+    let target = (completed + 1).to_string();
+    mnist_tch(&["train", "--resume", dir.to_str().unwrap(), "--epochs", &target, "--device", "cpu"]).assert_ok();
+    let after = mnist_tch(&["summary", "--model", dir.to_str().unwrap()]);
+    assert!(!after.stderr.contains("still being trained"), "{}", after.stderr);
+}
+
+#[test]
+fn a_run_killed_before_its_first_epoch_says_so_and_resumes_from_epoch_1() {
+    // What kill -9 during epoch 1 leaves: the config of a run in training, no weights, no metrics.
+    let fixture = Fixture::new(false);
+    fixture.train("straight", &["--epochs", "2"]).assert_ok();
+    fixture.train("killed", &["--epochs", "2"]).assert_ok();
+    let dir = fixture.path("killed");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["state"] = serde_json::json!({"status": "training", "epochs_completed": 0, "best_epoch": null});
+    config["result"] = serde_json::Value::Null;
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    for file in ["model.safetensors", "metrics.csv", "metrics.json", "evaluation.json"] {
+        std::fs::remove_file(dir.join(file)).unwrap();
+    }
+    let run = dir.to_str().unwrap();
+    let expected = ["killed", "no completed epoch yet", "train --resume"];
+    mnist_tch(&["evaluate", "--model", run, "--device", "cpu"]).assert_clean_error(&expected);
+    mnist_tch(&["export", "--model", run, "--out", fixture.path("m.pt").to_str().unwrap()])
+        .assert_clean_error(&expected);
+    let picture = fixture.path("p.png");
+    image_file(&picture);
+    mnist_tch(&["predict", "--model", run, picture.to_str().unwrap()]).assert_clean_error(&expected);
+    // Resumed, it trains from epoch 1 with its seed's initial weights: the run it would have been.
+    let resumed = mnist_tch(&["train", "--resume", run, "--device", "cpu"]);
+    resumed.assert_ok();
+    assert!(resumed.stdout.contains("after epoch 0, up to epoch 2"), "{}", resumed.stdout);
+    let columns = |dir: &Path| -> Vec<String> {
+        let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        csv.lines().map(|line| line.rsplit_once(',').unwrap().0.to_string()).collect()
+    };
+    assert_eq!(columns(&dir), columns(&fixture.path("straight")));
+}
+
+/// A small grey picture for predict.
+fn image_file(path: &Path) {
+    let pixels: Vec<u8> = (0..64).map(|i| if (18..46).contains(&i) { 255 } else { 0 }).collect();
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(file, 8, 8);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.write_header().unwrap().write_image_data(&pixels).unwrap();
+}

@@ -230,3 +230,44 @@ fn metric_columns(dir: &Path) -> Vec<String> {
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     csv.lines().map(|line| line.rsplit_once(',').unwrap().0.to_string()).collect()
 }
+
+#[test]
+fn resume_honours_save_best_and_early_stopping_and_refuses_the_rest_in_one_line() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "2"]).assert_ok();
+    let dir = fixture.path("run");
+    let run = dir.to_str().unwrap();
+    // Flags that would change the run: refused together, in one line, exit 2, no usage echoing them.
+    let refused =
+        mnist_tch(&["train", "--resume", run, "--epochs", "4", "--seed", "3", "--batch-size", "8", "--hidden", "64"]);
+    assert_eq!(refused.code(), Some(2), "{}", refused.stderr);
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+    let (flags, _) = refused.stderr.split_once(" cannot change a resumed run").expect("the refusal");
+    for flag in ["--batch-size", "--seed", "--hidden"] {
+        assert!(flags.contains(flag), "{}", refused.stderr);
+    }
+    assert!(!refused.stderr.contains("Usage"), "{}", refused.stderr);
+    let data = fixture.data();
+    let refused = mnist_tch(&["train", "--resume", run, "--data", data.to_str().unwrap(), "--lr-schedule", "cosine"]);
+    assert_eq!(refused.code(), Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("--data, --lr-schedule cannot change"), "{}", refused.stderr);
+    assert_eq!(json(&dir.join("config.json"))["state"]["epochs_completed"], 2, "nothing was trained");
+    // --save-best and --early-stopping apply to the remaining epochs.
+    let resumed = mnist_tch(&[
+        "train",
+        "--resume",
+        run,
+        "--epochs",
+        "4",
+        "--save-best",
+        "--early-stopping",
+        "5",
+        "--device",
+        "cpu",
+    ]);
+    resumed.assert_ok();
+    let config = json(&dir.join("config.json"));
+    assert_eq!(config["training"]["save_best"], true);
+    assert_eq!(config["training"]["early_stopping"]["patience"], 5);
+    assert!(dir.join("best.safetensors").exists(), "--save-best on resume writes best.safetensors");
+}

@@ -65,7 +65,10 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
         files.sort();
         files
     };
-    assert_eq!(files(&dir), vec!["config.json", "evaluation.json", "metrics.csv", "metrics.json", "model.safetensors"]);
+    assert_eq!(
+        files(&dir),
+        vec![".lock", "config.json", "evaluation.json", "metrics.csv", "metrics.json", "model.safetensors"]
+    );
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["training"]["engine"], "autograd");
