@@ -28,14 +28,19 @@ impl Lcg {
 /// `count` images where class `c` lights up row-band `c` (rows 2c, 2c+1) over noise, and their
 /// labels. Easy to learn, impossible to get right by chance.
 pub fn synthetic(count: u32, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    synthetic_of_side(count, seed, SIDE)
+}
+
+/// [`synthetic`] with images of `side` x `side` pixels (a CNN needs at least 10x10).
+pub fn synthetic_of_side(count: u32, seed: u64, side: u32) -> (Vec<u8>, Vec<u8>) {
     let mut rng = Lcg(seed);
-    let mut pixels = Vec::with_capacity((count * SIDE * SIDE) as usize);
+    let mut pixels = Vec::with_capacity((count * side * side) as usize);
     let mut labels = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let class = rng.next() % CLASSES;
         labels.push(class);
-        for row in 0..SIDE {
-            for _ in 0..SIDE {
+        for row in 0..side {
+            for _ in 0..side {
                 let lit = row / 2 == u32::from(class);
                 let noise = rng.next() % 100;
                 pixels.push(if lit { 155 + noise } else { noise });
@@ -55,12 +60,16 @@ pub struct Files {
 
 impl Files {
     pub fn synthetic(train: u32, test: u32) -> Files {
-        let (train_pixels, train_labels) = synthetic(train, 1);
-        let (test_pixels, test_labels) = synthetic(test, 2);
+        Files::synthetic_of_side(train, test, SIDE)
+    }
+
+    pub fn synthetic_of_side(train: u32, test: u32, side: u32) -> Files {
+        let (train_pixels, train_labels) = synthetic_of_side(train, 1, side);
+        let (test_pixels, test_labels) = synthetic_of_side(test, 2, side);
         Files {
-            train_images: encode(IdxKind::Images, &[train, SIDE, SIDE], &train_pixels),
+            train_images: encode(IdxKind::Images, &[train, side, side], &train_pixels),
             train_labels: encode(IdxKind::Labels, &[train], &train_labels),
-            test_images: encode(IdxKind::Images, &[test, SIDE, SIDE], &test_pixels),
+            test_images: encode(IdxKind::Images, &[test, side, side], &test_pixels),
             test_labels: encode(IdxKind::Labels, &[test], &test_labels),
         }
     }
