@@ -70,7 +70,7 @@ def parity_checks(run_dir: Path, data_dir: Path, config: dict, torch_accuracy: f
     logits_path, module_path = out / "mnist-tch-logits.npy", out / "model.pt"
     for command in ([str(binary), "evaluate", "--model", str(run_dir), "--data", str(data_dir), "--device", "cpu",
                      "--dump-logits", str(logits_path)],
-                    [str(binary), "export", "--model", str(run_dir), "--out", str(module_path)]):
+                    [str(binary), "export", "--model", str(run_dir), "--out", str(module_path), "--overwrite"]):
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     tch_logits = np.load(logits_path)
     _, _, test_x, test_y = baseline.load_data(data_dir)

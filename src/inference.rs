@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{CModule, Device, Kind, Tensor, nn::ModuleT};
 
-/// What `export` writes beside a TorchScript file (`model.pt` → `model.json`), so the file can be used
+/// What `export` writes beside a TorchScript file (`model.pt` → `model.pt.json`), so the file can be used
 /// without its run directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportInfo {
@@ -21,9 +21,21 @@ pub struct ExportInfo {
     pub source: PathBuf,
 }
 
-/// The sidecar's path for a TorchScript file.
+/// The sidecar's path for a TorchScript file: the module's whole file name plus `.json`
+/// (`model.pt` → `model.pt.json`), so it can never be the module itself (`--out model.json`) nor
+/// another file of the same stem (`--out RUN/config.pt` next to `RUN/config.json`).
 pub fn sidecar_path(module: &Path) -> PathBuf {
-    module.with_extension("json")
+    let mut name = module.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".json");
+    module.with_file_name(name)
+}
+
+/// The sidecar to read for a TorchScript file: [`sidecar_path`], or, for files exported by earlier
+/// versions, the module's name with its extension replaced (`model.pt` → `model.json`).
+pub fn existing_sidecar_path(module: &Path) -> PathBuf {
+    let current = sidecar_path(module);
+    let legacy = module.with_extension("json");
+    if !current.exists() && legacy != module && legacy.is_file() { legacy } else { current }
 }
 
 enum Model {
@@ -54,9 +66,15 @@ impl Predictor {
         let module = CModule::load_on_device(path, device)
             .map_err(torch_error)
             .with_context(|| format!("{}: not a TorchScript file mnist-tch can load", path.display()))?;
-        let sidecar = sidecar_path(path);
+        let sidecar = existing_sidecar_path(path);
         let info: ExportInfo = std::fs::read_to_string(&sidecar)
-            .with_context(|| format!("{}: cannot read (export writes it beside the .pt file)", sidecar.display()))
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "{}: cannot be read ({}): mnist-tch export writes it beside the TorchScript file; export again",
+                    sidecar.display(),
+                    run_dir::io_reason(&err)
+                )
+            })
             .and_then(|text| {
                 serde_json::from_str(&text)
                     .with_context(|| format!("{}: not a valid export description", sidecar.display()))
