@@ -31,7 +31,7 @@ pub struct PredictArgs {
     pub idx: Option<PathBuf>,
 
     /// How many of the most likely classes to print per image.
-    #[arg(long, value_name = "K", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "K", default_value_t = 3, value_parser = super::flags::at_least_one)]
     pub top_k: u64,
 
     /// Dark-on-light pictures (a drawing on paper) are inverted to light-on-dark like MNIST: auto

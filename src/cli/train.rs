@@ -31,7 +31,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "WIDTHS", default_value = "128", value_parser = parse_hidden)]
     pub hidden: Widths,
 
-    /// Dropout rate after each hidden layer's ReLU, during training only (default 0: the seed's model).
+    /// Dropout rate after each hidden layer's ReLU, during training only; 0 is the seed's model.
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = unit_interval_from_zero)]
     pub dropout: f64,
 
@@ -42,7 +42,7 @@ pub struct TrainArgs {
 
     /// Number of classes (output units); every label in the data must be below it. With --labels,
     /// the number of labels given.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=256))]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = super::flags::class_count)]
     pub num_classes: u64,
 
     #[command(flatten)]
