@@ -1,5 +1,6 @@
-//! The command line as users read it: `--help` text that is right for each subcommand and says each
-//! default once, Keras's spellings of the monitored metric, and plain messages for counts out of range.
+//! The command line as users read it: `--help` text that is right for each subcommand, says each
+//! default once and explains every value of an enum flag, Keras's spellings of the monitored metric, and
+//! plain messages for counts out of range.
 
 mod common;
 
@@ -29,6 +30,19 @@ fn each_default_is_stated_once() {
     for flag in ["--dropout", "--weight-decay", "--epochs", "--batch-size", "--min-delta"] {
         let paragraph = flag_help(&train, flag);
         assert_eq!(paragraph.to_lowercase().matches("default").count(), 1, "{paragraph}");
+    }
+}
+
+#[test]
+fn predict_help_explains_every_value_of_invert_and_fit() {
+    let help = mnist_tch(&["predict", "--help"]).stdout;
+    let invert = flag_help(&help, "--invert");
+    for value in ["auto", "yes", "no"] {
+        assert!(invert.contains(&format!("- {value}: ")), "{value} is not explained:\n{invert}");
+    }
+    let fit = flag_help(&help, "--fit");
+    for value in ["auto", "digits", "fashion", "none"] {
+        assert!(fit.contains(&format!("- {value}: ")), "{value} is not explained:\n{fit}");
     }
 }
 
