@@ -9,9 +9,9 @@ use crate::data::Examples;
 use crate::device::device_name;
 use crate::evaluation::{Evaluation, evaluate};
 use crate::fused_mlp::FusedMlp;
-use crate::plot;
+use crate::plot::draw_run_plots as draw_plots;
 use crate::progress::{ConsoleProgress, OutputMode};
-use crate::run_dir::{self, RunConfig, RunResult, RunState, write_atomically};
+use crate::run_dir::{self, RunConfig, RunResult, RunState};
 use crate::training::{self, EpochMetrics, Observer, Outcome, Start, TrainSets};
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -267,25 +267,4 @@ pub fn save_evaluation(out: &Path, config: &RunConfig, test: &Evaluation) -> Res
         "confusion_matrix": test.confusion,
     });
     run_dir::write_bytes_atomically(&out.join(run_dir::EVALUATION_FILE), format!("{report:#}\n").as_bytes())
-}
-
-/// Draws the learning curves and, when a test evaluation is known, the confusion matrix into `out`.
-pub fn draw_plots(
-    out: &Path,
-    config: &RunConfig,
-    history: &[EpochMetrics],
-    test: Option<&Evaluation>,
-) -> Result<Vec<PathBuf>> {
-    let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let curves = out.join(plot::CURVES_FILE);
-    write_atomically(&curves, |tmp| plot::learning_curves(history, &name, tmp))?;
-    let mut written = vec![curves];
-    if let Some(test) = test {
-        let confusion = out.join(plot::CONFUSION_FILE);
-        write_atomically(&confusion, |tmp| {
-            plot::confusion_matrix(&test.confusion, &config.data.class_names, &name, tmp)
-        })?;
-        written.push(confusion);
-    }
-    Ok(written)
 }

@@ -1,6 +1,6 @@
-//! The command line as users read it: `--help` text that is right for each subcommand, says each
-//! default once and explains every value of an enum flag, Keras's spellings of the monitored metric, and
-//! plain messages for counts out of range.
+//! The command line as users read it: `--help` text that is right for each subcommand and says each
+//! default once, Keras's spellings of the monitored metric, and `--model` on every subcommand that
+//! takes a run.
 
 mod common;
 
@@ -62,6 +62,22 @@ fn monitor_takes_keras_spellings_too() {
     }
     let run = fixture.train("run", &["--monitor", "loss", "--print-config"]);
     assert_eq!(run.code(), Some(2), "{}", run.stderr);
+}
+
+#[test]
+fn plot_takes_the_run_as_model_like_every_other_subcommand() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let run = fixture.path("run");
+    let plotted = mnist_tch(&["plot", "--model", run.to_str().unwrap()]);
+    plotted.assert_ok();
+    assert!(run.join("learning_curves.png").is_file() && run.join("confusion_matrix.png").is_file());
+    mnist_tch(&["plot", run.to_str().unwrap()]).assert_ok();
+    for args in [vec!["plot"], vec!["plot", "--model", run.to_str().unwrap(), run.to_str().unwrap()]] {
+        let refused = mnist_tch(&args);
+        assert_eq!(refused.code(), Some(2), "{args:?}: {}", refused.stderr);
+        assert!(refused.stderr.starts_with("error: "), "{}", refused.stderr);
+    }
 }
 
 #[test]

@@ -1,8 +1,8 @@
-//! `mnist-tch plot RUN_DIR`: the learning curves from `metrics.json` and the confusion matrix from
-//! `evaluation.json`, drawn into the run directory (no data or model needed).
+//! `mnist-tch plot --model RUN_DIR` (or `plot RUN_DIR`): the learning curves from `metrics.json` and the
+//! confusion matrix from `evaluation.json`, drawn into the run directory (no data or model needed).
 
 use crate::evaluation::Evaluation;
-use crate::fit::draw_plots;
+use crate::plot::draw_run_plots;
 use crate::run_dir::{self, RunConfig, load_metrics};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -11,9 +11,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// Run directory written by `mnist-tch train`.
-    #[arg(value_name = "RUN_DIR")]
-    pub run: PathBuf,
+    /// Run directory written by `mnist-tch train` (as every other subcommand takes it).
+    #[arg(long, value_name = "RUN_DIR", required_unless_present = "run")]
+    pub model: Option<PathBuf>,
+
+    /// The run directory, given without --model.
+    #[arg(value_name = "RUN_DIR", conflicts_with = "model")]
+    pub run: Option<PathBuf>,
 }
 
 /// The part of `evaluation.json` the plots need.
@@ -25,9 +29,13 @@ struct SavedEvaluation {
 }
 
 pub fn run(args: PlotArgs) -> Result<()> {
-    let config = RunConfig::load(&args.run)?;
-    let history = load_metrics(&args.run)?;
-    let evaluation_path = args.run.join(run_dir::EVALUATION_FILE);
+    // clap makes sure exactly one of the two is given.
+    let Some(run) = args.model.or(args.run) else {
+        anyhow::bail!("no run directory: give --model RUN_DIR");
+    };
+    let config = RunConfig::load(&run)?;
+    let history = load_metrics(&run)?;
+    let evaluation_path = run.join(run_dir::EVALUATION_FILE);
     // An interrupted run has curves but no test evaluation yet.
     let test = if evaluation_path.exists() {
         let text = std::fs::read_to_string(&evaluation_path)
@@ -42,7 +50,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
         );
         None
     };
-    for path in draw_plots(&args.run, &config, &history, test.as_ref())? {
+    for path in draw_run_plots(&run, &config, &history, test.as_ref())? {
         println!("Wrote {}", path.display());
     }
     Ok(())
