@@ -103,6 +103,11 @@ def parity_checks(run_dir: Path, data_dir: Path, config: dict, torch_accuracy: f
     ]
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 epoch`, `3 epochs`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def markdown(results: list[dict], checks: list[dict], settings: str) -> str:
     lines = [f"# mnist-tch vs Python baselines\n", settings, "",
              "| system | test accuracy | s/epoch | wall s | peak RSS MB |", "|---|---|---|---|---|"]
@@ -136,14 +141,18 @@ def main(argv=None) -> int:
     config = json.loads(config_path.read_text())
     script = str(Path(baseline.__file__))
     results.append(measure("PyTorch eager", [python, script, "--config", str(config_path), "--data", str(args.data)]))
-    if not args.no_keras and importlib.util.find_spec("keras") is not None:
+    if args.no_keras:
+        print("\n== Keras: skipped (--no-keras)", flush=True)
+    elif importlib.util.find_spec("keras") is None:
+        print("\n== Keras: skipped (not installed; scripts/setup.sh --with-keras installs it)", flush=True)
+    else:
         results.append(measure("Keras 3 (torch backend)", [python, script, "--framework", "keras", "--config",
                                                            str(config_path), "--data", str(args.data)]))
     checks = parity_checks(run_dir, args.data, config, results[1]["test_accuracy"], results[0]["test_accuracy"],
                            args.binary, args.out)
 
     t = config["training"]
-    settings = (f"Data `{args.data}`, {t['epochs']} epochs, batch {t['batch_size']}, Adam lr {t['learning_rate']} "
+    settings = (f"Data `{args.data}`, {counted(t['epochs'], 'epoch')}, batch {t['batch_size']}, Adam lr {t['learning_rate']} "
                 f"eps {t['adam_epsilon']}, validation split {t['validation_split']}, seed {t['seed']}, "
                 f"hidden {config['model']['hidden']}, CPU ({os.cpu_count()} cores).")
     (args.out / "compare.md").write_text(markdown(results, checks, settings))
