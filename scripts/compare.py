@@ -70,7 +70,7 @@ def parity_checks(run_dir: Path, data_dir: Path, config: dict, torch_accuracy: f
     logits_path, module_path = out / "mnist-tch-logits.npy", out / "model.pt"
     for command in ([str(binary), "evaluate", "--model", str(run_dir), "--data", str(data_dir), "--device", "cpu",
                      "--dump-logits", str(logits_path)],
-                    [str(binary), "export", "--model", str(run_dir), "--out", str(module_path)]):
+                    [str(binary), "export", "--model", str(run_dir), "--out", str(module_path), "--overwrite"]):
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     tch_logits = np.load(logits_path)
     _, _, test_x, test_y = baseline.load_data(data_dir)
@@ -101,6 +101,11 @@ def parity_checks(run_dir: Path, data_dir: Path, config: dict, torch_accuracy: f
          "value": f"{tch_accuracy:.4f} vs {torch_accuracy:.4f} (diff {abs(tch_accuracy - torch_accuracy):.4f})",
          "pass": abs(tch_accuracy - torch_accuracy) <= ACCURACY_TOLERANCE},
     ]
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 epoch`, `3 epochs`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def markdown(results: list[dict], checks: list[dict], settings: str) -> str:
@@ -136,14 +141,18 @@ def main(argv=None) -> int:
     config = json.loads(config_path.read_text())
     script = str(Path(baseline.__file__))
     results.append(measure("PyTorch eager", [python, script, "--config", str(config_path), "--data", str(args.data)]))
-    if not args.no_keras and importlib.util.find_spec("keras") is not None:
+    if args.no_keras:
+        print("\n== Keras: skipped (--no-keras)", flush=True)
+    elif importlib.util.find_spec("keras") is None:
+        print("\n== Keras: skipped (not installed; scripts/setup.sh --with-keras installs it)", flush=True)
+    else:
         results.append(measure("Keras 3 (torch backend)", [python, script, "--framework", "keras", "--config",
                                                            str(config_path), "--data", str(args.data)]))
     checks = parity_checks(run_dir, args.data, config, results[1]["test_accuracy"], results[0]["test_accuracy"],
                            args.binary, args.out)
 
     t = config["training"]
-    settings = (f"Data `{args.data}`, {t['epochs']} epochs, batch {t['batch_size']}, Adam lr {t['learning_rate']} "
+    settings = (f"Data `{args.data}`, {counted(t['epochs'], 'epoch')}, batch {t['batch_size']}, Adam lr {t['learning_rate']} "
                 f"eps {t['adam_epsilon']}, validation split {t['validation_split']}, seed {t['seed']}, "
                 f"hidden {config['model']['hidden']}, CPU ({os.cpu_count()} cores).")
     (args.out / "compare.md").write_text(markdown(results, checks, settings))

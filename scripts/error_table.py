@@ -7,6 +7,7 @@ exit code. Builds every case in a temp dir from a tiny valid data set.
 
 from __future__ import annotations
 
+import ctypes
 import gzip
 import json
 import os
@@ -38,8 +39,21 @@ def good(directory: Path) -> None:
         (directory / labels).write_bytes(idx(rng.integers(0, 10, count)))
 
 
-def run(*args: str) -> tuple[int, str]:
-    done = subprocess.run([BINARY, *args], capture_output=True, text=True)
+def without_root_override() -> None:
+    """Runs in the child before exec: drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the capability
+    bounding set, so that even root is stopped by file permissions (a read-only directory is then
+    read-only for the child as for any user). Not root: nothing to drop, permissions apply anyway."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def run(*args: str, as_plain_user: bool = False) -> tuple[int, str]:
+    done = subprocess.run([BINARY, *args], capture_output=True, text=True,
+                          preexec_fn=without_root_override if as_plain_user else None)
     # mnist-tch prints one line; clap (exit 2) prints its error line, then usage: take the error line.
     lines = done.stderr.strip().splitlines() or [""]
     return done.returncode, next((l for l in lines if l.startswith("error:")), lines[-1])
@@ -116,6 +130,34 @@ def main() -> int:
              lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000]))
     run_case("export: config.json missing", lambda d: (d / "config.json").unlink(), command="export")
     rows.append(("run dir does not exist", *run("evaluate", "--model", str(tmp / "missing"))))
+
+    def other_case(name: str, *args: str, as_plain_user: bool = False) -> None:
+        code, message = run(*args, as_plain_user=as_plain_user)
+        rows.append((name, code, message.replace(str(tmp) + "/", "")))
+
+    other_case("evaluate --weights best.safetensors without --save-best",
+               "evaluate", "--model", str(run_dir), "--weights", "best.safetensors", "--device", "cpu")
+    export = ("export", "--model", str(run_dir), "--out")
+    (tmp / "taken.pt").write_bytes(b"an earlier export")
+    other_case("export: --out exists (no --overwrite)", *export, str(tmp / "taken.pt"))
+    other_case("export: --out RUN/config (its description would be config.json)", *export, str(run_dir / "config"),
+               "--overwrite")
+    other_case("export: --out RUN/model.safetensors", *export, str(run_dir / "model.safetensors"), "--overwrite")
+    other_case("export: --out a directory", *export, str(tmp))
+    read_only = tmp / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    other_case("export: --out in a read-only directory", *export, str(read_only / "model.pt"), as_plain_user=True)
+    read_only.chmod(0o755)
+    other_case("export: --out under a regular file", *export, str(tmp / "taken.pt" / "model.pt"))
+    empty = tmp / "no-pictures"
+    empty.mkdir()
+    other_case("predict: a directory without pictures", "predict", "--model", str(run_dir), str(empty))
+    other_case("predict: the only picture is unreadable", "predict", "--model", str(run_dir), str(tmp / "taken.pt"))
+    other_case("train --monitor val-los", "train", "--data", str(data), "--monitor", "val-los")
+    other_case("train --num-classes 1", "train", "--data", str(data), "--num-classes", "1")
+    other_case("predict --top-k 0", "predict", "--model", str(run_dir), "--top-k", "0", str(empty))
+    other_case("plot without a run directory", "plot")
 
     print("| case | exit | message |\n|---|---|---|")
     for name, code, message in rows:

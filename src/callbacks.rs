@@ -13,7 +13,9 @@ use std::str::FromStr;
 #[serde(rename_all = "snake_case")]
 pub enum Monitor {
     #[default]
+    #[value(alias = "val_loss")]
     ValLoss,
+    #[value(alias = "val_accuracy")]
     ValAccuracy,
 }
 

@@ -213,7 +213,7 @@ fn finish(
     });
     config.save(out).with_context(|| format!("saving the run to {}", out.display()))?;
     if output.plot {
-        let written = plot::draw_plots(out, &config, history, Some(&test))?;
+        let written = plot::draw_run_plots(out, &config, history, Some(&test))?;
         say(format!("Plots: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")));
     }
     say(format!("Saved run to {}", out.display()));

@@ -8,22 +8,74 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{CModule, Device, Kind, Tensor, nn::ModuleT};
 
-/// What `export` writes beside a TorchScript file (`model.pt` → `model.json`), so the file can be used
-/// without its run directory.
+/// What an exported module returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportOutput {
+    Logits,
+    /// The softmax is part of the module (`export --probabilities`).
+    Probabilities,
+}
+
+impl ExportOutput {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportOutput::Logits => "logits",
+            ExportOutput::Probabilities => "probabilities",
+        }
+    }
+}
+
+/// What `export` writes beside a TorchScript file (`model.pt` → `model.pt.json`), so the file can be used
+/// without its run directory. Written and read here only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportInfo {
     pub input_shape: [i64; 2],
     pub class_names: Vec<String>,
     pub normalization: String,
-    /// `logits` or `probabilities`.
-    pub output: String,
+    pub output: ExportOutput,
     /// The run directory it was exported from.
     pub source: PathBuf,
 }
 
-/// The sidecar's path for a TorchScript file.
+impl ExportInfo {
+    /// Writes the description of `module` beside it ([`sidecar_path`]), atomically.
+    pub fn save(&self, module: &Path) -> Result<PathBuf> {
+        let path = sidecar_path(module);
+        let json = serde_json::to_string_pretty(self)?;
+        run_dir::write_bytes_atomically(&path, format!("{json}\n").as_bytes())?;
+        Ok(path)
+    }
+
+    /// The description of `module` ([`existing_sidecar_path`]).
+    pub fn load(module: &Path) -> Result<ExportInfo> {
+        let sidecar = existing_sidecar_path(module);
+        let text = std::fs::read_to_string(&sidecar).map_err(|err| {
+            anyhow::anyhow!(
+                "{}: cannot be read ({}): mnist-tch export writes it beside the TorchScript file; export again",
+                sidecar.display(),
+                run_dir::io_reason(&err)
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not a valid export description", sidecar.display()))
+    }
+}
+
+/// The sidecar's path for a TorchScript file: the module's whole file name plus `.json`
+/// (`model.pt` → `model.pt.json`), so it can never be the module itself (`--out model.json`) nor
+/// another file of the same stem (`--out RUN/config.pt` next to `RUN/config.json`).
 pub fn sidecar_path(module: &Path) -> PathBuf {
-    module.with_extension("json")
+    let mut name = module.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".json");
+    module.with_file_name(name)
+}
+
+/// The sidecar to read for a TorchScript file: [`sidecar_path`], or, for files exported by earlier
+/// versions, the module's name with its extension replaced (`model.pt` → `model.json`).
+pub fn existing_sidecar_path(module: &Path) -> PathBuf {
+    let current = sidecar_path(module);
+    let legacy = module.with_extension("json");
+    if !current.exists() && legacy != module && legacy.is_file() { legacy } else { current }
 }
 
 enum Model {
@@ -54,15 +106,9 @@ impl Predictor {
         let module = CModule::load_on_device(path, device)
             .map_err(torch_error)
             .with_context(|| format!("{}: not a TorchScript file mnist-tch can load", path.display()))?;
-        let sidecar = sidecar_path(path);
-        let info: ExportInfo = std::fs::read_to_string(&sidecar)
-            .with_context(|| format!("{}: cannot read (export writes it beside the .pt file)", sidecar.display()))
-            .and_then(|text| {
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{}: not a valid export description", sidecar.display()))
-            })?;
+        let info = ExportInfo::load(path)?;
         Ok(Predictor {
-            model: Model::TorchScript { module, outputs_probabilities: info.output == "probabilities" },
+            model: Model::TorchScript { module, outputs_probabilities: info.output == ExportOutput::Probabilities },
             input_shape: info.input_shape,
             class_names: info.class_names,
             device,

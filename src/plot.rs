@@ -1,22 +1,67 @@
 //! Pictures of a run, as PNG files drawn with plotters: the learning curves (loss and accuracy per
-//! epoch, training vs validation) and the test confusion matrix as a labelled heat map.
+//! epoch, training vs validation, and the epoch that early stopping restored) and the test confusion
+//! matrix as a labelled heat map. `train --plot` and `mnist-tch plot` both draw through
+//! [`draw_run_plots`], so the two give the same pictures.
+//!
+//! The curves' legend sits in its own strip under the title, never over the data; the confusion
+//! matrix's class names are drawn at the middle of their row and column.
 //!
 //! Text needs a TrueType font. plotters is built without system font lookup (no fontconfig), so the
 //! font file is read once from `$MNIST_TCH_FONT` or the usual DejaVu Sans locations
 //! (Debian's fonts-dejavu-core, installed by scripts/setup.sh).
 
 use crate::evaluation::Evaluation;
-use crate::run_dir::{RunConfig, write_atomically};
+use crate::run_dir::{RunConfig, RunStatus, write_atomically};
 use crate::training::EpochMetrics;
 use anyhow::{Context, Result, anyhow, bail};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub const CURVES_FILE: &str = "learning_curves.png";
 pub const CONFUSION_FILE: &str = "confusion_matrix.png";
-pub const CURVES_SIZE: (u32, u32) = (1200, 500);
+pub const CURVES_SIZE: (u32, u32) = (1200, 540);
 pub const CONFUSION_SIZE: (u32, u32) = (900, 800);
+
+/// The series' colours: training, validation, and the restored epoch's marker.
+pub const TRAINING_COLOR: RGBColor = RGBColor(31, 119, 180);
+pub const VALIDATION_COLOR: RGBColor = RGBColor(214, 39, 40);
+pub const RESTORED_COLOR: RGBColor = RGBColor(44, 160, 44);
+
+/// Height of the legend strip between the title and the two panels.
+const LEGEND_HEIGHT: u32 = 36;
+
+/// Draws the learning curves and, when a test evaluation is known, the confusion matrix into the run
+/// directory `out`, each file written atomically; returns the files written.
+pub fn draw_run_plots(
+    out: &Path,
+    config: &RunConfig,
+    history: &[EpochMetrics],
+    test: Option<&Evaluation>,
+) -> Result<Vec<PathBuf>> {
+    let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let curves = out.join(CURVES_FILE);
+    let restored = restored_epoch(config).map(|epoch| (epoch, config.training.monitor.name()));
+    write_atomically(&curves, |tmp| learning_curves(history, &name, restored, tmp))?;
+    let mut written = vec![curves];
+    if let Some(test) = test {
+        let confusion = out.join(CONFUSION_FILE);
+        write_atomically(&confusion, |tmp| confusion_matrix(&test.confusion, &config.data.class_names, &name, tmp))?;
+        written.push(confusion);
+    }
+    Ok(written)
+}
+
+/// The epoch whose weights the run ended with instead of its last: the best epoch, when early stopping
+/// stopped the run, or when it was on and the run completed (its weights are restored either way).
+/// Runs still training, interrupted or failed hold their last epoch's weights: nothing was restored.
+pub fn restored_epoch(config: &RunConfig) -> Option<usize> {
+    let state = &config.state;
+    let restored = state.status == RunStatus::EarlyStopped
+        || (state.status == RunStatus::Completed && config.training.early_stopping.is_some());
+    if restored { state.best_epoch } else { None }
+}
 
 const FONT_CANDIDATES: [&str; 3] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -53,8 +98,14 @@ fn drawing_error<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> anyhow::E
     move |e| anyhow!("{}: drawing failed: {e:?}", path.display())
 }
 
-/// Draws loss and accuracy per epoch, training vs validation, side by side.
-pub fn learning_curves(history: &[EpochMetrics], run_name: &str, path: &Path) -> Result<()> {
+/// Draws loss and accuracy per epoch, training vs validation, side by side, with the legend in a strip
+/// of its own. `restored` (epoch, monitored metric) marks the epoch early stopping restored.
+pub fn learning_curves(
+    history: &[EpochMetrics],
+    run_name: &str,
+    restored: Option<(usize, &str)>,
+    path: &Path,
+) -> Result<()> {
     ensure_font()?;
     if history.is_empty() {
         bail!("{}: no completed epoch to plot", path.display());
@@ -63,7 +114,17 @@ pub fn learning_curves(history: &[EpochMetrics], run_name: &str, path: &Path) ->
     root.fill(&WHITE).map_err(drawing_error(path))?;
     let root =
         root.titled(&format!("Learning curves - {run_name}"), ("sans-serif", 28)).map_err(drawing_error(path))?;
-    let (left, right) = root.split_horizontally(CURVES_SIZE.0 / 2);
+    let (legend, panels_area) = root.split_vertically(LEGEND_HEIGHT);
+    let mut entries = vec![
+        LegendEntry { color: TRAINING_COLOR, text: "training".into(), vertical: false },
+        LegendEntry { color: VALIDATION_COLOR, text: "validation".into(), vertical: false },
+    ];
+    if let Some((epoch, monitor)) = restored {
+        let text = format!("epoch {epoch} restored by early stopping (best {monitor})");
+        entries.push(LegendEntry { color: RESTORED_COLOR, text, vertical: true });
+    }
+    draw_legend(&legend, &entries).map_err(drawing_error(path))?;
+    let (left, right) = panels_area.split_horizontally(CURVES_SIZE.0 / 2);
     let epochs = history.len() as f64;
     let x_range = 0.5..(history.last().map_or(1.0, |m| m.epoch as f64) + 0.5).max(epochs + 0.5);
     let panels: [(&str, fn(&EpochMetrics) -> f64, fn(&EpochMetrics) -> f64, _); 2] =
@@ -72,12 +133,13 @@ pub fn learning_curves(history: &[EpochMetrics], run_name: &str, path: &Path) ->
         let values: Vec<f64> = history.iter().flat_map(|m| [train(m), valid(m)]).filter(|v| v.is_finite()).collect();
         let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         let pad = ((hi - lo) * 0.1).max(1e-3);
+        let y_range = (lo - pad)..(hi + pad);
         let mut chart = ChartBuilder::on(&area)
             .caption(name, ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(65)
-            .build_cartesian_2d(x_range.clone(), (lo - pad)..(hi + pad))
+            .build_cartesian_2d(x_range.clone(), y_range.clone())
             .map_err(drawing_error(path))?;
         chart
             .configure_mesh()
@@ -90,27 +152,65 @@ pub fn learning_curves(history: &[EpochMetrics], run_name: &str, path: &Path) ->
             .axis_desc_style(("sans-serif", 17))
             .draw()
             .map_err(drawing_error(path))?;
-        for (label, metric, color) in [("training", train, BLUE), ("validation", valid, RED)] {
-            let points: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, metric(m))).collect();
+        if let Some((epoch, _)) = restored {
+            // Under the curves, so it never hides a point.
+            let x = epoch as f64;
             chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(drawing_error(path))?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .draw_series(DashedLineSeries::new(
+                    [(x, y_range.start), (x, y_range.end)],
+                    8,
+                    5,
+                    RESTORED_COLOR.stroke_width(3),
+                ))
+                .map_err(drawing_error(path))?;
+        }
+        for (metric, color) in [(train, TRAINING_COLOR), (valid, VALIDATION_COLOR)] {
+            let points: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, metric(m))).collect();
+            chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))).map_err(drawing_error(path))?;
             chart
                 .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
                 .map_err(drawing_error(path))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(drawing_error(path))?;
     }
     root.present().map_err(drawing_error(path)).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A legend entry: a sample of the series (a line with a dot, or a vertical marker) and its label.
+struct LegendEntry {
+    color: RGBColor,
+    text: String,
+    vertical: bool,
+}
+
+/// One row of legend entries, centred in `area`.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[LegendEntry],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    const SAMPLE: i32 = 30;
+    const GAP: i32 = 8;
+    const SPACING: i32 = 36;
+    let font = ("sans-serif", 17).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    let widths: Vec<i32> = entries
+        .iter()
+        .map(|entry| area.estimate_text_size(&entry.text, &font).map(|(w, _)| w as i32))
+        .collect::<Result<_, _>>()?;
+    let total: i32 = widths.iter().map(|w| SAMPLE + GAP + w).sum::<i32>() + SPACING * (entries.len() as i32 - 1);
+    let (width, height) = area.dim_in_pixel();
+    let y = height as i32 / 2;
+    let mut x = (width as i32 - total).max(0) / 2;
+    for (entry, text_width) in entries.iter().zip(widths) {
+        let middle = x + SAMPLE / 2;
+        if entry.vertical {
+            area.draw(&PathElement::new(vec![(middle, y - 10), (middle, y + 10)], entry.color.stroke_width(3)))?;
+        } else {
+            area.draw(&PathElement::new(vec![(x, y), (x + SAMPLE, y)], entry.color.stroke_width(3)))?;
+            area.draw(&Circle::new((middle, y), 4, entry.color.filled()))?;
+        }
+        area.draw(&Text::new(entry.text.as_str(), (x + SAMPLE + GAP, y), font.clone()))?;
+        x += SAMPLE + GAP + text_width + SPACING;
+    }
+    Ok(())
 }
 
 /// Draws the confusion matrix (rows: true class, columns: predicted class) as a heat map with the
@@ -138,26 +238,32 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
         .disable_mesh()
         .x_labels(1)
         .x_label_formatter(&|_| String::new())
-        .y_labels(k)
-        .y_label_offset(-20)
-        .y_label_formatter(&|y| name_of(k as i32 - 1 - *y))
-        .y_label_style(("sans-serif", 14))
+        .y_labels(1)
+        .y_label_formatter(&|_| String::new())
         .x_desc("predicted class")
         .y_desc("true class")
         .axis_desc_style(("sans-serif", 17))
         .draw()
         .map_err(drawing_error(path))?;
-    // Column names written downwards under each column (plotters' own rotated tick labels clip).
+    // The class names are drawn here, at the middle of each row and column: plotters puts tick labels
+    // on the cell boundaries (and its rotated ones clip).
     let area = chart.plotting_area();
-    let centred_left = plotters::style::text_anchor::Pos::new(
-        plotters::style::text_anchor::HPos::Left,
-        plotters::style::text_anchor::VPos::Center,
-    );
-    for column in 0..k as i32 {
-        let (x0, bottom) = area.map_coordinate(&(column, 0));
-        let (x1, _) = area.map_coordinate(&(column + 1, 0));
-        let style = ("sans-serif", 14).into_font().transform(FontTransform::Rotate90).color(&BLACK).pos(centred_left);
-        root.draw(&Text::new(name_of(column), ((x0 + x1) / 2, bottom + 8), style)).map_err(drawing_error(path))?;
+    for index in 0..k as i32 {
+        // Column `index`, left to right: its name written downwards under it.
+        let (x0, bottom) = area.map_coordinate(&(index, 0));
+        let (x1, _) = area.map_coordinate(&(index + 1, 0));
+        let style = ("sans-serif", 14)
+            .into_font()
+            .transform(FontTransform::Rotate90)
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        root.draw(&Text::new(name_of(index), ((x0 + x1) / 2, bottom + 8), style)).map_err(drawing_error(path))?;
+        // Row `index`, top to bottom (y = k - 1 - index): its name right-aligned left of it.
+        let y = k as i32 - 1 - index;
+        let (left, top) = area.map_coordinate(&(0, y + 1));
+        let (_, bottom) = area.map_coordinate(&(0, y));
+        let style = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
+        root.draw(&Text::new(name_of(index), (left - 8, (top + bottom) / 2), style)).map_err(drawing_error(path))?;
     }
     let row_totals: Vec<i64> = confusion.iter().map(|r| r.iter().sum::<i64>().max(1)).collect();
     let cells =
@@ -173,10 +279,7 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
             .draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1, y + 1)], color.filled())))
             .map_err(drawing_error(path))?;
         let text_color = if share > 0.5 { WHITE } else { BLACK };
-        let style = ("sans-serif", 15).into_font().color(&text_color).pos(plotters::style::text_anchor::Pos::new(
-            plotters::style::text_anchor::HPos::Center,
-            plotters::style::text_anchor::VPos::Center,
-        ));
+        let style = ("sans-serif", 15).into_font().color(&text_color).pos(Pos::new(HPos::Center, VPos::Center));
         let area = chart.plotting_area();
         let (px0, py0) = area.map_coordinate(&(x, y + 1));
         let (px1, py1) = area.map_coordinate(&(x + 1, y));
@@ -184,24 +287,4 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
             .map_err(drawing_error(path))?;
     }
     root.present().map_err(drawing_error(path)).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Draws the learning curves and, when a test evaluation is known, the confusion matrix into the run
-/// directory `out`.
-pub fn draw_plots(
-    out: &Path,
-    config: &RunConfig,
-    history: &[EpochMetrics],
-    test: Option<&Evaluation>,
-) -> Result<Vec<PathBuf>> {
-    let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let curves = out.join(CURVES_FILE);
-    write_atomically(&curves, |tmp| learning_curves(history, &name, tmp))?;
-    let mut written = vec![curves];
-    if let Some(test) = test {
-        let confusion = out.join(CONFUSION_FILE);
-        write_atomically(&confusion, |tmp| confusion_matrix(&test.confusion, &config.data.class_names, &name, tmp))?;
-        written.push(confusion);
-    }
-    Ok(written)
 }

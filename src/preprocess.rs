@@ -5,6 +5,10 @@
 //!   and placed in the 28×28 frame so that its centre of mass is at the centre.
 //! - Fashion-MNIST: the object's bounding box is scaled so its longer side fills the frame, and centred.
 //!
+//! - A picture that already has that layout — the frame's size on a dark background (an MNIST or
+//!   Fashion-MNIST image saved as PNG) — is used as it is: cropping and re-centring it again would only
+//!   move it away from what the network was trained on.
+//!
 //! Sizes scale with the model's input shape (20/28 of it for the digit box).
 
 use anyhow::{Context, Result, bail};
@@ -14,12 +18,30 @@ use std::path::Path;
 /// How content is fitted into the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fit {
-    /// Fashion-MNIST when the model's classes are Fashion-MNIST's, else digit MNIST.
+    /// As it is when the picture already has the data set's layout (the model's size on a dark
+    /// background; for digits a wholly dark border and the content centred); otherwise fashion for a
+    /// Fashion-MNIST model, else digits.
     Auto,
-    /// 20×20 box centred by centre of mass (digit MNIST).
+    /// Crop to the content, scale it into a 20x20 box, centre it by centre of mass (as digit MNIST was
+    /// made).
     Digits,
-    /// Longer side fills the frame, centred (Fashion-MNIST).
+    /// Crop to the content, scale its longer side to the frame, centre it (as Fashion-MNIST was made).
     Fashion,
+    /// The pixels as they are: only grayscale, --invert and a resize when the size differs.
+    #[value(name = "none")]
+    AsIs,
+}
+
+impl Fit {
+    /// The name `--fit` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fit::Auto => "auto",
+            Fit::Digits => "digits",
+            Fit::Fashion => "fashion",
+            Fit::AsIs => "none",
+        }
+    }
 }
 
 /// Whether to turn dark-on-light pictures into light-on-dark.
@@ -27,7 +49,9 @@ pub enum Fit {
 pub enum Invert {
     /// Invert when the picture's border is mostly light (a dark drawing on paper).
     Auto,
+    /// Always invert: dark ink on a light background becomes light on dark.
     Yes,
+    /// Never invert: the picture is already light on dark, as MNIST.
     No,
 }
 
@@ -37,11 +61,14 @@ pub struct Prepared {
     pub pixels: Vec<f32>,
     pub image: GrayImage,
     pub inverted: bool,
+    /// The fit applied (never `Auto`).
+    pub fit: Fit,
 }
 
 /// Decodes `path` (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM) to grayscale.
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
-    let reader = image::io::Reader::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let reader = image::io::Reader::open(path)
+        .map_err(|err| anyhow::anyhow!("{}: cannot open: {}", path.display(), crate::run_dir::io_reason(&err)))?;
     let reader = reader.with_guessed_format().with_context(|| format!("{}: cannot read", path.display()))?;
     let decoded = reader.decode().map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))?;
     Ok(decoded.to_luma8())
@@ -61,20 +88,62 @@ fn border_mean(image: &GrayImage) -> f64 {
     sum as f64 / count.max(1) as f64
 }
 
-/// Prepares a picture for a model taking `rows × cols` inputs.
+/// Whether `invert` turns this picture over: `auto` when its border is mostly light.
+fn decide_invert(image: &GrayImage, invert: Invert) -> bool {
+    match invert {
+        Invert::Yes => true,
+        Invert::No => false,
+        Invert::Auto => border_mean(image) > 127.0,
+    }
+}
+
+/// Brightest a border pixel of a digit picture in MNIST's layout may be, and the brightest the border of
+/// a Fashion-MNIST picture may be on average (out of 255; 99% of Fashion-MNIST's test images are below).
+const DARK_BORDER: u8 = 40;
+
+/// Whether `ink` (white on black already) looks like an image of the data set `dataset_fit` stands for:
+/// `rows × cols`, some content, and
+/// - digits: every outermost pixel dark, the content's centre of mass within a seventh of the frame of
+///   the centre (MNIST centres it exactly);
+/// - fashion: the outermost pixels dark on average (Fashion-MNIST's items fill the frame and touch it).
+fn has_frame_layout(ink: &GrayImage, rows: u32, cols: u32, dataset_fit: Fit) -> bool {
+    let (w, h) = ink.dimensions();
+    if (w, h) != (cols, rows) || !ink.pixels().any(|p| p[0] > DARK_BORDER + 30) {
+        return false;
+    }
+    if dataset_fit == Fit::Fashion {
+        return border_mean(ink) <= DARK_BORDER as f64;
+    }
+    let border_dark =
+        ink.enumerate_pixels().all(|(x, y, p)| !(x == 0 || y == 0 || x == w - 1 || y == h - 1) || p[0] <= DARK_BORDER);
+    let centred = centre_of_mass(ink).is_some_and(|(cx, cy)| {
+        (cx - w as f64 / 2.0).abs() <= w as f64 / 7.0 && (cy - h as f64 / 2.0).abs() <= h as f64 / 7.0
+    });
+    border_dark && centred
+}
+
+/// Prepares a picture for a model taking `rows × cols` inputs. `Fit::Auto` uses the picture as it is
+/// when it already has the frame's layout, else the digits fit; callers that know the model's data set
+/// resolve it first with [`resolve_fit`].
 pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert) -> Result<Prepared> {
     let (w, h) = image.dimensions();
     if w == 0 || h == 0 {
         bail!("the image is empty");
     }
-    let inverted = match invert {
-        Invert::Yes => true,
-        Invert::No => false,
-        Invert::Auto => border_mean(image) > 127.0,
-    };
+    let fit = resolve_fit(fit, image, invert, rows, cols, Fit::Digits);
+    let inverted = decide_invert(image, invert);
     let mut ink = image.clone();
     if inverted {
         imageops::invert(&mut ink);
+    }
+    if fit == Fit::AsIs {
+        let frame = if (w, h) == (cols, rows) {
+            ink
+        } else {
+            imageops::resize(&ink, cols, rows, imageops::FilterType::Triangle)
+        };
+        let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
+        return Ok(Prepared { pixels, image: frame, inverted, fit });
     }
     // The content: pixels clearly above the background (which is now dark).
     let background = border_mean(&ink);
@@ -99,8 +168,8 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
     let content = imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
     let (cw, ch) = content.dimensions();
     let box_size = match fit {
-        Fit::Digits => ((rows.min(cols) as f64) * 20.0 / 28.0).round() as u32,
-        Fit::Fashion | Fit::Auto => rows.min(cols),
+        Fit::Fashion => rows.min(cols),
+        _ => ((rows.min(cols) as f64) * 20.0 / 28.0).round() as u32,
     };
     let scale = box_size as f64 / cw.max(ch) as f64;
     let (sw, sh) = (((cw as f64 * scale).round() as u32).max(1), ((ch as f64 * scale).round() as u32).max(1));
@@ -109,15 +178,34 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
     // Where the scaled content goes: centre of mass (digits) or bounding-box centre (fashion) at the
     // frame's centre.
     let (cx, cy) = match fit {
-        Fit::Digits => centre_of_mass(&scaled).unwrap_or((sw as f64 / 2.0, sh as f64 / 2.0)),
-        Fit::Fashion | Fit::Auto => (sw as f64 / 2.0, sh as f64 / 2.0),
+        Fit::Fashion => (sw as f64 / 2.0, sh as f64 / 2.0),
+        _ => centre_of_mass(&scaled).unwrap_or((sw as f64 / 2.0, sh as f64 / 2.0)),
     };
     let offset_x = (cols as f64 / 2.0 - cx).round() as i64;
     let offset_y = (rows as f64 / 2.0 - cy).round() as i64;
     let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
     imageops::overlay(&mut frame, &scaled, offset_x, offset_y);
     let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-    Ok(Prepared { pixels, image: frame, inverted })
+    Ok(Prepared { pixels, image: frame, inverted, fit })
+}
+
+/// The fit `requested` stands for with this picture: `Auto` is as it is when the picture (inverted as
+/// `invert` says) already has the layout of the data set `dataset_fit` stands for, else `dataset_fit`;
+/// any other fit is itself.
+pub fn resolve_fit(requested: Fit, image: &GrayImage, invert: Invert, rows: u32, cols: u32, dataset_fit: Fit) -> Fit {
+    if requested != Fit::Auto {
+        return requested;
+    }
+    if image.dimensions() == (cols, rows) {
+        let mut ink = image.clone();
+        if decide_invert(image, invert) {
+            imageops::invert(&mut ink);
+        }
+        if has_frame_layout(&ink, rows, cols, dataset_fit) {
+            return Fit::AsIs;
+        }
+    }
+    dataset_fit
 }
 
 /// Intensity-weighted centre `(x, y)` in pixel units (pixel centres at +0.5); `None` for a black image.
@@ -167,6 +255,53 @@ mod tests {
         assert!(!prepared.inverted);
         let rows_with_ink = (0..28).filter(|&y| (0..28).any(|x| prepared.image.get_pixel(x, y)[0] > 64)).count();
         assert_eq!(rows_with_ink, 28);
+    }
+
+    /// A 28×28 picture in MNIST's layout: black, a stroke inside the central 20×20 box, centred.
+    fn mnist_like() -> GrayImage {
+        GrayImage::from_fn(
+            28,
+            28,
+            |x, y| if (12..16).contains(&x) && (6..22).contains(&y) { Luma([250]) } else { Luma([0]) },
+        )
+    }
+
+    #[test]
+    fn auto_leaves_a_picture_in_the_frame_layout_alone() {
+        let picture = mnist_like();
+        for fit in [Fit::Auto, Fit::AsIs] {
+            let prepared = prepare(&picture, 28, 28, fit, Invert::Auto).unwrap();
+            assert_eq!(prepared.fit, Fit::AsIs);
+            assert!(!prepared.inverted);
+            assert_eq!(prepared.image, picture, "{fit:?} changed the picture");
+        }
+        // The digits fit re-crops it: the 16-pixel stroke becomes 20 pixels tall.
+        let refitted = prepare(&picture, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert_ne!(refitted.image, picture);
+        // Off-centre or touching the border: not the layout, so auto fits it.
+        let shifted = GrayImage::from_fn(28, 28, |x, y| if x < 4 && y < 10 { Luma([250]) } else { Luma([0]) });
+        assert_eq!(prepare(&shifted, 28, 28, Fit::Auto, Invert::Auto).unwrap().fit, Fit::Digits);
+        // For Fashion-MNIST, whose items touch the frame, a dark background on average is the layout.
+        let item =
+            GrayImage::from_fn(28, 28, |x, y| if (6..22).contains(&x) && y > 2 { Luma([200]) } else { Luma([0]) });
+        assert_eq!(resolve_fit(Fit::Auto, &item, Invert::Auto, 28, 28, Fit::Fashion), Fit::AsIs);
+        assert_eq!(resolve_fit(Fit::Auto, &item, Invert::Auto, 28, 28, Fit::Digits), Fit::Digits);
+        // Another size: not the layout either.
+        let small = imageops::resize(&picture, 20, 20, imageops::FilterType::Triangle);
+        assert_eq!(resolve_fit(Fit::Auto, &small, Invert::Auto, 28, 28, Fit::Fashion), Fit::Fashion);
+    }
+
+    #[test]
+    fn none_only_inverts_and_resizes() {
+        let mut picture = mnist_like();
+        imageops::invert(&mut picture);
+        let big = imageops::resize(&picture, 56, 56, imageops::FilterType::Nearest);
+        let prepared = prepare(&big, 28, 28, Fit::AsIs, Invert::Auto).unwrap();
+        assert!(prepared.inverted);
+        assert_eq!(prepared.image.dimensions(), (28, 28));
+        // The stroke stays where it was: columns 12..16 lit, column 4 dark.
+        assert!(prepared.image.get_pixel(13, 14)[0] > 200);
+        assert_eq!(prepared.image.get_pixel(4, 14)[0], 0);
     }
 
     #[test]

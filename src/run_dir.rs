@@ -252,11 +252,105 @@ pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
     write_atomically(path, |tmp| Ok(Tensor::write_safetensors(&on_cpu, tmp)?))
 }
 
-/// Reads named tensors from a safetensors file.
+/// Reads named tensors from a safetensors file. The file is checked first (present, readable, as long
+/// as its header says), because the safetensors reader's own errors are Rust debug dumps
+/// (`IoError(Os { code: 2, .. })`, `MetadataIncompleteBuffer`) that tell a user nothing.
 pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    check_safetensors_file(path)?;
     Tensor::read_safetensors(path)
         .map_err(torch_error)
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))
+}
+
+/// Safetensors' own limit on the JSON header (100 MB): a larger length means "not safetensors".
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// Checks that `path` is a whole safetensors file: an 8-byte little-endian header length, a JSON header,
+/// and exactly as many data bytes as the header's largest `data_offsets` end. Each problem is one plain
+/// sentence naming the file and what to do.
+fn check_safetensors_file(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let shown = path.display();
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let hint = match path.file_name().and_then(|n| n.to_str()) {
+                Some(BEST_WEIGHTS_FILE) => {
+                    "only `mnist-tch train --save-best` writes it (use model.safetensors, or retrain with --save-best)"
+                }
+                Some(WEIGHTS_FILE) => {
+                    "the run has no weights yet (it has not completed an epoch) or the file was removed"
+                }
+                _ => "no such file",
+            };
+            bail!("{shown} is missing: {hint}");
+        }
+        Err(err) => bail!("{shown}: cannot be read: {}", io_reason(&err)),
+    };
+    let metadata = file.metadata().with_context(|| format!("{shown}: cannot be read"))?;
+    if metadata.is_dir() {
+        bail!("{shown}: is a directory, not a weights file");
+    }
+    let size = metadata.len();
+    let truncated = |needed: u64| {
+        anyhow::anyhow!(
+            "{shown}: truncated ({size} of the {needed} bytes its header describes): it was cut off while being \
+             written or copied; copy it again or retrain"
+        )
+    };
+    let mut length = [0u8; 8];
+    if size < 8 {
+        bail!("{shown}: truncated or empty ({size} bytes): not a complete safetensors file; copy it again or retrain");
+    }
+    file.read_exact(&mut length).with_context(|| format!("{shown}: cannot be read"))?;
+    let header_len = u64::from_le_bytes(length);
+    if header_len > MAX_SAFETENSORS_HEADER {
+        bail!("{shown}: not a safetensors file (its first 8 bytes are not a header length)");
+    }
+    if 8 + header_len > size {
+        return Err(truncated(8 + header_len));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).with_context(|| format!("{shown}: cannot be read"))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|_| anyhow::anyhow!("{shown}: not a safetensors file (its header is not a JSON object)"))?;
+    let data_len = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, tensor)| tensor.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let expected = 8 + header_len + data_len;
+    if size < expected {
+        return Err(truncated(expected));
+    }
+    ensure!(
+        size == expected,
+        "{shown}: {} bytes longer than its header describes: not a file written by mnist-tch",
+        size - expected
+    );
+    Ok(())
+}
+
+/// An I/O error's reason in plain words, without Rust's `(os error N)` suffix.
+pub fn io_reason(err: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match err.kind() {
+        ErrorKind::NotFound => "no such file or directory".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::ReadOnlyFilesystem => "read-only file system".into(),
+        ErrorKind::NotADirectory => "a part of the path is a file, not a directory".into(),
+        ErrorKind::IsADirectory => "it is a directory".into(),
+        ErrorKind::StorageFull => "no space left on the device".into(),
+        ErrorKind::AlreadyExists => "it already exists".into(),
+        _ => {
+            let text = err.to_string();
+            match text.find(" (os error") {
+                Some(end) => text[..end].to_lowercase(),
+                None => text,
+            }
+        }
+    }
 }
 
 /// Loads `path` into `vs`, which must already hold the architecture's variables. Every tensor must be

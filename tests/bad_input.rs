@@ -268,7 +268,28 @@ fn evaluate_with_truncated_weights() {
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     let run = mnist_tch(&["evaluate", "--model", fixture.path("run").to_str().unwrap(), "--device", "cpu"]);
-    run.assert_clean_error(&["model.safetensors", "not a readable safetensors file"]);
+    run.assert_clean_error(&["model.safetensors", "truncated", "copy it again or retrain"]);
+    assert!(!run.stderr.contains("MetadataIncompleteBuffer"), "{}", run.stderr);
+    // Cut inside the header, and nothing but the length prefix.
+    for keep in [20, 3] {
+        std::fs::write(&weights, &bytes[..keep]).unwrap();
+        let run = mnist_tch(&["evaluate", "--model", fixture.path("run").to_str().unwrap(), "--device", "cpu"]);
+        run.assert_clean_error(&["model.safetensors", "truncated"]);
+    }
+}
+
+#[test]
+fn evaluate_with_weights_the_run_does_not_have() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let run = fixture.path("run");
+    let evaluated =
+        mnist_tch(&["evaluate", "--model", run.to_str().unwrap(), "--weights", "best.safetensors", "--device", "cpu"]);
+    evaluated.assert_clean_error(&["best.safetensors", "is missing", "train --save-best"]);
+    assert!(!evaluated.stderr.contains("IoError"), "{}", evaluated.stderr);
+    std::fs::remove_file(run.join("model.safetensors")).unwrap();
+    mnist_tch(&["evaluate", "--model", run.to_str().unwrap(), "--device", "cpu"])
+        .assert_clean_error(&["model.safetensors", "is missing"]);
 }
 
 #[test]

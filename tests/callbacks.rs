@@ -146,32 +146,176 @@ fn dropout_and_weight_decay_are_recorded_and_train() {
     mnist_tch(&["evaluate", "--model", fixture.path("run").to_str().unwrap(), "--device", "cpu"]).assert_ok();
 }
 
-fn png_size(path: &std::path::Path) -> (u32, u32) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut pixels).unwrap();
-    // Not a blank canvas: some pixels are dark (text, lines).
-    assert!(pixels[..frame.buffer_size()].iter().any(|&p| p < 64), "{} is blank", path.display());
-    (frame.width, frame.height)
+/// A decoded plot: its pixels as RGB.
+struct Picture(image::RgbImage);
+
+/// The series colours the plots draw with (as in the README's pictures): training blue, validation red,
+/// the restored epoch green.
+const TRAINING: [u8; 3] = [31, 119, 180];
+const VALIDATION: [u8; 3] = [214, 39, 40];
+const RESTORED: [u8; 3] = [44, 160, 44];
+
+impl Picture {
+    fn open(path: &std::path::Path) -> Picture {
+        let decoded = image::open(path).unwrap_or_else(|e| panic!("{}: not a decodable PNG: {e}", path.display()));
+        Picture(decoded.to_rgb8())
+    }
+
+    fn size(&self) -> (u32, u32) {
+        self.0.dimensions()
+    }
+
+    /// Pixels of exactly `color` in the rectangle `xs` × `ys`.
+    fn count(&self, color: [u8; 3], xs: std::ops::Range<u32>, ys: std::ops::Range<u32>) -> usize {
+        ys.flat_map(|y| xs.clone().map(move |x| (x, y))).filter(|&(x, y)| self.0.get_pixel(x, y).0 == color).count()
+    }
+
+    /// Whether a pixel is dark enough to be text or an axis (anti-aliased text included).
+    fn is_dark(&self, x: u32, y: u32) -> bool {
+        self.0.get_pixel(x, y).0.iter().all(|&c| c < 90)
+    }
+
+    /// Rows of the dark pixels in the rectangle, if any: (first, last).
+    fn dark_rows(&self, xs: std::ops::Range<u32>, ys: std::ops::Range<u32>) -> Option<(u32, u32)> {
+        let rows: Vec<u32> = ys.filter(|&y| xs.clone().any(|x| self.is_dark(x, y))).collect();
+        Some((*rows.first()?, *rows.last()?))
+    }
+
+    /// The longest horizontal run of dark pixels in the columns `xs`: (row, first column, last column).
+    /// In a learning-curves panel that is the x axis, which spans the plotting area.
+    fn x_axis(&self, xs: std::ops::Range<u32>) -> (u32, u32, u32) {
+        let mut best = (0, 0, 0);
+        for y in 0..self.0.height() {
+            let mut start = None;
+            for x in xs.clone() {
+                match (self.is_dark(x, y), start) {
+                    (true, None) => start = Some(x),
+                    (false, Some(s)) => {
+                        if x - s > best.2 - best.1 {
+                            best = (y, s, x - 1);
+                        }
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Checks the learning curves as a user sees them, 1200x540: two panels with both series in their own
+/// colours, text in the title, legend and axis-label regions, the legend in its strip under the title
+/// (not over the data), and — only when `restored` is `Some((epoch, epochs))` — the restored epoch's
+/// dashed line at that epoch in both panels.
+fn check_learning_curves(path: &std::path::Path, restored: Option<(u32, u32)>) {
+    let picture = Picture::open(path);
+    assert_eq!(picture.size(), (1200, 540), "{}", path.display());
+    let legend_rows = 30..70;
+    let panel_rows = 80..540;
+    for (panel, xs) in [("loss", 0..600), ("accuracy", 600..1200)] {
+        for (name, color) in [("training", TRAINING), ("validation", VALIDATION)] {
+            let pixels = picture.count(color, xs.clone(), panel_rows.clone());
+            assert!(pixels >= 100, "{panel} panel: {pixels} pixels of the {name} colour");
+        }
+        // Tick labels under the panel and left of it.
+        assert!(picture.dark_rows(xs.start + 60..xs.end - 20, 490..525).is_some(), "{panel}: no x-axis text");
+        assert!(picture.dark_rows(xs.start..xs.start + 60, 120..440).is_some(), "{panel}: no y-axis text");
+    }
+    assert!(picture.dark_rows(400..800, 0..30).is_some(), "no title");
+    // The legend strip: a sample of each series and its text.
+    for color in [TRAINING, VALIDATION] {
+        assert!(picture.count(color, 0..1200, legend_rows.clone()) >= 20, "the legend strip lacks {color:?}");
+    }
+    assert!(picture.dark_rows(0..1200, legend_rows.clone()).is_some(), "the legend has no text");
+    let marker_pixels = picture.count(RESTORED, 0..1200, 0..540);
+    let Some((epoch, epochs)) = restored else {
+        assert_eq!(marker_pixels, 0, "a restored-epoch marker on a run that restored nothing");
+        return;
+    };
+    assert!(picture.count(RESTORED, 0..1200, legend_rows) > 0, "the restored epoch is not in the legend");
+    for (panel, xs) in [("loss", 0..600u32), ("accuracy", 600..1200)] {
+        let column_counts: Vec<(u32, usize)> =
+            xs.clone().map(|x| (x, picture.count(RESTORED, x..x + 1, panel_rows.clone()))).collect();
+        let (line_x, tallest) = column_counts.into_iter().max_by_key(|&(_, n)| n).unwrap();
+        assert!(tallest >= 150, "{panel}: the restored-epoch line is {tallest} pixels tall");
+        // The x axis runs over 0.5..epochs+0.5: epoch e sits at (e - 0.5) / epochs of its length.
+        let (_, left, right) = picture.x_axis(xs);
+        let expected = left as f64 + (epoch as f64 - 0.5) / epochs as f64 * (right - left) as f64;
+        assert!(
+            (line_x as f64 - expected).abs() <= 4.0,
+            "{panel}: restored epoch {epoch} of {epochs} drawn at x={line_x}, expected {expected:.0} (axis {left}..{right})"
+        );
+    }
+}
+
+/// Checks the confusion matrix of a `classes`-class run, 900x800: the cells shaded, and each class
+/// name on the y-axis vertically centred on its row.
+fn check_confusion_matrix(path: &std::path::Path, classes: u32) {
+    let picture = Picture::open(path);
+    assert_eq!(picture.size(), (900, 800), "{}", path.display());
+    // The shaded cells (blue, r == g < 250): a learned model's diagonal spans the whole matrix.
+    let shaded: Vec<(u32, u32)> = picture
+        .0
+        .enumerate_pixels()
+        .filter(|(_, _, p)| p.0[2] == 255 && p.0[0] == p.0[1] && p.0[0] < 250)
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    assert!(shaded.len() > 1000, "no shaded cells");
+    let (left, right) = (shaded.iter().map(|p| p.0).min().unwrap(), shaded.iter().map(|p| p.0).max().unwrap());
+    let (top, bottom) = (shaded.iter().map(|p| p.1).min().unwrap(), shaded.iter().map(|p| p.1).max().unwrap());
+    assert!(right - left > 500 && bottom - top > 500, "matrix {left}..{right} x {top}..{bottom}");
+    let row_height = (bottom - top + 1) as f64 / classes as f64;
+    for row in 0..classes {
+        let band_top = top + (row as f64 * row_height) as u32;
+        let band_bottom = top + ((row + 1) as f64 * row_height) as u32;
+        // Between the y-axis title and the axis's tick marks.
+        let label = picture.dark_rows(left - 22..left - 6, band_top + 3..band_bottom - 3);
+        let Some((first, last)) = label else { panic!("row {row} ({band_top}..{band_bottom}) has no class name") };
+        let (centre, expected) = ((first + last) as f64 / 2.0, (band_top + band_bottom) as f64 / 2.0);
+        assert!(
+            (centre - expected).abs() <= 3.0,
+            "row {row}: its name is centred at y={centre}, the row at y={expected}"
+        );
+    }
+    assert!(picture.dark_rows(300..600, 0..45).is_some(), "no title");
+    assert!(picture.dark_rows(left..right, bottom + 10..bottom + 60).is_some(), "no column names");
 }
 
 #[test]
-fn plots_are_written_decodable_and_sized() {
+fn plots_show_both_series_text_and_centred_class_names() {
     let fixture = Fixture::new(false);
-    let run = fixture.train("run", &["--plot"]);
+    // --save-best records a best epoch, but without early stopping nothing is restored: no marker.
+    let run = fixture.train("run", &["--plot", "--save-best"]);
     run.assert_ok();
     let dir = fixture.path("run");
-    assert_eq!(png_size(&dir.join("learning_curves.png")), mnist_tch::plot::CURVES_SIZE);
-    assert_eq!(png_size(&dir.join("confusion_matrix.png")), mnist_tch::plot::CONFUSION_SIZE);
+    check_learning_curves(&dir.join("learning_curves.png"), None);
+    check_confusion_matrix(&dir.join("confusion_matrix.png"), 4);
 
     // The plot subcommand redraws them from the run directory alone.
     std::fs::remove_file(dir.join("learning_curves.png")).unwrap();
     std::fs::remove_file(dir.join("confusion_matrix.png")).unwrap();
     let plotted = mnist_tch(&["plot", dir.to_str().unwrap()]);
     plotted.assert_ok();
-    assert_eq!(png_size(&dir.join("learning_curves.png")), mnist_tch::plot::CURVES_SIZE);
-    assert_eq!(png_size(&dir.join("confusion_matrix.png")), mnist_tch::plot::CONFUSION_SIZE);
+    check_learning_curves(&dir.join("learning_curves.png"), None);
+    check_confusion_matrix(&dir.join("confusion_matrix.png"), 4);
 
     mnist_tch(&["plot", fixture.path("nothing").to_str().unwrap()]).assert_clean_error(&["not a run directory"]);
+}
+
+#[test]
+fn the_epoch_early_stopping_restored_is_marked() {
+    let fixture = validation_cannot_improve();
+    let run = fixture.train("run", &["--epochs", "30", "--early-stopping", "2", "--lr", "0.01", "--plot"]);
+    run.assert_ok();
+    let dir = fixture.path("run");
+    let config = json(&dir.join("config.json"));
+    assert_eq!(config["state"]["status"], "early_stopped");
+    let best = config["state"]["best_epoch"].as_u64().unwrap() as u32;
+    let epochs = json(&dir.join("metrics.json")).as_array().unwrap().len() as u32;
+    check_learning_curves(&dir.join("learning_curves.png"), Some((best, epochs)));
+    // Redrawn by `plot --model`, from config.json's state alone.
+    std::fs::remove_file(dir.join("learning_curves.png")).unwrap();
+    mnist_tch(&["plot", "--model", dir.to_str().unwrap()]).assert_ok();
+    check_learning_curves(&dir.join("learning_curves.png"), Some((best, epochs)));
 }

@@ -77,6 +77,7 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
     assert_eq!(
         files(&fused),
         vec![
+            ".lock",
             "config.json",
             "evaluation.json",
             "metrics.csv",
@@ -92,7 +93,7 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
 
 #[test]
 fn gzipped_and_raw_files_give_identical_runs_and_same_seed_is_reproducible() {
-    // Raw files go through tch's loader, .gz through ours: the tensors, and so every metric, must agree.
+    // Raw files are read straight into a tensor, .gz ones streamed: the tensors, and so every metric, must agree.
     // (Every metric: the seconds column is wall time, the one thing that may differ.)
     let raw = Fixture::new(false);
     let gz = Fixture::new(true);

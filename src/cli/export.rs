@@ -2,8 +2,8 @@
 
 use crate::device::{DeviceSpec, device_name};
 use crate::export;
-use crate::inference::{ExportInfo, sidecar_path};
-use crate::run_dir::{load_run, write_bytes_atomically};
+use crate::inference::{ExportInfo, ExportOutput, sidecar_path};
+use crate::run_dir::load_run;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -29,9 +29,15 @@ pub struct ExportArgs {
     #[arg(long, value_name = "RUN_DIR")]
     pub model: PathBuf,
 
-    /// TorchScript file to write.
+    /// TorchScript file to write; its description (class names, input shape, output kind) goes beside
+    /// it as FILE.json (model.pt.json). Missing directories are created.
     #[arg(long, value_name = "FILE", default_value = "model.pt")]
     pub out: PathBuf,
+
+    /// Replace an existing FILE and FILE.json instead of refusing (a run directory's own files are
+    /// never replaced).
+    #[arg(long)]
+    pub overwrite: bool,
 
     /// Bake the softmax in: the module returns class probabilities instead of logits.
     #[arg(long)]
@@ -46,6 +52,8 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = args.device.resolve()?;
     let mut run = load_run(&args.model, device)?;
+    let sidecar = sidecar_path(&args.out);
+    export::check_destination(&[&args.out, &sidecar], args.overwrite)?;
     // Frozen: the traced graph then holds plain constants with no autograd history.
     run.vs.freeze();
     let module = export::trace(&run, args.probabilities)?;
@@ -55,21 +63,48 @@ pub fn run(args: ExportArgs) -> Result<()> {
         input_shape: run.config.model.input_shape,
         class_names: run.config.data.class_names.clone(),
         normalization: run.config.data.normalization.clone(),
-        output: if args.probabilities { "probabilities" } else { "logits" }.into(),
+        output: if args.probabilities { ExportOutput::Probabilities } else { ExportOutput::Logits },
         source: std::fs::canonicalize(&args.model).unwrap_or_else(|_| args.model.clone()),
     };
-    let sidecar = sidecar_path(&args.out);
-    write_bytes_atomically(&sidecar, format!("{}\n", serde_json::to_string_pretty(&info)?).as_bytes())?;
+    let sidecar = info.save(&args.out)?;
     let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     println!(
-        "Exported {} ({}, {}, traced on {}) to {} ({:.1} KB) and its description to {}",
+        "Exported {} ({}, {}, traced on {}) to {} ({}) and its description to {}",
         args.model.display(),
         run.config.model.describe(),
-        if args.probabilities { "probabilities" } else { "logits" },
+        info.output.name(),
         device_name(device),
         args.out.display(),
-        size as f64 / 1024.0,
+        human_size(size),
         sidecar.display()
     );
     Ok(())
+}
+
+/// A file size the way people read it: bytes, KB or MB (powers of 1024, one decimal).
+fn human_size(bytes: u64) -> String {
+    const KB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < KB {
+        format!("{bytes} B")
+    } else if b < KB * KB {
+        format!("{:.1} KB", b / KB)
+    } else if b < KB * KB * KB {
+        format!("{:.1} MB", b / (KB * KB))
+    } else {
+        format!("{:.2} GB", b / (KB * KB * KB))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(300), "300 B");
+        assert_eq!(human_size(407_000), "397.5 KB");
+        assert_eq!(human_size(80_153_907), "76.4 MB");
+        assert_eq!(human_size(3 << 30), "3.00 GB");
+    }
 }

@@ -30,7 +30,7 @@ pub struct DataFlags {
     pub labels: Option<LabelList>,
 
     /// Use only the first N training images (after --labels), validation split included.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub limit: Option<u64>,
 
     /// Fraction of the training files held out for validation: the LAST part, before shuffling, as
@@ -62,13 +62,12 @@ impl DataFlags {
 /// How to train.
 #[derive(Debug, Args)]
 pub struct FitFlags {
-    /// Passes over the training set [default: 10]. With --resume: the new total number of epochs
-    /// (default: the run's own, to finish an interrupted run).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Passes over the training set [default: 10].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub epochs: Option<u64>,
 
     /// Examples per optimisation step (the last step of an epoch may be smaller).
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = at_least_one)]
     pub batch_size: u64,
 
     /// Random seed for weight initialisation and shuffling; two CPU runs with the same seed print
@@ -76,7 +75,7 @@ pub struct FitFlags {
     #[arg(long, value_name = "N", default_value_t = 42)]
     pub seed: i64,
 
-    /// Decoupled weight decay: > 0 switches Adam to AdamW (default 0: plain Adam, the seed).
+    /// Decoupled weight decay: > 0 switches Adam to AdamW; 0 keeps plain Adam, as the seed.
     #[arg(long, value_name = "DECAY", default_value_t = 0.0, value_parser = parse_min_delta_flag)]
     pub weight_decay: f64,
 
@@ -88,10 +87,11 @@ pub struct FitFlags {
 
     /// Stop when --monitor has not improved by --min-delta for PATIENCE epochs, and end with the best
     /// epoch's weights (Keras EarlyStopping(restore_best_weights=True)).
-    #[arg(long, value_name = "PATIENCE", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "PATIENCE", value_parser = at_least_one)]
     pub early_stopping: Option<u64>,
 
-    /// Metric for early stopping, --save-best and the plateau schedule.
+    /// Metric for early stopping, --save-best and the plateau schedule (Keras's spellings val_loss and
+    /// val_accuracy work too).
     #[arg(long, value_enum, default_value_t = Monitor::ValLoss)]
     pub monitor: Monitor,
 
@@ -111,7 +111,7 @@ pub struct FitFlags {
 
     /// Which code computes a training step: autograd (libtorch's autograd and tch's nn::Adam, any
     /// architecture) or fused (hand-written MLP backward pass and flat Adam, MLP and linear only).
-    /// Default: autograd for a new run; the parent's engine for --resume and finetune.
+    /// Default: autograd for a new run, the run's own engine when continuing or fine-tuning one.
     #[arg(long, value_enum)]
     pub engine: Option<Engine>,
 
@@ -182,5 +182,44 @@ pub struct OutputFlags {
 impl OutputFlags {
     pub fn mode(&self) -> OutputMode {
         OutputMode::detect(self.quiet)
+    }
+}
+
+/// Parses a whole number of at least 1 (epochs, batch size, patience, --limit, --top-k): clap's own
+/// range parser says `0 is not in 1..18446744073709551615`.
+pub fn at_least_one(s: &str) -> Result<u64, String> {
+    whole_number_in(s, 1, u64::MAX)
+}
+
+/// Parses a number of classes: 2 to 256 (labels are bytes).
+pub fn class_count(s: &str) -> Result<u64, String> {
+    whole_number_in(s, 2, 256)
+}
+
+/// A whole number in `min..=max`, or a plain sentence saying what is wrong with it.
+fn whole_number_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let wanted =
+        if max == u64::MAX { format!("must be at least {min}") } else { format!("must be between {min} and {max}") };
+    let value: i128 = s.trim().parse().map_err(|_| format!("not a whole number ({wanted})"))?;
+    if value < i128::from(min) || value > i128::from(max) {
+        return Err(if value > i128::from(u64::MAX) { "too large".into() } else { wanted });
+    }
+    Ok(value as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_checked_with_plain_messages() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert_eq!(at_least_one("0"), Err("must be at least 1".into()));
+        assert_eq!(at_least_one("-1"), Err("must be at least 1".into()));
+        assert_eq!(at_least_one("x"), Err("not a whole number (must be at least 1)".into()));
+        assert_eq!(at_least_one("99999999999999999999"), Err("too large".into()));
+        assert_eq!(class_count("1"), Err("must be between 2 and 256".into()));
+        assert_eq!(class_count("257"), Err("must be between 2 and 256".into()));
+        assert_eq!(class_count("10"), Ok(10));
     }
 }

@@ -17,7 +17,8 @@ const IMAGE_EXTENSIONS: [&str; 10] = ["png", "jpg", "jpeg", "bmp", "gif", "tif",
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// A run directory, or a TorchScript file written by `mnist-tch export` (with its .json beside it).
+    /// A run directory, or a TorchScript file written by `mnist-tch export` (with the FILE.json it writes
+    /// beside it: model.pt.json, or model.json from earlier versions).
     #[arg(long, value_name = "RUN_DIR|model.pt")]
     pub model: PathBuf,
 
@@ -31,16 +32,14 @@ pub struct PredictArgs {
     pub idx: Option<PathBuf>,
 
     /// How many of the most likely classes to print per image.
-    #[arg(long, value_name = "K", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "K", default_value_t = 3, value_parser = super::flags::at_least_one)]
     pub top_k: u64,
 
-    /// Dark-on-light pictures (a drawing on paper) are inverted to light-on-dark like MNIST: auto
-    /// decides from the picture's border.
+    /// Whether to invert pictures to light ink on dark, as the data sets are.
     #[arg(long, value_enum, default_value_t = Invert::Auto)]
     pub invert: Invert,
 
-    /// How content is fitted into the frame: digits (20x20 box centred by centre of mass, as MNIST was
-    /// made), fashion (longer side fills the frame, as Fashion-MNIST), auto (by the model's classes).
+    /// How a picture's content is fitted into the model's frame.
     #[arg(long, value_enum, default_value_t = Fit::Auto)]
     pub fit: Fit,
 
@@ -64,6 +63,8 @@ struct Input {
     /// `[rows * cols]` in [0, 1], or the error that stopped it.
     pixels: Result<Vec<f32>>,
     inverted: bool,
+    /// How it was fitted into the frame (IDX images: as they are).
+    fit: Fit,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
@@ -73,30 +74,40 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let device = args.device.resolve()?;
     let predictor = Predictor::load(&args.model, device)?;
     let [rows, cols] = predictor.input_shape;
-    let fit = match args.fit {
-        Fit::Auto if predictor.class_names.iter().map(String::as_str).eq(data::FASHION_CLASSES) => Fit::Fashion,
-        Fit::Auto => Fit::Digits,
-        other => other,
+    // What --fit auto does with a picture not yet in the data set's layout.
+    let dataset_fit = if predictor.class_names.iter().map(String::as_str).eq(data::FASHION_CLASSES) {
+        Fit::Fashion
+    } else {
+        Fit::Digits
     };
     let started = Instant::now();
     let mut inputs = Vec::new();
     let files = expand(&args.images);
     let several = files.len() > 1;
-    for path in files {
+    for file in files {
+        let path = match file {
+            Ok(path) => path,
+            Err(err) => {
+                inputs.push(Input { name: String::new(), pixels: Err(err), inverted: false, fit: Fit::Auto });
+                continue;
+            }
+        };
         // load_gray names the file in its errors; preprocessing errors get it here.
         let prepared = preprocess::load_gray(&path).and_then(|image| {
+            let fit = preprocess::resolve_fit(args.fit, &image, args.invert, rows as u32, cols as u32, dataset_fit);
             preprocess::prepare(&image, rows as u32, cols as u32, fit, args.invert)
                 .with_context(|| path.display().to_string())
         });
+        let name = path.display().to_string();
         match prepared {
             Ok(p) => {
                 if let Some(show) = &args.show_input {
                     let target = numbered(show, inputs.len() + 1, several);
                     p.image.save(&target).with_context(|| format!("{}: cannot save", target.display()))?;
                 }
-                inputs.push(Input { name: path.display().to_string(), pixels: Ok(p.pixels), inverted: p.inverted });
+                inputs.push(Input { name, pixels: Ok(p.pixels), inverted: p.inverted, fit: p.fit });
             }
-            Err(err) => inputs.push(Input { name: path.display().to_string(), pixels: Err(err), inverted: false }),
+            Err(err) => inputs.push(Input { name, pixels: Err(err), inverted: false, fit: Fit::Auto }),
         }
     }
     if let Some(idx_path) = &args.idx {
@@ -104,9 +115,23 @@ pub fn run(args: PredictArgs) -> Result<()> {
         if [header.rows as i64, header.cols as i64] != [rows, cols] {
             bail!("{}: images are {}x{}, the model takes {rows}x{cols}", idx_path.display(), header.rows, header.cols);
         }
+        if pixels.is_empty() {
+            bail!("{}: holds no images: nothing to predict", idx_path.display());
+        }
         for (i, image) in pixels.chunks(header.item_len()).enumerate() {
             let pixels = image.iter().map(|&p| p as f32 / 255.0).collect();
-            inputs.push(Input { name: format!("{}#{i}", idx_path.display()), pixels: Ok(pixels), inverted: false });
+            inputs.push(Input {
+                name: format!("{}#{i}", idx_path.display()),
+                pixels: Ok(pixels),
+                inverted: false,
+                fit: Fit::AsIs,
+            });
+        }
+    }
+    // One input that failed is that input's error, on its own line like any other failure.
+    if let [Input { pixels: Err(_), .. }] = inputs.as_slice() {
+        if let Some(Input { pixels: Err(err), .. }) = inputs.pop() {
+            return Err(err);
         }
     }
 
@@ -148,7 +173,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                         .collect();
                     println!(
                         "{}",
-                        json!({"input": input.name, "inverted": input.inverted, "predictions": predictions})
+                        json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions})
                     );
                 } else {
                     let text: Vec<String> = best
@@ -160,13 +185,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    if !args.json && !inputs.is_empty() {
+    let predicted = inputs.len() - failures;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    if !args.json && predicted > 0 {
         eprintln!(
-            "{} images in {:.1} ms ({:.2} ms per image, reading and preprocessing included)",
-            inputs.len() - failures,
-            elapsed * 1e3,
-            elapsed * 1e3 / inputs.len() as f64
+            "{} in {elapsed_ms:.1} ms ({:.2} ms per image, reading and preprocessing included)",
+            counted(predicted, "image"),
+            elapsed_ms / predicted as f64
         );
     }
     if failures > 0 {
@@ -175,8 +200,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// Files as given, directories replaced by their image files in name order.
-fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
+/// `1 image`, `2 images`.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// Files as given, directories replaced by their image files in name order; a directory without any is
+/// an error of its own, so that it is not passed over in silence.
+fn expand(paths: &[PathBuf]) -> Vec<Result<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         match std::fs::read_dir(path) {
@@ -188,10 +219,17 @@ fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
                             .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
                     })
                     .collect();
+                if found.is_empty() {
+                    files.push(Err(anyhow::anyhow!(
+                        "{}: no pictures in this directory (looked for .{} files)",
+                        path.display(),
+                        IMAGE_EXTENSIONS.join(", .")
+                    )));
+                }
                 found.sort();
-                files.extend(found);
+                files.extend(found.into_iter().map(Ok));
             }
-            _ => files.push(path.clone()),
+            _ => files.push(Ok(path.clone())),
         }
     }
     files

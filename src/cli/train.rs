@@ -29,8 +29,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "WIDTHS", value_parser = parse_hidden)]
     pub hidden: Option<Widths>,
 
-    /// Dropout rate during training: after each hidden layer's ReLU (mlp, default 0: the seed's model),
-    /// or before the output layer (cnn, default 0.5 as in Keras's example).
+    /// Dropout rate during training: after each hidden layer's ReLU (mlp) or before the output layer
+    /// (cnn). Default: 0 for mlp (the seed's model), 0.5 for cnn (as in Keras's example).
     #[arg(long, value_name = "RATE", value_parser = unit_interval_from_zero)]
     pub dropout: Option<f64>,
 
@@ -41,7 +41,7 @@ pub struct TrainArgs {
 
     /// Number of classes (output units); every label in the data must be below it. With --labels,
     /// the number of labels given.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=256))]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = super::flags::class_count)]
     pub num_classes: u64,
 
     #[command(flatten)]

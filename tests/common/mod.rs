@@ -211,3 +211,35 @@ pub fn mnist_tch(args: &[&str]) -> Run {
         output,
     }
 }
+
+/// Runs the real binary with `args` the way an ordinary user's process meets file permissions, even when
+/// the tests run as root (as CI does), where a read-only directory would not stop a write: the child
+/// drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its capability bounding set before exec, so its
+/// uid 0 no longer overrides permission bits. For any other user there is nothing to drop.
+pub fn mnist_tch_as_ordinary_user(args: &[&str]) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mnist-tch"));
+    command.args(args).env_remove("MNIST_TCH_DATA");
+    // SAFETY: only async-signal-safe calls (geteuid, prctl) between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::geteuid() != 0 {
+                return Ok(());
+            }
+            const CAP_DAC_OVERRIDE: libc::c_ulong = 1;
+            const CAP_DAC_READ_SEARCH: libc::c_ulong = 2;
+            for capability in [CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH] {
+                if libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("the mnist-tch binary runs without CAP_DAC_OVERRIDE");
+    Run {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        output,
+    }
+}

@@ -76,6 +76,9 @@ def test_compare_writes_its_table_and_passes_parity(data_dir, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "compare.json").read_text())
     assert [r["name"] for r in report["results"]] == ["mnist-tch", "PyTorch eager"]
+    # Skipping Keras is said, once; the settings line counts epochs in words.
+    assert done.stdout.count("Keras: skipped (--no-keras)") == 1, done.stdout
+    assert ", 3 epochs, " in report["settings"], report["settings"]
     for result in report["results"]:
         # Epoch lines print tenths of a second; tiny epochs may round to 0.0.
         assert result["epochs"] == 3 and result["seconds_per_epoch"] >= 0
@@ -83,3 +86,9 @@ def test_compare_writes_its_table_and_passes_parity(data_dir, tmp_path):
     assert [c["pass"] for c in report["parity"]] == [True, True, True], report["parity"]
     table = (out / "compare.md").read_text()
     assert "| mnist-tch |" in table and table.count("PASS") == 3
+
+
+def test_compare_counts_in_words():
+    import compare
+    assert compare.counted(1, "epoch") == "1 epoch"
+    assert compare.counted(3, "epoch") == "3 epochs"
