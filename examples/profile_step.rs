@@ -25,8 +25,9 @@ fn main() {
         let mut adam = nn::Adam { eps: 1e-7, ..Default::default() }.build(&vs, 1e-3).unwrap();
         // Real data when available (random data has gradients whose Adam moments go denormal, which is
         // not what training sees), else random bytes.
-        let (images, labels) = match mnist_tch::data::load_dir(std::path::Path::new("data/fashion-mnist"), 10) {
-            Ok(data) => (data.train.images.narrow(0, 0, 48_000), data.train.labels.narrow(0, 0, 48_000)),
+        let path = std::path::Path::new("data/fashion-mnist");
+        let (images, labels) = match mnist_tch::data::prepare(path, &Default::default(), 10, "auto", 0.2) {
+            Ok(data) => (data.train.images, data.train.labels),
             Err(_) => (
                 Tensor::randint(256, [48_000, 784], (Kind::Uint8, Device::Cpu)),
                 Tensor::randint(10, [48_000], (Kind::Int64, Device::Cpu)),

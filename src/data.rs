@@ -1,39 +1,43 @@
-//! MNIST-format data sets on disk: finding the four files (raw or `.gz`), validating them, turning them
-//! into tensors, class names, and Keras's validation split.
+//! Data sets on disk: where the default one is, which format a path holds (a directory of the four
+//! IDX files, raw or `.gz`, or a Keras-style `.npz` file), the checks across files, class names,
+//! `--labels`/`--limit`, and Keras's validation split.
+//!
+//! One format per module: `idx.rs` reads IDX files and `npz.rs` reads `.npz` archives, each checking
+//! what one file or array can say about itself. What only holds across files — as many labels as
+//! images, labels below the number of classes, training and test images of one size — is checked
+//! here, once, the same way for both formats: a data set gives the same tensors, and so the same
+//! run, whichever format it comes in.
 //!
 //! Images stay bytes (`u8`) in memory and become float inputs one batch at a time ([`to_inputs`]):
 //! the 60,000 training images are 47 MB as bytes and 188 MB as float32. That is also why the files are
-//! read here rather than through tch's `tch::vision::mnist::load_dir`, which checks only the magic
+//! read by this crate rather than by tch's `tch::vision::mnist::load_dir`, which checks only the magic
 //! numbers and materialises float32 copies (peak ~470 MB while loading).
 
-use crate::idx::{self, IdxHeader, IdxKind};
+use crate::idx::{self, IdxKind};
+use crate::npz;
 use anyhow::{Context, Result, bail, ensure};
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
+
+/// For `mnist-tch predict --idx`: an IDX images file as bytes (the reader lives in `idx.rs`).
+pub use crate::idx::read_image_bytes as read_idx_images;
 
 /// Class names of Fashion-MNIST, in label order.
 pub const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
-/// One of the four files of a data set.
+/// One of the four IDX files of a data set.
 #[derive(Debug, Clone, Copy)]
 struct FileRole {
     /// The standard (LeCun) file name, as `tch::vision::mnist::load_dir` expects it.
     standard_name: &'static str,
-    kind: IdxKind,
     what: &'static str,
 }
 
-const TRAIN_IMAGES: FileRole =
-    FileRole { standard_name: "train-images-idx3-ubyte", kind: IdxKind::Images, what: "training images" };
-const TRAIN_LABELS: FileRole =
-    FileRole { standard_name: "train-labels-idx1-ubyte", kind: IdxKind::Labels, what: "training labels" };
-const TEST_IMAGES: FileRole =
-    FileRole { standard_name: "t10k-images-idx3-ubyte", kind: IdxKind::Images, what: "test images" };
-const TEST_LABELS: FileRole =
-    FileRole { standard_name: "t10k-labels-idx1-ubyte", kind: IdxKind::Labels, what: "test labels" };
+const TRAIN_IMAGES: FileRole = FileRole { standard_name: "train-images-idx3-ubyte", what: "training images" };
+const TRAIN_LABELS: FileRole = FileRole { standard_name: "train-labels-idx1-ubyte", what: "training labels" };
+const TEST_IMAGES: FileRole = FileRole { standard_name: "t10k-images-idx3-ubyte", what: "test images" };
+const TEST_LABELS: FileRole = FileRole { standard_name: "t10k-labels-idx1-ubyte", what: "test labels" };
 
 /// The network's inputs for pixel bytes: float32 in [0, 1] (pixel / 255), the same shape.
 ///
@@ -73,168 +77,230 @@ impl Examples {
     }
 }
 
-/// A whole data set: the training files and the test files.
-#[derive(Debug)]
-pub struct MnistData {
-    pub train: Examples,
-    pub test: Examples,
-    pub image_rows: usize,
-    pub image_cols: usize,
+/// The part of a data set: the training or the test images and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    Train,
+    Test,
 }
 
-/// The files of one data set, located and with checked headers.
-struct Located {
-    path: PathBuf,
-    gzipped: bool,
-    role: FileRole,
-}
-
-/// Loads and validates the four files in `dir`; every label must be below `num_classes`.
-pub fn load_dir(dir: &Path, num_classes: usize) -> Result<MnistData> {
-    ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
-    if !dir.is_dir() {
-        if dir.exists() {
-            bail!("data directory {} is not a directory", dir.display());
+impl Split {
+    fn idx_files(self) -> (FileRole, FileRole) {
+        match self {
+            Split::Train => (TRAIN_IMAGES, TRAIN_LABELS),
+            Split::Test => (TEST_IMAGES, TEST_LABELS),
         }
+    }
+
+    /// The arrays' names in Keras's `mnist.npz`.
+    fn npz_keys(self) -> (&'static str, &'static str) {
+        match self {
+            Split::Train => ("x_train", "y_train"),
+            Split::Test => ("x_test", "y_test"),
+        }
+    }
+}
+
+/// What a path holds.
+enum Source {
+    /// A directory of the four IDX files.
+    IdxDir(PathBuf),
+    /// A NumPy `.npz` archive with `x_train`, `y_train`, `x_test`, `y_test`.
+    Npz(PathBuf),
+}
+
+fn has_npz_extension(path: &Path) -> bool {
+    path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("npz"))
+}
+
+/// Whether the file starts like a zip archive (an `.npz` under another name).
+fn starts_like_zip(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut magic)).is_ok() && magic == *b"PK\x03\x04"
+}
+
+/// Decides what `path` holds: a directory is read as IDX files, a file as an `.npz` archive.
+fn locate_source(path: &Path) -> Result<Source> {
+    if path.is_dir() {
+        ensure!(!has_npz_extension(path), "{}: is a directory, expected an .npz file", path.display());
+        return Ok(Source::IdxDir(path.to_path_buf()));
+    }
+    if !path.exists() {
         bail!(
-            "data directory {} does not exist (scripts/setup.sh prepares the default Fashion-MNIST; \
-             or pass --data DIR with the four MNIST files)",
-            dir.display()
+            "{} does not exist (scripts/setup.sh installs digit MNIST in data/mnist and Fashion-MNIST in \
+             data/fashion-mnist; --data takes a directory of the four MNIST files or a Keras .npz file)",
+            path.display()
         );
     }
-    let train_images = locate(dir, TRAIN_IMAGES)?;
-    let train_labels = locate(dir, TRAIN_LABELS)?;
-    let test_images = locate(dir, TEST_IMAGES)?;
-    let test_labels = locate(dir, TEST_LABELS)?;
-
-    let (train, train_dims) = read_examples(&train_images, &train_labels, num_classes)?;
-    let (test, test_dims) = read_examples(&test_images, &test_labels, num_classes)?;
     ensure!(
-        train_dims == test_dims,
-        "{} holds {}x{} images but {} holds {}x{}",
-        train_images.path.display(),
-        train_dims.0,
-        train_dims.1,
-        test_images.path.display(),
-        test_dims.0,
-        test_dims.1
+        has_npz_extension(path) || starts_like_zip(path),
+        "{}: is a file but not an .npz archive; --data takes a directory holding the four MNIST files \
+         (train-images-idx3-ubyte, ...) or a Keras-style .npz file",
+        path.display()
     );
-    Ok(MnistData { train, test, image_rows: train_dims.0, image_cols: train_dims.1 })
-}
-
-fn dims(header: &IdxHeader) -> (usize, usize) {
-    (header.rows, header.cols)
+    Ok(Source::Npz(path.to_path_buf()))
 }
 
 /// Finds `role`'s file in `dir`: the standard name or the dotted spelling, raw or `.gz`.
-fn locate(dir: &Path, role: FileRole) -> Result<Located> {
+fn locate_idx(dir: &Path, role: FileRole) -> Result<PathBuf> {
     let dotted = role.standard_name.replacen("-idx", ".idx", 1);
     for name in [role.standard_name.to_string(), dotted] {
-        for (file_name, gzipped) in [(name.clone(), false), (format!("{name}.gz"), true)] {
+        for file_name in [name.clone(), format!("{name}.gz")] {
             let path = dir.join(&file_name);
             if path.is_dir() {
                 bail!("{}: is a directory, expected the {} file", path.display(), role.what);
             }
             if path.exists() {
-                return Ok(Located { path, gzipped, role });
+                return Ok(path);
             }
         }
     }
     bail!("{}: missing {} file {} (or {}.gz)", dir.display(), role.what, role.standard_name, role.standard_name)
 }
 
-fn open(file: &Located) -> Result<File> {
-    File::open(&file.path).with_context(|| format!("{}: cannot open", file.path.display()))
+/// One part of a data set as read, with the names its errors use for the images and the labels.
+struct Part {
+    examples: Examples,
+    rows: usize,
+    cols: usize,
+    images_origin: String,
+    labels_origin: String,
 }
 
-/// Reads one IDX images file (raw or `.gz`, by its extension), checked: `(header, pixels)`.
-pub fn read_idx_images(path: &Path) -> Result<(IdxHeader, Vec<u8>)> {
-    if path.is_dir() {
-        bail!("{}: is a directory, expected an IDX images file", path.display());
-    }
-    let role = FileRole { standard_name: "", kind: IdxKind::Images, what: "images" };
-    let gzipped = path.extension().is_some_and(|e| e == "gz");
-    read_file(&Located { path: path.to_path_buf(), gzipped, role })
+/// The labels a data set may hold.
+#[derive(Debug, Clone, Copy)]
+enum LabelBound {
+    /// Below the model's number of classes.
+    Classes(usize),
+    /// Any byte: `--labels` picks the classes and drops the rest.
+    AnyByte,
 }
 
-/// Reads a whole file, decompressing `.gz`; the result is checked against its header.
-fn read_file(file: &Located) -> Result<(IdxHeader, Vec<u8>)> {
-    let handle = open(file)?;
-    let result = if file.gzipped {
-        // The decompressed size is unknown until decompressed: the stream reader never trusts the header.
-        idx::read_stream(flate2::read::MultiGzDecoder::new(BufReader::new(handle)), file.role.kind)
-    } else {
-        // The file size is known: check the header against it first, then read exactly the payload.
-        read_raw(handle, file.role.kind)
-    };
-    result.with_context(|| {
-        if file.gzipped { format!("{} (gzip)", file.path.display()) } else { file.path.display().to_string() }
-    })
-}
-
-/// Reads the header of an uncompressed file and checks it against the file's size, leaving `handle` at
-/// the start of the payload: after this, allocating `payload_len()` bytes is safe.
-fn read_raw_header(handle: &mut File, kind: IdxKind) -> Result<IdxHeader> {
-    use std::io::Read;
-    let file_len = handle.metadata()?.len();
-    let mut header_bytes = Vec::with_capacity(kind.header_len());
-    handle.take(kind.header_len() as u64).read_to_end(&mut header_bytes)?;
-    let header = IdxHeader::parse(&header_bytes, kind)?;
-    header.check_file_len(file_len)?;
-    Ok(header)
-}
-
-fn read_raw(mut handle: File, kind: IdxKind) -> Result<(IdxHeader, Vec<u8>)> {
-    use std::io::Read;
-    let header = read_raw_header(&mut handle, kind)?;
-    let mut payload = vec![0u8; header.payload_len()];
-    handle.read_exact(&mut payload)?;
-    Ok((header, payload))
-}
-
-fn check_pair(images: &Located, image_header: &IdxHeader, labels: &Located, label_header: &IdxHeader) -> Result<()> {
+/// Checks what holds across one part's arrays: as many labels as images, every label in range.
+fn check_part(part: &Part, bound: LabelBound) -> Result<()> {
+    let images = part.examples.images.size()[0];
+    let labels = part.examples.len();
     ensure!(
-        image_header.count == label_header.count,
-        "{} holds {} images but {} holds {} labels",
-        images.path.display(),
-        image_header.count,
-        labels.path.display(),
-        label_header.count
+        images == labels,
+        "{} holds {images} images but {} holds {labels} labels",
+        part.images_origin,
+        part.labels_origin
     );
+    let (limit, why) = match bound {
+        LabelBound::Classes(n) => (n as i64, format!("the model has {n} classes (0..={})", n - 1)),
+        LabelBound::AnyByte => (256, "labels must be 0..=255".to_string()),
+    };
+    let labels = &part.examples.labels;
+    let outside = labels.f_lt(0)?.f_logical_or(&labels.f_ge(limit)?)?.f_nonzero()?;
+    if outside.size()[0] > 0 {
+        let index = outside.int64_value(&[0, 0]);
+        let label = labels.int64_value(&[index]);
+        bail!("{}: label {label} at index {index} is out of range: {why}", part.labels_origin);
+    }
     Ok(())
 }
 
-/// Reads an uncompressed images file straight into a tensor (one copy of the pixels in memory, not
-/// two), after checking its header against the file size.
-fn read_raw_images(file: &Located) -> Result<(IdxHeader, Tensor)> {
-    use std::io::Read;
-    let read = || -> Result<(IdxHeader, Tensor)> {
-        let mut handle = open(file)?;
-        let header = read_raw_header(&mut handle, IdxKind::Images)?;
-        let pixels = Tensor::empty([header.count as i64, header.item_len() as i64], (Kind::Uint8, tch::Device::Cpu));
-        // SAFETY: `pixels` is a freshly allocated, contiguous CPU tensor of exactly payload_len bytes,
-        // and nothing else refers to it while this slice lives.
-        let buffer = unsafe { std::slice::from_raw_parts_mut(pixels.data_ptr() as *mut u8, header.payload_len()) };
-        handle.read_exact(buffer)?;
-        Ok((header, pixels))
+/// Reads the `splits` of the data set at `path` (IDX directory or `.npz`) and checks them: each part
+/// on its own ([`check_part`]), then that all parts hold images of one size.
+fn read_splits(path: &Path, splits: &[Split], bound: LabelBound) -> Result<Vec<Part>> {
+    let check_sizes = |parts: &[Part]| -> Result<()> {
+        for pair in parts.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            ensure!(
+                (a.rows, a.cols) == (b.rows, b.cols),
+                "{} holds {}x{} images but {} holds {}x{}",
+                a.images_origin,
+                a.rows,
+                a.cols,
+                b.images_origin,
+                b.rows,
+                b.cols
+            );
+        }
+        Ok(())
     };
-    read().with_context(|| file.path.display().to_string())
+    match locate_source(path)? {
+        Source::IdxDir(dir) => {
+            // Every file located before any is read: a missing one is reported at once.
+            let files = splits
+                .iter()
+                .map(|split| {
+                    let (images, labels) = split.idx_files();
+                    Ok((locate_idx(&dir, images)?, locate_idx(&dir, labels)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut parts = Vec::with_capacity(files.len());
+            for (images_path, labels_path) in files {
+                let (header, images) = idx::read_images(&images_path)?;
+                let (_, label_bytes) = idx::read_file(&labels_path, IdxKind::Labels)?;
+                let part = Part {
+                    examples: Examples { images, labels: Tensor::from_slice(&label_bytes).to_kind(Kind::Int64) },
+                    rows: header.rows,
+                    cols: header.cols,
+                    images_origin: images_path.display().to_string(),
+                    labels_origin: labels_path.display().to_string(),
+                };
+                check_part(&part, bound)?;
+                parts.push(part);
+            }
+            check_sizes(&parts)?;
+            Ok(parts)
+        }
+        Source::Npz(file) => {
+            let keys: Vec<(&str, &str)> = splits.iter().map(|split| split.npz_keys()).collect();
+            let arrays = npz::read_parts(&file, &keys)?;
+            let parts = arrays
+                .into_iter()
+                .zip(keys)
+                .map(|(array, (images_key, labels_key))| Part {
+                    examples: Examples { images: array.images, labels: array.labels },
+                    rows: array.rows,
+                    cols: array.cols,
+                    images_origin: images_key.to_string(),
+                    labels_origin: labels_key.to_string(),
+                })
+                .collect::<Vec<_>>();
+            // The arrays are named by key; the file once, in front.
+            parts.iter().try_for_each(|part| check_part(part, bound)).with_context(|| file.display().to_string())?;
+            check_sizes(&parts).with_context(|| file.display().to_string())?;
+            Ok(parts)
+        }
+    }
 }
 
-/// Decodes an images file and its labels file into tensors.
-fn read_examples(images: &Located, labels: &Located, num_classes: usize) -> Result<(Examples, (usize, usize))> {
-    let (image_header, images_tensor) = if images.gzipped {
-        let (header, pixels) = read_file(images)?;
-        let tensor = Tensor::from_slice(&pixels).view((header.count as i64, header.item_len() as i64));
-        (header, tensor)
-    } else {
-        read_raw_images(images)?
+/// A whole data set: the training part and the test part, images of one size.
+struct DataSet {
+    train: Examples,
+    test: Examples,
+    image_rows: usize,
+    image_cols: usize,
+}
+
+/// Loads and checks the data set at `path` (directory of IDX files or `.npz` file).
+fn load(path: &Path, bound: LabelBound) -> Result<DataSet> {
+    let mut parts = read_splits(path, &[Split::Train, Split::Test], bound)?.into_iter();
+    let (Some(train), Some(test)) = (parts.next(), parts.next()) else {
+        bail!("{}: expected a training and a test part", path.display());
     };
-    let (label_header, label_bytes) = read_file(labels)?;
-    check_pair(images, &image_header, labels, &label_header)?;
-    idx::check_labels(&label_bytes, num_classes).with_context(|| labels.path.display().to_string())?;
-    let labels_tensor = Tensor::from_slice(&label_bytes).to_kind(Kind::Int64);
-    Ok((Examples { images: images_tensor, labels: labels_tensor }, dims(&image_header)))
+    Ok(DataSet { train: train.examples, test: test.examples, image_rows: train.rows, image_cols: train.cols })
+}
+
+/// A data set's test part, for evaluating a trained model.
+#[derive(Debug)]
+pub struct TestData {
+    pub test: Examples,
+    pub image_rows: usize,
+    pub image_cols: usize,
+}
+
+/// Loads and checks only the test part of the data set at `path` (a directory of IDX files, where the
+/// training files need not exist, or an `.npz` file); every label must be below `num_classes`.
+pub fn load_test(path: &Path, num_classes: usize) -> Result<TestData> {
+    ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
+    let part = read_splits(path, &[Split::Test], LabelBound::Classes(num_classes))?.into_iter().next();
+    let Some(part) = part else { bail!("{}: no test part", path.display()) };
+    Ok(TestData { test: part.examples, image_rows: part.rows, image_cols: part.cols })
 }
 
 /// Which part of a data set a job uses: some classes only (relabelled 0..k in the order given), and/or
@@ -258,11 +324,11 @@ pub struct Prepared {
     pub class_names: Vec<String>,
 }
 
-/// Loads `dir` and applies `selection`: keep the chosen labels (relabelled), then the first `limit`
-/// training images, then split off the last `validation_split` for validation. Without `labels`,
-/// every label must be below `num_classes`.
+/// Loads the data set at `path` (a directory of IDX files or an `.npz` file) and applies `selection`:
+/// keep the chosen labels (relabelled), then the first `limit` training images, then split off the last
+/// `validation_split` for validation. Without `labels`, every label must be below `num_classes`.
 pub fn prepare(
-    dir: &Path,
+    path: &Path,
     selection: &Selection,
     num_classes: usize,
     class_names_spec: &str,
@@ -270,8 +336,9 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let (data, num_classes, class_names) = match &selection.labels {
         None => {
-            let data = load_dir(dir, num_classes)?;
-            (data, num_classes, class_names(class_names_spec, dir, num_classes)?)
+            ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
+            let data = load(path, LabelBound::Classes(num_classes))?;
+            (data, num_classes, class_names(class_names_spec, path, num_classes)?)
         }
         Some(labels) => {
             ensure!(labels.len() >= 2, "--labels needs at least 2 classes, got {labels:?}");
@@ -280,24 +347,24 @@ pub fn prepare(
             sorted.dedup();
             ensure!(sorted.len() == labels.len(), "--labels {labels:?} names a class twice");
             // Labels outside the selection are dropped, so any byte value is acceptable here.
-            let data = load_dir(dir, 256)?;
+            let data = load(path, LabelBound::AnyByte)?;
             let all_names = match class_names_spec {
                 "auto" | "digits" | "fashion" => {
                     let source = (*sorted.last().unwrap_or(&0) as usize + 1).max(10);
                     let names =
-                        class_names(class_names_spec, dir, source).or_else(|_| class_names("digits", dir, source))?;
+                        class_names(class_names_spec, path, source).or_else(|_| class_names("digits", path, source))?;
                     labels.iter().map(|&l| names[l as usize].clone()).collect()
                 }
-                _ => class_names(class_names_spec, dir, labels.len())?,
+                _ => class_names(class_names_spec, path, labels.len())?,
             };
             let keep = |examples: &Examples, what: &str| -> Result<Examples> {
                 let kept = select_labels(examples, labels)?;
-                ensure!(!kept.is_empty(), "{}: no {what} images with labels {labels:?}", dir.display());
+                ensure!(!kept.is_empty(), "{}: no {what} images with labels {labels:?}", path.display());
                 Ok(kept)
             };
             let train = keep(&data.train, "training")?;
             let test = keep(&data.test, "test")?;
-            (MnistData { train, test, ..data }, labels.len(), all_names)
+            (DataSet { train, test, ..data }, labels.len(), all_names)
         }
     };
     let mut train_all = data.train;
@@ -360,15 +427,15 @@ pub fn validation_split(n: usize, fraction: f64) -> Result<(usize, usize)> {
     Ok((train_len, n - train_len))
 }
 
-/// Class names for a data set: `auto` (Fashion-MNIST when the directory name says so, else digits),
+/// Class names for a data set: `auto` (Fashion-MNIST when the data set's path says so, else digits),
 /// `digits`, `fashion`, or a comma-separated list with one name per class.
-pub fn class_names(spec: &str, dir: &Path, num_classes: usize) -> Result<Vec<String>> {
+pub fn class_names(spec: &str, path: &Path, num_classes: usize) -> Result<Vec<String>> {
     let numbered = || (0..num_classes).map(|i| i.to_string()).collect::<Vec<_>>();
     let fashion = || FASHION_CLASSES.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let names = match spec {
         "auto" => {
-            let looks_fashion = std::fs::canonicalize(dir)
-                .unwrap_or_else(|_| dir.to_path_buf())
+            let looks_fashion = std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_path_buf())
                 .to_string_lossy()
                 .to_lowercase()
                 .contains("fashion");
@@ -413,6 +480,28 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&kept.labels).unwrap(), vec![1, 0, 1, 0]);
         assert_eq!(parse_labels("5, 6,7").unwrap(), vec![5, 6, 7]);
         assert!(parse_labels("5,300").is_err());
+    }
+
+    #[test]
+    fn labels_are_checked_against_the_images_and_the_classes() {
+        let part = |labels: &[i64]| Part {
+            examples: Examples {
+                images: Tensor::zeros([3, 4], (Kind::Uint8, tch::Device::Cpu)),
+                labels: Tensor::from_slice(labels),
+            },
+            rows: 2,
+            cols: 2,
+            images_origin: "x".into(),
+            labels_origin: "y".into(),
+        };
+        assert!(check_part(&part(&[0, 1, 9]), LabelBound::Classes(10)).is_ok());
+        let err = check_part(&part(&[0, 1]), LabelBound::Classes(10)).unwrap_err().to_string();
+        assert_eq!(err, "x holds 3 images but y holds 2 labels");
+        let err = check_part(&part(&[0, 10, 3]), LabelBound::Classes(10)).unwrap_err().to_string();
+        assert!(err.starts_with("y: label 10 at index 1 is out of range: the model has 10 classes"), "{err}");
+        let err = check_part(&part(&[0, 1, -2]), LabelBound::AnyByte).unwrap_err().to_string();
+        assert!(err.contains("label -2 at index 2"), "{err}");
+        assert!(check_part(&part(&[0, 255, 3]), LabelBound::AnyByte).is_ok());
     }
 
     #[test]

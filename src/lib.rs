@@ -2,8 +2,10 @@
 //! categorical cross-entropy, batch 32, validation_split 0.2 — built from scratch on libtorch via tch.
 //!
 //! The library holds everything; `src/main.rs` only maps errors to exit codes.
-//! - [`idx`]: the IDX format and its header checks.
-//! - [`data`]: finding, validating and loading an MNIST-format directory; Keras's validation split.
+//! - [`idx`]: the IDX format: header checks and reading files, raw or `.gz`.
+//! - [`npz`]: NumPy `.npz` data sets such as Keras's `mnist.npz`, checked before tch reads them.
+//! - [`data`]: the default data set, which format a path holds, checks across files; Keras's
+//!   validation split.
 //! - [`model`]: the MLP and its `config.json` description.
 //! - [`training`]: the training loop.
 //! - [`fused_mlp`]: the training step: hand-written backward pass, Adam over flat buffers.
@@ -32,6 +34,7 @@ pub mod idx;
 pub mod inference;
 pub mod model;
 pub mod npy;
+pub mod npz;
 pub mod plot;
 pub mod preprocess;
 pub mod progress;

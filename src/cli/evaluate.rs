@@ -44,7 +44,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let run = load_run_weights(&args.model, &args.weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
-    let data = data::load_dir(&data_dir, model.num_classes as usize)?;
+    let data = data::load_test(&data_dir, model.num_classes as usize)?;
     let image_shape = [data.image_rows as i64, data.image_cols as i64];
     ensure!(
         image_shape == model.input_shape,
