@@ -99,6 +99,12 @@ def main() -> int:
     case("--device tpu", lambda d: None, "--device", "tpu")
     case("--device cuda:7", lambda d: None, "--device", "cuda:7")
     rows.append(("data directory missing", *run("train", "--data", str(tmp / "nowhere"), "--device", "cpu")))
+    home = tmp / "empty-home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_TCH_DATA", "XDG_DATA_HOME")}
+    code, message = run("train", "--device", "cpu", cwd=home, env={**env, "HOME": str(home)})
+    rows.append(("no --data and no digit MNIST installed", code, message.replace(str(tmp) + "/", "")))
+
     # Keras-style .npz files.
     def npz_case(name: str, mutate=None, write=None) -> None:
         path = tmp / (name.replace(" ", "-").replace("/", "-") + ".npz")

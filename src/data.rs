@@ -16,6 +16,7 @@
 use crate::idx::{self, IdxKind};
 use crate::npz;
 use anyhow::{Context, Result, bail, ensure};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -25,6 +26,74 @@ pub use crate::idx::read_image_bytes as read_idx_images;
 /// Class names of Fashion-MNIST, in label order.
 pub const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+/// The environment variable that names the default data set (a directory or an `.npz` file).
+pub const DATA_ENV: &str = "MNIST_TCH_DATA";
+
+/// Where the default data set, digit MNIST, is looked for when `--data` is not given, in this order.
+/// `scripts/setup.sh` installs digit MNIST in both directories.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSearch {
+    /// `$MNIST_TCH_DATA`, when set and not empty: taken as given, like `--data`.
+    pub from_env: Option<PathBuf>,
+    /// `./data/mnist` in the working directory: a checkout's own copy.
+    pub in_working_dir: PathBuf,
+    /// The per-user copy, `$XDG_DATA_HOME/mnist-tch/mnist` (`~/.local/share/mnist-tch/mnist` by
+    /// default), so the binary finds its data from any directory. `None` without a home directory.
+    pub per_user: Option<PathBuf>,
+}
+
+impl DataSearch {
+    /// The search for this process: its environment and its working directory.
+    pub fn from_process() -> DataSearch {
+        let working_dir = std::env::current_dir().unwrap_or_default();
+        DataSearch::from_vars(&working_dir, |name| std::env::var_os(name))
+    }
+
+    /// The search for a working directory and an environment given as a lookup function (tests inject
+    /// one instead of changing the process's environment).
+    pub fn from_vars(working_dir: &Path, var: impl Fn(&str) -> Option<OsString>) -> DataSearch {
+        DataSearch {
+            from_env: var(DATA_ENV).filter(|value| !value.is_empty()).map(PathBuf::from),
+            in_working_dir: working_dir.join("data").join("mnist"),
+            per_user: user_data_dir(var).map(|dir| dir.join("mnist")),
+        }
+    }
+}
+
+/// mnist-tch's per-user data directory, `$XDG_DATA_HOME/mnist-tch`, where `XDG_DATA_HOME` defaults to
+/// `~/.local/share` and is ignored unless absolute (the XDG base directory rules). scripts/setup.sh
+/// computes the same directory.
+pub fn user_data_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let base = match var("XDG_DATA_HOME").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ => PathBuf::from(var("HOME").filter(|home| !home.is_empty())?).join(".local").join("share"),
+    };
+    Some(base.join("mnist-tch"))
+}
+
+/// The data set to use: `--data` when given, else `$MNIST_TCH_DATA`, else the first of `./data/mnist`
+/// and the per-user directory that exists. Nothing else: without digit MNIST, the error says where it
+/// looked and how to get it or use Fashion-MNIST instead, rather than training on something else.
+pub fn resolve_data_path(flag: Option<&Path>, search: &DataSearch) -> Result<PathBuf> {
+    if let Some(path) = flag {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = &search.from_env {
+        ensure!(path.exists(), "${DATA_ENV} is {}, which does not exist", path.display());
+        return Ok(path.clone());
+    }
+    let candidates: Vec<&PathBuf> = std::iter::once(&search.in_working_dir).chain(&search.per_user).collect();
+    if let Some(found) = candidates.iter().find(|dir| dir.exists()) {
+        return Ok(found.to_path_buf());
+    }
+    let looked_in = candidates.iter().map(|dir| dir.display().to_string()).collect::<Vec<_>>().join(" or ");
+    bail!(
+        "no data set: digit MNIST, the default, is not in {looked_in} (--data not given, ${DATA_ENV} not set); \
+         scripts/setup.sh installs it there, or pass --data PATH (a directory of MNIST-format IDX files or a \
+         Keras mnist.npz); for Fashion-MNIST: --data data/fashion-mnist"
+    )
+}
 
 /// One of the four IDX files of a data set.
 #[derive(Debug, Clone, Copy)]
@@ -480,6 +549,69 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&kept.labels).unwrap(), vec![1, 0, 1, 0]);
         assert_eq!(parse_labels("5, 6,7").unwrap(), vec![5, 6, 7]);
         assert!(parse_labels("5,300").is_err());
+    }
+
+    /// An environment of `pairs` for [`DataSearch::from_vars`].
+    fn vars(pairs: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let map: Vec<(String, OsString)> =
+            pairs.iter().map(|(name, value)| (name.to_string(), value.as_os_str().to_owned())).collect();
+        move |name| map.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn default_data_is_looked_up_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (work, home) = (tmp.path().join("work"), tmp.path().join("home"));
+        let in_work = work.join("data/mnist");
+        let per_user = home.join(".local/share/mnist-tch/mnist");
+        let search = DataSearch::from_vars(&work, vars(&[("HOME", &home)]));
+        assert_eq!(search.per_user.as_deref(), Some(per_user.as_path()));
+
+        // Nothing installed: one message naming both places and Fashion-MNIST, no fallback.
+        let err = resolve_data_path(None, &search).unwrap_err().to_string();
+        for fragment in
+            [in_work.to_str().unwrap(), per_user.to_str().unwrap(), "scripts/setup.sh", "--data data/fashion-mnist"]
+        {
+            assert!(err.contains(fragment), "missing {fragment:?} in: {err}");
+        }
+        // --data wins, whether or not it exists (loading reports a missing one).
+        let flag = Path::new("/somewhere/else.npz");
+        assert_eq!(resolve_data_path(Some(flag), &search).unwrap(), flag);
+
+        std::fs::create_dir_all(&per_user).unwrap();
+        assert_eq!(resolve_data_path(None, &search).unwrap(), per_user);
+        std::fs::create_dir_all(&in_work).unwrap();
+        assert_eq!(resolve_data_path(None, &search).unwrap(), in_work);
+
+        // $MNIST_TCH_DATA comes before both; set but missing is an error, set but empty is unset.
+        let chosen = tmp.path().join("chosen");
+        std::fs::create_dir(&chosen).unwrap();
+        let with_env = DataSearch::from_vars(&work, vars(&[("HOME", &home), (DATA_ENV, &chosen)]));
+        assert_eq!(resolve_data_path(None, &with_env).unwrap(), chosen);
+        assert_eq!(resolve_data_path(Some(flag), &with_env).unwrap(), flag);
+        let missing = tmp.path().join("missing");
+        let err = resolve_data_path(None, &DataSearch::from_vars(&work, vars(&[(DATA_ENV, &missing)])))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("$MNIST_TCH_DATA") && err.contains("does not exist"), "{err}");
+        let empty = DataSearch::from_vars(&work, vars(&[("HOME", &home), (DATA_ENV, Path::new(""))]));
+        assert_eq!(resolve_data_path(None, &empty).unwrap(), in_work);
+    }
+
+    #[test]
+    fn per_user_directory_follows_xdg() {
+        let home = Path::new("/home/u");
+        assert_eq!(user_data_dir(vars(&[("HOME", home)])), Some(PathBuf::from("/home/u/.local/share/mnist-tch")));
+        let xdg = vars(&[("HOME", home), ("XDG_DATA_HOME", Path::new("/data/xdg"))]);
+        assert_eq!(user_data_dir(xdg), Some(PathBuf::from("/data/xdg/mnist-tch")));
+        // A relative XDG_DATA_HOME is invalid by the spec and ignored.
+        let relative = vars(&[("HOME", home), ("XDG_DATA_HOME", Path::new("rel"))]);
+        assert_eq!(user_data_dir(relative), Some(PathBuf::from("/home/u/.local/share/mnist-tch")));
+        assert_eq!(user_data_dir(vars(&[])), None);
+        // Without a home, only the working directory is searched.
+        let search = DataSearch::from_vars(Path::new("/w"), vars(&[]));
+        let err = resolve_data_path(None, &search).unwrap_err().to_string();
+        assert!(err.contains("not in /w/data/mnist (--data"), "{err}");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Data sets in every form mnist-tch reads — a directory of IDX files (raw or .gz, as Keras caches
-//! Fashion-MNIST) or a Keras-style .npz — give the same run, and every malformed .npz is one clear line.
+//! Fashion-MNIST) or a Keras-style .npz — give the same run, every malformed .npz is one clear line,
+//! and without --data the default data set is found (or explained) from any working directory.
 
 mod common;
 
 use common::{Fixture, Run, SIDE, synthetic};
 use serde_json::Value;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// One `.npy` array as NumPy writes it: magic, version 1.0, a header padded to 64 bytes, the data.
 fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
@@ -280,4 +282,91 @@ fn npz_path_that_is_a_directory_missing_or_another_file() {
     train_on(&fixture, &fixture.path("nowhere.npz"), "run", &[]).assert_clean_error(&["nowhere.npz", "does not exist"]);
     let idx_file = fixture.data().join(common::TRAIN_IMAGES);
     train_on(&fixture, &idx_file, "run", &[]).assert_clean_error(&[common::TRAIN_IMAGES, "not an .npz archive"]);
+}
+
+/// Runs the binary in `working_dir` with only `env` for the data lookup: HOME and, when given,
+/// XDG_DATA_HOME and MNIST_TCH_DATA.
+fn run_in(working_dir: &Path, env: &[(&str, &Path)], args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mnist-tch"));
+    command.args(args).current_dir(working_dir).env_remove("MNIST_TCH_DATA").env_remove("XDG_DATA_HOME");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("the mnist-tch binary runs");
+    Run {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        output,
+    }
+}
+
+/// Copies the fixture's four files into `dir`.
+fn install(fixture: &Fixture, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(fixture.data()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The data set the newest run in `working_dir/runs` was trained on.
+fn trained_on(working_dir: &Path) -> PathBuf {
+    // Runs are numbered runs/train1, runs/train2, ... in order.
+    let newest = std::fs::read_dir(working_dir.join("runs"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_prefix("train")?.parse::<u32>().ok())
+        .max()
+        .unwrap();
+    let run_dir = working_dir.join(format!("runs/train{newest}"));
+    PathBuf::from(config(&run_dir)["data"]["dir"].as_str().unwrap())
+}
+
+#[test]
+fn default_data_is_found_from_any_directory_or_explained() {
+    let fixture = Fixture::new(false);
+    let (work, home) = (fixture.path("work"), fixture.path("home"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let quick = ["train", "--epochs", "1", "--num-classes", "4", "--device", "cpu", "--quiet"];
+    let per_user = home.join(".local/share/mnist-tch/mnist");
+
+    // Nothing installed: one line naming where it looked, and Fashion-MNIST as the explicit way out.
+    let run = run_in(&work, &[("HOME", &home)], &quick);
+    run.assert_clean_error(&[
+        work.join("data/mnist").to_str().unwrap(),
+        per_user.to_str().unwrap(),
+        "scripts/setup.sh",
+        "--data data/fashion-mnist",
+    ]);
+    assert!(!work.join("runs").exists(), "a failed run must not leave a run directory behind");
+
+    // The per-user copy, from a directory that has none of its own.
+    install(&fixture, &per_user);
+    run_in(&work, &[("HOME", &home)], &quick).assert_ok();
+    assert_eq!(trained_on(&work), per_user.canonicalize().unwrap());
+    let run_config = config(&work.join("runs/train1"));
+    assert_eq!(run_config["data"]["class_names"], serde_json::json!(["0", "1", "2", "3"]));
+
+    // XDG_DATA_HOME moves the per-user directory.
+    let xdg = fixture.path("xdg");
+    install(&fixture, &xdg.join("mnist-tch/mnist"));
+    run_in(&work, &[("HOME", &home), ("XDG_DATA_HOME", &xdg)], &quick).assert_ok();
+    assert_eq!(trained_on(&work), xdg.join("mnist-tch/mnist").canonicalize().unwrap());
+
+    // ./data/mnist comes before the per-user copy.
+    install(&fixture, &work.join("data/mnist"));
+    run_in(&work, &[("HOME", &home)], &quick).assert_ok();
+    assert_eq!(trained_on(&work), work.join("data/mnist").canonicalize().unwrap());
+
+    // $MNIST_TCH_DATA before both, and it may name an .npz file.
+    let npz = fixture.path("mnist.npz");
+    write_npz(&npz, &keras_arrays());
+    run_in(&work, &[("HOME", &home), ("MNIST_TCH_DATA", &npz)], &quick).assert_ok();
+    assert_eq!(trained_on(&work), npz.canonicalize().unwrap());
+    let missing = fixture.path("missing");
+    run_in(&work, &[("HOME", &home), ("MNIST_TCH_DATA", &missing)], &quick).assert_clean_error(&[
+        "$MNIST_TCH_DATA",
+        "missing",
+        "does not exist",
+    ]);
 }

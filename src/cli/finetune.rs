@@ -56,8 +56,9 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let mode = args.output.mode();
     let parent = RunConfig::load(&args.from)?;
     let selection = args.data.selection();
+    let data_path = args.data.data_path()?;
     let prepared = data::prepare(
-        &args.data.data,
+        &data_path,
         &selection,
         parent.model.num_classes as usize,
         &args.data.class_names,
@@ -67,7 +68,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     if image_shape != parent.model.input_shape {
         bail!(
             "{}: images are {}x{}, the model in {} takes {}x{}",
-            args.data.data.display(),
+            data_path.display(),
             image_shape[0],
             image_shape[1],
             args.from.display(),
@@ -96,7 +97,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let config = RunConfig {
         tool: ToolInfo::default(),
         model: model_config,
-        data: data_info(&args.data.data, &prepared, selection),
+        data: data_info(&data_path, &prepared, selection),
         training: args.fit.train_config(args.lr, args.data.validation_split, device_name(device)),
         lineage: Some(Lineage {
             parent: std::fs::canonicalize(&args.from).unwrap_or_else(|_| args.from.clone()),

@@ -75,8 +75,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let device = args.output.device.resolve()?;
     let mode = args.output.mode();
     let selection = args.data.selection();
+    let data_path = args.data.data_path()?;
     let prepared = data::prepare(
-        &args.data.data,
+        &data_path,
         &selection,
         args.num_classes as usize,
         &args.data.class_names,
@@ -90,7 +91,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             num_classes: prepared.num_classes as i64,
             dropout: args.dropout,
         },
-        data: data_info(&args.data.data, &prepared, selection),
+        data: data_info(&data_path, &prepared, selection),
         training: args.fit.train_config(args.lr, args.data.validation_split, device_name(device)),
         lineage: None,
         state: Default::default(),
