@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,19 @@ def good(directory: Path) -> None:
         (directory / labels).write_bytes(idx(rng.integers(0, 10, count)))
 
 
+def keras_arrays() -> dict[str, np.ndarray]:
+    """A tiny valid data set as the arrays of Keras's mnist.npz."""
+    rng = np.random.default_rng(0)
+    return {"x_train": rng.integers(0, 256, (100, 8, 8)).astype(np.uint8), "y_train": rng.integers(0, 10, 100).astype(np.uint8),
+            "x_test": rng.integers(0, 256, (20, 8, 8)).astype(np.uint8), "y_test": rng.integers(0, 10, 20).astype(np.uint8)}
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    out = __import__("io").BytesIO()
+    np.lib.format.write_array(out, array)
+    return out.getvalue()
+
+
 def without_root_override() -> None:
     """Runs in the child before exec: drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the capability
     bounding set, so that even root is stopped by file permissions (a read-only directory is then
@@ -51,9 +65,9 @@ def without_root_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
-def run(*args: str, as_plain_user: bool = False) -> tuple[int, str]:
+def run(*args: str, as_plain_user: bool = False, **kwargs) -> tuple[int, str]:
     done = subprocess.run([BINARY, *args], capture_output=True, text=True,
-                          preexec_fn=without_root_override if as_plain_user else None)
+                          preexec_fn=without_root_override if as_plain_user else None, **kwargs)
     # mnist-tch prints one line; clap (exit 2) prints its error line, then usage: take the error line.
     lines = done.stderr.strip().splitlines() or [""]
     return done.returncode, next((l for l in lines if l.startswith("error:")), lines[-1])
@@ -99,6 +113,62 @@ def main() -> int:
     case("--device tpu", lambda d: None, "--device", "tpu")
     case("--device cuda:7", lambda d: None, "--device", "cuda:7")
     rows.append(("data directory missing", *run("train", "--data", str(tmp / "nowhere"), "--device", "cpu")))
+    home = tmp / "empty-home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_TCH_DATA", "XDG_DATA_HOME")}
+    code, message = run("train", "--device", "cpu", cwd=home, env={**env, "HOME": str(home)})
+    rows.append(("no --data and no digit MNIST installed", code, message.replace(str(tmp) + "/", "")))
+
+    # Keras-style .npz files.
+    def npz_case(name: str, mutate=None, write=None) -> None:
+        path = tmp / (name.replace(" ", "-").replace("/", "-") + ".npz")
+        if write:
+            write(path)
+        else:
+            arrays = keras_arrays()
+            if mutate:
+                mutate(arrays)
+            np.savez_compressed(path, **arrays)
+        code, message = run("train", "--data", str(path), "--device", "cpu", "--epochs", "1", "--out", str(tmp / "out"),
+                            "--overwrite", "--quiet")
+        rows.append(("npz: " + name, code, message.replace(str(tmp) + "/", "") if code else "(trains)"))
+
+    def good_npz_bytes() -> bytes:
+        path = tmp / "good-for-bytes.npz"
+        np.savez_compressed(path, **keras_arrays())
+        return path.read_bytes()
+
+    def lying_header(path: Path) -> None:
+        # x_train's header says (100, 8, 8) but 100 bytes of pixels follow: tch's reader alone reads past its buffer.
+        arrays = keras_arrays()
+        with zipfile.ZipFile(path, "w") as archive:
+            for key, array in arrays.items():
+                data = npy_bytes(array)
+                archive.writestr(key + ".npy", data[:len(data) - array.nbytes + 100] if key == "x_train" else data)
+
+    npz_case("good file")
+    npz_case("int64 labels", lambda a: a.update(y_train=a["y_train"].astype(np.int64), y_test=a["y_test"].astype(np.int64)))
+    npz_case("wrong keys", lambda a: a.update(images=a.pop("x_train")))
+    npz_case("float32 images", lambda a: a.update(x_train=a["x_train"].astype(np.float32) / 255))
+    npz_case("float labels", lambda a: a.update(y_test=a["y_test"].astype(np.float64)))
+    npz_case("flattened images", lambda a: a.update(x_train=a["x_train"].reshape(100, 64)))
+    npz_case("image/label count mismatch", lambda a: a.update(y_train=a["y_train"][:99]))
+    npz_case("label out of range", lambda a: a["y_test"].__setitem__(3, 12))
+    npz_case("negative int64 label", lambda a: a.update(y_train=np.where(np.arange(100) == 7, -1, a["y_train"].astype(np.int64))))
+    npz_case("zero images", lambda a: a.update(x_train=np.zeros((0, 8, 8), np.uint8), y_train=np.zeros(0, np.uint8)))
+    npz_case("train/test sizes differ", lambda a: a.update(x_test=np.zeros((20, 6, 6), np.uint8)))
+    npz_case("truncated zip", write=lambda p: p.write_bytes(good_npz_bytes()[:3000]))
+    npz_case("corrupt zip data", write=lambda p: p.write_bytes(
+        (lambda b: b[:200] + bytes(x ^ 0x5A for x in b[200:260]) + b[260:])(good_npz_bytes())))
+    npz_case("header claims more data than the entry holds", write=lying_header)
+    npz_case("object array (pickle)", lambda a: a.update(names=np.array(["a", None], dtype=object)))
+    (tmp / "a-directory.npz").mkdir()
+    rows.append(("npz: a directory named .npz", *run("train", "--data", str(tmp / "a-directory.npz"), "--device", "cpu")))
+    rows.append(("npz: missing file", *run("train", "--data", str(tmp / "missing.npz"), "--device", "cpu")))
+    good(tmp / "idx-file")
+    rows.append(("npz: an IDX file as --data",
+                 *run("train", "--data", str(tmp / "idx-file" / ti), "--device", "cpu")))
+    rows[-3:] = [(name, code, message.replace(str(tmp) + "/", "")) for name, code, message in rows[-3:]]
 
     # Run directories.
     data = tmp / "good"

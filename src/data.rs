@@ -1,39 +1,112 @@
-//! MNIST-format data sets on disk: finding the four files (raw or `.gz`), validating them, turning them
-//! into tensors, class names, and Keras's validation split.
+//! Data sets on disk: where the default one is, which format a path holds (a directory of the four
+//! IDX files, raw or `.gz`, or a Keras-style `.npz` file), the checks across files, class names,
+//! `--labels`/`--limit`, and Keras's validation split.
+//!
+//! One format per module: `idx.rs` reads IDX files and `npz.rs` reads `.npz` archives, each checking
+//! what one file or array can say about itself. What only holds across files — as many labels as
+//! images, labels below the number of classes, training and test images of one size — is checked
+//! here, once, the same way for both formats: a data set gives the same tensors, and so the same
+//! run, whichever format it comes in.
 //!
 //! Images stay bytes (`u8`) in memory and become float inputs one batch at a time ([`to_inputs`]):
 //! the 60,000 training images are 47 MB as bytes and 188 MB as float32. That is also why the files are
-//! read here rather than through tch's `tch::vision::mnist::load_dir`, which checks only the magic
+//! read by this crate rather than by tch's `tch::vision::mnist::load_dir`, which checks only the magic
 //! numbers and materialises float32 copies (peak ~470 MB while loading).
 
-use crate::idx::{self, IdxHeader, IdxKind};
+use crate::idx::{self, IdxKind};
+use crate::npz;
 use anyhow::{Context, Result, bail, ensure};
-use std::fs::File;
-use std::io::BufReader;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
+
+/// For `mnist-tch predict --idx`: an IDX images file as bytes (the reader lives in `idx.rs`).
+pub use crate::idx::read_image_bytes as read_idx_images;
 
 /// Class names of Fashion-MNIST, in label order.
 pub const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
-/// One of the four files of a data set.
+/// The environment variable that names the default data set (a directory or an `.npz` file).
+pub const DATA_ENV: &str = "MNIST_TCH_DATA";
+
+/// Where the default data set, digit MNIST, is looked for when `--data` is not given, in this order.
+/// `scripts/setup.sh` installs digit MNIST in both directories.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSearch {
+    /// `$MNIST_TCH_DATA`, when set and not empty: taken as given, like `--data`.
+    pub from_env: Option<PathBuf>,
+    /// `./data/mnist` in the working directory: a checkout's own copy.
+    pub in_working_dir: PathBuf,
+    /// The per-user copy, `$XDG_DATA_HOME/mnist-tch/mnist` (`~/.local/share/mnist-tch/mnist` by
+    /// default), so the binary finds its data from any directory. `None` without a home directory.
+    pub per_user: Option<PathBuf>,
+}
+
+impl DataSearch {
+    /// The search for this process: its environment and its working directory.
+    pub fn from_process() -> DataSearch {
+        let working_dir = std::env::current_dir().unwrap_or_default();
+        DataSearch::from_vars(&working_dir, |name| std::env::var_os(name))
+    }
+
+    /// The search for a working directory and an environment given as a lookup function (tests inject
+    /// one instead of changing the process's environment).
+    pub fn from_vars(working_dir: &Path, var: impl Fn(&str) -> Option<OsString>) -> DataSearch {
+        DataSearch {
+            from_env: var(DATA_ENV).filter(|value| !value.is_empty()).map(PathBuf::from),
+            in_working_dir: working_dir.join("data").join("mnist"),
+            per_user: user_data_dir(var).map(|dir| dir.join("mnist")),
+        }
+    }
+}
+
+/// mnist-tch's per-user data directory, `$XDG_DATA_HOME/mnist-tch`, where `XDG_DATA_HOME` defaults to
+/// `~/.local/share` and is ignored unless absolute (the XDG base directory rules). scripts/setup.sh
+/// computes the same directory.
+pub fn user_data_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let base = match var("XDG_DATA_HOME").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ => PathBuf::from(var("HOME").filter(|home| !home.is_empty())?).join(".local").join("share"),
+    };
+    Some(base.join("mnist-tch"))
+}
+
+/// The data set to use: `--data` when given, else `$MNIST_TCH_DATA`, else the first of `./data/mnist`
+/// and the per-user directory that exists. Nothing else: without digit MNIST, the error says where it
+/// looked and how to get it or use Fashion-MNIST instead, rather than training on something else.
+pub fn resolve_data_path(flag: Option<&Path>, search: &DataSearch) -> Result<PathBuf> {
+    if let Some(path) = flag {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = &search.from_env {
+        ensure!(path.exists(), "${DATA_ENV} is {}, which does not exist", path.display());
+        return Ok(path.clone());
+    }
+    let candidates: Vec<&PathBuf> = std::iter::once(&search.in_working_dir).chain(&search.per_user).collect();
+    if let Some(found) = candidates.iter().find(|dir| dir.exists()) {
+        return Ok(found.to_path_buf());
+    }
+    let looked_in = candidates.iter().map(|dir| dir.display().to_string()).collect::<Vec<_>>().join(" or ");
+    bail!(
+        "no data set: digit MNIST, the default, is not in {looked_in} (--data not given, ${DATA_ENV} not set); \
+         scripts/setup.sh installs it there, or pass --data PATH (a directory of MNIST-format IDX files or a \
+         Keras mnist.npz); for Fashion-MNIST: --data data/fashion-mnist"
+    )
+}
+
+/// One of the four IDX files of a data set.
 #[derive(Debug, Clone, Copy)]
 struct FileRole {
     /// The standard (LeCun) file name, as `tch::vision::mnist::load_dir` expects it.
     standard_name: &'static str,
-    kind: IdxKind,
     what: &'static str,
 }
 
-const TRAIN_IMAGES: FileRole =
-    FileRole { standard_name: "train-images-idx3-ubyte", kind: IdxKind::Images, what: "training images" };
-const TRAIN_LABELS: FileRole =
-    FileRole { standard_name: "train-labels-idx1-ubyte", kind: IdxKind::Labels, what: "training labels" };
-const TEST_IMAGES: FileRole =
-    FileRole { standard_name: "t10k-images-idx3-ubyte", kind: IdxKind::Images, what: "test images" };
-const TEST_LABELS: FileRole =
-    FileRole { standard_name: "t10k-labels-idx1-ubyte", kind: IdxKind::Labels, what: "test labels" };
+const TRAIN_IMAGES: FileRole = FileRole { standard_name: "train-images-idx3-ubyte", what: "training images" };
+const TRAIN_LABELS: FileRole = FileRole { standard_name: "train-labels-idx1-ubyte", what: "training labels" };
+const TEST_IMAGES: FileRole = FileRole { standard_name: "t10k-images-idx3-ubyte", what: "test images" };
+const TEST_LABELS: FileRole = FileRole { standard_name: "t10k-labels-idx1-ubyte", what: "test labels" };
 
 /// The network's inputs for pixel bytes: float32 in [0, 1] (pixel / 255), the same shape.
 ///
@@ -73,168 +146,240 @@ impl Examples {
     }
 }
 
-/// A whole data set: the training files and the test files.
-#[derive(Debug)]
-pub struct MnistData {
-    pub train: Examples,
-    pub test: Examples,
-    pub image_rows: usize,
-    pub image_cols: usize,
+/// The part of a data set: the training or the test images and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    Train,
+    Test,
 }
 
-/// The files of one data set, located and with checked headers.
-struct Located {
-    path: PathBuf,
-    gzipped: bool,
-    role: FileRole,
-}
-
-/// Loads and validates the four files in `dir`; every label must be below `num_classes`.
-pub fn load_dir(dir: &Path, num_classes: usize) -> Result<MnistData> {
-    ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
-    if !dir.is_dir() {
-        if dir.exists() {
-            bail!("data directory {} is not a directory", dir.display());
+impl Split {
+    fn idx_files(self) -> (FileRole, FileRole) {
+        match self {
+            Split::Train => (TRAIN_IMAGES, TRAIN_LABELS),
+            Split::Test => (TEST_IMAGES, TEST_LABELS),
         }
+    }
+
+    /// The arrays' names in Keras's `mnist.npz`.
+    fn npz_keys(self) -> (&'static str, &'static str) {
+        match self {
+            Split::Train => ("x_train", "y_train"),
+            Split::Test => ("x_test", "y_test"),
+        }
+    }
+}
+
+/// What a path holds.
+enum Source {
+    /// A directory of the four IDX files.
+    IdxDir(PathBuf),
+    /// A NumPy `.npz` archive with `x_train`, `y_train`, `x_test`, `y_test`.
+    Npz(PathBuf),
+}
+
+fn has_npz_extension(path: &Path) -> bool {
+    path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("npz"))
+}
+
+/// Whether the file starts like a zip archive (an `.npz` under another name).
+fn starts_like_zip(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut magic)).is_ok() && magic == *b"PK\x03\x04"
+}
+
+/// Decides what `path` holds: a directory is read as IDX files, a file as an `.npz` archive.
+fn locate_source(path: &Path) -> Result<Source> {
+    if path.is_dir() {
+        ensure!(!has_npz_extension(path), "{}: is a directory, expected an .npz file", path.display());
+        return Ok(Source::IdxDir(path.to_path_buf()));
+    }
+    if !path.exists() {
         bail!(
-            "data directory {} does not exist (scripts/setup.sh prepares the default Fashion-MNIST; \
-             or pass --data DIR with the four MNIST files)",
-            dir.display()
+            "{} does not exist (scripts/setup.sh installs digit MNIST in data/mnist and Fashion-MNIST in \
+             data/fashion-mnist; --data takes a directory of the four MNIST files or a Keras .npz file)",
+            path.display()
         );
     }
-    let train_images = locate(dir, TRAIN_IMAGES)?;
-    let train_labels = locate(dir, TRAIN_LABELS)?;
-    let test_images = locate(dir, TEST_IMAGES)?;
-    let test_labels = locate(dir, TEST_LABELS)?;
-
-    let (train, train_dims) = read_examples(&train_images, &train_labels, num_classes)?;
-    let (test, test_dims) = read_examples(&test_images, &test_labels, num_classes)?;
     ensure!(
-        train_dims == test_dims,
-        "{} holds {}x{} images but {} holds {}x{}",
-        train_images.path.display(),
-        train_dims.0,
-        train_dims.1,
-        test_images.path.display(),
-        test_dims.0,
-        test_dims.1
+        has_npz_extension(path) || starts_like_zip(path),
+        "{}: is a file but not an .npz archive; --data takes a directory holding the four MNIST files \
+         (train-images-idx3-ubyte, ...) or a Keras-style .npz file",
+        path.display()
     );
-    Ok(MnistData { train, test, image_rows: train_dims.0, image_cols: train_dims.1 })
-}
-
-fn dims(header: &IdxHeader) -> (usize, usize) {
-    (header.rows, header.cols)
+    Ok(Source::Npz(path.to_path_buf()))
 }
 
 /// Finds `role`'s file in `dir`: the standard name or the dotted spelling, raw or `.gz`.
-fn locate(dir: &Path, role: FileRole) -> Result<Located> {
+fn locate_idx(dir: &Path, role: FileRole) -> Result<PathBuf> {
     let dotted = role.standard_name.replacen("-idx", ".idx", 1);
     for name in [role.standard_name.to_string(), dotted] {
-        for (file_name, gzipped) in [(name.clone(), false), (format!("{name}.gz"), true)] {
+        for file_name in [name.clone(), format!("{name}.gz")] {
             let path = dir.join(&file_name);
             if path.is_dir() {
                 bail!("{}: is a directory, expected the {} file", path.display(), role.what);
             }
             if path.exists() {
-                return Ok(Located { path, gzipped, role });
+                return Ok(path);
             }
         }
     }
     bail!("{}: missing {} file {} (or {}.gz)", dir.display(), role.what, role.standard_name, role.standard_name)
 }
 
-fn open(file: &Located) -> Result<File> {
-    File::open(&file.path).with_context(|| format!("{}: cannot open", file.path.display()))
+/// One part of a data set as read, with the names its errors use for the images and the labels.
+struct Part {
+    examples: Examples,
+    rows: usize,
+    cols: usize,
+    images_origin: String,
+    labels_origin: String,
 }
 
-/// Reads one IDX images file (raw or `.gz`, by its extension), checked: `(header, pixels)`.
-pub fn read_idx_images(path: &Path) -> Result<(IdxHeader, Vec<u8>)> {
-    if path.is_dir() {
-        bail!("{}: is a directory, expected an IDX images file", path.display());
-    }
-    let role = FileRole { standard_name: "", kind: IdxKind::Images, what: "images" };
-    let gzipped = path.extension().is_some_and(|e| e == "gz");
-    read_file(&Located { path: path.to_path_buf(), gzipped, role })
+/// The labels a data set may hold.
+#[derive(Debug, Clone, Copy)]
+enum LabelBound {
+    /// Below the model's number of classes.
+    Classes(usize),
+    /// Any byte: `--labels` picks the classes and drops the rest.
+    AnyByte,
 }
 
-/// Reads a whole file, decompressing `.gz`; the result is checked against its header.
-fn read_file(file: &Located) -> Result<(IdxHeader, Vec<u8>)> {
-    let handle = open(file)?;
-    let result = if file.gzipped {
-        // The decompressed size is unknown until decompressed: the stream reader never trusts the header.
-        idx::read_stream(flate2::read::MultiGzDecoder::new(BufReader::new(handle)), file.role.kind)
-    } else {
-        // The file size is known: check the header against it first, then read exactly the payload.
-        read_raw(handle, file.role.kind)
-    };
-    result.with_context(|| {
-        if file.gzipped { format!("{} (gzip)", file.path.display()) } else { file.path.display().to_string() }
-    })
-}
-
-/// Reads the header of an uncompressed file and checks it against the file's size, leaving `handle` at
-/// the start of the payload: after this, allocating `payload_len()` bytes is safe.
-fn read_raw_header(handle: &mut File, kind: IdxKind) -> Result<IdxHeader> {
-    use std::io::Read;
-    let file_len = handle.metadata()?.len();
-    let mut header_bytes = Vec::with_capacity(kind.header_len());
-    handle.take(kind.header_len() as u64).read_to_end(&mut header_bytes)?;
-    let header = IdxHeader::parse(&header_bytes, kind)?;
-    header.check_file_len(file_len)?;
-    Ok(header)
-}
-
-fn read_raw(mut handle: File, kind: IdxKind) -> Result<(IdxHeader, Vec<u8>)> {
-    use std::io::Read;
-    let header = read_raw_header(&mut handle, kind)?;
-    let mut payload = vec![0u8; header.payload_len()];
-    handle.read_exact(&mut payload)?;
-    Ok((header, payload))
-}
-
-fn check_pair(images: &Located, image_header: &IdxHeader, labels: &Located, label_header: &IdxHeader) -> Result<()> {
+/// Checks what holds across one part's arrays: as many labels as images, every label in range.
+fn check_part(part: &Part, bound: LabelBound) -> Result<()> {
+    let images = part.examples.images.size()[0];
+    let labels = part.examples.len();
     ensure!(
-        image_header.count == label_header.count,
-        "{} holds {} images but {} holds {} labels",
-        images.path.display(),
-        image_header.count,
-        labels.path.display(),
-        label_header.count
+        images == labels,
+        "{} holds {images} images but {} holds {labels} labels",
+        part.images_origin,
+        part.labels_origin
     );
+    let (limit, why) = match bound {
+        LabelBound::Classes(n) => (n as i64, format!("the model has {n} classes (0..={})", n - 1)),
+        LabelBound::AnyByte => (256, "labels must be 0..=255".to_string()),
+    };
+    let labels = &part.examples.labels;
+    let outside = labels.f_lt(0)?.f_logical_or(&labels.f_ge(limit)?)?.f_nonzero()?;
+    if outside.size()[0] > 0 {
+        let index = outside.int64_value(&[0, 0]);
+        let label = labels.int64_value(&[index]);
+        bail!("{}: label {label} at index {index} is out of range: {why}", part.labels_origin);
+    }
     Ok(())
 }
 
-/// Reads an uncompressed images file straight into a tensor (one copy of the pixels in memory, not
-/// two), after checking its header against the file size.
-fn read_raw_images(file: &Located) -> Result<(IdxHeader, Tensor)> {
-    use std::io::Read;
-    let read = || -> Result<(IdxHeader, Tensor)> {
-        let mut handle = open(file)?;
-        let header = read_raw_header(&mut handle, IdxKind::Images)?;
-        let pixels = Tensor::empty([header.count as i64, header.item_len() as i64], (Kind::Uint8, tch::Device::Cpu));
-        // SAFETY: `pixels` is a freshly allocated, contiguous CPU tensor of exactly payload_len bytes,
-        // and nothing else refers to it while this slice lives.
-        let buffer = unsafe { std::slice::from_raw_parts_mut(pixels.data_ptr() as *mut u8, header.payload_len()) };
-        handle.read_exact(buffer)?;
-        Ok((header, pixels))
+/// Reads the `splits` of the data set at `path` (IDX directory or `.npz`) and checks them: each part
+/// on its own ([`check_part`]), then that all parts hold images of one size.
+fn read_splits(path: &Path, splits: &[Split], bound: LabelBound) -> Result<Vec<Part>> {
+    let check_sizes = |parts: &[Part]| -> Result<()> {
+        for pair in parts.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            ensure!(
+                (a.rows, a.cols) == (b.rows, b.cols),
+                "{} holds {}x{} images but {} holds {}x{}",
+                a.images_origin,
+                a.rows,
+                a.cols,
+                b.images_origin,
+                b.rows,
+                b.cols
+            );
+        }
+        Ok(())
     };
-    read().with_context(|| file.path.display().to_string())
+    match locate_source(path)? {
+        Source::IdxDir(dir) => {
+            // Every file located before any is read: a missing one is reported at once.
+            let files = splits
+                .iter()
+                .map(|split| {
+                    let (images, labels) = split.idx_files();
+                    Ok((locate_idx(&dir, images)?, locate_idx(&dir, labels)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut parts = Vec::with_capacity(files.len());
+            for (images_path, labels_path) in files {
+                let (header, images) = idx::read_images(&images_path)?;
+                let (_, label_bytes) = idx::read_file(&labels_path, IdxKind::Labels)?;
+                let part = Part {
+                    examples: Examples { images, labels: Tensor::from_slice(&label_bytes).to_kind(Kind::Int64) },
+                    rows: header.rows,
+                    cols: header.cols,
+                    images_origin: images_path.display().to_string(),
+                    labels_origin: labels_path.display().to_string(),
+                };
+                check_part(&part, bound)?;
+                parts.push(part);
+            }
+            check_sizes(&parts)?;
+            Ok(parts)
+        }
+        Source::Npz(file) => {
+            let keys: Vec<(&str, &str)> = splits.iter().map(|split| split.npz_keys()).collect();
+            let arrays = npz::read_parts(&file, &keys)?;
+            let parts = arrays
+                .into_iter()
+                .zip(keys)
+                .map(|(array, (images_key, labels_key))| Part {
+                    examples: Examples { images: array.images, labels: array.labels },
+                    rows: array.rows,
+                    cols: array.cols,
+                    images_origin: images_key.to_string(),
+                    labels_origin: labels_key.to_string(),
+                })
+                .collect::<Vec<_>>();
+            // The arrays are named by key; the file once, in front.
+            parts.iter().try_for_each(|part| check_part(part, bound)).with_context(|| file.display().to_string())?;
+            check_sizes(&parts).with_context(|| file.display().to_string())?;
+            Ok(parts)
+        }
+    }
 }
 
-/// Decodes an images file and its labels file into tensors.
-fn read_examples(images: &Located, labels: &Located, num_classes: usize) -> Result<(Examples, (usize, usize))> {
-    let (image_header, images_tensor) = if images.gzipped {
-        let (header, pixels) = read_file(images)?;
-        let tensor = Tensor::from_slice(&pixels).view((header.count as i64, header.item_len() as i64));
-        (header, tensor)
-    } else {
-        read_raw_images(images)?
+/// A whole data set: the training part and the test part, images of one size.
+struct DataSet {
+    train: Examples,
+    test: Examples,
+    image_rows: usize,
+    image_cols: usize,
+}
+
+/// Loads and checks the data set at `path` (directory of IDX files or `.npz` file).
+fn load(path: &Path, bound: LabelBound) -> Result<DataSet> {
+    let mut parts = read_splits(path, &[Split::Train, Split::Test], bound)?.into_iter();
+    let (Some(train), Some(test)) = (parts.next(), parts.next()) else {
+        bail!("{}: expected a training and a test part", path.display());
     };
-    let (label_header, label_bytes) = read_file(labels)?;
-    check_pair(images, &image_header, labels, &label_header)?;
-    idx::check_labels(&label_bytes, num_classes).with_context(|| labels.path.display().to_string())?;
-    let labels_tensor = Tensor::from_slice(&label_bytes).to_kind(Kind::Int64);
-    Ok((Examples { images: images_tensor, labels: labels_tensor }, dims(&image_header)))
+    Ok(DataSet { train: train.examples, test: test.examples, image_rows: train.rows, image_cols: train.cols })
+}
+
+/// A data set's test part, for evaluating a trained model.
+#[derive(Debug)]
+pub struct TestData {
+    pub test: Examples,
+    pub image_rows: usize,
+    pub image_cols: usize,
+}
+
+/// Loads and checks only the test part of the data set at `path` (a directory of IDX files, where the
+/// training files need not exist, or an `.npz` file), with the classes of `selection` (relabelled as
+/// the run was trained) when it names some; every label must then be below `num_classes`.
+pub fn load_test(path: &Path, selection: &Selection, num_classes: usize) -> Result<TestData> {
+    ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
+    let bound = if selection.labels.is_some() { LabelBound::AnyByte } else { LabelBound::Classes(num_classes) };
+    let part = read_splits(path, &[Split::Test], bound)?.into_iter().next();
+    let Some(part) = part else { bail!("{}: no test part", path.display()) };
+    let test = match &selection.labels {
+        Some(labels) => {
+            let kept = select_labels(&part.examples, labels)?;
+            ensure!(!kept.is_empty(), "{}: no test images with labels {labels:?}", part.labels_origin);
+            kept
+        }
+        None => part.examples,
+    };
+    Ok(TestData { test, image_rows: part.rows, image_cols: part.cols })
 }
 
 /// Which part of a data set a job uses: some classes only (relabelled 0..k in the order given), and/or
@@ -271,11 +416,11 @@ impl Prepared {
     }
 }
 
-/// Loads `dir` and applies `selection`: keep the chosen labels (relabelled), then the first `limit`
-/// training images, then split off the last `validation_split` for validation. Without `labels`,
-/// every label must be below `num_classes`.
+/// Loads the data set at `path` (a directory of IDX files or an `.npz` file) and applies `selection`:
+/// keep the chosen labels (relabelled), then the first `limit` training images, then split off the last
+/// `validation_split` for validation. Without `labels`, every label must be below `num_classes`.
 pub fn prepare(
-    dir: &Path,
+    path: &Path,
     selection: &Selection,
     num_classes: usize,
     class_names_spec: &str,
@@ -283,8 +428,9 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let (data, num_classes, class_names) = match &selection.labels {
         None => {
-            let data = load_dir(dir, num_classes)?;
-            (data, num_classes, class_names(class_names_spec, dir, num_classes)?)
+            ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
+            let data = load(path, LabelBound::Classes(num_classes))?;
+            (data, num_classes, class_names(class_names_spec, path, num_classes)?)
         }
         Some(labels) => {
             ensure!(labels.len() >= 2, "--labels needs at least 2 classes, got {labels:?}");
@@ -293,24 +439,34 @@ pub fn prepare(
             sorted.dedup();
             ensure!(sorted.len() == labels.len(), "--labels {labels:?} names a class twice");
             // Labels outside the selection are dropped, so any byte value is acceptable here.
-            let data = load_dir(dir, 256)?;
+            let data = load(path, LabelBound::AnyByte)?;
             let all_names = match class_names_spec {
                 "auto" | "digits" | "fashion" => {
                     let source = (*sorted.last().unwrap_or(&0) as usize + 1).max(10);
                     let names =
-                        class_names(class_names_spec, dir, source).or_else(|_| class_names("digits", dir, source))?;
+                        class_names(class_names_spec, path, source).or_else(|_| class_names("digits", path, source))?;
                     labels.iter().map(|&l| names[l as usize].clone()).collect()
                 }
-                _ => class_names(class_names_spec, dir, labels.len())?,
+                _ => class_names(class_names_spec, path, labels.len())?,
             };
             let keep = |examples: &Examples, what: &str| -> Result<Examples> {
                 let kept = select_labels(examples, labels)?;
-                ensure!(!kept.is_empty(), "{}: no {what} images with labels {labels:?}", dir.display());
+                ensure!(!kept.is_empty(), "{}: no {what} images with labels {labels:?}", path.display());
                 Ok(kept)
             };
             let train = keep(&data.train, "training")?;
+            // A class without a single training image would be an output unit nothing ever trains.
+            let counts = Vec::<i64>::try_from(&train.labels.f_bincount::<Tensor>(None, labels.len() as i64)?)?;
+            if let Some(empty) = counts.iter().position(|&count| count == 0) {
+                bail!(
+                    "--labels {}: label {} has no training images in {}",
+                    labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","),
+                    labels[empty],
+                    path.display()
+                );
+            }
             let test = keep(&data.test, "test")?;
-            (MnistData { train, test, ..data }, labels.len(), all_names)
+            (DataSet { train, test, ..data }, labels.len(), all_names)
         }
     };
     let mut train_all = data.train;
@@ -373,15 +529,15 @@ pub fn validation_split(n: usize, fraction: f64) -> Result<(usize, usize)> {
     Ok((train_len, n - train_len))
 }
 
-/// Class names for a data set: `auto` (Fashion-MNIST when the directory name says so, else digits),
+/// Class names for a data set: `auto` (Fashion-MNIST when the data set's path says so, else digits),
 /// `digits`, `fashion`, or a comma-separated list with one name per class.
-pub fn class_names(spec: &str, dir: &Path, num_classes: usize) -> Result<Vec<String>> {
+pub fn class_names(spec: &str, path: &Path, num_classes: usize) -> Result<Vec<String>> {
     let numbered = || (0..num_classes).map(|i| i.to_string()).collect::<Vec<_>>();
     let fashion = || FASHION_CLASSES.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let names = match spec {
         "auto" => {
-            let looks_fashion = std::fs::canonicalize(dir)
-                .unwrap_or_else(|_| dir.to_path_buf())
+            let looks_fashion = std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_path_buf())
                 .to_string_lossy()
                 .to_lowercase()
                 .contains("fashion");
@@ -426,6 +582,91 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&kept.labels).unwrap(), vec![1, 0, 1, 0]);
         assert_eq!(parse_labels("5, 6,7").unwrap(), vec![5, 6, 7]);
         assert!(parse_labels("5,300").is_err());
+    }
+
+    /// An environment of `pairs` for [`DataSearch::from_vars`].
+    fn vars(pairs: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let map: Vec<(String, OsString)> =
+            pairs.iter().map(|(name, value)| (name.to_string(), value.as_os_str().to_owned())).collect();
+        move |name| map.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn default_data_is_looked_up_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (work, home) = (tmp.path().join("work"), tmp.path().join("home"));
+        let in_work = work.join("data/mnist");
+        let per_user = home.join(".local/share/mnist-tch/mnist");
+        let search = DataSearch::from_vars(&work, vars(&[("HOME", &home)]));
+        assert_eq!(search.per_user.as_deref(), Some(per_user.as_path()));
+
+        // Nothing installed: one message naming both places and Fashion-MNIST, no fallback.
+        let err = resolve_data_path(None, &search).unwrap_err().to_string();
+        for fragment in
+            [in_work.to_str().unwrap(), per_user.to_str().unwrap(), "scripts/setup.sh", "--data data/fashion-mnist"]
+        {
+            assert!(err.contains(fragment), "missing {fragment:?} in: {err}");
+        }
+        // --data wins, whether or not it exists (loading reports a missing one).
+        let flag = Path::new("/somewhere/else.npz");
+        assert_eq!(resolve_data_path(Some(flag), &search).unwrap(), flag);
+
+        std::fs::create_dir_all(&per_user).unwrap();
+        assert_eq!(resolve_data_path(None, &search).unwrap(), per_user);
+        std::fs::create_dir_all(&in_work).unwrap();
+        assert_eq!(resolve_data_path(None, &search).unwrap(), in_work);
+
+        // $MNIST_TCH_DATA comes before both; set but missing is an error, set but empty is unset.
+        let chosen = tmp.path().join("chosen");
+        std::fs::create_dir(&chosen).unwrap();
+        let with_env = DataSearch::from_vars(&work, vars(&[("HOME", &home), (DATA_ENV, &chosen)]));
+        assert_eq!(resolve_data_path(None, &with_env).unwrap(), chosen);
+        assert_eq!(resolve_data_path(Some(flag), &with_env).unwrap(), flag);
+        let missing = tmp.path().join("missing");
+        let err = resolve_data_path(None, &DataSearch::from_vars(&work, vars(&[(DATA_ENV, &missing)])))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("$MNIST_TCH_DATA") && err.contains("does not exist"), "{err}");
+        let empty = DataSearch::from_vars(&work, vars(&[("HOME", &home), (DATA_ENV, Path::new(""))]));
+        assert_eq!(resolve_data_path(None, &empty).unwrap(), in_work);
+    }
+
+    #[test]
+    fn per_user_directory_follows_xdg() {
+        let home = Path::new("/home/u");
+        assert_eq!(user_data_dir(vars(&[("HOME", home)])), Some(PathBuf::from("/home/u/.local/share/mnist-tch")));
+        let xdg = vars(&[("HOME", home), ("XDG_DATA_HOME", Path::new("/data/xdg"))]);
+        assert_eq!(user_data_dir(xdg), Some(PathBuf::from("/data/xdg/mnist-tch")));
+        // A relative XDG_DATA_HOME is invalid by the spec and ignored.
+        let relative = vars(&[("HOME", home), ("XDG_DATA_HOME", Path::new("rel"))]);
+        assert_eq!(user_data_dir(relative), Some(PathBuf::from("/home/u/.local/share/mnist-tch")));
+        assert_eq!(user_data_dir(vars(&[])), None);
+        // Without a home, only the working directory is searched.
+        let search = DataSearch::from_vars(Path::new("/w"), vars(&[]));
+        let err = resolve_data_path(None, &search).unwrap_err().to_string();
+        assert!(err.contains("not in /w/data/mnist (--data"), "{err}");
+    }
+
+    #[test]
+    fn labels_are_checked_against_the_images_and_the_classes() {
+        let part = |labels: &[i64]| Part {
+            examples: Examples {
+                images: Tensor::zeros([3, 4], (Kind::Uint8, tch::Device::Cpu)),
+                labels: Tensor::from_slice(labels),
+            },
+            rows: 2,
+            cols: 2,
+            images_origin: "x".into(),
+            labels_origin: "y".into(),
+        };
+        assert!(check_part(&part(&[0, 1, 9]), LabelBound::Classes(10)).is_ok());
+        let err = check_part(&part(&[0, 1]), LabelBound::Classes(10)).unwrap_err().to_string();
+        assert_eq!(err, "x holds 3 images but y holds 2 labels");
+        let err = check_part(&part(&[0, 10, 3]), LabelBound::Classes(10)).unwrap_err().to_string();
+        assert!(err.starts_with("y: label 10 at index 1 is out of range: the model has 10 classes"), "{err}");
+        let err = check_part(&part(&[0, 1, -2]), LabelBound::AnyByte).unwrap_err().to_string();
+        assert!(err.contains("label -2 at index 2"), "{err}");
+        assert!(check_part(&part(&[0, 255, 3]), LabelBound::AnyByte).is_ok());
     }
 
     #[test]

@@ -5,11 +5,18 @@
 //! dimensions, then one `u32` per dimension — followed by the `u8` payload. MNIST images are
 //! `[count, rows, cols]` (magic 2051), labels `[count]` (magic 2049).
 //!
-//! Everything here is pure and works on byte slices, so it is unit-tested and fuzzable without
-//! files. Reading files (raw or `.gz`) lives in `data.rs`.
+//! The header checks are pure and work on byte slices, so they are unit-tested and fuzzable without
+//! files. Reading a file — raw or `.gz` — is here too, so this module is the whole IDX format: an
+//! uncompressed file's header is checked against the file's size, then the payload is read straight
+//! into its tensor (one copy in memory); a `.gz` file's decompressed size is unknown until it has been
+//! decompressed, so its header is never trusted for an allocation (see [`read_stream`]).
+//! Which files make a data set, and checks across files, are `data.rs`'s.
 
 use anyhow::{Context, Result, bail, ensure};
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use tch::{Kind, Tensor};
 
 /// Magic number of an IDX file of unsigned bytes with three dimensions (images).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -39,7 +46,7 @@ impl IdxKind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             IdxKind::Images => "images",
             IdxKind::Labels => "labels",
@@ -171,6 +178,80 @@ pub fn check_labels(labels: &[u8], num_classes: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether `path` names a gzipped file (by its `.gz` extension, as the data sets are distributed).
+fn is_gzipped(path: &Path) -> bool {
+    path.extension().is_some_and(|extension| extension == "gz")
+}
+
+/// The name errors use for a file: its path, marked `(gzip)` when it is decompressed on the fly.
+fn display_name(path: &Path) -> String {
+    if is_gzipped(path) { format!("{} (gzip)", path.display()) } else { path.display().to_string() }
+}
+
+fn open(path: &Path, kind: IdxKind) -> Result<File> {
+    if path.is_dir() {
+        bail!("{}: is a directory, expected an IDX {} file", path.display(), kind.name());
+    }
+    File::open(path).with_context(|| format!("{}: cannot open", path.display()))
+}
+
+/// Reads the header of an uncompressed file and checks it against the file's size, leaving `file` at
+/// the start of the payload: after this, allocating `payload_len()` bytes is safe.
+fn read_raw_header(file: &mut File, kind: IdxKind) -> Result<IdxHeader> {
+    let file_len = file.metadata()?.len();
+    let mut header_bytes = Vec::with_capacity(kind.header_len());
+    file.take(kind.header_len() as u64).read_to_end(&mut header_bytes)?;
+    let header = IdxHeader::parse(&header_bytes, kind)?;
+    header.check_file_len(file_len)?;
+    Ok(header)
+}
+
+/// Reads a whole IDX file of `kind`, raw or `.gz` (by its extension), checked against its header:
+/// `(header, payload)`. Errors name the file.
+pub fn read_file(path: &Path, kind: IdxKind) -> Result<(IdxHeader, Vec<u8>)> {
+    let mut file = open(path, kind)?;
+    let read = || -> Result<(IdxHeader, Vec<u8>)> {
+        if is_gzipped(path) {
+            read_stream(flate2::read::MultiGzDecoder::new(BufReader::new(file)), kind)
+        } else {
+            let header = read_raw_header(&mut file, kind)?;
+            let mut payload = vec![0u8; header.payload_len()];
+            file.read_exact(&mut payload)?;
+            Ok((header, payload))
+        }
+    };
+    read().with_context(|| display_name(path))
+}
+
+/// Reads an IDX images file (raw or `.gz`) as bytes: `(header, pixels)`, `rows*cols` bytes per image.
+pub fn read_image_bytes(path: &Path) -> Result<(IdxHeader, Vec<u8>)> {
+    read_file(path, IdxKind::Images)
+}
+
+/// Reads an IDX images file (raw or `.gz`) as a `[count, rows*cols]` Uint8 tensor.
+///
+/// An uncompressed file goes straight into the tensor, after its header has been checked against the
+/// file size: one copy of the pixels in memory, not two. A `.gz` file is decompressed into a buffer
+/// that grows as data arrives ([`read_stream`]), then copied.
+pub fn read_images(path: &Path) -> Result<(IdxHeader, Tensor)> {
+    if is_gzipped(path) {
+        let (header, pixels) = read_file(path, IdxKind::Images)?;
+        let tensor = Tensor::from_slice(&pixels).view((header.count as i64, header.item_len() as i64));
+        return Ok((header, tensor));
+    }
+    let mut file = open(path, IdxKind::Images)?;
+    let mut read = || -> Result<(IdxHeader, Tensor)> {
+        let header = read_raw_header(&mut file, IdxKind::Images)?;
+        let pixels = Tensor::empty([header.count as i64, header.item_len() as i64], (Kind::Uint8, tch::Device::Cpu));
+        // SAFETY: `pixels` is a freshly allocated, contiguous CPU tensor of exactly payload_len bytes,
+        // and nothing else refers to it while this slice lives.
+        let buffer = unsafe { std::slice::from_raw_parts_mut(pixels.data_ptr() as *mut u8, header.payload_len()) };
+        file.read_exact(buffer)?;
+        Ok((header, pixels))
+    };
+    read().with_context(|| display_name(path))
 }
 
 /// Encodes an IDX file; used by tests and by tools that write fixtures.

@@ -3,8 +3,10 @@
 //! with a linear model and Keras's simple convnet beside it.
 //!
 //! The library holds everything; `src/main.rs` only maps errors to exit codes.
-//! - [`idx`]: the IDX format and its header checks.
-//! - [`data`]: finding, validating and loading an MNIST-format directory; Keras's validation split.
+//! - [`idx`]: the IDX format: header checks and reading files, raw or `.gz`.
+//! - [`npz`]: NumPy `.npz` data sets such as Keras's `mnist.npz`, checked before tch reads them.
+//! - [`data`]: the default data set, which format a path holds, checks across files; Keras's
+//!   validation split.
 //! - [`model`]: the architectures (MLP, linear, CNN) and their `config.json` description.
 //! - [`engine`]: the training step behind one interface: `autograd` (libtorch autograd + `nn::Adam`,
 //!   the default) and `fused` (hand-written MLP backward pass, flat Adam).
@@ -36,6 +38,7 @@ pub mod inference;
 pub mod jobs;
 pub mod lock;
 pub mod model;
+pub mod npz;
 pub mod plot;
 pub mod preprocess;
 pub mod progress;

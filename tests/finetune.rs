@@ -173,7 +173,39 @@ fn labels_and_limit_select_what_they_say() {
 
     fixture.train("too-many", &["--limit", "601"]).assert_clean_error(&["--limit 601", "600 training images"]);
     fixture.train("twice", &["--labels", "1,1"]).assert_clean_error(&["names a class twice"]);
-    fixture.train("absent", &["--labels", "1,9"]).assert_ok();
+    // A selected class with no training image would be an output unit nothing trains: refused.
+    fixture
+        .train("absent", &["--labels", "1,9"])
+        .assert_clean_error(&["--labels 1,9", "label 9 has no training images"]);
+
+    // evaluate rebuilds the selection from config.json: the test images of classes 3 and 1, relabelled.
+    let run = fixture.path("run");
+    let evaluated = mnist_tch(&["evaluate", "--model", run.to_str().unwrap(), "--device", "cpu", "--json"]);
+    evaluated.assert_ok();
+    assert!(evaluated.stderr.contains("classes 3, 1 only"), "{}", evaluated.stderr);
+    let report: Value = serde_json::from_str(&evaluated.stdout).unwrap();
+    assert_eq!(report["examples"], expected_test as u64);
+    let own = json(&run.join("config.json"))["result"]["test_loss"].as_f64().unwrap();
+    assert!((report["loss"].as_f64().unwrap() - own).abs() < 1e-6, "{report} vs {own}");
+    // ... and so does evaluate of a run fine-tuned with --labels.
+    let out = fixture.path("ft-labels");
+    mnist_tch(&[
+        "finetune",
+        "--from",
+        run.to_str().unwrap(),
+        "--data",
+        fixture.data().to_str().unwrap(),
+        "--labels",
+        "0,2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .assert_ok();
+    mnist_tch(&["evaluate", "--model", out.to_str().unwrap(), "--device", "cpu"]).assert_ok();
 }
 
 #[test]

@@ -44,7 +44,14 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let run = load_run_weights(&args.model, &args.weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
-    let data = data::load_dir(&data_dir, model.num_classes as usize)?;
+    let selection = &run.config.data.selection;
+    let data = data::load_test(&data_dir, selection, model.num_classes as usize)?;
+    if let Some(labels) = &selection.labels {
+        eprintln!(
+            "note: the test images of classes {} only, relabelled as the run was trained (data.selection in config.json)",
+            labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
     let image_shape = [data.image_rows as i64, data.image_cols as i64];
     ensure!(
         image_shape == model.input_shape,

@@ -47,7 +47,7 @@ pub struct FinetuneArgs {
 pub fn run(args: FinetuneArgs) -> Result<Finished> {
     let request = FinetuneRun {
         from: args.from.clone(),
-        data: args.data.request(),
+        data: args.data.request()?,
         freeze: args.freeze.clone(),
         reinit_head: args.reinit_head,
         engine: args.fit.engine,

@@ -3,7 +3,7 @@
 
 use super::{open_unit_interval, parse_min_delta_flag};
 use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
-use crate::data::{Selection, parse_labels};
+use crate::data::{self, Selection, parse_labels};
 use crate::device::DeviceSpec;
 use crate::engine::{Engine, Precision};
 use crate::jobs::DataRequest;
@@ -18,11 +18,14 @@ type LabelList = Vec<u8>;
 /// Which data, and which part of it.
 #[derive(Debug, Args)]
 pub struct DataFlags {
-    /// Directory with the four MNIST-format files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
-    /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), raw or .gz. scripts/setup.sh prepares
-    /// Fashion-MNIST in the default location.
-    #[arg(long, value_name = "DIR", env = "MNIST_TCH_DATA", default_value = "data/fashion-mnist")]
-    pub data: PathBuf,
+    /// Data set: a directory with the four MNIST-format files (train-images-idx3-ubyte,
+    /// train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), raw or .gz, or a
+    /// Keras-style .npz file (x_train, y_train, x_test, y_test). Default: $MNIST_TCH_DATA when set,
+    /// else digit MNIST from ./data/mnist or else $XDG_DATA_HOME/mnist-tch/mnist
+    /// (~/.local/share/mnist-tch/mnist), whichever exists first; scripts/setup.sh installs it in both.
+    /// Fashion-MNIST: --data data/fashion-mnist.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
 
     /// Use only these classes, comma-separated (e.g. 0,1,2,3,4), relabelled 0..k in this order, in the
     /// training and the test files.
@@ -45,17 +48,23 @@ pub struct DataFlags {
 }
 
 impl DataFlags {
+    /// The data set's path: --data, or the default data set (see [`data::resolve_data_path`]).
+    pub fn data_path(&self) -> anyhow::Result<PathBuf> {
+        data::resolve_data_path(self.data.as_deref(), &data::DataSearch::from_process())
+    }
+
     pub fn selection(&self) -> Selection {
         Selection { labels: self.labels.clone(), limit: self.limit.map(|n| n as usize) }
     }
 
-    pub fn request(&self) -> DataRequest {
-        DataRequest {
-            path: self.data.clone(),
+    /// The data request of these flags, with the data set's path resolved.
+    pub fn request(&self) -> anyhow::Result<DataRequest> {
+        Ok(DataRequest {
+            path: self.data_path()?,
             selection: self.selection(),
             class_names: self.class_names.clone(),
             validation_split: self.validation_split,
-        }
+        })
     }
 }
 

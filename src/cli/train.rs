@@ -103,7 +103,7 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         return Ok(super::finished(&jobs::resume(&request, output)?));
     }
     let request = NewRun {
-        data: args.data.request(),
+        data: args.data.request()?,
         num_classes: args.num_classes as usize,
         arch: args.arch,
         hidden: args.hidden.clone(),
