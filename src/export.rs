@@ -11,8 +11,9 @@
 //! the graph, not parameters, so the module is for inference only. The batch size is not baked in:
 //! the graph holds `flatten(1, -1)` and `linear`, which take any leading dimension.
 
+use crate::files::write_atomically;
 use crate::plot;
-use crate::run_dir::{self, LoadedRun, io_reason, torch_error, write_atomically};
+use crate::run_dir::{self, LoadedRun, io_reason, torch_error};
 use anyhow::{Context, Result, bail, ensure};
 use std::fs;
 use std::path::Path;

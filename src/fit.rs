@@ -139,7 +139,7 @@ fn restore_optimizer(
         }
     };
     if mode != OutputMode::Quiet {
-        println!("{line}");
+        crate::say!("{line}").or_else(crate::output::unless_closed)?;
     }
     Ok(if restored { OptimizerResume::Restored } else { OptimizerResume::Fresh })
 }
@@ -157,8 +157,9 @@ fn finish_interrupted(config: &mut RunConfig, out: &Path, in_epoch: Option<usize
     config.state.status = RunStatus::Interrupted;
     config.save(out)?;
     let epochs_completed = config.state.epochs_completed;
+    let cause = if crate::output::stdout_closed() { "Stopped (standard output was closed)" } else { "Interrupted" };
     eprintln!(
-        "Interrupted in epoch {}: {} holds the last completed epoch ({epochs_completed}); continue with \
+        "{cause} in epoch {}: {} holds the last completed epoch ({epochs_completed}); continue with \
          `mnist-tch train --resume {}`",
         in_epoch.unwrap_or(epochs_completed + 1),
         out.display(),
@@ -180,10 +181,11 @@ fn finish(
     outcome: Outcome,
     output: &JobOutput,
 ) -> Result<FitReport> {
-    let say = |line: String| {
+    let say = |line: String| -> Result<()> {
         if output.mode != OutputMode::Quiet {
-            println!("{line}");
+            crate::say!("{line}")?;
         }
+        Ok(())
     };
     let training = &config.training;
     let epochs_completed = config.state.epochs_completed;
@@ -193,7 +195,7 @@ fn finish(
             training.monitor.name(),
             training.early_stopping.map_or(0, |e| e.patience),
             config.state.best_epoch.unwrap_or(epochs_completed)
-        ));
+        ))?;
     }
     // The model the run ends with (the best epoch's with early stopping) is the one evaluated and kept.
     if training.early_stopping.is_some() {
@@ -214,11 +216,11 @@ fn finish(
     config.save(out).with_context(|| format!("saving the run to {}", out.display()))?;
     if output.plot {
         let written = plot::draw_run_plots(out, &config, history, Some(&test))?;
-        say(format!("Plots: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")));
+        say(format!("Plots: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")))?;
     }
-    say(format!("Saved run to {}", out.display()));
-    say(format!("Test loss: {:.4}", test.loss));
-    println!("Test accuracy: {:.4}", test.accuracy);
+    say(format!("Saved run to {}", out.display()))?;
+    say(format!("Test loss: {:.4}", test.loss))?;
+    crate::say!("Test accuracy: {:.4}", test.accuracy)?;
     Ok(FitReport { outcome, test: Some(test), epochs_completed })
 }
 
@@ -265,7 +267,8 @@ impl Observer for RunObserver<'_> {
         self.config.save(self.out)
     }
 
+    /// Ctrl-C or SIGTERM, or nobody reads stdout any more (`train | head`).
     fn interrupted(&self) -> bool {
-        self.interrupt.load(Ordering::SeqCst)
+        self.interrupt.load(Ordering::SeqCst) || crate::output::stdout_closed()
     }
 }

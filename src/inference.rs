@@ -43,7 +43,7 @@ impl ExportInfo {
     pub fn save(&self, module: &Path) -> Result<PathBuf> {
         let path = sidecar_path(module);
         let json = serde_json::to_string_pretty(self)?;
-        run_dir::write_bytes_atomically(&path, format!("{json}\n").as_bytes())?;
+        crate::files::write_bytes_atomically(&path, format!("{json}\n").as_bytes())?;
         Ok(path)
     }
 

@@ -9,7 +9,7 @@ use crate::device::device_name;
 use crate::engine::Engine;
 use crate::evaluation::evaluate;
 use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
-use crate::lock::{self, RunLock};
+use crate::lock::RunLock;
 use crate::model::{self, Arch, ModelConfig};
 use crate::progress::OutputMode;
 use crate::run_dir::{self, DataInfo, Lineage, RunConfig, ToolInfo};
@@ -98,7 +98,7 @@ pub fn plan_new_run(request: &NewRun) -> Result<PlannedRun> {
 /// Trains a planned run from epoch 1.
 pub fn start_new_run(planned: PlannedRun, request: &NewRun, output: JobOutput) -> Result<FitReport> {
     let (out, _lock) = claim_new_run_dir(&request.destination, output.mode)?;
-    print_header(output.mode, &planned.config, &planned.data, request.device, "new run");
+    before_training(output.mode, || print_header(&planned.config, &planned.data, request.device, "new run"))?;
     tch::manual_seed(planned.config.training.seed);
     let vs = nn::VarStore::new(request.device);
     let net = model::build(&vs.root(), &planned.config.model);
@@ -126,7 +126,7 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     if !dir.join(run_dir::CONFIG_FILE).is_file() {
         RunConfig::load(dir)?; // says why this is not a run directory, before anything is written there
     }
-    let _lock = lock::lock_for_writing(dir)?;
+    let _lock = run_dir::take_for_writing(dir)?;
     let mut config = RunConfig::load(dir)?;
     let completed = config.state.epochs_completed;
     let target = request.epochs.unwrap_or(config.training.epochs);
@@ -175,14 +175,14 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
         _ => None,
     };
     let optimizer_state = run_dir::load_optimizer_state(dir, completed)?;
-    if output.mode != OutputMode::Quiet {
-        println!(
+    before_training(output.mode, || {
+        crate::say!(
             "Resuming {} after epoch {completed}, up to epoch {target} (engine: {})",
             dir.display(),
             config.training.engine.name()
-        );
-    }
-    print_header(output.mode, &config, &data, request.device, "resumed run");
+        )?;
+        print_header(&config, &data, request.device, "resumed run")
+    })?;
     let resume = ResumePoint { history, optimizer_state, best_weights };
     let out = dir.to_path_buf();
     fit(FitJob { config, data, vs, net, out, resume: Some(resume), save_initial: false, output })
@@ -256,14 +256,14 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
     };
     check_settings(&config, &data)?;
     let (out, _lock) = claim_new_run_dir(&request.destination, output.mode)?;
-    print_header(output.mode, &config, &data, request.device, &format!("fine-tuned from {}", request.from.display()));
-    if output.mode != OutputMode::Quiet {
-        println!(
+    before_training(output.mode, || {
+        print_header(&config, &data, request.device, &format!("fine-tuned from {}", request.from.display()))?;
+        crate::say!(
             "Fine-tuning {}: {}, frozen: {}",
             request.from.display(),
             if reinit_head { "new output layer" } else { "output layer from the parent" },
             if frozen.is_empty() { "nothing".to_string() } else { frozen.join(", ") }
-        );
+        )?;
         if !reinit_head && config.data.class_names != parent.data.class_names {
             eprintln!(
                 "note: the classes ({}) are not the parent's ({}) but keep its output layer; \
@@ -272,8 +272,8 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
                 parent.data.class_names.join(", ")
             );
         }
-        println!("Test accuracy before fine-tuning: {:.4}", before.accuracy);
-    }
+        crate::say!("Test accuracy before fine-tuning: {:.4}", before.accuracy)
+    })?;
     fit(FitJob { config, data, vs, net, out, resume: None, save_initial: request.save_initial, output })
 }
 
@@ -368,13 +368,19 @@ fn data_info(request: &DataRequest, data: &Prepared) -> DataInfo {
     }
 }
 
-/// Device, data and model lines before training.
-fn print_header(mode: OutputMode, config: &RunConfig, data: &Prepared, device: Device, title: &str) {
+/// Lines printed before training, unless `--quiet`. They are lost quietly when nobody reads stdout any
+/// more: training then stops at its first step and records why.
+fn before_training(mode: OutputMode, print: impl FnOnce() -> Result<()>) -> Result<()> {
     if mode == OutputMode::Quiet {
-        return;
+        return Ok(());
     }
-    println!("Device: {}", device_name(device));
-    println!(
+    print().or_else(crate::output::unless_closed)
+}
+
+/// Device, data and model lines before training.
+fn print_header(config: &RunConfig, data: &Prepared, device: Device, title: &str) -> Result<()> {
+    crate::say!("Device: {}", device_name(device))?;
+    crate::say!(
         "Data: {} - {} training, {} validation, {} test images of {}x{}, {} classes",
         config.data.dir.display(),
         data.train.len(),
@@ -383,7 +389,7 @@ fn print_header(mode: OutputMode, config: &RunConfig, data: &Prepared, device: D
         data.image_rows,
         data.image_cols,
         data.num_classes
-    );
-    print!("{}", model::summary(&config.model, title, &config.frozen_tensors()));
-    println!("Engine: {}", config.training.engine.name());
+    )?;
+    crate::say!("{}", model::summary(&config.model, title, &config.frozen_tensors()).trim_end())?;
+    crate::say!("Engine: {}", config.training.engine.name())
 }

@@ -19,10 +19,13 @@
 //! - [`plot`]: learning curves and confusion matrix as PNG.
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
-//! - [`run_dir`]: the run directory (config, weights, metrics), written atomically.
+//! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
+//! - [`files`]: atomic writes and their temporary files.
 //! - [`lock`]: one writer per run directory.
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`progress`]: Keras-like console output.
+//! - [`output`]: standard output that a reader may close early.
+//! - [`signals`]: Ctrl-C and SIGTERM.
 //! - [`cli`]: the command line, one file per subcommand.
 
 pub mod callbacks;
@@ -32,6 +35,7 @@ pub mod device;
 pub mod engine;
 pub mod evaluation;
 pub mod export;
+pub mod files;
 pub mod fit;
 pub mod idx;
 pub mod inference;
@@ -39,10 +43,12 @@ pub mod jobs;
 pub mod lock;
 pub mod model;
 pub mod npz;
+pub mod output;
 pub mod plot;
 pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
+pub mod signals;
 pub mod training;
 
 /// Sets flush-to-zero and denormals-are-zero (FTZ/DAZ) on the calling thread, which threads created

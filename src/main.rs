@@ -1,6 +1,8 @@
 //! The `mnist-tch` binary: sets up the process, runs the command line and turns how it ended into an
-//! exit code — 0, 1 with one line on stderr for an error, 2 for flags that do not apply together, 130
-//! for a training run stopped by Ctrl-C after saving its last epoch. Everything else lives in the library.
+//! exit code — 0; 1 with one line on stderr for an error; 2 for flags that do not apply together; 130
+//! for a run stopped by Ctrl-C or SIGTERM (a training run after saving its last epoch); 141 for a
+//! training run whose standard output was closed (the code of a process a closed pipe would have
+//! killed). Everything else lives in the library.
 
 use mnist_tch::cli::{self, Finished, UsageError};
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(Finished::Done) => ExitCode::SUCCESS,
         Ok(Finished::Interrupted) => ExitCode::from(130),
+        Ok(Finished::OutputClosed) => ExitCode::from(141),
         Err(err) => {
             eprintln!("error: {}", cli::one_line(&err));
             if err.is::<UsageError>() { ExitCode::from(2) } else { ExitCode::FAILURE }

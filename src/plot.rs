@@ -11,7 +11,8 @@
 //! (Debian's fonts-dejavu-core, installed by scripts/setup.sh).
 
 use crate::evaluation::Evaluation;
-use crate::run_dir::{RunConfig, RunStatus, write_atomically};
+use crate::files::write_atomically;
+use crate::run_dir::{RunConfig, RunStatus};
 use crate::training::EpochMetrics;
 use anyhow::{Context, Result, anyhow, bail};
 use plotters::prelude::*;

@@ -79,7 +79,8 @@ impl ConsoleProgress {
             bar.finish_and_clear();
         }
         if self.mode != OutputMode::Quiet {
-            println!("{}", epoch_line(metrics, self.epochs));
+            // A closed stdout is remembered by `output` and stops training at the next step.
+            let _ = crate::output::line(epoch_line(metrics, self.epochs));
         }
     }
 }

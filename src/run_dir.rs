@@ -10,13 +10,13 @@
 use crate::callbacks::CallbackState;
 use crate::engine::Engine;
 use crate::evaluation::Evaluation;
+use crate::files::{write_atomically, write_bytes_atomically};
 use crate::lock::{self, RunLock};
 use crate::model::ModelConfig;
 use crate::training::{EpochMetrics, TrainConfig};
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Tensor, nn};
 
@@ -161,40 +161,6 @@ pub struct RunConfig {
     #[serde(default)]
     pub state: RunState,
     pub result: Option<RunResult>,
-}
-
-/// Writes `path` atomically: `write` fills a temporary file in the same directory, which is then
-/// fsynced and renamed over `path`. The temporary name keeps `path`'s extension, because tch picks
-/// the weights format from it.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}.{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        path.extension().map(|e| e.to_string_lossy()).unwrap_or_default()
-    ));
-    let result = write(&tmp)
-        .and_then(|()| File::open(&tmp)?.sync_all().context("fsync failed"))
-        .and_then(|()| fs::rename(&tmp, path).context("rename failed"))
-        .and_then(|()| {
-            // The rename itself is durable only once the directory entry is.
-            File::open(dir).and_then(|d| d.sync_all()).context("fsync of the directory failed")
-        });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: write failed", path.display()))
-}
-
-/// Writes bytes atomically.
-pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically(path, |tmp| {
-        let mut file = File::create(tmp)?;
-        file.write_all(bytes)?;
-        Ok(())
-    })
 }
 
 impl RunConfig {
@@ -575,5 +541,13 @@ pub fn prepare_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
         bail!("{}: already holds a run; choose another --out or pass --overwrite", dir.display());
     }
     fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the run directory", dir.display()))?;
-    lock::lock_for_writing(dir)
+    take_for_writing(dir)
+}
+
+/// Locks the run directory `dir` for this process's writes, then removes the temporary files a
+/// writer killed outright (kill -9) may have left there.
+pub fn take_for_writing(dir: &Path) -> Result<RunLock> {
+    let lock = lock::lock_for_writing(dir)?;
+    crate::files::remove_stale(dir)?;
+    Ok(lock)
 }

@@ -87,54 +87,82 @@ fn ctrl_c_keeps_the_last_epoch_and_resume_continues() {
     assert_eq!(RunConfig::load(&dir).unwrap().state.epochs_completed, completed + 1);
 }
 
+/// Temporary files (`.NAME.tmp-PID.EXT`) in `dir`.
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.') && name.contains(".tmp-"))
+        .collect()
+}
+
 /// Kills training with SIGKILL at pseudo-random moments — tiny epochs, so most kills land while a
-/// checkpoint is being written — and checks the run directory after each kill.
+/// checkpoint is being written — and checks after each kill that the run directory is loadable and
+/// holds at least the epoch the run was seen to reach, that the process was still running when killed,
+/// and that at most the one write the kill cut short left a temporary file (each resume removes stale
+/// ones). Returns the problems found.
 fn kill_loop(kills: usize) -> (usize, Vec<String>) {
     let fixture = Fixture::with_files(&Files::synthetic(100, 40), false);
     let dir = fixture.path("run");
-    let mut corrupt = Vec::new();
+    let mut problems = Vec::new();
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut first = true;
+    let mut completed = 0;
     for kill in 0..kills {
-        let mut child = if first {
+        let mut child = if kill == 0 {
             spawn_training(&fixture, "run", &["--epochs", "100000", "--batch-size", "64"])
         } else {
             let resume = dir.to_str().unwrap().to_string();
             Command::new(env!("CARGO_BIN_EXE_mnist-tch"))
                 .args(["train", "--resume", &resume, "--epochs", "100000", "--device", "cpu"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         };
-        // The first run must have saved something before later runs can resume it.
-        if first {
-            wait_for_epochs(&dir, 1, &mut child);
-            first = false;
-        }
+        // Every run must advance the run before it is killed: a binary that fails at start-up, or stops
+        // saving, fails here. Then the kill lands at a random moment of the epochs that follow (an epoch
+        // takes a few milliseconds, most of it writing the checkpoint).
+        wait_for_epochs(&dir, completed + 1, &mut child);
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        // Random kill point: libtorch start-up takes ~0.3 s, an epoch a few ms, each one saved.
-        std::thread::sleep(Duration::from_millis(300 + state % 700));
+        std::thread::sleep(Duration::from_micros(state % 30_000));
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            problems.push(format!(
+                "kill {kill}: the process had already ended ({status}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+            continue;
+        }
         signal(&child, "-KILL");
         let _ = child.wait();
-        if let Err(problem) = check_loadable(&dir) {
-            corrupt.push(format!("kill {kill}: {problem}"));
+        match check_loadable(&dir) {
+            Ok(now) if now > completed => completed = now,
+            Ok(now) => {
+                problems.push(format!("kill {kill}: {now} epochs completed after the run reached {}", completed + 1))
+            }
+            Err(problem) => problems.push(format!("kill {kill}: {problem}")),
         }
-        // Leftover temporary files are harmless but must not accumulate under real names.
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(!name.ends_with(".safetensors") || !name.starts_with('.') || name.contains(".tmp-"), "{name}");
+        let left = temporaries(&dir);
+        if left.len() > 1 {
+            problems.push(format!("kill {kill}: temporary files accumulate: {left:?}"));
         }
     }
-    (kills, corrupt)
+    // A run that finishes normally cleans up whatever the last kill left.
+    let target = (completed + 1).to_string();
+    mnist_tch(&["train", "--resume", dir.to_str().unwrap(), "--epochs", &target, "--device", "cpu"]).assert_ok();
+    let left = temporaries(&dir);
+    if !left.is_empty() {
+        problems.push(format!("after a clean resume: {left:?}"));
+    }
+    (kills, problems)
 }
 
 #[test]
 fn kill_9_never_leaves_a_corrupt_run_directory() {
-    let (kills, corrupt) = kill_loop(12);
-    assert!(corrupt.is_empty(), "{} of {kills} kills left a corrupt run: {corrupt:?}", corrupt.len());
+    let (kills, problems) = kill_loop(12);
+    assert!(problems.is_empty(), "{} problems in {kills} kills: {problems:?}", problems.len());
 }
 
 /// The long version for the record: MNIST_TCH_KILLS=200 cargo test --release --test faults -- --ignored --nocapture
@@ -171,6 +199,7 @@ fn a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint() {
     assert!(stderr.contains("keeps the last completed epoch (1)"), "{stderr}");
     assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), weights_before, "the checkpoint changed");
     assert_eq!(check_loadable(&dir), Ok(1));
+    assert_eq!(RunConfig::load(&dir).unwrap().state.status, mnist_tch::run_dir::RunStatus::Failed);
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -264,4 +293,145 @@ fn image_file(path: &Path) {
     let mut encoder = png::Encoder::new(file, 8, 8);
     encoder.set_color(png::ColorType::Grayscale);
     encoder.write_header().unwrap().write_image_data(&pixels).unwrap();
+}
+
+#[test]
+fn a_second_ctrl_c_and_sigterm_stop_training() {
+    let fixture = slow_fixture();
+    for (out, signals) in [("twice", ["-INT", "-INT"].as_slice()), ("term", ["-TERM"].as_slice())] {
+        let dir = fixture.path(out);
+        let mut child = spawn_training(&fixture, out, &["--epochs", "50", "--batch-size", "8"]);
+        wait_for_epochs(&dir, 1, &mut child);
+        for signal_name in signals {
+            signal(&child, signal_name);
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(130), "{out}: {stderr}");
+        assert!(check_loadable(&dir).unwrap() >= 1, "{out}");
+        assert!(temporaries(&dir).is_empty(), "{out}: {:?}", temporaries(&dir));
+    }
+}
+
+/// Waits (polling /proc, with a deadline) until `child` has installed its SIGINT handler.
+fn wait_for_sigint_handler(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        let caught =
+            status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(|hex| u64::from_str_radix(hex.trim(), 16));
+        if let Some(Ok(mask)) = caught {
+            if mask & (1 << (libc::SIGINT - 1)) != 0 {
+                return;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the process ended before handling SIGINT");
+        assert!(Instant::now() < deadline, "no SIGINT handler within 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_every_other_command_at_once_and_leaves_no_partial_file() {
+    // Heavy enough that each command is still working when the signal comes: 60,000 test images, a
+    // 784-4096-4096 model (76 MB of weights).
+    let fixture = Fixture::with_files(&Files::synthetic_of_side(100, 60_000, 28), false);
+    fixture.train("run", &["--epochs", "1", "--hidden", "4096,4096", "--limit", "50"]).assert_ok();
+    let run = fixture.path("run");
+    let logits = fixture.path("logits.npy");
+    let exported = fixture.path("model.pt");
+    let idx = fixture.data().join("t10k-images-idx3-ubyte");
+    let run_arg = run.to_str().unwrap();
+    let commands: [(&str, Vec<&str>, Option<&Path>); 3] = [
+        (
+            "evaluate",
+            vec!["evaluate", "--model", run_arg, "--device", "cpu", "--dump-logits", logits.to_str().unwrap()],
+            Some(&logits),
+        ),
+        ("export", vec!["export", "--model", run_arg, "--out", exported.to_str().unwrap()], Some(&exported)),
+        ("predict", vec!["predict", "--model", run_arg, "--idx", idx.to_str().unwrap()], None),
+    ];
+    for (name, args, output) in commands {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-tch"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_sigint_handler(&mut child);
+        let started = Instant::now();
+        signal(&child, "-INT");
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{name}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{name} took {:?} to stop", started.elapsed());
+        if let Some(path) = output {
+            assert!(!path.exists(), "{name} left {}", path.display());
+        }
+        let left = temporaries(fixture.tmp.path());
+        assert!(left.is_empty(), "{name} left {left:?}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_commands_quietly_and_training_is_recorded_as_interrupted() {
+    let fixture = Fixture::new(false);
+    let run = fixture.path("run");
+    // `train ... | head -1`: head reads the first line and goes away.
+    let script = format!(
+        "set -o pipefail; '{}' train --data '{}' --out '{}' --num-classes 4 --epochs 100000 --device cpu | head -1",
+        env!("CARGO_BIN_EXE_mnist-tch"),
+        fixture.data().display(),
+        run.display()
+    );
+    let output = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Device: cpu\n");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let config = RunConfig::load(&run).unwrap();
+    assert_eq!(config.state.status, mnist_tch::run_dir::RunStatus::Interrupted, "{stderr}");
+
+    // A reporting command whose reader leaves early ends quietly with success.
+    mnist_tch(&[
+        "train",
+        "--data",
+        fixture.data().to_str().unwrap(),
+        "--out",
+        fixture.path("done").to_str().unwrap(),
+        "--num-classes",
+        "4",
+        "--epochs",
+        "1",
+    ])
+    .assert_ok();
+    let script = format!(
+        "set -o pipefail; '{}' evaluate --model '{}' --device cpu | head -1",
+        env!("CARGO_BIN_EXE_mnist-tch"),
+        fixture.path("done").display()
+    );
+    let output = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("Model: "));
+}
+
+#[test]
+fn a_nan_loss_after_a_good_epoch_keeps_that_epoch() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let dir = fixture.path("run");
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    // The run continues with a learning rate that blows up in its second epoch.
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["training"]["learning_rate"] = serde_json::json!(1e30);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let resumed = mnist_tch(&["train", "--resume", dir.to_str().unwrap(), "--epochs", "3", "--device", "cpu"]);
+    resumed.assert_clean_error(&["loss became", "in epoch 2 at step", "keeps the last completed epoch (1)"]);
+    let after = RunConfig::load(&dir).unwrap();
+    assert_eq!(after.state.status, mnist_tch::run_dir::RunStatus::Failed);
+    assert_eq!(after.state.epochs_completed, 1);
+    assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), weights, "the good epoch's weights changed");
+    mnist_tch(&["evaluate", "--model", dir.to_str().unwrap(), "--device", "cpu"]).assert_ok();
 }

@@ -133,8 +133,12 @@ fn evaluate_rebuilds_the_model_from_the_run_directory() {
     let json = mnist_tch(&["evaluate", "--model", run_dir, "--device", "cpu", "--json"]);
     json.assert_ok();
     let report: Value = serde_json::from_str(json.stdout.trim()).unwrap();
-    // The printed accuracy has 4 decimals; the JSON has them all.
+    // The printed accuracy has 4 decimals; the JSON has them all. The accuracy saturates on this set, so
+    // the loss is what shows the same weights were evaluated.
     assert!((report["accuracy"].as_f64().unwrap() - trained.test_accuracy()).abs() <= 5e-5);
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let recorded = config["result"]["test_loss"].as_f64().unwrap();
+    assert!((report["loss"].as_f64().unwrap() - recorded).abs() < 1e-6, "{} vs {recorded}", report["loss"]);
     assert_eq!(report["examples"], 200);
     let matrix = report["confusion_matrix"].as_array().unwrap();
     assert_eq!(matrix.len(), 4);

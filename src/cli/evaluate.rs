@@ -4,7 +4,8 @@
 use crate::data;
 use crate::device::{DeviceSpec, device_name};
 use crate::evaluation::{Evaluation, evaluate, logits};
-use crate::run_dir::{load_run_weights, write_atomically};
+use crate::files::write_atomically;
+use crate::run_dir::load_run_weights;
 use anyhow::{Result, ensure};
 use clap::Args;
 use serde_json::json;
@@ -75,10 +76,10 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     if args.json {
         let mut report = report_json(&args.model, &data_dir, device, names, &result);
         report["seconds"] = json!(seconds);
-        println!("{report}");
+        crate::say!("{report}")?;
     } else {
-        print_report(&args.model, &data_dir, device, model.describe(), names, &result);
-        println!("\nEvaluated {} images in {:.1} ms", test.len(), seconds * 1e3);
+        print_report(&args.model, &data_dir, device, model.describe(), names, &result)?;
+        crate::say!("\nEvaluated {} images in {:.1} ms", test.len(), seconds * 1e3)?;
     }
     Ok(())
 }
@@ -108,23 +109,36 @@ fn report_json(run: &Path, data: &Path, device: tch::Device, names: &[String], e
     })
 }
 
-fn print_report(run: &Path, data: &Path, device: tch::Device, architecture: String, names: &[String], e: &Evaluation) {
-    println!("Model: {} ({architecture})", run.display());
-    println!("Data: {} ({} test images)", data.display(), e.class_counts().iter().sum::<i64>());
-    println!("Device: {}", device_name(device));
-    println!("Test loss: {:.4}", e.loss);
-    println!("Test accuracy: {:.4}", e.accuracy);
-    println!();
+fn print_report(
+    run: &Path,
+    data: &Path,
+    device: tch::Device,
+    architecture: String,
+    names: &[String],
+    e: &Evaluation,
+) -> Result<()> {
+    crate::say!("Model: {} ({architecture})", run.display())?;
+    crate::say!("Data: {} ({} test images)", data.display(), e.class_counts().iter().sum::<i64>())?;
+    crate::say!("Device: {}", device_name(device))?;
+    crate::say!("Test loss: {:.4}", e.loss)?;
+    crate::say!("Test accuracy: {:.4}", e.accuracy)?;
+    crate::say!()?;
     let name_width = names.iter().map(|n| n.len()).max().unwrap_or(0).max(5);
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    println!("Per-class metrics:");
-    println!(
+    crate::say!("Per-class metrics:")?;
+    crate::say!(
         "  {:>3}  {:<name_width$}  {:>8}  {:>9}  {:>8}  {:>8}  {:>8}",
-        "#", "class", "accuracy", "precision", "recall", "f1", "examples"
-    );
+        "#",
+        "class",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "examples"
+    )?;
     let scores = e.per_class_scores();
     for (class, (accuracy, s)) in e.per_class_accuracy().into_iter().zip(&scores).enumerate() {
-        println!(
+        crate::say!(
             "  {class:>3}  {:<name_width$}  {:>8}  {:>9}  {:>8}  {:>8}  {:>8}",
             names[class],
             cell(accuracy),
@@ -132,13 +146,13 @@ fn print_report(run: &Path, data: &Path, device: tch::Device, architecture: Stri
             cell(s.recall),
             cell(s.f1),
             s.support
-        );
+        )?;
     }
     let macro_avg = |f: fn(&crate::evaluation::ClassScores) -> Option<f64>| {
         let values: Vec<f64> = scores.iter().filter_map(f).collect();
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     };
-    println!(
+    crate::say!(
         "  {:>3}  {:<name_width$}  {:>8}  {:>9}  {:>8}  {:>8}  {:>8}",
         "",
         "macro avg",
@@ -147,14 +161,15 @@ fn print_report(run: &Path, data: &Path, device: tch::Device, architecture: Stri
         cell(macro_avg(|s| s.recall)),
         cell(macro_avg(|s| s.f1)),
         e.class_counts().iter().sum::<i64>()
-    );
-    println!();
-    println!("Confusion matrix (rows: true class, columns: predicted class):");
+    )?;
+    crate::say!()?;
+    crate::say!("Confusion matrix (rows: true class, columns: predicted class):")?;
     let cell = e.confusion.iter().flatten().map(|c| c.to_string().len()).max().unwrap_or(1).max(3);
     let header: String = (0..names.len()).map(|c| format!(" {c:>cell$}")).collect();
-    println!("  {:>3} {header}", "");
+    crate::say!("  {:>3} {header}", "")?;
     for (class, row) in e.confusion.iter().enumerate() {
         let cells: String = row.iter().map(|c| format!(" {c:>cell$}")).collect();
-        println!("  {class:>3} {cells}  {}", names[class]);
+        crate::say!("  {class:>3} {cells}  {}", names[class])?;
     }
+    Ok(())
 }

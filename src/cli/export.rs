@@ -68,7 +68,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     };
     let sidecar = info.save(&args.out)?;
     let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
-    println!(
+    crate::say!(
         "Exported {} ({}, {}, traced on {}) to {} ({}) and its description to {}",
         args.model.display(),
         run.config.model.describe(),
@@ -77,7 +77,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         args.out.display(),
         human_size(size),
         sidecar.display()
-    );
+    )?;
     Ok(())
 }
 

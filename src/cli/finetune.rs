@@ -56,6 +56,10 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         destination: Destination { out: args.output.out.clone(), overwrite: args.output.overwrite },
         save_initial: args.fit.save_initial,
     };
-    let output = JobOutput { mode: args.output.mode(), plot: args.output.plot, interrupt: super::interrupt_flag() };
+    let output = JobOutput {
+        mode: args.output.mode(),
+        plot: args.output.plot,
+        interrupt: crate::signals::training_interrupt_flag(),
+    };
     Ok(super::finished(&jobs::finetune(&request, output)?))
 }

@@ -48,6 +48,9 @@ pub enum Finished {
     Done,
     /// Training stopped at Ctrl-C or SIGTERM after saving its last completed epoch.
     Interrupted,
+    /// Training stopped because nobody reads its output any more (`train | head`), after saving its last
+    /// completed epoch.
+    OutputClosed,
 }
 
 /// A command line that parsed but asks for something that cannot be done (flags that do not apply
@@ -69,7 +72,11 @@ pub fn run() -> Result<Finished> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let given = matches.subcommand().map(|(name, sub)| GivenFlags::of(name, sub)).unwrap_or_default();
-    match cli.command {
+    let training = matches!(cli.command, Command::Train(_) | Command::Finetune(_));
+    if !training {
+        crate::signals::stop_at_once();
+    }
+    let finished = match cli.command {
         Command::Train(args) => train::run(args, &given),
         Command::Finetune(args) => finetune::run(args),
         Command::Evaluate(args) => evaluate::run(args).map(|()| Finished::Done),
@@ -77,6 +84,14 @@ pub fn run() -> Result<Finished> {
         Command::Plot(args) => plot::run(args).map(|()| Finished::Done),
         Command::Predict(args) => predict::run(args).map(|()| Finished::Done),
         Command::Summary(args) => summary::run(args).map(|()| Finished::Done),
+    };
+    // A reader that stopped reading (`| head`) ends a reporting command quietly, as a success; a
+    // training run it cut short is reported by its exit code.
+    match finished {
+        Err(err) if crate::output::is_stdout_closed(&err) => {
+            Ok(if training { Finished::OutputClosed } else { Finished::Done })
+        }
+        other => other,
     }
 }
 
@@ -130,27 +145,13 @@ fn unit_interval_from_zero(s: &str) -> Result<f64, String> {
     }
 }
 
-/// The Ctrl-C flag: SIGINT or SIGTERM sets it, and training finishes its step, keeps the last
-/// completed epoch and stops. A second signal while the flag is set ends the process at once (exit 1),
-/// for when a user really means it. Installed by the training commands only: elsewhere the signals
-/// keep their default action and stop the process at once.
-fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        // Order matters: the shutdown check must see the flag as it was before this signal set it.
-        let registered = signal_hook::flag::register_conditional_shutdown(signal, 1, flag.clone())
-            .and_then(|_| signal_hook::flag::register(signal, flag.clone()));
-        if let Err(err) = registered {
-            eprintln!("warning: cannot handle signal {signal} ({err}); Ctrl-C will end training without a checkpoint");
-        }
-    }
-    flag
-}
-
 /// How a training job ended, for `main`.
 fn finished(report: &crate::fit::FitReport) -> Finished {
-    if report.outcome == crate::training::Outcome::Interrupted { Finished::Interrupted } else { Finished::Done }
+    match report.outcome {
+        crate::training::Outcome::Interrupted if crate::output::stdout_closed() => Finished::OutputClosed,
+        crate::training::Outcome::Interrupted => Finished::Interrupted,
+        _ => Finished::Done,
+    }
 }
 
 /// Parses a fraction strictly between 0 and 1 (the validation split).

@@ -34,7 +34,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
         );
     }
     for path in draw_run_plots(&run, &config, &history, test.as_ref())? {
-        println!("Wrote {}", path.display());
+        crate::say!("Wrote {}", path.display())?;
     }
     Ok(())
 }

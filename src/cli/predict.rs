@@ -171,16 +171,21 @@ pub fn run(args: PredictArgs) -> Result<()> {
                         .iter()
                         .map(|&(label, p)| json!({"label": label, "name": predictor.class_names[label as usize], "probability": p}))
                         .collect();
-                    println!(
+                    crate::say!(
                         "{}",
                         json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions})
-                    );
+                    )?;
                 } else {
                     let text: Vec<String> = best
                         .iter()
                         .map(|&(label, p)| format!("{} {p:.2}", predictor.class_names[label as usize]))
                         .collect();
-                    println!("{}: {}{}", input.name, text.join(", "), if input.inverted { " (inverted)" } else { "" });
+                    crate::say!(
+                        "{}: {}{}",
+                        input.name,
+                        text.join(", "),
+                        if input.inverted { " (inverted)" } else { "" }
+                    )?;
                 }
             }
         }

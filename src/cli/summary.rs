@@ -16,6 +16,6 @@ pub struct SummaryArgs {
 pub fn run(args: SummaryArgs) -> Result<()> {
     let config = RunConfig::load(&args.model)?;
     let frozen = config.lineage.as_ref().map(|l| l.frozen.clone()).unwrap_or_default();
-    print!("{}", model::summary(&config.model, &args.model.display().to_string(), &frozen));
+    crate::say!("{}", model::summary(&config.model, &args.model.display().to_string(), &frozen).trim_end())?;
     Ok(())
 }

@@ -79,7 +79,11 @@ const RESUME_FLAGS: [&str; 9] = [
 
 pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
     let device = args.output.device.resolve()?;
-    let output = JobOutput { mode: args.output.mode(), plot: args.output.plot, interrupt: super::interrupt_flag() };
+    let output = JobOutput {
+        mode: args.output.mode(),
+        plot: args.output.plot,
+        interrupt: crate::signals::training_interrupt_flag(),
+    };
     if let Some(dir) = &args.resume {
         let refused = given.except(&RESUME_FLAGS);
         if !refused.is_empty() {
@@ -115,7 +119,7 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
     };
     let planned = jobs::plan_new_run(&request)?;
     if args.print_config {
-        println!("{}", serde_json::to_string_pretty(&planned.config)?);
+        crate::say!("{}", serde_json::to_string_pretty(&planned.config)?)?;
         return Ok(Finished::Done);
     }
     Ok(super::finished(&jobs::start_new_run(planned, &request, output)?))
