@@ -473,11 +473,21 @@ fn pytorch_init(fan_in: i64) -> nn::Init {
 
 /// Builds the model under `vs`. Input `[N, rows, cols]`, `[N, 1, rows, cols]` or `[N, rows*cols]`,
 /// output logits `[N, classes]`. Dropout acts only when `forward_t` is told it trains.
+///
+/// One reordering, exact in values and gradients: a ReLU followed by a max-pool runs as the max-pool
+/// followed by the ReLU (`max(relu(x)) = relu(max(x))`, and both route the gradient to the same element
+/// or to none), so the ReLU and its backward pass touch a quarter of the elements. Measured on the
+/// convnet (batch 32, 2 threads): about 20% of a training step.
 pub fn build(vs: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
     let mut net = nn::seq_t();
-    for (index, layer) in config.layers().iter().enumerate() {
+    let layers = config.layers();
+    for (index, layer) in layers.iter().enumerate() {
         let path = vs / index;
         net = match *layer {
+            Layer::Relu if matches!(layers.get(index + 1), Some(Layer::MaxPool2d { .. })) => continue,
+            Layer::MaxPool2d { kernel_size } if index > 0 && layers[index - 1] == Layer::Relu => {
+                net.add_fn(move |xs| xs.max_pool2d_default(kernel_size).relu())
+            }
             Layer::Flatten => net.add_fn(|xs| xs.flatten(1, -1)),
             Layer::Unflatten { unflattened_size: [c, h, w], .. } => net.add_fn(move |xs| xs.view([-1, c, h, w])),
             Layer::Linear { in_features, out_features } => {
@@ -598,6 +608,41 @@ mod tests {
         let small = ModelConfig::new(Arch::Cnn, [8, 8], vec![], 4, 0.5).unwrap_err().to_string();
         assert!(small.contains("does not fit 8x8 images"), "{small}");
         assert!(ModelConfig::new(Arch::Cnn, [12, 12], vec![], 4, 0.5).is_ok());
+    }
+
+    #[test]
+    fn pooling_before_the_relu_changes_neither_values_nor_gradients() {
+        let config = ModelConfig::new(Arch::Cnn, [12, 12], vec![], 3, 0.0).unwrap();
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build(&vs.root(), &config);
+        let vars = vs.variables();
+        let (w1, b1, w2, b2, w3, b3) = (
+            &vars["2.weight"],
+            &vars["2.bias"],
+            &vars["5.weight"],
+            &vars["5.bias"],
+            &vars["9.weight"],
+            &vars["9.bias"],
+        );
+        // The layers in PyTorch's order, written out: conv, relu, pool, conv, relu, pool, flatten, linear.
+        let in_order = |x: &Tensor| {
+            let h =
+                x.view([-1, 1, 12, 12]).conv2d(w1, Some(b1), [1, 1], [0, 0], [1, 1], 1).relu().max_pool2d_default(2);
+            let h = h.conv2d(w2, Some(b2), [1, 1], [0, 0], [1, 1], 1).relu().max_pool2d_default(2);
+            h.flatten(1, -1).linear(w3, Some(b3))
+        };
+        let x = Tensor::randn([6, 12, 12], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2]);
+        let gradients = |logits: Tensor| {
+            let params: Vec<Tensor> = [w1, b1, w2, b2, w3, b3].iter().map(|t| t.shallow_clone()).collect();
+            Tensor::run_backward(&[logits.cross_entropy_for_logits(&y)], &params, false, false)
+        };
+        let (ours, reference) = (net.forward_t(&x, false), in_order(&x));
+        assert!(ours.equal(&reference), "logits differ");
+        for (a, b) in gradients(ours).iter().zip(gradients(reference)) {
+            assert!(a.equal(&b), "a gradient differs");
+        }
     }
 
     #[test]

@@ -188,13 +188,6 @@ impl RunConfig {
         })?;
         let config: RunConfig =
             serde_json::from_str(&text).with_context(|| format!("{}: not a valid mnist-tch config", path.display()))?;
-        if let Some(pid) = lock::writer(dir) {
-            eprintln!(
-                "note: {} is still being trained by process {pid}: reading it as of its last completed epoch ({})",
-                dir.display(),
-                config.state.epochs_completed
-            );
-        }
         ensure!(
             config.data.class_names.len() as i64 == config.model.num_classes,
             "{}: {} class names for {} classes",

@@ -42,6 +42,7 @@ pub struct EvaluateArgs {
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let device = args.device.resolve()?;
+    super::note_if_being_trained(&args.model);
     let run = load_run_weights(&args.model, &args.weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());

@@ -51,6 +51,7 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = args.device.resolve()?;
+    super::note_if_being_trained(&args.model);
     let mut run = load_run(&args.model, device)?;
     let sidecar = sidecar_path(&args.out);
     export::check_destination(&[&args.out, &sidecar], args.overwrite)?;

@@ -118,6 +118,14 @@ impl GivenFlags {
     }
 }
 
+/// For the commands that read a run: a note on stderr when another process is still training it (they
+/// read its last completed epoch).
+fn note_if_being_trained(run: &std::path::Path) {
+    if let Some(pid) = crate::lock::writer(run) {
+        eprintln!("note: {} is still being trained by process {pid}: reading its last completed epoch", run.display());
+    }
+}
+
 /// The error and its context chain on one line (`{:#}`), cut to the first line of each part:
 /// libtorch appends multi-line C++ backtraces to its messages.
 pub fn one_line(err: &anyhow::Error) -> String {

@@ -23,6 +23,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
     let Some(run) = args.model.or(args.run) else {
         anyhow::bail!("no run directory: give --model RUN_DIR");
     };
+    super::note_if_being_trained(&run);
     let config = RunConfig::load(&run)?;
     let history = load_metrics(&run)?;
     // An interrupted run has curves but no test evaluation yet.

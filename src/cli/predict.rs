@@ -72,6 +72,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         bail!("nothing to predict: give image files or directories, or --idx FILE");
     }
     let device = args.device.resolve()?;
+    super::note_if_being_trained(&args.model);
     let predictor = Predictor::load(&args.model, device)?;
     let [rows, cols] = predictor.input_shape;
     // What --fit auto does with a picture not yet in the data set's layout.
