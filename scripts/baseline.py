@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BINARY, ROOT, derive_layers, build_keras_model, build_torch_model, keras_split, load_raw, to_inputs  # noqa: E402,F401
+from common import BINARY, build_keras_model, build_torch_model, derive_layers, keras_split, load_raw, to_inputs  # noqa: E402
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -60,6 +60,7 @@ def load_config(args) -> dict:
     if getattr(args, "batch_size", None) is not None:
         config["training"]["batch_size"] = args.batch_size
     model = config["model"]
+    before = dict(model)
     if getattr(args, "arch", None) and args.arch != model.get("arch", "mlp"):
         model["arch"] = args.arch
         model["hidden"] = [128] if args.arch == "mlp" else []
@@ -68,8 +69,9 @@ def load_config(args) -> dict:
         model["hidden"] = [int(w) for w in args.hidden.split(",")]
     if getattr(args, "dropout", None) is not None:
         model["dropout"] = args.dropout
-    # The layer list follows the fields it is derived from (the same derivation as mnist-tch's).
-    model["layers"] = derive_layers(model)
+    if model != before:
+        # The layer list follows the fields it is derived from (the same derivation as mnist-tch's).
+        model["layers"] = derive_layers(model)
     return config
 
 
@@ -112,10 +114,10 @@ def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> fl
         model.eval()
         with torch.no_grad():
             loss_sum, correct = 0.0, 0
-            for start in range(0, len(x), 8192):
-                logits = model(x[start:start + 8192])
-                loss_sum += F.cross_entropy(logits, y[start:start + 8192], reduction="sum").item()
-                correct += (logits.argmax(-1) == y[start:start + 8192]).sum().item()
+            for start in range(0, len(x), 2560):
+                logits = model(x[start:start + 2560])
+                loss_sum += F.cross_entropy(logits, y[start:start + 2560], reduction="sum").item()
+                correct += (logits.argmax(-1) == y[start:start + 2560]).sum().item()
         model.train()
         return loss_sum / len(x), correct / len(x)
 

@@ -69,15 +69,33 @@ def run_measured(command: list[str], env: dict) -> tuple[str, float, float]:
     return stdout, wall, usage.ru_maxrss / 1024.0  # ru_maxrss is in KiB on Linux
 
 
-def machine_load() -> dict:
-    """The load average and the processes using the CPU now (the machine is shared)."""
-    done = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True)
+def cpu_times() -> dict:
+    """{pid: (name, utime + stime in clock ticks)} of every process."""
+    times = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        times[int(stat.parent.name)] = (name, int(fields[11]) + int(fields[12]))
+    return times
+
+
+def machine_load(window: float = 1.0) -> dict:
+    """The load average, and the processes other than this one that used >= 5% of a core over `window`
+    seconds (the machine is shared)."""
+    before = cpu_times()
+    time.sleep(window)
+    after = cpu_times()
+    ticks = os.sysconf("SC_CLK_TCK") * window
     busy = []
-    for line in done.stdout.splitlines():
-        cpu, _, name = line.strip().partition(" ")
-        if float(cpu or 0) >= 5.0 and name.strip() != "ps":
-            busy.append(f"{name.strip()} {float(cpu):.0f}%")
-    return {"time": time.strftime("%H:%M:%S"), "loadavg": [round(x, 2) for x in os.getloadavg()], "busy": busy[:8]}
+    for pid, (name, total) in after.items():
+        if pid != os.getpid() and pid in before and (used := (total - before[pid][1]) / ticks) >= 0.05:
+            busy.append((used, f"{name} {used * 100:.0f}%"))
+    return {"time": time.strftime("%H:%M:%S"), "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "busy": [text for _, text in sorted(busy, reverse=True)[:8]]}
 
 
 GEMM_PROBE = """

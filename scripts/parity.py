@@ -5,10 +5,9 @@ mnist-tch writes the weights before the first step (`train --save-initial` → i
 walks its batches in an order Python can reproduce: file order with `--no-shuffle`, otherwise, for epoch
 e, `torch.manual_seed(seed * 1000003 + e); torch.randperm(n)` on libtorch's CPU generator, which tch and
 PyTorch share. From those weights and batches, plain PyTorch — the run's `nn.Sequential` rebuilt from
-config.json, `F.cross_entropy`, `torch.optim.Adam(lr, betas, eps)` (AdamW with weight decay), pixel / 255
-inputs, the last batch taking the remainder — must end with the weights mnist-tch saved: every element
-within 1e-5 (two formulations of Adam in PyTorch drift apart by ~1e-6 over an epoch; a wrong batch, a
-wrong scale or a wrong bias correction is off by orders of magnitude more).
+config.json, pixel / 255 inputs, `F.cross_entropy`, Adam (AdamW with weight decay) at the rate of each
+epoch in metrics.json, the last batch taking the remainder — must end with the weights mnist-tch saved:
+every element within 1e-5.
 
 Dropout is replayed too: mnist-tch and PyTorch both call libtorch's `at::dropout` (a Bernoulli mask on the
 CPU generator) once per step, in the same order, after the same shuffle draws; in a --no-shuffle run the
