@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The seed's model in plain PyTorch (or the seed's own Keras program), for comparison with mnist-tch.
 
-Same model, data, split (the last fraction of the training files for validation, as Keras does),
+Same model (whatever architecture the config describes: the MLP, the linear model or the convnet, built
+from config.json's layer list by scripts/common.py), data (with the run's --labels/--limit selection), split (the last fraction of the training files for validation, as Keras does),
 normalisation (pixel / 255), batch size, epochs and Adam settings as mnist-tch, read from one place:
 a mnist-tch config.json. Without --config, the script asks the binary for the config it would use
 (`mnist-tch train --print-config`), so no hyperparameter is written down twice.
@@ -10,13 +11,13 @@ Prints the same per-epoch line as mnist-tch and `Test accuracy: X`.
 
     .venv/bin/python scripts/baseline.py                       # PyTorch, mnist-tch's defaults
     .venv/bin/python scripts/baseline.py --config runs/train1/config.json
+    .venv/bin/python scripts/baseline.py --arch cnn            # Keras's Simple MNIST convnet in PyTorch
     .venv/bin/python scripts/baseline.py --framework keras     # needs scripts/setup.sh --with-keras
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -27,47 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-BINARY = ROOT / "target" / "release" / "mnist-tch"
-IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
-LABEL_FILES = ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
-
-
-# --- data ------------------------------------------------------------------------------------------
-
-def read_idx(directory: Path, name: str) -> np.ndarray:
-    """Reads one IDX file (raw or .gz) into a uint8 array shaped by its header."""
-    for candidate in (directory / name, directory / (name + ".gz")):
-        if candidate.exists():
-            opener = gzip.open if candidate.suffix == ".gz" else open
-            with opener(candidate, "rb") as f:
-                data = f.read()
-            break
-    else:
-        raise SystemExit(f"error: {directory}: missing {name} (or {name}.gz)")
-    magic = int.from_bytes(data[0:4], "big")
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08 or ndim not in (1, 3):
-        raise SystemExit(f"error: {candidate}: not an IDX file of unsigned bytes (magic {magic})")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    expected = offset + math.prod(dims)
-    if len(data) != expected:
-        raise SystemExit(f"error: {candidate}: {len(data)} bytes, the header needs {expected}")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
-
-
-def load_data(directory: Path):
-    """(train_images, train_labels, test_images, test_labels): images float32 [N, rows, cols] in
-    [0, 1], labels int64 [N]."""
-    train_x, test_x = (read_idx(directory, n).astype(np.float32) / 255.0 for n in IMAGE_FILES)
-    train_y, test_y = (read_idx(directory, n).astype(np.int64) for n in LABEL_FILES)
-    return train_x, train_y, test_x, test_y
-
-
-def keras_split(n: int, fraction: float) -> int:
-    """Number of training examples: Keras keeps the first floor(n * (1 - fraction)) for training."""
-    return int(math.floor(n * (1.0 - fraction)))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BINARY, build_keras_model, build_torch_model, derive_layers, keras_split, load_raw, to_inputs  # noqa: E402
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -80,7 +42,8 @@ def load_config(args) -> dict:
         command = [str(BINARY), "train", "--print-config", "--device", "cpu"]
         if args.data:
             command += ["--data", str(args.data)]
-        for flag, value in (("--epochs", args.epochs), ("--seed", args.seed)):
+        for flag, value in (("--epochs", args.epochs), ("--seed", args.seed), ("--arch", getattr(args, "arch", None)),
+                            ("--hidden", getattr(args, "hidden", None))):
             if value is not None:
                 command += [flag, str(value)]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -96,26 +59,27 @@ def load_config(args) -> dict:
         config["training"]["seed"] = args.seed
     if getattr(args, "batch_size", None) is not None:
         config["training"]["batch_size"] = args.batch_size
+    model = config["model"]
+    before = dict(model)
+    if getattr(args, "arch", None) and args.arch != model.get("arch", "mlp"):
+        model["arch"] = args.arch
+        model["hidden"] = [128] if args.arch == "mlp" else []
+        model["dropout"] = 0.5 if args.arch == "cnn" else 0.0
     if getattr(args, "hidden", None):
-        config["model"]["hidden"] = [int(w) for w in args.hidden.split(",")]
+        model["hidden"] = [int(w) for w in args.hidden.split(",")]
+    if getattr(args, "dropout", None) is not None:
+        model["dropout"] = args.dropout
+    if model != before:
+        # The layer list follows the fields it is derived from (the same derivation as mnist-tch's).
+        model["layers"] = derive_layers(model)
     return config
 
 
-def build_torch_model(model_config: dict):
-    """nn.Sequential(Flatten, Linear, ReLU, [Dropout,] ..., Linear): the module whose state dict matches
-    mnist-tch's model.safetensors names (1.weight, 1.bias, 3.weight, ...; 1, 4, 7 with dropout)."""
-    import torch.nn as nn
-
-    rows, cols = model_config["input_shape"]
-    widths = [rows * cols, *model_config["hidden"], model_config["num_classes"]]
-    layers: list = [nn.Flatten()]
-    for i, (inputs, outputs) in enumerate(zip(widths, widths[1:])):
-        layers.append(nn.Linear(inputs, outputs))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-            if model_config.get("dropout", 0.0) > 0:
-                layers.append(nn.Dropout(model_config["dropout"]))
-    return nn.Sequential(*layers)
+def load_data(config: dict):
+    """The run's data as float32 inputs (pixel / 255) and int64 labels, with its selection applied
+    (--labels, --limit): (train_x, train_y, test_x, test_y)."""
+    raw = load_raw(Path(config["data"]["dir"]), config["data"].get("selection"))
+    return to_inputs(raw["train_x"]), raw["train_y"], to_inputs(raw["test_x"]), raw["test_y"]
 
 
 def epoch_line(epoch, epochs, steps, seconds, loss, accuracy, val_loss, val_accuracy) -> str:
@@ -131,7 +95,7 @@ def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> fl
 
     t = config["training"]
     torch.manual_seed(t["seed"])
-    train_x, train_y, test_x, test_y = load_data(Path(config["data"]["dir"]))
+    train_x, train_y, test_x, test_y = load_data(config)
     split = keras_split(len(train_x), t["validation_split"])
     dev = torch.device(device)
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)
@@ -150,10 +114,10 @@ def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> fl
         model.eval()
         with torch.no_grad():
             loss_sum, correct = 0.0, 0
-            for start in range(0, len(x), 8192):
-                logits = model(x[start:start + 8192])
-                loss_sum += F.cross_entropy(logits, y[start:start + 8192], reduction="sum").item()
-                correct += (logits.argmax(-1) == y[start:start + 8192]).sum().item()
+            for start in range(0, len(x), 2560):
+                logits = model(x[start:start + 2560])
+                loss_sum += F.cross_entropy(logits, y[start:start + 2560], reduction="sum").item()
+                correct += (logits.argmax(-1) == y[start:start + 2560]).sum().item()
         model.train()
         return loss_sum / len(x), correct / len(x)
 
@@ -204,13 +168,9 @@ def run_keras(config: dict) -> float:
 
     t, m = config["training"], config["model"]
     keras.utils.set_random_seed(t["seed"])
-    train_x, train_y, test_x, test_y = load_data(Path(config["data"]["dir"]))
-    rows, cols = m["input_shape"]
-    # The seed's program, with its hyperparameters taken from the config.
-    layers = [keras.Input(shape=(rows, cols)), keras.layers.Flatten()]
-    layers += [keras.layers.Dense(width, activation="relu") for width in m["hidden"]]
-    layers += [keras.layers.Dense(m["num_classes"], activation="softmax")]
-    model = keras.Sequential(layers)
+    train_x, train_y, test_x, test_y = load_data(config)
+    # The seed's program (or Keras's Simple MNIST convnet), with its hyperparameters taken from the config.
+    model = build_keras_model(m)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=t["learning_rate"], beta_1=t["adam_beta1"],
                                                   beta_2=t["adam_beta2"], epsilon=t["adam_epsilon"]),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -243,7 +203,9 @@ def main(argv=None) -> int:
     parser.add_argument("--framework", choices=("torch", "keras"), default="torch")
     parser.add_argument("--device", default="cpu", help="PyTorch device (torch framework only)")
     parser.add_argument("--batch-size", type=int, help="override the config's batch size")
+    parser.add_argument("--arch", choices=("mlp", "linear", "cnn"), help="override the config's architecture")
     parser.add_argument("--hidden", help="override the config's hidden widths, e.g. 1024,1024,512")
+    parser.add_argument("--dropout", type=float, help="override the config's dropout rate")
     parser.add_argument("--metrics-json", type=Path, help="write each epoch's metrics (full-precision seconds)")
     args = parser.parse_args(argv)
     config = load_config(args)

@@ -3,7 +3,7 @@
 the original 28x28 (white on black), and a "photo" variant — dark on a white background, enlarged,
 placed off-centre in a larger canvas, in colour. Writes OUT/NN-label-L[-photo].png.
 
-    .venv/bin/python scripts/make_pictures.py --data data/fashion-mnist --count 10 --out runs/pictures
+    .venv/bin/python scripts/make_pictures.py [--data data/mnist] [--count 10] [--out runs/pictures]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import baseline  # noqa: E402  (the IDX reader)
+from common import DEFAULT_DATA, ROOT, read_idx  # noqa: E402
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
@@ -45,13 +45,13 @@ def photo(image: np.ndarray, index: int) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=baseline.ROOT / "data" / "fashion-mnist")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--count", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=baseline.ROOT / "runs" / "pictures")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "pictures")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    images = baseline.read_idx(args.data, "t10k-images-idx3-ubyte")
-    labels = baseline.read_idx(args.data, "t10k-labels-idx1-ubyte")
+    images = read_idx(args.data, "t10k-images-idx3-ubyte")
+    labels = read_idx(args.data, "t10k-labels-idx1-ubyte")
     for i in range(args.count):
         write_png(args.out / f"{i:02d}-label-{labels[i]}.png", images[i])
         write_png(args.out / f"{i:02d}-label-{labels[i]}-photo.png", photo(images[i], i))

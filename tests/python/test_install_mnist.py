@@ -13,7 +13,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-from conftest import ROOT, write_idx, synthetic
+from common import write_idx
+from conftest import ROOT, synthetic
 
 SCRIPT = ROOT / "scripts" / "install_mnist.py"
 STANDARD = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

@@ -1,8 +1,9 @@
-"""mnist-tch's exports load in Python and reproduce mnist-tch's own logits; the baseline and the
-comparison script run end to end."""
+"""mnist-tch's exports load in Python and reproduce mnist-tch's own logits; the baseline (every
+architecture) and the comparison script run end to end."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,15 +12,17 @@ import numpy as np
 import safetensors.torch
 import torch
 
-import baseline
-from conftest import BINARY, CLASSES, ROOT, SIDE, run
+import pytest
+
+from common import build_torch_model, parse_test_accuracy
+from conftest import CLASSES, ROOT, SIDE, run
 
 TOLERANCE = 1e-5
 
 
 def test_torchscript_gives_mnist_tch_logits_for_every_input_shape(trained):
     module = torch.jit.load(str(trained["logits_pt"]), map_location="cpu")
-    images = torch.from_numpy(trained["test_x"])  # float32 [N, 8, 8] in [0, 1]
+    images = torch.from_numpy(trained["test_x"])  # float32 [N, 12, 12] in [0, 1]
     n = len(images)
     for shaped in (images, images.view(n, 1, SIDE, SIDE), images.view(n, SIDE * SIDE), images[:1]):
         with torch.no_grad():
@@ -40,7 +43,7 @@ def test_probabilities_export_is_the_softmax_of_the_logits(trained):
 
 
 def test_safetensors_load_into_the_baselines_sequential(trained):
-    model = baseline.build_torch_model(trained["config"]["model"])
+    model = build_torch_model(trained["config"]["model"])
     state = safetensors.torch.load_file(str(trained["run_dir"] / "model.safetensors"))
     model.load_state_dict(state)  # strict: every name and shape must match nn.Sequential's
     model.eval()
@@ -59,8 +62,7 @@ def test_baseline_runs_one_epoch_from_the_run_config(trained, data_dir):
     epoch_lines = [l for l in lines if l.startswith("Epoch ")]
     # 2000 examples, the last 20% for validation: 1600 / batch 32 = 50 steps.
     assert len(epoch_lines) == 1 and epoch_lines[0].startswith("Epoch 1/1 - 50 steps - "), done.stdout
-    accuracy = float(lines[-1].removeprefix("Test accuracy: "))
-    assert accuracy > 0.5, done.stdout
+    assert parse_test_accuracy(done.stdout) > 0.5, done.stdout
 
 
 def test_baseline_without_a_config_asks_the_binary(data_dir):
@@ -68,9 +70,34 @@ def test_baseline_without_a_config_asks_the_binary(data_dir):
     assert "Epoch 1/1 - 50 steps - " in done.stdout, done.stdout
 
 
-def test_compare_writes_its_table_and_passes_parity(data_dir, tmp_path):
+def test_baseline_trains_the_cnn_of_the_config(arch_run):
+    """The baseline builds the architecture config.json describes (here Keras's convnet, dropout 0.5)."""
+    cnn = arch_run("cnn")
+    done = run(sys.executable, ROOT / "scripts" / "baseline.py", "--config", cnn["run_dir"] / "config.json",
+               "--epochs", "1")
+    assert "Epoch 1/1 - 50 steps - " in done.stdout, done.stdout
+    assert parse_test_accuracy(done.stdout) > 0.5, done.stdout
+
+
+def test_baseline_arch_flag_asks_the_binary_for_that_model(data_dir):
+    done = run(sys.executable, ROOT / "scripts" / "baseline.py", "--data", data_dir, "--epochs", "1", "--arch", "linear")
+    assert "Epoch 1/1 - 50 steps - " in done.stdout, done.stdout
+
+
+def test_keras_baseline_trains_the_cnn(arch_run):
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed (scripts/setup.sh --with-keras)")
+    cnn = arch_run("cnn")
+    done = run(sys.executable, ROOT / "scripts" / "baseline.py", "--framework", "keras", "--config",
+               cnn["run_dir"] / "config.json", "--epochs", "1")
+    assert "Epoch 1/1 - 50 steps - " in done.stdout, done.stdout
+    assert parse_test_accuracy(done.stdout) > 0.5, done.stdout
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_compare_writes_its_table_and_passes_parity(data_dir, tmp_path, arch):
     out = tmp_path / "compare"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), "--data", str(data_dir),
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), "--data", str(data_dir), "--arch", arch,
                            "--epochs", "3", "--out", str(out), "--no-keras", "--train-args", f"--num-classes {CLASSES}"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -83,9 +110,13 @@ def test_compare_writes_its_table_and_passes_parity(data_dir, tmp_path):
         # Epoch lines print tenths of a second; tiny epochs may round to 0.0.
         assert result["epochs"] == 3 and result["seconds_per_epoch"] >= 0
         assert result["wall_seconds"] > 0 and result["peak_rss_mb"] > 50, result
-    assert [c["pass"] for c in report["parity"]] == [True, True, True], report["parity"]
+    verdicts = [c["pass"] for c in report["parity"]]
+    # TorchScript, safetensors, accuracy; then per order: the exact replay (checked) and torch.optim.Adam (info).
+    assert verdicts == [True, True, True, True, None, True, None], report["parity"]
+    assert all(r["arch"] == arch for r in report["training_parity"])
+    assert {r["order"] for r in report["training_parity"]} == {"shuffled", "no-shuffle"}
     table = (out / "compare.md").read_text()
-    assert "| mnist-tch |" in table and table.count("PASS") == 3
+    assert "| mnist-tch |" in table and table.count("| PASS |") == 5 and table.count("| info |") == 2
 
 
 def test_compare_counts_in_words():

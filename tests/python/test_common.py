@@ -1,0 +1,112 @@
+"""scripts/common.py: the IDX reader and writer, the output parser, and the model builders for every
+architecture — checked against the binary's own layer lists and logits."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from common import (BINARY, build_keras_model, build_torch_model, derive_layers, load_raw, load_torch_model,
+                    parse_test_accuracy, read_idx, select_labels, write_idx)
+from conftest import ARCHS, CLASSES, SIDE, run
+
+TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_files_round_trip(tmp_path, suffix):
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 4)).astype(np.uint8)
+    labels = np.array([0, 9, 3, 3, 255])
+    write_idx(tmp_path / f"i{suffix}", images)
+    write_idx(tmp_path / f"l{suffix}", labels)
+    assert np.array_equal(read_idx(tmp_path / f"i{suffix}"), images)
+    assert np.array_equal(read_idx(tmp_path / f"l{suffix}"), labels)
+    # A data directory is searched for raw, .gz and the dot spelling.
+    (tmp_path / f"i{suffix}").rename(tmp_path / f"t10k-images.idx3-ubyte{suffix}")
+    assert np.array_equal(read_idx(tmp_path, "t10k-images-idx3-ubyte"), images)
+
+
+def test_idx_reader_refuses_bad_files(tmp_path):
+    write_idx(tmp_path / "ok", np.zeros((2, 2, 2)))
+    (tmp_path / "short").write_bytes((tmp_path / "ok").read_bytes()[:-1])
+    (tmp_path / "magic").write_bytes(b"\x00\x00\x0d\x03" + (tmp_path / "ok").read_bytes()[4:])
+    for name, message in (("short", "the header needs"), ("magic", "not an IDX file"), ("missing", "missing")):
+        with pytest.raises(SystemExit, match=message):
+            read_idx(tmp_path, name) if name == "missing" else read_idx(tmp_path / name)
+    with pytest.raises(ValueError, match="0..255"):
+        write_idx(tmp_path / "big", np.array([256]))
+
+
+def test_selection_keeps_classes_in_order_then_limits(tmp_path):
+    images = np.arange(6, dtype=np.uint8).reshape(6, 1, 1)
+    kept_x, kept_y = select_labels(images, np.array([5, 1, 7, 5, 0, 7]), [7, 5])
+    assert kept_x.ravel().tolist() == [0, 2, 3, 5] and kept_y.tolist() == [1, 0, 1, 0]
+    for prefix in ("train", "t10k"):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.array([5, 1, 7, 5, 0, 7]))
+    raw = load_raw(tmp_path, {"labels": [7, 5], "limit": 3})
+    assert raw["train_y"].tolist() == [1, 0, 1] and raw["test_y"].tolist() == [1, 0, 1, 0]
+
+
+def test_test_accuracy_is_the_last_such_line():
+    assert parse_test_accuracy("Epoch 1/1 ...\nTest accuracy: 0.5\nTest loss: 1\nTest accuracy: 0.9755\n") == 0.9755
+    with pytest.raises(ValueError):
+        parse_test_accuracy("no result")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_derived_layers_are_the_binarys(arch, data_dir):
+    """The Python derivation (for old runs and overrides) agrees with the layer list mnist-tch writes."""
+    for extra in ([], ["--dropout", "0.25"] if arch != "linear" else [], ["--hidden", "16,8"] if arch == "mlp" else []):
+        done = run(BINARY, "train", "--print-config", "--data", data_dir, "--arch", arch, "--num-classes",
+                   str(CLASSES), *extra)
+        model = json.loads(done.stdout)["model"]
+        assert model["layers"] == derive_layers({k: v for k, v in model.items() if k != "layers"}), extra
+
+
+def test_old_runs_without_layers_build_an_mlp():
+    old = {"input_shape": [28, 28], "hidden": [128], "num_classes": 10, "dropout": 0.0}
+    names = [name for name, _ in build_torch_model(old).named_parameters()]
+    assert names == ["1.weight", "1.bias", "3.weight", "3.bias"]
+    dropped = build_torch_model({**old, "hidden": [64, 32], "dropout": 0.5})
+    assert [n for n, _ in dropped.named_parameters()][::2] == ["1.weight", "4.weight", "7.weight"]
+    assert isinstance(dropped[3], torch.nn.Dropout) and dropped[3].p == 0.5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_builder_loads_the_weights_and_gives_mnist_tchs_logits(arch, arch_run):
+    trained = arch_run(arch)
+    config, model = load_torch_model(trained["run_dir"])  # strict load_state_dict
+    assert not model.training, "load_torch_model returns the model in eval mode (dropout off)"
+    images = torch.from_numpy(trained["test_x"])
+    n = len(images)
+    with torch.no_grad():
+        for shaped in (images, images.view(n, 1, SIDE, SIDE), images.view(n, SIDE * SIDE)):
+            logits = model(shaped).numpy()
+            assert np.abs(logits - trained["logits"]).max() <= TOLERANCE, tuple(shaped.shape)
+    accuracy = (logits.argmax(-1) == trained["test_y"]).mean()
+    assert f"{accuracy:.4f}" == f"{config['result']['test_accuracy']:.4f}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_keras_builder_makes_the_same_architecture(arch, arch_run):
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed (scripts/setup.sh --with-keras)")
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    model_config = arch_run(arch)["config"]["model"]
+    model = build_keras_model(model_config)
+    torch_model = build_torch_model(model_config)
+    assert model.count_params() == sum(p.numel() for p in torch_model.parameters())
+    probabilities = np.asarray(model.predict(np.zeros((3, SIDE, SIDE), dtype=np.float32), verbose=0))
+    assert probabilities.shape == (3, CLASSES) and np.allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    if arch == "cnn":
+        # Keras's Simple MNIST convnet.
+        assert kinds == ["Reshape", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dropout", "Dense"]
+    else:
+        assert kinds == ["Flatten"] + ["Dense"] * (2 if arch == "mlp" else 1)
