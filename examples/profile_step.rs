@@ -59,6 +59,7 @@ fn time(variant: Variant, config: &ModelConfig, images: &Tensor, labels: &Tensor
 
 fn main() {
     mnist_tch::flush_denormals_to_zero();
+    mnist_tch::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str, default: &str| {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.into())

@@ -5,7 +5,8 @@ per-step metrics, no host synchronisation, no validation pass; the images are co
 (pixel / 255) once, up front. It is the speed reference of scripts/bench.py.
 
     .venv/bin/python scripts/minimal_loop.py --config RUN/config.json [--data DIR] [--epochs 3]
-                                             [--threads 2] [--metrics-json FILE]
+                                             [--threads 2] [--device cpu|cuda] [--batch-size N]
+                                             [--metrics-json FILE]
 
 Model, data selection (--labels, --limit), validation split, batch size, epochs and Adam settings come
 from the config (the same architecture: MLP, linear or CNN). Prints one line per epoch with its seconds
@@ -30,6 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, help="data directory (default: the config's)")
     parser.add_argument("--epochs", type=int, help="default: the config's")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="torch device (the data set lives there, as a user would do)")
+    parser.add_argument("--batch-size", type=int, help="default: the config's")
     parser.add_argument("--metrics-json", type=Path)
     args = parser.parse_args(argv)
 
@@ -43,31 +46,34 @@ def main(argv=None) -> int:
     torch.manual_seed(t["seed"])
     raw = load_raw(args.data or Path(config["data"]["dir"]), config["data"].get("selection"))
     n = keras_split(len(raw["train_x"]), t["validation_split"])
-    x = torch.from_numpy(to_inputs(raw["train_x"][:n]))
-    y = torch.from_numpy(raw["train_y"][:n].copy())
-    model = build_torch_model(config["model"])
+    device = torch.device(args.device)
+    x = torch.from_numpy(to_inputs(raw["train_x"][:n])).to(device)
+    y = torch.from_numpy(raw["train_y"][:n].copy()).to(device)
+    model = build_torch_model(config["model"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]),
                                  eps=t["adam_epsilon"])
-    batch = t["batch_size"]
+    batch = args.batch_size or t["batch_size"]
     history = []
     model.train()
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
-        order = torch.randperm(n)
+        order = torch.randperm(n, device=device)
         for start in range(0, n, batch):
             rows = order[start:start + batch]
             loss = F.cross_entropy(model(x[rows]), y[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         history.append({"epoch": epoch, "seconds": seconds})
         print(f"Epoch {epoch}/{epochs} - {(n + batch - 1) // batch} steps - {seconds:.3f}s", flush=True)
     model.eval()
     with torch.no_grad():
-        test_x = torch.from_numpy(to_inputs(raw["test_x"]))
+        test_x = torch.from_numpy(to_inputs(raw["test_x"])).to(device)
         predictions = torch.cat([model(test_x[i:i + 2560]).argmax(-1) for i in range(0, len(test_x), 2560)])
-        accuracy = (predictions == torch.from_numpy(raw["test_y"])).double().mean().item()
+        accuracy = (predictions.cpu() == torch.from_numpy(raw["test_y"])).double().mean().item()
     if args.metrics_json:
         args.metrics_json.write_text(json.dumps(history, indent=2) + "\n")
     print(f"Test accuracy: {accuracy:.4f}")

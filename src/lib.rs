@@ -65,3 +65,17 @@ pub fn flush_denormals_to_zero() {
         _mm_setcsr(_mm_getcsr() | 0x8040);
     }
 }
+
+/// Makes glibc's malloc keep the memory libtorch frees for its next tensors instead of handing it back
+/// to the kernel and faulting it in again. By default, allocations above 128 KB (a gradient of the first
+/// layer is 400 KB) are mmap-ed and unmapped one by one until malloc's adaptive threshold has seen a
+/// larger block freed — which happens at the first validation pass: measured here, the first epoch took
+/// 0.64 s against 0.39 s for the next ones, and the profiler's steps ran 1.7× slower. Blocks up to 32 MB
+/// now come from the heap from the start, and up to 128 MB of free heap is kept.
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only sets allocator parameters; called at start-up before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}

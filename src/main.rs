@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     mnist_tch::flush_denormals_to_zero();
+    mnist_tch::keep_freed_memory();
     match cli::run() {
         Ok(Finished::Done) => ExitCode::SUCCESS,
         Ok(Finished::Interrupted) => ExitCode::from(130),

@@ -298,23 +298,26 @@ pub fn shuffle_seed(seed: i64, epoch: usize) -> i64 {
 }
 
 /// Per-step losses and per-example predictions of the current epoch, on the device: the epoch's
-/// metrics are read back once at its end instead of every step.
+/// metrics are read back once at its end instead of every step. Each step's slots are views made once,
+/// so a step writes its results with two libtorch calls and makes no new view.
 struct EpochBuffers {
     steps: usize,
     batch: i64,
     losses: Tensor,
     predictions: Tensor,
+    /// `(losses[step], predictions[rows of step])` for every step.
+    slots: Vec<(Tensor, Tensor)>,
 }
 
 impl EpochBuffers {
     fn new(examples: i64, batch: i64, device: Device) -> EpochBuffers {
         let steps = ((examples + batch - 1) / batch) as usize;
-        EpochBuffers {
-            steps,
-            batch,
-            losses: Tensor::zeros([steps as i64], (Kind::Float, device)),
-            predictions: Tensor::zeros([examples], (Kind::Int64, device)),
-        }
+        let losses = Tensor::zeros([steps as i64], (Kind::Float, device));
+        let predictions = Tensor::zeros([examples], (Kind::Int64, device));
+        let slots = (0..steps as i64)
+            .map(|i| (losses.get(i), predictions.narrow(0, i * batch, batch.min(examples - i * batch))))
+            .collect();
+        EpochBuffers { steps, batch, losses, predictions, slots }
     }
 }
 
@@ -343,8 +346,9 @@ fn train_epoch<S: TrainStep + ?Sized>(
         let images = train.images.f_index_select(0, &rows)?; // [len, pixels] u8
         let out = step.step(&to_inputs(&images), &labels.narrow(0, start, len))?;
         tch::no_grad(|| -> Result<()> {
-            buffers.losses.get(index as i64 - 1).f_copy_(&out.loss_sum)?;
-            let _ = out.logits.f_argmax_out(&buffers.predictions.narrow(0, start, len), -1, false)?;
+            let (loss_slot, predictions_slot) = &buffers.slots[index - 1];
+            loss_slot.shallow_clone().f_copy_(&out.loss_sum)?;
+            let _ = out.logits.f_argmax_out(predictions_slot, -1, false)?;
             Ok(())
         })?;
         if index % NAN_CHECK_EVERY == 0 || index == buffers.steps {

@@ -249,11 +249,11 @@ impl FusedMlp {
             }
             let _ = self.exp_avg.f_lerp_(&self.grads, 1.0 - beta1)?;
             let _ = self.exp_avg_sq.f_lerp_(&self.grads.f_square()?, 1.0 - beta2)?;
-            // θ += m / (−(√v/√c2 + ε)·c1/lr): one addcdiv_ with the step folded into the denominator.
+            // θ −= lr/c1 · m / (√v/√c2 + ε) = m / ((√v + ε·√c2) · (−c1 / (lr·√c2))): the bias corrections
+            // folded into two scalars and the step into the denominator of one addcdiv_.
             let mut denom = self.exp_avg_sq.f_sqrt()?;
-            let _ = denom.f_div_scalar_(correction2.sqrt())?;
-            let _ = denom.f_add_scalar_(eps)?;
-            let _ = denom.f_mul_scalar_(-correction1 / lr)?;
+            let _ = denom.f_add_scalar_(eps * correction2.sqrt())?;
+            let _ = denom.f_mul_scalar_(-correction1 / (lr * correction2.sqrt()))?;
             let _ = self.params.f_addcdiv_(&self.exp_avg, &denom)?;
             Ok(())
         })
