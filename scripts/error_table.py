@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -31,12 +32,12 @@ def idx(array: np.ndarray, magic: int | None = None) -> bytes:
     return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.astype(np.uint8).tobytes()
 
 
-def good(directory: Path) -> None:
+def good(directory: Path, side: int = 8) -> None:
     rng = np.random.default_rng(0)
     directory.mkdir(parents=True, exist_ok=True)
     for part, count in (("train", 100), ("test", 20)):
         images, labels = NAMES[part]
-        (directory / images).write_bytes(idx(rng.integers(0, 256, (count, 8, 8))))
+        (directory / images).write_bytes(idx(rng.integers(0, 256, (count, side, side))))
         (directory / labels).write_bytes(idx(rng.integers(0, 10, count)))
 
 
@@ -194,12 +195,16 @@ def main() -> int:
     def other_architecture(d: Path) -> None:
         config = json.loads((d / "config.json").read_text())
         config["model"]["hidden"] = [64]
+        del config["model"]["layers"]  # as runs of earlier versions wrote it: the fields alone
         (d / "config.json").write_text(json.dumps(config))
+    run_case("run dir: layer list contradicts the fields", lambda d: (d / "config.json").write_text(
+        (d / "config.json").read_text().replace('"hidden": [\n      128\n    ]', '"hidden": [\n      64\n    ]')))
     run_case("run dir: weights of another architecture", other_architecture)
     run_case("run dir: truncated model.safetensors",
              lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000]))
     run_case("export: config.json missing", lambda d: (d / "config.json").unlink(), command="export")
-    rows.append(("run dir does not exist", *run("evaluate", "--model", str(tmp / "missing"))))
+    other_case_missing = run("evaluate", "--model", str(tmp / "missing"))
+    rows.append(("run dir does not exist", other_case_missing[0], other_case_missing[1].replace(str(tmp) + "/", "")))
 
     def other_case(name: str, *args: str, as_plain_user: bool = False) -> None:
         code, message = run(*args, as_plain_user=as_plain_user)
@@ -228,6 +233,44 @@ def main() -> int:
     other_case("train --num-classes 1", "train", "--data", str(data), "--num-classes", "1")
     other_case("predict --top-k 0", "predict", "--model", str(run_dir), "--top-k", "0", str(empty))
     other_case("plot without a run directory", "plot")
+    other_case("train --resume with flags that change the run", "train", "--resume", str(run_dir), "--epochs", "3",
+               "--seed", "7", "--batch-size", "8")
+    good(tmp / "good-12x12", side=12)
+    other_case("train --arch cnn --engine fused", "train", "--data", str(tmp / "good-12x12"), "--arch", "cnn",
+               "--engine", "fused")
+    other_case("train --arch cnn on 8x8 images", "train", "--data", str(data), "--arch", "cnn")
+    other_case("train --arch linear --hidden 64", "train", "--data", str(data), "--arch", "linear", "--hidden", "64")
+    other_case("train --precision bf16 (autograd engine)", "train", "--data", str(data), "--precision", "bf16",
+               "--out", str(tmp / "bf16"))
+    other_case("train --labels 0,1,12 (no image of 12)", "train", "--data", str(data), "--labels", "0,1,12")
+
+    # A run killed before its first epoch ended: a config in training, nothing else.
+    killed = tmp / "killed-run"
+    shutil.copytree(run_dir, killed)
+    config = json.loads((killed / "config.json").read_text())
+    config["state"] = {"status": "training", "epochs_completed": 0, "best_epoch": None}
+    (killed / "config.json").write_text(json.dumps(config))
+    for name in ("model.safetensors", "metrics.csv", "metrics.json", "evaluation.json"):
+        (killed / name).unlink()
+    other_case("evaluate a run killed before its first epoch", "evaluate", "--model", str(killed), "--device", "cpu")
+
+    # A second writer while a run trains.
+    busy = tmp / "busy"
+    first = subprocess.Popen([BINARY, "train", "--data", str(data), "--device", "cpu", "--epochs", "100000", "--out",
+                              str(busy), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and first.poll() is None:
+        try:
+            if json.loads((busy / "config.json").read_text())["state"]["epochs_completed"] >= 1:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    code, message = run("train", "--resume", str(busy), "--epochs", "100001", "--device", "cpu")
+    rows.append(("train --resume on a run another process is training", code,
+                 message.replace(str(tmp) + "/", "").replace(str(first.pid), "PID")))
+    first.terminate()
+    first.wait()
 
     print("| case | exit | message |\n|---|---|---|")
     for name, code, message in rows:
