@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Files, Fixture, mnist_tch};
+use common::{Files, Fixture, json, mnist_tch, weights};
 use mnist_tch::model::{Arch, ModelConfig};
 use mnist_tch::run_dir::load_run;
 use serde_json::Value;
@@ -18,16 +18,6 @@ const SIDE: i64 = 12;
 
 fn fixture() -> Fixture {
     Fixture::with_files(&Files::synthetic_of_side(600, 200, SIDE as u32), false)
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn weights(dir: &Path) -> Vec<(String, Tensor)> {
-    let mut tensors = Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    tensors
 }
 
 #[test]

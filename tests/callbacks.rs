@@ -3,13 +3,8 @@
 
 mod common;
 
-use common::{Files, Fixture, mnist_tch};
+use common::{Files, Fixture, json, mnist_tch};
 use mnist_tch::idx::{IdxKind, encode};
-use serde_json::Value;
-
-fn json(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// Training data whose last 20% — the validation part — has labels unrelated to the images: the
 /// more the model learns, the worse validation gets, so val_loss has its best epoch early.

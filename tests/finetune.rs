@@ -4,20 +4,10 @@
 
 mod common;
 
-use common::{Fixture, mnist_tch};
+use common::{Fixture, json, mnist_tch, weights};
 use serde_json::Value;
 use std::path::Path;
 use tch::Tensor;
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn weights(dir: &Path) -> Vec<(String, Tensor)> {
-    let mut tensors = Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    tensors
-}
 
 fn tensor<'a>(set: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
     &set.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name}")).1

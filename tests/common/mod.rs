@@ -50,6 +50,18 @@ pub fn synthetic_of_side(count: u32, seed: u64, side: u32) -> (Vec<u8>, Vec<u8>)
     (pixels, labels)
 }
 
+/// A JSON file of a run directory (config.json, metrics.json, ...).
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A run's `model.safetensors`, in name order.
+pub fn weights(dir: &Path) -> Vec<(String, tch::Tensor)> {
+    let mut tensors = tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
 /// The four files' bytes: images and labels for train and test.
 pub struct Files {
     pub train_images: Vec<u8>,
