@@ -6,7 +6,7 @@
 use crate::callbacks::{self, EarlyStopping};
 use crate::data::{self, Prepared, Selection};
 use crate::device::device_name;
-use crate::engine::Engine;
+use crate::engine::{self, Engine};
 use crate::evaluation::evaluate;
 use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
 use crate::lock::RunLock;
@@ -150,14 +150,15 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
         config.state.callbacks.best = Default::default();
         config.state.best_epoch = None;
     }
-    let data = data::prepare(
-        &config.data.dir,
-        &config.data.selection,
-        config.model.num_classes as usize,
-        &config.data.class_names.join(","),
-        config.training.validation_split,
-    )
-    .with_context(|| format!("reloading the data of {}", dir.display()))?;
+    let same_data = DataRequest {
+        path: config.data.dir.clone(),
+        selection: config.data.selection.clone(),
+        class_names: config.data.class_names.join(","),
+        validation_split: config.training.validation_split,
+    };
+    let data = same_data
+        .prepare(config.model.num_classes as usize)
+        .with_context(|| format!("reloading the data of {}", dir.display()))?;
     check_settings(&config, &data)?;
     let mut history =
         run_dir::load_metrics(dir).or_else(|err| if completed == 0 { Ok(Vec::new()) } else { Err(err) })?;
@@ -318,7 +319,8 @@ fn frozen_tensors(spec: &str, model: &ModelConfig, vs: &nn::VarStore) -> Result<
     Ok(frozen)
 }
 
-/// Refuses settings that cannot train: a schedule that never acts, a batch larger than the training part.
+/// Refuses settings that cannot train: a schedule that never acts, a batch larger than the training part,
+/// an engine that cannot train this model this way.
 fn check_settings(config: &RunConfig, data: &Prepared) -> Result<()> {
     callbacks::check(config.training.lr_schedule, config.training.epochs)?;
     let train_len = data.train.len();
@@ -327,13 +329,7 @@ fn check_settings(config: &RunConfig, data: &Prepared) -> Result<()> {
         "--batch-size {} is larger than the {train_len} training examples left after the validation split",
         config.training.batch_size
     );
-    if config.training.engine == Engine::Fused && config.model.dense_layers().is_none() {
-        bail!(
-            "--engine fused trains MLP and linear models only, not a {}; use --engine autograd",
-            config.model.arch.name()
-        );
-    }
-    Ok(())
+    engine::check_supported(config.training.engine, config.training.precision, &config.model)
 }
 
 /// Creates the directory of a new run and takes its lock before anything is trained, so a bad `--out`

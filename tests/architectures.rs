@@ -154,6 +154,10 @@ fn a_checkpoint_of_another_architecture_and_a_fused_cnn_are_one_clear_line() {
     fixture
         .train("fused", &["--arch", "cnn", "--engine", "fused"])
         .assert_clean_error(&["--engine fused trains MLP and linear models only, not a CNN"]);
+    fixture.train("bf16", &["--precision", "bf16"]).assert_clean_error(&["--precision bf16", "--engine fused"]);
+    for refused in ["fused", "bf16"] {
+        assert!(!fixture.path(refused).join("config.json").exists(), "{refused}: a refused run left a config behind");
+    }
     fixture.train("small", &["--arch", "cnn"]).assert_ok();
     let tiny = Fixture::new(false); // 8x8 images
     tiny.train("cnn", &["--arch", "cnn"]).assert_clean_error(&["CNN does not fit 8x8 images"]);

@@ -16,7 +16,7 @@ pub struct SummaryArgs {
 pub fn run(args: SummaryArgs) -> Result<()> {
     super::note_if_being_trained(&args.model);
     let config = RunConfig::load(&args.model)?;
-    let frozen = config.lineage.as_ref().map(|l| l.frozen.clone()).unwrap_or_default();
-    crate::say!("{}", model::summary(&config.model, &args.model.display().to_string(), &frozen).trim_end())?;
+    let title = args.model.display().to_string();
+    crate::say!("{}", model::summary(&config.model, &title, &config.frozen_tensors()).trim_end())?;
     Ok(())
 }

@@ -64,12 +64,8 @@ impl FusedMlp {
     /// Moves the variables of `vs` (built by `model::build` for `config`) into flat buffers; the variables
     /// become views of them. `settings.frozen` names tensors that must not change.
     pub fn new(vs: &nn::VarStore, config: &ModelConfig, settings: StepSettings) -> Result<FusedMlp> {
-        let Some(dense) = config.dense_layers() else {
-            bail!(
-                "--engine fused trains MLP and linear models only, not a {}; use --engine autograd",
-                config.arch.name()
-            );
-        };
+        super::check_supported(Engine::Fused, settings.precision, config)?;
+        let Some(dense) = config.dense_layers() else { bail!("no Dense layers in a {}", config.arch.name()) };
         let StepSettings { adam, precision, frozen } = settings;
         for name in &frozen {
             let known =

@@ -99,8 +99,22 @@ pub trait TrainStep {
     fn restore_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<bool>;
 }
 
+/// Refuses the combinations no engine can train: a model the fused engine cannot compute (anything but an
+/// MLP or a linear model), bf16 without the fused engine. Checked before a run is created, and again here.
+pub fn check_supported(engine: Engine, precision: Precision, model: &ModelConfig) -> Result<()> {
+    if engine == Engine::Fused && model.dense_layers().is_none() {
+        bail!("--engine fused trains MLP and linear models only, not a {}; use --engine autograd", model.arch.name());
+    }
+    if engine == Engine::Autograd && precision == Precision::Bf16 {
+        bail!(
+            "--precision bf16 is implemented by --engine fused (mixed precision with float32 master weights); \
+             tch has no CPU autocast for the autograd engine"
+        );
+    }
+    Ok(())
+}
+
 /// The step of `engine` for the model `net` (built by `model::build` for `model` under `vs`).
-/// The fused engine takes MLP and linear models only; bf16 only exists in the fused engine.
 pub fn build<'a>(
     engine: Engine,
     vs: &'a nn::VarStore,
@@ -108,16 +122,9 @@ pub fn build<'a>(
     model: &ModelConfig,
     settings: StepSettings,
 ) -> Result<Box<dyn TrainStep + 'a>> {
+    check_supported(engine, settings.precision, model)?;
     Ok(match engine {
-        Engine::Autograd => {
-            if settings.precision == Precision::Bf16 {
-                bail!(
-                    "--precision bf16 is implemented by --engine fused (mixed precision with float32 master weights); \
-                     tch has no CPU autocast for the autograd engine"
-                );
-            }
-            Box::new(autograd::AutogradStep::new(vs, net, settings)?)
-        }
+        Engine::Autograd => Box::new(autograd::AutogradStep::new(vs, net, settings)?),
         Engine::Fused => Box::new(fused::FusedMlp::new(vs, model, settings)?),
     })
 }
