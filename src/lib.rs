@@ -23,6 +23,7 @@
 //! - [`files`]: atomic writes and their temporary files.
 //! - [`lock`]: one writer per run directory.
 //! - [`device`]: `--device` parsing and CUDA checks.
+//! - [`cuda_library`]: loading libtorch's CUDA backend only where a CUDA driver is.
 //! - [`progress`]: Keras-like console output.
 //! - [`output`]: standard output that a reader may close early.
 //! - [`signals`]: Ctrl-C and SIGTERM.
@@ -30,6 +31,7 @@
 
 pub mod callbacks;
 pub mod cli;
+pub mod cuda_library;
 pub mod data;
 pub mod device;
 pub mod engine;
