@@ -1,9 +1,11 @@
 //! Link-time set-up that tch's own build script cannot pass on to our binary.
 //!
 //! torch-sys's `rustc-link-arg`s do not reach downstream binaries (tch-rs issues 787, 907, 980), so:
-//! - an rpath to the libtorch lib directory lets `mnist-tch` start without `LD_LIBRARY_PATH`;
-//! - `--no-as-needed -ltorch` keeps `libtorch_cuda.so` linked even though no Rust symbol refers to it,
-//!   otherwise CUDA silently disappears from the binary.
+//! - an rpath to the libtorch lib directory lets `mnist-tch` start without `LD_LIBRARY_PATH`.
+//!
+//! `libtorch_cuda.so` is deliberately NOT linked (tch-rs's README adds `--no-as-needed -ltorch` for it):
+//! the linker's `--as-needed` drops it since no Rust symbol refers to it, and `src/cuda_library.rs`
+//! loads it at start-up only where a CUDA driver exists — a CPU run then carries ~355 MB less.
 //!
 //! `DEP_TCH_LIBTORCH_LIB` is exported by torch-sys (`links = "tch"`); it only reaches us because
 //! torch-sys is a direct dependency in Cargo.toml.
@@ -24,6 +26,4 @@ fn main() {
         let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath={}", lib.display());
     }
-    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    println!("cargo:rustc-link-arg=-ltorch");
 }

@@ -1,6 +1,7 @@
 //! `--device auto|cpu|cuda|cuda:N`: parsing the flag and checking it against the CUDA devices
 //! libtorch actually sees, so a missing GPU is one clear error instead of a C++ abort later.
 
+use crate::cuda_library::{self, CudaLibrary};
 use anyhow::{Result, bail};
 use std::fmt;
 use std::str::FromStr;
@@ -44,9 +45,24 @@ impl fmt::Display for DeviceSpec {
 }
 
 impl DeviceSpec {
-    /// Resolves against the CUDA devices libtorch reports on this machine.
+    /// Resolves against the CUDA devices libtorch reports on this machine (loading libtorch's CUDA
+    /// backend first if `main` has not). With `auto`, a CUDA driver whose backend failed to load is a
+    /// warning on stderr and the CPU; with `cuda`, an error.
     pub fn resolve(self) -> Result<Device> {
-        self.resolve_with(Cuda::device_count().max(0) as usize)
+        if let Some(warning) = self.check_backend(cuda_library::load())? {
+            eprintln!("warning: {warning}");
+        }
+        self.resolve_with(cuda_device_count())
+    }
+
+    /// Whether this request can go on given what [`cuda_library::load`] found: an error for `cuda`
+    /// when a driver exists but its libtorch backend did not load, a warning to print for `auto`.
+    pub fn check_backend(self, backend: &CudaLibrary) -> Result<Option<String>> {
+        match (self, backend) {
+            (DeviceSpec::Cuda(_), CudaLibrary::Failed(why)) => bail!("--device {self}: {why}"),
+            (DeviceSpec::Auto, CudaLibrary::Failed(why)) => Ok(Some(format!("{why}; --device auto uses the CPU"))),
+            _ => Ok(None),
+        }
     }
 
     /// Resolution given the number of visible CUDA devices (separate so it is testable without a GPU).
@@ -68,6 +84,13 @@ impl DeviceSpec {
             ),
         }
     }
+}
+
+/// How many CUDA devices libtorch sees, its CUDA backend loaded first when there is a driver (see
+/// [`cuda_library`]): the one way to ask, for the binary and for tests alike.
+pub fn cuda_device_count() -> usize {
+    cuda_library::load();
+    Cuda::device_count().max(0) as usize
 }
 
 /// `cpu` or `cuda:N`, as printed and stored in `config.json`.
@@ -102,5 +125,19 @@ mod tests {
         assert!(none.contains("CUDA is not available"), "{none}");
         let missing = DeviceSpec::Cuda(7).resolve_with(1).unwrap_err().to_string();
         assert!(missing.contains("has 1 CUDA device (cuda:0..cuda:0)"), "{missing}");
+    }
+
+    #[test]
+    fn a_driver_without_its_backend_is_never_silent() {
+        let failed = CudaLibrary::Failed("a CUDA driver is installed but libtorch_cuda.so: no such file".into());
+        let error = DeviceSpec::Cuda(0).check_backend(&failed).unwrap_err().to_string();
+        assert!(error.starts_with("--device cuda:0: a CUDA driver is installed"), "{error}");
+        let warning = DeviceSpec::Auto.check_backend(&failed).unwrap().unwrap();
+        assert!(warning.ends_with("no such file; --device auto uses the CPU"), "{warning}");
+        assert_eq!(DeviceSpec::Cpu.check_backend(&failed).unwrap(), None);
+        for fine in [CudaLibrary::NoDriver, CudaLibrary::Loaded("libtorch_cuda.so".into())] {
+            assert_eq!(DeviceSpec::Cuda(0).check_backend(&fine).unwrap(), None);
+            assert_eq!(DeviceSpec::Auto.check_backend(&fine).unwrap(), None);
+        }
     }
 }

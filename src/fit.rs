@@ -12,6 +12,7 @@ use crate::evaluation::{Evaluation, evaluate};
 use crate::plot;
 use crate::progress::{ConsoleProgress, OutputMode};
 use crate::run_dir::{self, OptimizerResume, ResumeRecord, RunConfig, RunResult, RunStatus};
+use crate::tensorboard::TensorBoard;
 use crate::training::{self, EpochEnd, EpochMetrics, Model, Observer, Outcome, Start};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub struct JobOutput {
     pub plot: bool,
     /// Set by the Ctrl-C handler: finish the step, keep the last full epoch, stop.
     pub interrupt: Arc<AtomicBool>,
+    /// `--tensorboard DIR`: also write TensorBoard event files there.
+    pub tensorboard: Option<PathBuf>,
 }
 
 /// Everything a training job needs.
@@ -91,6 +94,10 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
         }
         None => (Vec::new(), Start::default()),
     };
+    let tensorboard = match open_tensorboard(&config, &start, &output) {
+        Ok(tensorboard) => tensorboard,
+        Err(err) => return Err(record_failure(&mut config, &out, err)),
+    };
     let training = config.training.clone();
     let mut observer = RunObserver {
         progress: ConsoleProgress::new(output.mode),
@@ -98,9 +105,10 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
         config: &mut config,
         history,
         interrupt: &output.interrupt,
+        tensorboard,
     };
     let report = training::train(&mut *step, Model { vs: &vs, net: &net }, &data, &training, start, &mut observer);
-    let history = observer.history;
+    let (history, tensorboard) = (observer.history, observer.tensorboard);
     let report = match report {
         Ok(report) => report,
         Err(err) => return Err(record_failure(&mut config, &out, err)),
@@ -109,7 +117,18 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
     if report.outcome == Outcome::Interrupted {
         return finish_interrupted(&mut config, &out, report.interrupted_in_epoch);
     }
-    finish(config, &out, &vs, &net, &data, &history, report.outcome, &output)
+    finish(config, &out, &vs, &net, &data, &history, report.outcome, &output, tensorboard)
+}
+
+/// `--tensorboard DIR`'s event files for this session, and the line saying where they go.
+fn open_tensorboard(config: &RunConfig, start: &Start, output: &JobOutput) -> Result<Option<TensorBoard>> {
+    let Some(dir) = &output.tensorboard else { return Ok(None) };
+    let tensorboard = TensorBoard::start(dir, config, start.first_epoch.max(1))?;
+    if output.mode != OutputMode::Quiet {
+        crate::say!("TensorBoard: {} (tensorboard --logdir {})", dir.display(), dir.display())
+            .or_else(crate::output::unless_closed)?;
+    }
+    Ok(Some(tensorboard))
 }
 
 /// Marks the run as training in its config before the first step.
@@ -180,6 +199,7 @@ fn finish(
     history: &[EpochMetrics],
     outcome: Outcome,
     output: &JobOutput,
+    tensorboard: Option<TensorBoard>,
 ) -> Result<FitReport> {
     let say = |line: String| -> Result<()> {
         if output.mode != OutputMode::Quiet {
@@ -218,6 +238,10 @@ fn finish(
         let written = plot::draw_run_plots(out, &config, history, Some(&test))?;
         say(format!("Plots: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")))?;
     }
+    if let Some(tensorboard) = tensorboard {
+        let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
+        tensorboard.finish(&config, &test, &name)?;
+    }
     say(format!("Saved run to {}", out.display()))?;
     say(format!("Test loss: {:.4}", test.loss))?;
     crate::say!("Test accuracy: {:.4}", test.accuracy)?;
@@ -231,6 +255,7 @@ struct RunObserver<'a> {
     config: &'a mut RunConfig,
     history: Vec<EpochMetrics>,
     interrupt: &'a AtomicBool,
+    tensorboard: Option<TensorBoard>,
 }
 
 impl Observer for RunObserver<'_> {
@@ -264,7 +289,12 @@ impl Observer for RunObserver<'_> {
         state.epochs_completed = epoch;
         state.best_epoch = end.callbacks.best.epoch;
         state.callbacks = end.callbacks;
-        self.config.save(self.out)
+        self.config.save(self.out)?;
+        // After the checkpoint: an epoch logged but not saved would be replaced on resume anyway.
+        match &mut self.tensorboard {
+            Some(tensorboard) => tensorboard.epoch(end.metrics),
+            None => Ok(()),
+        }
     }
 
     /// Ctrl-C or SIGTERM, or nobody reads stdout any more (`train | head`).

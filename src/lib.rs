@@ -17,12 +17,15 @@
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
 //! - [`inference`]: predictions from a run directory or a TorchScript file.
 //! - [`plot`]: learning curves and confusion matrix as PNG.
+//! - [`tensorboard`]: `--tensorboard DIR`, the epochs as TensorBoard event files in Keras's layout.
+//! - [`event_file`]: TensorBoard's event file format (TFRecords of `Event` protocol buffers).
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
 //! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
 //! - [`files`]: atomic writes and their temporary files.
 //! - [`lock`]: one writer per run directory.
 //! - [`device`]: `--device` parsing and CUDA checks.
+//! - [`cuda_library`]: loading libtorch's CUDA backend only where a CUDA driver is.
 //! - [`progress`]: Keras-like console output.
 //! - [`output`]: standard output that a reader may close early.
 //! - [`signals`]: Ctrl-C and SIGTERM.
@@ -30,10 +33,12 @@
 
 pub mod callbacks;
 pub mod cli;
+pub mod cuda_library;
 pub mod data;
 pub mod device;
 pub mod engine;
 pub mod evaluation;
+pub mod event_file;
 pub mod export;
 pub mod files;
 pub mod fit;
@@ -49,6 +54,7 @@ pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
 pub mod signals;
+pub mod tensorboard;
 pub mod training;
 
 /// Sets flush-to-zero and denormals-are-zero (FTZ/DAZ) on the calling thread, which threads created

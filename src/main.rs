@@ -8,6 +8,8 @@ use mnist_tch::cli::{self, Finished, UsageError};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything can ask libtorch about CUDA: its first answer is final (see cuda_library).
+    mnist_tch::cuda_library::load();
     // Past a file-size limit (ulimit -f) the kernel would kill the process with SIGXFSZ in the middle
     // of a write; ignored, the write fails with EFBIG instead and becomes an ordinary error that keeps
     // the previous checkpoint, as a full disk does.

@@ -208,7 +208,7 @@ fn batch_larger_than_the_data() {
 #[test]
 fn cuda_that_is_not_there() {
     let fixture = Fixture::new(false);
-    let cuda_devices = tch::Cuda::device_count();
+    let cuda_devices = mnist_tch::device::cuda_device_count();
     // cuda:99 exists nowhere: always a clean error.
     let run = fixture.train("run", &["--device", "cuda:99"]);
     if cuda_devices == 0 {

@@ -64,7 +64,7 @@ fn export_of_something_that_is_not_a_run_is_one_clear_line() {
 
 #[test]
 fn export_on_a_missing_gpu_is_one_clear_line() {
-    if tch::Cuda::device_count() > 0 {
+    if mnist_tch::device::cuda_device_count() > 0 {
         return; // the error path only exists without CUDA
     }
     let fixture = Fixture::new(false);

@@ -60,6 +60,7 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         mode: args.output.mode(),
         plot: args.output.plot,
         interrupt: crate::signals::training_interrupt_flag(),
+        tensorboard: args.output.tensorboard.clone(),
     };
     Ok(super::finished(&jobs::finetune(&request, output)?))
 }

@@ -186,6 +186,13 @@ pub struct OutputFlags {
     /// Print only the final "Test accuracy" line.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Also write TensorBoard event files into DIR, as Keras's TensorBoard callback lays them out
+    /// (DIR/train, DIR/validation: epoch_loss, epoch_accuracy, epoch_learning_rate), plus the config as
+    /// text and the test confusion matrix (DIR/test). A resumed run continues the curves. See
+    /// docs/tensorboard.md.
+    #[arg(long, value_name = "DIR", value_parser = crate::tensorboard::parse_dir)]
+    pub tensorboard: Option<PathBuf>,
 }
 
 impl OutputFlags {

@@ -58,14 +58,14 @@ pub struct TrainArgs {
     /// Continue the run in RUN_DIR from its last completed epoch, appending to its metrics, up to
     /// --epochs in total (default: the run's own). Everything else comes from its config.json: weights,
     /// epoch counter, learning-rate schedule and callbacks, data order, and (fused engine) Adam's state.
-    /// Only --epochs, --device, --engine, --save-best, --early-stopping, --min-delta, --plot and --quiet
-    /// apply.
+    /// Only --epochs, --device, --engine, --save-best, --early-stopping, --min-delta, --plot, --quiet
+    /// and --tensorboard apply.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
 }
 
 /// The flags `train --resume` honours; every other one is refused, as the run keeps its config.
-const RESUME_FLAGS: [&str; 9] = [
+const RESUME_FLAGS: [&str; 10] = [
     "--resume",
     "--epochs",
     "--device",
@@ -75,6 +75,7 @@ const RESUME_FLAGS: [&str; 9] = [
     "--min-delta",
     "--plot",
     "--quiet",
+    "--tensorboard",
 ];
 
 pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
@@ -83,6 +84,7 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         mode: args.output.mode(),
         plot: args.output.plot,
         interrupt: crate::signals::training_interrupt_flag(),
+        tensorboard: args.output.tensorboard.clone(),
     };
     if let Some(dir) = &args.resume {
         let refused = given.except(&RESUME_FLAGS);

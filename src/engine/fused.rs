@@ -25,6 +25,33 @@ use crate::model::ModelConfig;
 use anyhow::{Context, Result, bail, ensure};
 use tch::{Kind, Reduction, Tensor, nn};
 
+/// What the forward pass keeps for the backward pass.
+struct Forward {
+    /// Each layer's input: the images, then each hidden activation.
+    inputs: Vec<Tensor>,
+    /// Each layer's scaled dropout mask, when dropout is on.
+    masks: Vec<Option<Tensor>>,
+    /// `[B, K]`, float32.
+    logits: Tensor,
+}
+
+/// Adam's bias corrections at step t: m̂ = m / `first`, v̂ = v / `second`. They undo the pull towards
+/// the zeros m and v start from, which fades as t grows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BiasCorrections {
+    /// 1 − β1ᵗ
+    first: f64,
+    /// 1 − β2ᵗ
+    second: f64,
+}
+
+impl BiasCorrections {
+    fn at(step: i64, beta1: f64, beta2: f64) -> BiasCorrections {
+        let t = step as i32;
+        BiasCorrections { first: 1.0 - beta1.powi(t), second: 1.0 - beta2.powi(t) }
+    }
+}
+
 /// One Dense layer's views into the flat buffers.
 struct Layer {
     weight: Tensor,
@@ -134,72 +161,92 @@ impl FusedMlp {
 
     fn forward_backward_inner(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
         let x = &x.f_flatten(1, -1)?; // [B, rows, cols] or [B, D0] → [B, D0] (a view)
-        let batch = x.size()[0];
-        let mixed = self.compute != Kind::Float;
-        // In mixed precision, one cast of the whole flat buffer per step gives low-precision views.
-        let low_params = if mixed { Some(self.params.f_to_kind(self.compute)?) } else { None };
+        let weights = self.compute_weights()?;
+        let forward = self.forward(x, &weights)?;
+        let (loss_sum, logits_grad) = self.loss_and_logits_grad(&forward.logits, y)?;
+        self.backward(logits_grad, &forward, &weights)?;
+        self.zero_frozen_grads()?;
+        Ok(StepOutput { loss_sum, logits: forward.logits })
+    }
+
+    /// Each layer's `(W, b)` in the arithmetic's kind: views of the flat buffer in float32; in mixed
+    /// precision, views of one low-precision copy of it (one cast per step).
+    fn compute_weights(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        if self.compute == Kind::Float {
+            return Ok(self.layers.iter().map(|l| (l.weight.shallow_clone(), l.bias.shallow_clone())).collect());
+        }
+        let flat = self.params.f_to_kind(self.compute)?;
         let mut offset = 0;
         let mut weights = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (w, b) = match &low_params {
-                Some(flat) => {
-                    let (wn, bn) = (layer.weight.numel() as i64, layer.bias.numel() as i64);
-                    let w = flat.narrow(0, offset, wn).view(layer.weight.size().as_slice());
-                    let b = flat.narrow(0, offset + wn, bn);
-                    offset += wn + bn;
-                    (w, b)
-                }
-                None => (layer.weight.shallow_clone(), layer.bias.shallow_clone()),
-            };
+            let (wn, bn) = (layer.weight.numel() as i64, layer.bias.numel() as i64);
+            let w = flat.narrow(0, offset, wn).view(layer.weight.size().as_slice());
+            let b = flat.narrow(0, offset + wn, bn);
+            offset += wn + bn;
             weights.push((w, b));
         }
-        // Forward, keeping each layer's input (and dropout mask) for the backward pass.
+        Ok(weights)
+    }
+
+    /// Forward, keeping each layer's input (and dropout mask) for the backward pass.
+    fn forward(&self, x: &Tensor, weights: &[(Tensor, Tensor)]) -> Result<Forward> {
+        let mixed = self.compute != Kind::Float;
         let mut inputs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
         let mut masks: Vec<Option<Tensor>> = Vec::with_capacity(self.layers.len());
         let mut a = if mixed { x.f_to_kind(self.compute)? } else { x.shallow_clone() };
-        for (layer, (weight, bias)) in self.layers.iter().zip(&weights) {
+        for (layer, (weight, bias)) in self.layers.iter().zip(weights) {
             let z = bias.f_addmm(&a, &weight.tr())?; // [B, out] = b + a·Wᵀ
             inputs.push(a);
-            a = if layer.relu {
-                let mut h = z;
-                let _ = h.f_relu_()?;
-                if self.dropout > 0.0 {
-                    // Inverted dropout: keep with probability 1-p, scale by 1/(1-p).
-                    let keep = 1.0 - self.dropout;
-                    let mut mask = h.empty_like();
-                    let _ = mask.f_bernoulli_float_(keep)?;
-                    let _ = mask.f_div_scalar_(keep)?;
-                    let _ = h.f_mul_(&mask)?;
-                    masks.push(Some(mask));
-                } else {
-                    masks.push(None);
-                }
-                h
-            } else {
-                masks.push(None);
-                z
-            };
+            let (h, mask) = if layer.relu { self.relu_and_dropout(z)? } else { (z, None) };
+            masks.push(mask);
+            a = h;
         }
         let logits = if mixed { a.f_to_kind(Kind::Float)? } else { a }; // [B, K], float32
+        Ok(Forward { inputs, masks, logits })
+    }
 
-        // Softmax cross-entropy: loss = -log p[y]; d(mean loss)/d logits = (p - onehot(y)) / B.
+    /// ReLU in place, then (training with `--dropout`) inverted dropout: keep with probability 1−p and
+    /// scale by 1/(1−p); returns the activation and the scaled mask, which the backward pass reuses.
+    fn relu_and_dropout(&self, z: Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let mut h = z;
+        let _ = h.f_relu_()?;
+        if self.dropout <= 0.0 {
+            return Ok((h, None));
+        }
+        let keep = 1.0 - self.dropout;
+        let mut mask = h.empty_like();
+        let _ = mask.f_bernoulli_float_(keep)?;
+        let _ = mask.f_div_scalar_(keep)?;
+        let _ = h.f_mul_(&mask)?;
+        Ok((h, Some(mask)))
+    }
+
+    /// Softmax cross-entropy: the batch's summed loss −Σ log p[y], and the gradient of the **mean** loss
+    /// with respect to the logits, (p − onehot(y)) / B — in the arithmetic's kind, for the backward pass.
+    fn loss_and_logits_grad(&mut self, logits: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
+        let batch = logits.size()[0];
         let log_probs = logits.f_log_softmax(-1, Kind::Float)?;
         let loss_sum = log_probs.f_nll_loss::<Tensor>(y, None, Reduction::Sum, -100)?;
         let mut grad = log_probs.f_exp()?;
         if self.minus_ones.as_ref().is_none_or(|m| m.size()[0] != batch) {
-            self.minus_ones = Some(Tensor::full([batch, 1], -1.0, (Kind::Float, x.device())));
+            self.minus_ones = Some(Tensor::full([batch, 1], -1.0, (Kind::Float, logits.device())));
         }
         let minus_ones = self.minus_ones.as_ref().map(|m| m.shallow_clone()).unwrap_or_default();
         let _ = grad.f_scatter_add_(1, &y.unsqueeze(1), &minus_ones)?;
         let _ = grad.f_div_scalar_(batch as f64)?;
-
-        if mixed {
+        if self.compute != Kind::Float {
             grad = grad.f_to_kind(self.compute)?;
         }
-        // Backward, last layer first: dW = gradᵀ·input, db = Σ_batch grad, then through W and the ReLU.
+        Ok((loss_sum, grad))
+    }
+
+    /// The chain rule, last layer first: dW = gradᵀ·input and db = Σ_batch grad, written into the flat
+    /// gradient buffer; then the gradient goes back through W, the dropout mask and the ReLU.
+    fn backward(&self, logits_grad: Tensor, forward: &Forward, weights: &[(Tensor, Tensor)]) -> Result<()> {
+        let mut grad = logits_grad;
         for (i, layer) in self.layers.iter().enumerate().rev() {
-            let input = &inputs[i];
-            if mixed {
+            let input = &forward.inputs[i];
+            if self.compute != Kind::Float {
                 // Products in low precision, stored into the float32 gradient buffer.
                 let _ = layer.weight_grad.shallow_clone().f_copy_(&grad.tr().f_mm(input)?)?;
             } else {
@@ -210,49 +257,83 @@ impl FusedMlp {
                 break; // the images need no gradient
             }
             let mut upstream = grad.f_mm(&weights[i].0)?; // [B, in]
-            if let Some(mask) = &masks[i - 1] {
+            if let Some(mask) = &forward.masks[i - 1] {
                 let _ = upstream.f_mul_(mask)?;
             }
             // ReLU: pass the gradient where the activation was positive.
             grad = input.f_threshold_backward(&upstream, 0.0)?;
         }
-        for frozen in &self.frozen {
-            let mut frozen = frozen.shallow_clone();
-            let _ = frozen.f_zero_()?;
-        }
-        Ok(StepOutput { loss_sum, logits })
+        Ok(())
     }
 
-    /// One Adam (or AdamW) step with learning rate `lr` over the flat buffers:
-    /// m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  θ ← θ − lr·m̂ / (√v̂ + ε),
-    /// with m̂ = m/(1−β1ᵗ), v̂ = v/(1−β2ᵗ). Frozen slots have g = 0 forever, hence m = v = 0 and no move.
+    /// Frozen tensors get a zero gradient, so Adam never moves them.
+    fn zero_frozen_grads(&self) -> Result<()> {
+        for frozen in &self.frozen {
+            let _ = frozen.shallow_clone().f_zero_()?;
+        }
+        Ok(())
+    }
+
+    /// One Adam (or AdamW) step with learning rate `lr` over the flat buffers — Algorithm 1 of Kingma &
+    /// Ba, "Adam: A Method for Stochastic Optimization" (2015), with g the gradient and t the step:
+    ///
+    /// ```text
+    /// m ← β1·m + (1−β1)·g            exp_avg
+    /// v ← β2·v + (1−β2)·g²           exp_avg_sq
+    /// m̂ = m / (1−β1ᵗ)                BiasCorrections::first
+    /// v̂ = v / (1−β2ᵗ)                BiasCorrections::second
+    /// θ ← θ − lr·m̂ / (√v̂ + ε)
+    /// ```
+    ///
+    /// Frozen slots have g = 0 forever, hence m = v = 0 and no move.
     pub fn adam_step(&mut self, lr: f64) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
-            let AdamSettings { beta1, beta2, eps, weight_decay } = self.adam;
             self.steps += 1;
-            let t = self.steps as i32;
-            let (correction1, correction2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-            if weight_decay > 0.0 {
-                // AdamW: decay the weights themselves, before the gradient step; never the frozen ones.
-                let decay = 1.0 - lr * weight_decay;
-                if self.frozen.is_empty() {
-                    let _ = self.params.f_mul_scalar_(decay)?;
-                } else {
-                    for view in &self.trainable {
-                        let _ = view.shallow_clone().f_mul_scalar_(decay)?;
-                    }
-                }
-            }
-            let _ = self.exp_avg.f_lerp_(&self.grads, 1.0 - beta1)?;
-            let _ = self.exp_avg_sq.f_lerp_(&self.grads.f_square()?, 1.0 - beta2)?;
-            // θ −= lr/c1 · m / (√v/√c2 + ε) = m / ((√v + ε·√c2) · (−c1 / (lr·√c2))): the bias corrections
-            // folded into two scalars and the step into the denominator of one addcdiv_.
-            let mut denom = self.exp_avg_sq.f_sqrt()?;
-            let _ = denom.f_add_scalar_(eps * correction2.sqrt())?;
-            let _ = denom.f_mul_scalar_(-correction1 / (lr * correction2.sqrt()))?;
-            let _ = self.params.f_addcdiv_(&self.exp_avg, &denom)?;
-            Ok(())
+            let corrections = BiasCorrections::at(self.steps, self.adam.beta1, self.adam.beta2);
+            self.decay_weights(lr)?;
+            self.update_moments()?;
+            self.apply_update(lr, corrections)
         })
+    }
+
+    /// AdamW (`--weight-decay` > 0): θ ← θ·(1 − lr·decay) before the gradient step; never the frozen ones.
+    fn decay_weights(&mut self, lr: f64) -> Result<()> {
+        if self.adam.weight_decay <= 0.0 {
+            return Ok(());
+        }
+        let decay = 1.0 - lr * self.adam.weight_decay;
+        if self.frozen.is_empty() {
+            let _ = self.params.f_mul_scalar_(decay)?;
+        } else {
+            for view in &self.trainable {
+                let _ = view.shallow_clone().f_mul_scalar_(decay)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// m ← β1·m + (1−β1)·g and v ← β2·v + (1−β2)·g², written as `lerp` (m + (1−β1)·(g − m) is the same).
+    fn update_moments(&mut self) -> Result<()> {
+        let _ = self.exp_avg.f_lerp_(&self.grads, 1.0 - self.adam.beta1)?;
+        let _ = self.exp_avg_sq.f_lerp_(&self.grads.f_square()?, 1.0 - self.adam.beta2)?;
+        Ok(())
+    }
+
+    /// θ ← θ − lr·m̂ / (√v̂ + ε), without materialising m̂ and v̂ (two passes over the buffers fewer).
+    /// With m̂ = m/c1 and √v̂ = √v/√c2 (c1, c2 the bias corrections), multiplying through by √c2:
+    ///
+    /// ```text
+    /// lr·m̂ / (√v̂ + ε) = m / ((√v + ε·√c2) · c1/(lr·√c2))
+    /// ```
+    ///
+    /// so the step is √v, + ε·√c2, × −c1/(lr·√c2) (the minus sign folded in), then θ += m / that.
+    fn apply_update(&mut self, lr: f64, corrections: BiasCorrections) -> Result<()> {
+        let BiasCorrections { first: c1, second: c2 } = corrections;
+        let mut denom = self.exp_avg_sq.f_sqrt()?;
+        let _ = denom.f_add_scalar_(self.adam.eps * c2.sqrt())?;
+        let _ = denom.f_mul_scalar_(-c1 / (lr * c2.sqrt()))?;
+        let _ = self.params.f_addcdiv_(&self.exp_avg, &denom)?;
+        Ok(())
     }
 
     /// The gradient buffer `[P]` (for tests and diagnostics).
@@ -309,5 +390,19 @@ impl TrainStep for FusedMlp {
         })?;
         self.steps = steps.f_int64_value(&[0])?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bias_corrections_are_one_minus_beta_to_the_t() {
+        let first = BiasCorrections::at(1, 0.9, 0.999);
+        assert!((first.first - 0.1).abs() < 1e-15 && (first.second - 0.001).abs() < 1e-15, "{first:?}");
+        let later = BiasCorrections::at(1500, 0.9, 0.999);
+        assert!((later.first - 1.0).abs() < 1e-15, "{later:?}");
+        assert!((later.second - (1.0 - 0.999f64.powi(1500))).abs() < 1e-15, "{later:?}");
     }
 }
