@@ -19,6 +19,7 @@
 //! - [`plot`]: learning curves and confusion matrix as PNG.
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
+//! - [`serve`]: the HTTP server (`mnist-tch serve`): page, /predict, Open Inference Protocol, metrics.
 //! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
 //! - [`files`]: atomic writes and their temporary files.
 //! - [`lock`]: one writer per run directory.
@@ -48,6 +49,7 @@ pub mod plot;
 pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
+pub mod serve;
 pub mod signals;
 pub mod training;
 
