@@ -43,6 +43,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 1)]
     pub max_wait_ms: u64,
 
+    /// libtorch threads the model runs on (intra-op). More help only for large batches of a large model:
+    /// on small ones they take the cores the HTTP side needs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = super::flags::at_least_one)]
+    pub threads: u64,
+
     /// Requests that may wait for the inference thread; more are answered 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = super::flags::at_least_one)]
     pub queue: u64,
@@ -70,7 +75,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         host: args.host,
         port: args.port,
         model_name: args.model_name,
-        batching: Batching { max_batch: args.max_batch as usize, max_wait: Duration::from_millis(args.max_wait_ms) },
+        batching: Batching {
+            max_batch: args.max_batch as usize,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            threads: args.threads as usize,
+        },
         limits: Limits {
             queue: args.queue as usize,
             timeout: Duration::from_secs_f64(args.timeout),

@@ -28,6 +28,10 @@ pub struct Config {
 pub struct Batching {
     pub max_batch: usize,
     pub max_wait: Duration,
+    /// libtorch's intra-op threads for the model. One by default: a batch of small images is done in
+    /// well under a millisecond on one core, and more threads spin on the cores the HTTP side needs
+    /// (measured with wrk at 64 connections on 2 cores: 710 requests/s with 2 threads, 7,460 with 1).
+    pub threads: usize,
 }
 
 /// What the server refuses, and when.

@@ -105,6 +105,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("inference".into())
         .spawn(move || {
+            tch::set_num_threads(batching.threads as i32);
             let loaded = Predictor::load_weights(&path, &weights, device).and_then(|p| {
                 let info = check(&p)?;
                 Ok((p, info))
