@@ -4,7 +4,7 @@
 machine, under the same load from wrk, alternated in one command.
 
     .venv/bin/python scripts/bench_serve.py [--model RUN] [--duration 30] [--connections 1,8,64,256]
-                                            [--rounds 1] [--out FILE.md]
+                                            [--rounds 1] [--serve-flags '--max-wait-ms 0'] [--out FILE.md]
 
 Routes: POST /predict with a 28x28 PNG of the first digit-MNIST test image, and POST
 /v2/models/mnist/infer with that image as a UINT8 [1, 28, 28] JSON tensor. For each route and connection
@@ -64,14 +64,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_servers(run_dir: Path, work: Path) -> dict:
+def start_servers(run_dir: Path, work: Path, serve_flags: list[str]) -> dict:
     model_pt = work / "model.pt"
     subprocess.run([str(BINARY), "export", "--model", str(run_dir), "--out", str(model_pt)], check=True,
                    capture_output=True)
     servers = {}
     port = free_port()
     servers["mnist-tch"] = subprocess.Popen(
-        [str(BINARY), "serve", "--model", str(run_dir), "--port", str(port), "--device", "cpu"],
+        [str(BINARY), "serve", "--model", str(run_dir), "--port", str(port), "--device", "cpu", *serve_flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_accepting(port, servers["mnist-tch"])
     servers["mnist-tch"].port = port
@@ -112,11 +112,13 @@ def wrk(port: int, route: str, script: Path, connections: int, duration: int) ->
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
                           "--latency", "-s", str(script), f"http://127.0.0.1:{port}{route}"],
                          capture_output=True, text=True, check=True).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     failed = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if errors:
         failed += sum(int(n) for n in errors.groups())
+    if "50" not in latency or "99" not in latency:
+        raise SystemExit(f"wrk's output has no latency distribution:\n{out}")
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "p50": seconds(latency["50"]), "p99": seconds(latency["99"]), "failed": failed}
@@ -128,6 +130,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=30, help="seconds per wrk run")
     parser.add_argument("--connections", default="1,8,64,256")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--serve-flags", default="", help="more flags for mnist-tch serve, e.g. '--max-wait-ms 0'")
     parser.add_argument("--out", type=Path, help="also write the tables to this Markdown file")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -140,7 +143,7 @@ def main() -> None:
         subprocess.run([str(BINARY), "train", "--data", str(DEFAULT_DATA), "--out", str(run_dir), "--epochs", "1",
                         "--device", "cpu", "--quiet"], check=True)
     scripts = bodies(work)
-    servers = start_servers(run_dir, work)
+    servers = start_servers(run_dir, work, args.serve_flags.split())
     try:
         for name, server in servers.items():   # warm-up, then the resident size before the measured load
             wrk(server.port, "/predict", scripts["/predict"], 8, 2)
@@ -172,6 +175,7 @@ def main() -> None:
 def table(results, connections, args, rss_before, rss_after, codes) -> str:
     load = os.getloadavg()
     lines = [f"wrk, {args.duration} s per run, {args.rounds} round(s), servers alternated; "
+             f"mnist-tch serve {args.serve_flags or '(default flags)'}; "
              f"{os.cpu_count()} CPUs, load average {load[0]:.2f} at the end.", "",
              "| route | conns | mnist-tch req/s (min / median) | p50 ms | p99 ms | failed | FastAPI req/s (min / median) "
              "| p50 ms | p99 ms | failed | throughput × | p99 ÷ |",

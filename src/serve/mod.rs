@@ -22,6 +22,7 @@ pub use config::{Batching, Config, Limits};
 use anyhow::{Context, Result, bail};
 use app::App;
 use metrics::Metrics;
+use std::io::Write;
 use std::sync::Arc;
 
 /// Loads the model, serves until Ctrl-C or SIGTERM, and returns once every request in flight is
@@ -59,7 +60,10 @@ async fn listen(app: Arc<App>) -> Result<()> {
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let address = listener.local_addr().context("the listening address")?;
     let [rows, cols] = app.info.input_shape;
-    println!(
+    // Written, not println!-ed: a closed standard output (`serve | head -1`) must not stop the server.
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
         "mnist-tch serve: {} ({} classes, {rows}x{cols} inputs) on {}",
         config.model.display(),
         app.info.class_names.len(),
@@ -70,7 +74,7 @@ async fn listen(app: Arc<App>) -> Result<()> {
     } else {
         "listening on a non-loopback address: reachable from other machines"
     };
-    println!("mnist-tch serve: listening on http://{address} ({reach})");
+    let _ = writeln!(out, "mnist-tch serve: listening on http://{address} ({reach})");
     axum::serve(listener, app::router(app.clone()))
         .with_graceful_shutdown(shutdown::signalled(app.clone()))
         .await
