@@ -101,6 +101,14 @@ if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq fonts-dejavu-core >/dev/null
 fi
+# The server's browser test (headless Chromium driven through Selenium) and load benchmark (wrk). Not
+# fatal: without them the browser test says it is skipped and bench_serve.py says what is missing.
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null || ! command -v wrk >/dev/null; then
+    say "installing Debian's chromium, chromium-driver and wrk (serve's browser test and benchmark)"
+    { as_root apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver wrk >/dev/null; } ||
+        say "could not install chromium, chromium-driver and wrk: the browser test will be skipped"
+fi
 source_dir=/usr/share/datasets/fashion-mnist
 files="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
 if [ ! -f "$source_dir/train-images-idx3-ubyte.gz" ]; then

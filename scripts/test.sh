@@ -10,4 +10,5 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # --release reuses the optimised libtorch bindings that setup.sh just built instead of compiling
 # them a second time in debug mode.
 cargo test --release
-.venv/bin/python -m pytest tests/python
+# -rs prints why a test was skipped (the browser test without Chromium).
+.venv/bin/python -m pytest -rs tests/python

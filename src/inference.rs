@@ -94,8 +94,13 @@ pub struct Predictor {
 impl Predictor {
     /// Loads a run directory, or a TorchScript file (anything that is not a directory).
     pub fn load(path: &Path, device: Device) -> Result<Predictor> {
+        Predictor::load_weights(path, run_dir::WEIGHTS_FILE, device)
+    }
+
+    /// [`Predictor::load`] with another weights file of a run directory (`best.safetensors`).
+    pub fn load_weights(path: &Path, weights_file: &str, device: Device) -> Result<Predictor> {
         if path.is_dir() {
-            let run = run_dir::load_run(path, device)?;
+            let run = run_dir::load_run_weights(path, weights_file, device)?;
             let input_shape = run.config.model.input_shape;
             let class_names = run.config.data.class_names.clone();
             return Ok(Predictor { model: Model::Run(run), input_shape, class_names, device });
@@ -117,21 +122,44 @@ impl Predictor {
 
     /// Class probabilities `[N, classes]` for images `[N, rows, cols]` in [0, 1].
     pub fn probabilities(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.outputs(images)?.probabilities)
+    }
+
+    /// Logits and class probabilities `[N, classes]` for images `[N, rows, cols]` in [0, 1], on the CPU.
+    pub fn outputs(&self, images: &Tensor) -> Result<Outputs> {
         let images = images.to_device(self.device);
-        let output = tch::no_grad(|| -> Result<Tensor> {
+        let (logits, probabilities) = tch::no_grad(|| -> Result<(Option<Tensor>, Tensor)> {
             Ok(match &self.model {
-                Model::Run(run) => run.net.forward_t(&images, false).softmax(-1, Kind::Float),
+                Model::Run(run) => {
+                    let logits = run.net.forward_t(&images, false);
+                    let probabilities = logits.softmax(-1, Kind::Float);
+                    (Some(logits), probabilities)
+                }
                 Model::TorchScript { module, outputs_probabilities } => {
                     let out =
                         module.forward_ts(&[&images]).map_err(torch_error).context("running the TorchScript module")?;
-                    if *outputs_probabilities { out } else { out.softmax(-1, Kind::Float) }
+                    if *outputs_probabilities {
+                        (None, out)
+                    } else {
+                        let probabilities = out.softmax(-1, Kind::Float);
+                        (Some(out), probabilities)
+                    }
                 }
             })
         })?;
-        let classes = output.size().last().copied().unwrap_or(0);
+        let classes = probabilities.size().last().copied().unwrap_or(0);
         if classes != self.class_names.len() as i64 {
             bail!("the model outputs {classes} classes but describes {}", self.class_names.len());
         }
-        Ok(output.to_device(Device::Cpu))
+        let cpu = |t: Tensor| t.to_device(Device::Cpu);
+        Ok(Outputs { logits: logits.map(cpu), probabilities: cpu(probabilities) })
     }
+}
+
+/// What a model answers for a batch of images.
+pub struct Outputs {
+    /// `[N, classes]`; `None` for a TorchScript module exported with the softmax in it.
+    pub logits: Option<Tensor>,
+    /// `[N, classes]`.
+    pub probabilities: Tensor,
 }

@@ -21,6 +21,7 @@
 //! - [`event_file`]: TensorBoard's event file format (TFRecords of `Event` protocol buffers).
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
+//! - [`serve`]: the HTTP server (`mnist-tch serve`): page, /predict, Open Inference Protocol, metrics.
 //! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
 //! - [`files`]: atomic writes and their temporary files.
 //! - [`lock`]: one writer per run directory.
@@ -53,6 +54,7 @@ pub mod plot;
 pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
+pub mod serve;
 pub mod signals;
 pub mod tensorboard;
 pub mod training;

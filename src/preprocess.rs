@@ -65,13 +65,25 @@ pub struct Prepared {
     pub fit: Fit,
 }
 
-/// Decodes `path` (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM) to grayscale.
+/// Decodes `path` (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM) to grayscale, as [`decode_gray`] does.
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
-    let reader = image::io::Reader::open(path)
+    let bytes = std::fs::read(path)
         .map_err(|err| anyhow::anyhow!("{}: cannot open: {}", path.display(), crate::run_dir::io_reason(&err)))?;
-    let reader = reader.with_guessed_format().with_context(|| format!("{}: cannot read", path.display()))?;
-    let decoded = reader.decode().map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))?;
+    decode_gray(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+}
+
+/// Decodes a picture held in memory (an uploaded file) to grayscale: the one decoder behind both
+/// `predict` and `serve`, so they see the same pixels.
+pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage> {
+    let reader = image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().context("cannot read")?;
+    let decoded = reader.decode().map_err(|e| anyhow::anyhow!("not a readable image: {e}"))?;
     Ok(decoded.to_luma8())
+}
+
+/// The fit `Fit::Auto` falls back to for a model with these classes: fashion for Fashion-MNIST's, else
+/// digits.
+pub fn dataset_fit(class_names: &[String]) -> Fit {
+    if class_names.iter().map(String::as_str).eq(crate::data::FASHION_CLASSES) { Fit::Fashion } else { Fit::Digits }
 }
 
 /// Mean brightness of the outermost pixels: high for a drawing on paper.

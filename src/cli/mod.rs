@@ -8,6 +8,7 @@ mod finetune;
 mod flags;
 mod plot;
 mod predict;
+mod serve;
 mod summary;
 mod train;
 
@@ -40,6 +41,9 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Show a run's model like Keras's model.summary(): layers, output shapes, parameter counts.
     Summary(summary::SummaryArgs),
+    /// Serve a model over HTTP: a draw-a-digit page, POST /predict for pictures, the Open Inference
+    /// Protocol (v2) for tensors, Prometheus metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// How a command ended when it did not fail.
@@ -73,7 +77,8 @@ pub fn run() -> Result<Finished> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let given = matches.subcommand().map(|(name, sub)| GivenFlags::of(name, sub)).unwrap_or_default();
     let training = matches!(cli.command, Command::Train(_) | Command::Finetune(_));
-    if !training {
+    // The server stops gracefully on its own (serve::shutdown).
+    if !training && !matches!(cli.command, Command::Serve(_)) {
         crate::signals::stop_at_once();
     }
     let finished = match cli.command {
@@ -84,6 +89,7 @@ pub fn run() -> Result<Finished> {
         Command::Plot(args) => plot::run(args).map(|()| Finished::Done),
         Command::Predict(args) => predict::run(args).map(|()| Finished::Done),
         Command::Summary(args) => summary::run(args).map(|()| Finished::Done),
+        Command::Serve(args) => serve::run(args).map(|()| Finished::Done),
     };
     // A reader that stopped reading (`| head`) ends a reporting command quietly, as a success; a
     // training run it cut short is reported by its exit code.

@@ -76,11 +76,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let predictor = Predictor::load(&args.model, device)?;
     let [rows, cols] = predictor.input_shape;
     // What --fit auto does with a picture not yet in the data set's layout.
-    let dataset_fit = if predictor.class_names.iter().map(String::as_str).eq(data::FASHION_CLASSES) {
-        Fit::Fashion
-    } else {
-        Fit::Digits
-    };
+    let dataset_fit = preprocess::dataset_fit(&predictor.class_names);
     let started = Instant::now();
     let mut inputs = Vec::new();
     let files = expand(&args.images);

@@ -1,0 +1,90 @@
+//! `mnist-tch serve`: flags to a [`serve::Config`](crate::serve::Config), then the server.
+
+use crate::device::DeviceSpec;
+use crate::serve::{self, Batching, Config, Limits};
+use anyhow::Result;
+use clap::Args;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A run directory, or a TorchScript file written by `mnist-tch export` (with its FILE.json).
+    #[arg(long, value_name = "RUN_DIR|model.pt")]
+    pub model: PathBuf,
+
+    /// Weights file inside the run directory: model.safetensors or best.safetensors.
+    #[arg(long, value_name = "FILE", default_value = crate::run_dir::WEIGHTS_FILE)]
+    pub weights: String,
+
+    /// Address to listen on. The default answers this machine only; 0.0.0.0 listens on every interface.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on; 0 picks a free one (printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
+    pub device: DeviceSpec,
+
+    /// The model's name in the Open Inference Protocol's URLs (/v2/models/NAME).
+    #[arg(long, value_name = "NAME", default_value = "mnist")]
+    pub model_name: String,
+
+    /// Most images the inference thread runs in one batch.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = super::flags::at_least_one)]
+    pub max_batch: u64,
+
+    /// How long the inference thread waits after a request for others to batch with it, in
+    /// milliseconds (0: only what is already waiting).
+    #[arg(long, value_name = "MS", default_value_t = 1)]
+    pub max_wait_ms: u64,
+
+    /// libtorch threads the model runs on (intra-op). More help only for large batches of a large model:
+    /// on small ones they take the cores the HTTP side needs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = super::flags::at_least_one)]
+    pub threads: u64,
+
+    /// Requests that may wait for the inference thread; more are answered 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = super::flags::at_least_one)]
+    pub queue: u64,
+
+    /// Seconds a request may take in all (reading its body, waiting, inference); past them, 408.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = super::positive_f64)]
+    pub timeout: f64,
+
+    /// Largest request body: bytes, or with K, M or G (binary units); larger ones are answered 413.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = serve::config::parse_byte_count)]
+    pub body_limit: usize,
+
+    /// Largest picture /predict decodes, in megapixels; larger ones are answered 413.
+    #[arg(long, value_name = "MP", default_value_t = 16, value_parser = super::flags::at_least_one)]
+    pub max_megapixels: u64,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let device = args.device.resolve()?;
+    super::note_if_being_trained(&args.model);
+    serve::run(Config {
+        model: args.model,
+        weights: args.weights,
+        device,
+        host: args.host,
+        port: args.port,
+        model_name: args.model_name,
+        batching: Batching {
+            max_batch: args.max_batch as usize,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            threads: args.threads as usize,
+        },
+        limits: Limits {
+            queue: args.queue as usize,
+            timeout: Duration::from_secs_f64(args.timeout),
+            body_bytes: args.body_limit,
+            max_pixels: args.max_megapixels * 1_000_000,
+        },
+    })
+}

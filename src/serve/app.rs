@@ -1,0 +1,112 @@
+//! The routes and what every request goes through: the body-size limit, the per-request timeout (408)
+//! and the metrics; the state the handlers share, with the one way they reach the model.
+
+use super::config::Config;
+use super::error::ApiError;
+use super::metrics::Metrics;
+use super::worker::{Answer, ModelInfo, Queue, SubmitError};
+use super::{page, picture, v2};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// What the handlers share.
+pub struct App {
+    pub config: Config,
+    pub info: ModelInfo,
+    pub metrics: Arc<Metrics>,
+    queue: Queue,
+    /// Set at the first Ctrl-C/SIGTERM: readiness answers 503 while requests in flight finish.
+    stopping: AtomicBool,
+    /// Pictures decoded at once: decoding runs on blocking threads, and each may take megabytes.
+    pub decoding: Semaphore,
+}
+
+pub type Shared = Arc<App>;
+
+impl App {
+    pub fn new(config: Config, info: ModelInfo, queue: Queue, metrics: Arc<Metrics>) -> App {
+        let decoders = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        App { config, info, metrics, queue, stopping: AtomicBool::new(false), decoding: Semaphore::new(decoders) }
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The model's answer for `count` images (`pixels`: `count × rows × cols` values in [0, 1]).
+    pub async fn infer(&self, pixels: Vec<f32>, count: usize) -> Result<Answer, ApiError> {
+        let deadline = Instant::now() + self.config.limits.timeout;
+        let answer = match self.queue.submit(pixels, count, deadline) {
+            Ok(answer) => answer,
+            Err(SubmitError::Busy) => return Err(ApiError::busy()),
+            Err(SubmitError::Stopped) => {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
+            }
+        };
+        match answer.await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(message)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)),
+            Err(_) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the inference thread dropped the request")),
+        }
+    }
+}
+
+/// Every route of the server.
+pub fn router(app: Shared) -> Router {
+    let body_limit = app.config.limits.body_bytes;
+    Router::new()
+        .route("/", get(page::index))
+        .route("/predict", post(picture::predict))
+        .route("/metrics", get(metrics))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{model}", get(v2::model_metadata))
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+/// The per-request timeout and the metrics around every request. Unknown paths share one label, so
+/// hostile URLs cannot grow the metrics without bound.
+async fn observe(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_string();
+    let started = Instant::now();
+    let timeout = app.config.limits.timeout;
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request took longer than {:.3} s (--timeout)", timeout.as_secs_f64()),
+        )
+        .into_response(),
+    };
+    app.metrics.record_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn metrics(State(app): State<Shared>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render()).into_response()
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no such route: {} {}", request.method(), request.uri().path()))
+}

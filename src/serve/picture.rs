@@ -1,0 +1,121 @@
+//! `POST /predict`: a picture (PNG, JPEG, PNM, ... any size) in the body, the answer of
+//! `mnist-tch predict --json` out — decoded and prepared by the same functions of `preprocess` as
+//! `predict`, so both see the same pixels — plus every class's probability and the logits.
+//! Query: `top=K` (default 3), `fit=`, `invert=` (as predict's flags), `show_input=true` (the
+//! `rows × cols` picture the model saw, as 0–255 values).
+
+use super::app::Shared;
+use super::error::{ApiError, body_rejection};
+use super::worker::ModelInfo;
+use crate::preprocess::{self, Fit, Invert, Prepared};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use clap::ValueEnum;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tch::Tensor;
+
+/// The query string of `/predict`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PictureQuery {
+    top: Option<u64>,
+    fit: Option<String>,
+    invert: Option<String>,
+    show_input: Option<bool>,
+}
+
+pub async fn predict(
+    State(app): State<Shared>,
+    query: Result<Query<PictureQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::bad_request(format!("bad query string: {}", err.body_text())))?;
+    let body = body.map_err(|err| body_rejection(err, app.config.limits.body_bytes))?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty: send a PNG, JPEG or PNM picture"));
+    }
+    let fit = choice(query.fit.as_deref(), "fit", Fit::Auto)?;
+    let invert = choice(query.invert.as_deref(), "invert", Invert::Auto)?;
+    let top = query.top.unwrap_or(3);
+    if top == 0 {
+        return Err(ApiError::bad_request("top must be at least 1"));
+    }
+    let prepared = {
+        let _permit = app
+            .decoding
+            .acquire()
+            .await
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?;
+        let (info, max_pixels) = (app.info.clone(), app.config.limits.max_pixels);
+        tokio::task::spawn_blocking(move || prepare(&body, &info, fit, invert, max_pixels))
+            .await
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "preparing the picture failed"))??
+    };
+    let answer = app.infer(prepared.pixels.clone(), 1).await?;
+    let class_names = &app.info.class_names;
+    let k = top.min(class_names.len() as u64) as i64;
+    let (top_p, top_i) = Tensor::from_slice(&answer.probabilities)
+        .f_topk(k, -1, true, true)
+        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("top-k: {err}")))?;
+    let top_p = Vec::<f32>::try_from(&top_p).unwrap_or_default();
+    let top_i = Vec::<i64>::try_from(&top_i).unwrap_or_default();
+    let predictions: Vec<Value> = top_i
+        .iter()
+        .zip(&top_p)
+        .map(|(&label, &p)| json!({"label": label, "name": class_names[label as usize], "probability": p}))
+        .collect();
+    let mut answer_json = json!({
+        "input": "request body",
+        "inverted": prepared.inverted,
+        "fit": prepared.fit.name(),
+        "predictions": predictions,
+        "probabilities": answer.probabilities,
+        "class_names": class_names,
+    });
+    if let Some(logits) = answer.logits {
+        answer_json["logits"] = json!(logits);
+    }
+    if query.show_input == Some(true) {
+        let (cols, rows) = prepared.image.dimensions();
+        answer_json["image"] = json!({"rows": rows, "cols": cols, "pixels": prepared.image.as_raw()});
+    }
+    Ok(Json(answer_json))
+}
+
+/// A query value naming one of a flag's choices, as the command line spells them.
+fn choice<T: ValueEnum>(value: Option<&str>, name: &str, default: T) -> Result<T, ApiError> {
+    let Some(value) = value else { return Ok(default) };
+    T::from_str(value, true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        ApiError::bad_request(format!("{name}={value} is not one of: {}", names.join(", ")))
+    })
+}
+
+/// The picture in `bytes` as the network's input, the way `predict` prepares a file.
+fn prepare(bytes: &[u8], info: &ModelInfo, fit: Fit, invert: Invert, max_pixels: u64) -> Result<Prepared, ApiError> {
+    let not_readable = |err: &dyn std::fmt::Display| ApiError::bad_request(format!("not a readable image: {err}"));
+    let (width, height) = image::io::Reader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|err| not_readable(&err))?
+        .into_dimensions()
+        .map_err(|err| not_readable(&err))?;
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the picture is {width}x{height}: larger than the {max_pixels} pixels the server decodes"),
+        ));
+    }
+    let image = preprocess::decode_gray(bytes).map_err(|err| ApiError::bad_request(format!("{err:#}")))?;
+    let [rows, cols] = info.input_shape;
+    let dataset_fit = preprocess::dataset_fit(&info.class_names);
+    let fit = preprocess::resolve_fit(fit, &image, invert, rows as u32, cols as u32, dataset_fit);
+    preprocess::prepare(&image, rows as u32, cols as u32, fit, invert)
+        .map_err(|err| ApiError::bad_request(format!("{err:#}")))
+}

@@ -1,0 +1,445 @@
+//! The Open Inference Protocol (KServe v2, spoken by Triton and Seldon) over HTTP/JSON: health, server
+//! and model metadata, readiness, and inference on `[N, rows, cols]` or `[N, rows*cols]` FP32 (pixels in
+//! [0, 1]) or UINT8 (0–255) tensors, answering `logits` and `probabilities` `[N, classes]`. Tensors come
+//! as JSON (flat or nested) or, with Triton's binary tensor data extension (`binary_data_size`,
+//! `Inference-Header-Content-Length`), as raw little-endian bytes after the JSON — what tritonclient
+//! sends by default.
+
+use super::app::Shared;
+use super::error::{ApiError, body_rejection};
+use super::worker::ModelInfo;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+/// The header giving the JSON part's length when binary tensors follow it.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+/// The one version of the model.
+const VERSION: &str = "1";
+/// The input tensor's name in the model's metadata (any name is accepted).
+const INPUT_NAME: &str = "input";
+
+/// `{model}` and `{version}` of the URL.
+#[derive(Debug, Deserialize)]
+pub struct ModelPath {
+    model: String,
+    version: Option<String>,
+}
+
+/// 404 unless the URL names the served model (and its version).
+fn check_model(app: &Shared, path: &ModelPath) -> Result<(), ApiError> {
+    let name = &app.config.model_name;
+    if &path.model != name {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("model '{}' is not served here: this server serves '{name}'", path.model),
+        ));
+    }
+    match &path.version {
+        Some(version) if version != VERSION => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("model '{name}' has no version '{version}': its only version is {VERSION}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+pub async fn ready(State(app): State<Shared>) -> Response {
+    readiness(&app, json!({"ready": app.is_ready()}))
+}
+
+fn readiness(app: &Shared, body: Value) -> Response {
+    let status = if app.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({"name": "mnist-tch", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
+}
+
+pub async fn model_metadata(State(app): State<Shared>, Path(path): Path<ModelPath>) -> Result<Json<Value>, ApiError> {
+    check_model(&app, &path)?;
+    let info = &app.info;
+    let [rows, cols] = info.input_shape;
+    let classes = info.class_names.len();
+    let mut outputs = Vec::new();
+    if info.has_logits {
+        outputs.push(json!({"name": "logits", "datatype": "FP32", "shape": [-1, classes]}));
+    }
+    outputs.push(json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]}));
+    Ok(Json(json!({
+        "name": app.config.model_name,
+        "versions": [VERSION],
+        "platform": "pytorch_libtorch",
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, rows, cols]}],
+        "outputs": outputs,
+        "parameters": {"class_names": info.class_names, "input_datatypes": ["FP32", "UINT8"],
+                       "input_shapes": [[-1, rows, cols], [-1, rows * cols]]},
+    })))
+}
+
+pub async fn model_ready(State(app): State<Shared>, Path(path): Path<ModelPath>) -> Result<Response, ApiError> {
+    check_model(&app, &path)?;
+    Ok(readiness(&app, json!({"name": app.config.model_name, "ready": app.is_ready()})))
+}
+
+/// An inference request's JSON.
+#[derive(Debug, Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<RequestInput>,
+    #[serde(default)]
+    outputs: Vec<RequestOutput>,
+    #[serde(default)]
+    parameters: Parameters,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    data: Option<FlatNumbers>,
+    #[serde(default)]
+    parameters: Parameters,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Parameters,
+}
+
+/// The parameters this server reads; others are ignored, as the protocol allows.
+#[derive(Debug, Default, Deserialize)]
+struct Parameters {
+    binary_data_size: Option<usize>,
+    binary_data: Option<bool>,
+    binary_data_output: Option<bool>,
+}
+
+/// The model's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Logits,
+    Probabilities,
+}
+
+impl Output {
+    fn name(self) -> &'static str {
+        match self {
+            Output::Logits => "logits",
+            Output::Probabilities => "probabilities",
+        }
+    }
+}
+
+/// The input's element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Datatype {
+    Fp32,
+    Uint8,
+}
+
+impl Datatype {
+    fn parse(name: &str, input: &str) -> Result<Datatype, ApiError> {
+        match name {
+            "FP32" => Ok(Datatype::Fp32),
+            "UINT8" => Ok(Datatype::Uint8),
+            other => Err(ApiError::bad_request(format!(
+                "input '{input}': datatype '{other}' is not supported: send FP32 (pixels in [0, 1]) or UINT8 (0-255)"
+            ))),
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Datatype::Fp32 => 4,
+            Datatype::Uint8 => 1,
+        }
+    }
+}
+
+pub async fn infer(
+    State(app): State<Shared>,
+    Path(path): Path<ModelPath>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_model(&app, &path)?;
+    let body = body.map_err(|err| body_rejection(err, app.config.limits.body_bytes))?;
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).filter(|e| e.as_bytes() != b"identity") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("compressed requests (Content-Encoding: {}) are not supported", encoding.to_str().unwrap_or("?")),
+        ));
+    }
+    let (json_part, binary) = split_body(&body, &headers)?;
+    let request: InferRequest = serde_json::from_slice(json_part)
+        .map_err(|err| ApiError::bad_request(format!("not a valid inference request: {err}")))?;
+    let (pixels, count) = read_input(&request, binary, &app.info)?;
+    let outputs = requested_outputs(&request, &app.info)?;
+    let answer = app.infer(pixels, count).await?;
+    let classes = app.info.class_names.len();
+    let mut described = Vec::new();
+    let mut tail = Vec::new();
+    for (output, binary) in outputs {
+        let values = match output {
+            Output::Logits => answer.logits.as_deref().unwrap_or_default(),
+            Output::Probabilities => &answer.probabilities,
+        };
+        let mut tensor = json!({"name": output.name(), "datatype": "FP32", "shape": [count, classes]});
+        if binary {
+            tensor["parameters"] = json!({"binary_data_size": values.len() * 4});
+            tail.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        } else {
+            tensor["data"] = json!(values);
+        }
+        described.push(tensor);
+    }
+    let mut response = json!({"model_name": app.config.model_name, "model_version": VERSION, "outputs": described});
+    if let Some(id) = request.id {
+        response["id"] = json!(id);
+    }
+    if tail.is_empty() {
+        return Ok(Json(response).into_response());
+    }
+    let mut bytes = serde_json::to_vec(&response)
+        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the answer: {err}")))?;
+    let header_length = bytes.len();
+    bytes.extend_from_slice(&tail);
+    let mut binary_response = bytes.into_response();
+    let headers = binary_response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(HEADER_LENGTH, HeaderValue::from(header_length));
+    Ok(binary_response)
+}
+
+/// The JSON part and the binary tensors after it.
+fn split_body<'a>(body: &'a [u8], headers: &HeaderMap) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+    let Some(value) = headers.get(HEADER_LENGTH) else { return Ok((body, &[])) };
+    let length = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| ApiError::bad_request("Inference-Header-Content-Length is not a number of bytes"))?;
+    if length > body.len() {
+        return Err(ApiError::bad_request(format!(
+            "Inference-Header-Content-Length is {length} but the body has {} bytes",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(length))
+}
+
+/// The one input tensor as `count × rows × cols` pixels in [0, 1], checked against the model.
+fn read_input(request: &InferRequest, binary: &[u8], info: &ModelInfo) -> Result<(Vec<f32>, usize), ApiError> {
+    let [input] = request.inputs.as_slice() else {
+        return Err(ApiError::bad_request(format!(
+            "expected one input tensor ('{INPUT_NAME}'), got {}",
+            request.inputs.len()
+        )));
+    };
+    let name = &input.name;
+    let datatype = Datatype::parse(&input.datatype, name)?;
+    let [rows, cols] = info.input_shape;
+    let count = match input.shape.as_slice() {
+        [n, r, c] if *n > 0 && [*r, *c] == [rows, cols] => *n,
+        [n, flat] if *n > 0 && *flat == rows * cols => *n,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "input '{name}': shape {:?} is not [N, {rows}, {cols}] or [N, {}] with N >= 1",
+                input.shape,
+                rows * cols
+            )));
+        }
+    } as usize;
+    let values = count
+        .checked_mul(info.pixels_per_image())
+        .ok_or_else(|| ApiError::bad_request(format!("input '{name}': shape {:?} is too large", input.shape)))?;
+    let pixels = match (&input.data, input.parameters.binary_data_size) {
+        (Some(data), None) => {
+            if data.0.len() != values {
+                return Err(ApiError::bad_request(format!(
+                    "input '{name}': shape {:?} holds {values} values but data has {}",
+                    input.shape,
+                    data.0.len()
+                )));
+            }
+            from_json(&data.0, datatype, name)?
+        }
+        (None, Some(size)) => {
+            let expected = values * datatype.size();
+            if size != expected || size != binary.len() {
+                return Err(ApiError::bad_request(format!(
+                    "input '{name}': binary_data_size is {size}, shape {:?} of {} needs {expected} bytes, and {} \
+                     bytes follow the JSON",
+                    input.shape,
+                    input.datatype,
+                    binary.len()
+                )));
+            }
+            from_bytes(binary, datatype, name)?
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(format!("input '{name}': both data and binary_data_size given")));
+        }
+        (None, None) => return Err(ApiError::bad_request(format!("input '{name}': no data"))),
+    };
+    if input.parameters.binary_data_size.is_none() && !binary.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} bytes of binary data follow the JSON but no input uses them",
+            binary.len()
+        )));
+    }
+    Ok((pixels, count))
+}
+
+fn from_json(values: &[f64], datatype: Datatype, name: &str) -> Result<Vec<f32>, ApiError> {
+    match datatype {
+        Datatype::Fp32 => values.iter().map(|&v| finite(v as f32, name)).collect(),
+        Datatype::Uint8 => values
+            .iter()
+            .map(|&v| {
+                if v.fract() == 0.0 && (0.0..=255.0).contains(&v) {
+                    Ok(v as u8 as f32 / 255.0)
+                } else {
+                    Err(ApiError::bad_request(format!("input '{name}': {v} is not a UINT8 value (0-255)")))
+                }
+            })
+            .collect(),
+    }
+}
+
+fn from_bytes(bytes: &[u8], datatype: Datatype, name: &str) -> Result<Vec<f32>, ApiError> {
+    match datatype {
+        Datatype::Fp32 => {
+            bytes.chunks_exact(4).map(|b| finite(f32::from_le_bytes([b[0], b[1], b[2], b[3]]), name)).collect()
+        }
+        Datatype::Uint8 => Ok(bytes.iter().map(|&b| b as f32 / 255.0).collect()),
+    }
+}
+
+fn finite(v: f32, name: &str) -> Result<f32, ApiError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request(format!("input '{name}': holds a value that is not a finite FP32 number")))
+    }
+}
+
+/// The outputs to answer, each as JSON or binary.
+fn requested_outputs(request: &InferRequest, info: &ModelInfo) -> Result<Vec<(Output, bool)>, ApiError> {
+    let default_binary = request.parameters.binary_data_output.unwrap_or(false);
+    if request.outputs.is_empty() {
+        let all =
+            if info.has_logits { vec![Output::Logits, Output::Probabilities] } else { vec![Output::Probabilities] };
+        return Ok(all.into_iter().map(|o| (o, default_binary)).collect());
+    }
+    request
+        .outputs
+        .iter()
+        .map(|wanted| {
+            let output = match wanted.name.as_str() {
+                "logits" if info.has_logits => Output::Logits,
+                "logits" => {
+                    return Err(ApiError::bad_request(
+                        "this model has no 'logits' output (exported with the softmax in it): ask for 'probabilities'",
+                    ));
+                }
+                "probabilities" => Output::Probabilities,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "no output named '{other}': the outputs are 'logits' and 'probabilities'"
+                    )));
+                }
+            };
+            Ok((output, wanted.parameters.binary_data.unwrap_or(default_binary)))
+        })
+        .collect()
+}
+
+/// A tensor's `data`: a number or arrays of numbers nested to any depth, flattened in row-major order
+/// as it is read (8 bytes per value, no intermediate JSON tree).
+#[derive(Debug)]
+struct FlatNumbers(Vec<f64>);
+
+impl<'de> Deserialize<'de> for FlatNumbers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut values = Vec::new();
+        Flatten(&mut values).deserialize(deserializer)?;
+        Ok(FlatNumbers(values))
+    }
+}
+
+struct Flatten<'a>(&'a mut Vec<f64>);
+
+impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a number or an array of numbers")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.push(v);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.push(v as f64);
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.push(v as f64);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_flattened_in_row_major_order() {
+        let data: FlatNumbers = serde_json::from_str("[[1, 2.5], [[3], -4]]").unwrap();
+        assert_eq!(data.0, vec![1.0, 2.5, 3.0, -4.0]);
+        assert!(serde_json::from_str::<FlatNumbers>("[1, \"2\"]").is_err());
+        assert!(serde_json::from_str::<FlatNumbers>("[1, null]").is_err());
+    }
+
+    #[test]
+    fn uint8_values_must_be_bytes() {
+        assert_eq!(from_json(&[0.0, 255.0], Datatype::Uint8, "x").unwrap(), vec![0.0, 1.0]);
+        for bad in [256.0, -1.0, 0.5] {
+            assert!(from_json(&[bad], Datatype::Uint8, "x").is_err(), "{bad}");
+        }
+        assert!(from_json(&[1e300], Datatype::Fp32, "x").is_err());
+    }
+}
