@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -51,6 +52,21 @@ char* guarded(Body body) {
   }
 }
 
+// While the store connects, c10d logs every retry with a C++ backtrace on stderr; the failure itself is
+// reported in one line by the caller. Quiet unless the user asked for c10's logs (TORCH_CPP_LOG_LEVEL).
+class QuietRendezvous {
+ public:
+  QuietRendezvous() : saved_(FLAGS_caffe2_log_level) {
+    if (std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr) {
+      FLAGS_caffe2_log_level = std::max<int32_t>(saved_, 3);  // FATAL only
+    }
+  }
+  ~QuietRendezvous() { FLAGS_caffe2_log_level = saved_; }
+
+ private:
+  int32_t saved_;
+};
+
 // Waits for a collective; Gloo enforces the group's timeout inside the operation.
 void run(const c10::intrusive_ptr<c10d::Work>& work) {
   work->wait();
@@ -61,18 +77,21 @@ void run(const c10::intrusive_ptr<c10d::Work>& work) {
 extern "C" {
 
 // Joins the group of `world` processes as `rank`: connects to (or, with `host_store`, hosts) the
-// TCPStore at host:port, then lets Gloo connect every pair of processes. `timeout_ms` bounds the
+// TCPStore at host:port (`agent_store`: torchrun's agent hosts it; else rank 0 does, with
+// `host_store`), then lets Gloo connect every pair of processes. `timeout_ms` bounds the
 // rendezvous and every later collective. `prefix` keeps this group's store keys apart from the
 // launcher's own.
-char* mnist_c10d_new_group(const char* host, uint16_t port, int rank, int world, int host_store,
-                           int64_t timeout_ms, const char* prefix, mnist_c10d_group** out) {
+char* mnist_c10d_new_group(const char* host, uint16_t port, int rank, int world, int agent_store,
+                           int host_store, int64_t timeout_ms, const char* prefix, mnist_c10d_group** out) {
   *out = nullptr;
+  QuietRendezvous quiet;
   return guarded([&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions store_options;
     store_options.port = port;
     store_options.isServer = host_store != 0;
-    if (host_store != 0) {
+    if (agent_store == 0) {
+      // Our own store: every process counts itself in, and rank 0's waits for all of them.
       store_options.numWorkers = static_cast<std::size_t>(world);
     }
     store_options.timeout = timeout;
