@@ -289,10 +289,14 @@ pub fn join_from_env() -> Result<Option<std::rc::Rc<ProcessGroup>>> {
 }
 
 /// The device of this process: with several processes on a machine, `cuda` (cuda:0) means each its own
-/// GPU, `cuda:LOCAL_RANK`, as a DDP script's `torch.cuda.set_device(local_rank)` does.
+/// GPU, `cuda:LOCAL_RANK`, as a DDP script's `torch.cuda.set_device(local_rank)` does; with fewer GPUs
+/// than processes they take turns (LOCAL_RANK modulo the count), which Gloo allows.
 pub fn device_of_process(device: Device, group: Option<&ProcessGroup>) -> Device {
     match (device, group) {
-        (Device::Cuda(0), Some(group)) => Device::Cuda(group.local_rank),
+        (Device::Cuda(0), Some(group)) => {
+            let count = tch::Cuda::device_count().max(1) as usize;
+            Device::Cuda(group.local_rank % count)
+        }
         _ => device,
     }
 }
