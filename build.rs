@@ -7,11 +7,16 @@
 //! the linker's `--as-needed` drops it since no Rust symbol refers to it, and `src/cuda_library.rs`
 //! loads it at start-up only where a CUDA driver exists — a CPU run then carries ~355 MB less.
 //!
+//! It also compiles `src/c10d.cpp`, the shim over libtorch's distributed engine (`distributed.rs`),
+//! against the same libtorch headers and C++ ABI as torch-sys, and links it with `libtorch_cpu` and
+//! `libc10`, which hold c10d's symbols.
+//!
 //! `DEP_TCH_LIBTORCH_LIB` is exported by torch-sys (`links = "tch"`); it only reaches us because
 //! torch-sys is a direct dependency in Cargo.toml.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    compile_c10d_shim();
     if let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
         // The canonical path, not a symlink to it: libtorch_cuda.so finds its CUDA libraries through
         // `$ORIGIN/../../nvidia/...`, and `$ORIGIN` is the directory the loader opened it from.
@@ -26,4 +31,42 @@ fn main() {
         let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath={}", lib.display());
     }
+}
+
+/// `src/c10d.cpp` into a static library, with Gloo's headers (Debian's libgloo-dev, in /usr/include) and
+/// libtorch's: `DEP_TCH_LIBTORCH_LIB`'s sibling `include/`, or `$LIBTORCH/include`.
+fn compile_c10d_shim() {
+    println!("cargo:rerun-if-changed=src/c10d.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(std::path::PathBuf::from);
+    let include = lib
+        .as_ref()
+        .and_then(|lib| lib.parent().map(|dir| dir.join("include")))
+        .filter(|dir| dir.is_dir())
+        .or_else(|| std::env::var_os("LIBTORCH").map(|dir| std::path::PathBuf::from(dir).join("include")));
+    let Some(include) = include else {
+        panic!("cannot find libtorch's include directory for src/c10d.cpp: set LIBTORCH (scripts/setup.sh does)")
+    };
+    if !std::path::Path::new("/usr/include/gloo/config.h").exists() {
+        println!("cargo:warning=Gloo headers missing: install Debian's libgloo-dev (scripts/setup.sh does)");
+    }
+    // torch-sys's default: the PyPI wheels use the C++11 ABI.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .define("USE_C10D_GLOO", None)
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .file("src/c10d.cpp")
+        .compile("mnist_c10d");
+    if let Some(lib) = lib {
+        println!("cargo:rustc-link-search=native={}", lib.display());
+    }
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
 }

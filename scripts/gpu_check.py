@@ -14,7 +14,9 @@ Checks, in order:
   4. export traced on the device and loaded with torch.jit.load(map_location="cpu"), and export traced on the
      CPU and loaded with map_location=<device>: logits against mnist-tch's own (evaluate --dump-logits);
   5. a bf16 run (--engine fused --precision bf16);
-  6. the CNN: one epoch of mnist-tch and of the minimal PyTorch loop on the device.
+  6. the CNN: one epoch of mnist-tch and of the minimal PyTorch loop on the device;
+  7. mnist-tch as 2 torchrun workers (`python -m torch.distributed.run`, Gloo through a CPU copy of the
+     gradients; with one GPU both ranks share it) against world size 1, batch 16 per process.
 With --device cpu it rehearses the same steps on a CPU (what this repository's CI machine can do).
 """
 
@@ -92,6 +94,24 @@ def export_checks(args, run_dir: Path, out: Path) -> list[dict]:
     return rows
 
 
+def torchrun_checks(args) -> list[dict]:
+    """mnist-tch under `python -m torch.distributed.run` (what `torchrun` runs) on the device: world size 1
+    (nothing joins) and 2 (Gloo), 2 epochs of batch 16 per process."""
+    rows = []
+    for world in (1, 2):
+        out = args.out / f"torchrun-{world}"
+        done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", world,
+                    "--no-python", args.binary, "train", "--data", args.data, "--device", args.device, "--out", out,
+                    "--overwrite", "--epochs", "2", "--batch-size", "16"], f"torchrun x {world} mnist-tch train")
+        accuracy = parse_test_accuracy(done.stdout)
+        distributed = json.loads((out / "config.json").read_text())["training"].get("distributed")
+        rows.append({"check": f"torchrun, {world} worker(s) x batch 16, 2 epochs",
+                     "value": f"{steady_seconds(out):.3f} s/epoch, test accuracy {accuracy:.4f}, "
+                              f"config: {json.dumps(distributed)}",
+                     "pass": accuracy >= 0.96 and (distributed is None) == (world == 1)})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -142,6 +162,8 @@ def main(argv=None) -> int:
                  "value": f"{cnn['seconds']:.3f} vs {cnn_torch['seconds']:.3f} s/epoch "
                           f"({cnn['seconds'] / cnn_torch['seconds']:.2f}x); test accuracy {cnn['test_accuracy']:.4f}",
                  "pass": cnn["test_accuracy"] >= 0.98})
+
+    rows += torchrun_checks(args)
 
     verdict = lambda row: "info" if row["pass"] is None else "PASS" if row["pass"] else "FAIL"  # noqa: E731
     table = "\n".join([f"GPU check on {args.device} ({gpu}), PyTorch {torch.__version__}, data `{args.data}`", "",

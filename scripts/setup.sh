@@ -95,6 +95,13 @@ if [ "$(cat .libtorch/build-version 2>/dev/null)" != "$torch_version" ]; then
 fi
 say "libtorch $torch_version from $torch_dir"
 
+# Gloo's headers for src/c10d.cpp (the torch wheel has c10d's headers but not Gloo's).
+if [ ! -f /usr/include/gloo/config.h ]; then
+    say "installing Debian's libgloo-dev (Gloo headers for the torchrun worker, src/c10d.cpp)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libgloo-dev >/dev/null
+fi
+
 # --- 3. Data sets, and a font for the plots ------------------------------------------------------
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
     say "installing Debian's fonts-dejavu-core (text in the PNG plots)"

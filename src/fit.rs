@@ -4,9 +4,13 @@
 //!
 //! After every epoch the run directory is a complete, loadable run (weights, optimizer state, metrics,
 //! config with its state), so an interrupted or crashed run loses at most the epoch in progress.
+//!
+//! Under torchrun only rank 0 (the leader) writes the run directory and prints; the other ranks receive
+//! its weights, train their shard in step with it, and end without writing anything.
 
 use crate::data::Prepared;
 use crate::device::device_name;
+use crate::distributed::ProcessGroup;
 use crate::engine::{self, StepSettings, TrainStep};
 use crate::evaluation::{Evaluation, evaluate};
 use crate::plot;
@@ -16,6 +20,7 @@ use crate::tensorboard::TensorBoard;
 use crate::training::{self, EpochEnd, EpochMetrics, Model, Observer, Outcome, Start};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Tensor, nn};
@@ -38,6 +43,33 @@ pub struct JobOutput {
     pub interrupt: Arc<AtomicBool>,
     /// `--tensorboard DIR`: also write TensorBoard event files there.
     pub tensorboard: Option<PathBuf>,
+    /// The other processes training with this one (torchrun), if any.
+    pub group: Option<Rc<ProcessGroup>>,
+}
+
+impl JobOutput {
+    /// The output of a training job in this process: a rank other than 0 prints nothing (quiet, and it
+    /// never reaches the lines that quiet keeps) and draws no plots.
+    pub fn for_process(
+        mode: OutputMode,
+        plot: bool,
+        tensorboard: Option<PathBuf>,
+        group: Option<Rc<ProcessGroup>>,
+    ) -> JobOutput {
+        let leader = group.as_ref().is_none_or(|g| g.is_leader());
+        JobOutput {
+            mode: if leader { mode } else { OutputMode::Quiet },
+            plot: plot && leader,
+            interrupt: crate::signals::training_interrupt_flag(),
+            tensorboard: tensorboard.filter(|_| leader),
+            group,
+        }
+    }
+
+    /// This process writes the run directory: a single process, or rank 0.
+    pub fn writes_run(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.is_leader())
+    }
 }
 
 /// Everything a training job needs.
@@ -66,10 +98,18 @@ pub struct FitReport {
 /// Runs `job`; prints the epoch lines, the test result and where the run was saved.
 pub fn fit(job: FitJob) -> Result<FitReport> {
     let FitJob { mut config, data, vs, net, out, resume, save_initial, output } = job;
+    let group = output.group.clone();
+    let writes = output.writes_run();
+    config.training.distributed = group.as_ref().map(|g| g.info(config.training.batch_size));
+    if let Some(group) = &group {
+        group.broadcast_variables(&vs)?; // DDP's start: every process from rank 0's weights
+    }
     let data = data.to_device(vs.device());
-    begin(&mut config, &out)?;
-    if save_initial {
-        run_dir::save_weights(&vs, &out.join(run_dir::INITIAL_WEIGHTS_FILE))?;
+    if writes {
+        begin(&mut config, &out)?;
+        if save_initial {
+            run_dir::save_weights(&vs, &out.join(run_dir::INITIAL_WEIGHTS_FILE))?;
+        }
     }
     let settings = StepSettings {
         adam: config.training.adam_settings(),
@@ -77,6 +117,9 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
         frozen: config.frozen_tensors(),
     };
     let mut step = engine::build(config.training.engine, &vs, &net, &config.model, settings)?;
+    if let Some(group) = &group {
+        step.average_gradients_over(group.clone())?;
+    }
     let (history, start) = match resume {
         Some(point) => {
             let optimizer = restore_optimizer(&mut *step, point.optimizer_state.as_deref(), output.mode)?;
@@ -89,16 +132,20 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
                 first_epoch: config.state.epochs_completed + 1,
                 callbacks: config.state.callbacks,
                 best_weights: point.best_weights,
+                group: group.clone(),
             };
             (point.history, start)
         }
-        None => (Vec::new(), Start::default()),
+        None => (Vec::new(), Start { group: group.clone(), ..Start::default() }),
     };
     let tensorboard = match open_tensorboard(&config, &start, &output) {
         Ok(tensorboard) => tensorboard,
         Err(err) => return Err(record_failure(&mut config, &out, err)),
     };
     let training = config.training.clone();
+    if !writes {
+        return fit_without_writing(&mut *step, Model { vs: &vs, net: &net }, &data, &training, start, &output);
+    }
     let mut observer = RunObserver {
         progress: ConsoleProgress::new(output.mode),
         out: &out,
@@ -129,6 +176,22 @@ fn open_tensorboard(config: &RunConfig, start: &Start, output: &JobOutput) -> Re
             .or_else(crate::output::unless_closed)?;
     }
     Ok(Some(tensorboard))
+}
+
+/// A rank other than 0: trains in step with the others and writes nothing; rank 0 reports.
+fn fit_without_writing(
+    step: &mut dyn TrainStep,
+    model: Model,
+    data: &Prepared,
+    training: &training::TrainConfig,
+    start: Start,
+    output: &JobOutput,
+) -> Result<FitReport> {
+    let completed_before = start.first_epoch.saturating_sub(1);
+    let mut observer = PeerObserver { interrupt: &output.interrupt };
+    let report = training::train(step, model, data, training, start, &mut observer)?;
+    let epochs_completed = completed_before + report.history.len();
+    Ok(FitReport { outcome: report.outcome, test: None, epochs_completed })
 }
 
 /// Marks the run as training in its config before the first step.
@@ -246,6 +309,17 @@ fn finish(
     say(format!("Test loss: {:.4}", test.loss))?;
     crate::say!("Test accuracy: {:.4}", test.accuracy)?;
     Ok(FitReport { outcome, test: Some(test), epochs_completed })
+}
+
+/// A rank other than 0 only listens for Ctrl-C.
+struct PeerObserver<'a> {
+    interrupt: &'a AtomicBool,
+}
+
+impl Observer for PeerObserver<'_> {
+    fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::SeqCst)
+    }
 }
 
 /// Saves each completed epoch into the run directory and shows progress.

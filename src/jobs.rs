@@ -6,6 +6,7 @@
 use crate::callbacks::{self, EarlyStopping};
 use crate::data::{self, Prepared, Selection};
 use crate::device::device_name;
+use crate::distributed;
 use crate::engine::{self, Engine};
 use crate::evaluation::evaluate;
 use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
@@ -97,7 +98,7 @@ pub fn plan_new_run(request: &NewRun) -> Result<PlannedRun> {
 
 /// Trains a planned run from epoch 1.
 pub fn start_new_run(planned: PlannedRun, request: &NewRun, output: JobOutput) -> Result<FitReport> {
-    let (out, _lock) = claim_new_run_dir(&request.destination, output.mode)?;
+    let (out, _lock) = claim_new_run_dir(&request.destination, &output)?;
     before_training(output.mode, || print_header(&planned.config, &planned.data, request.device, "new run"))?;
     tch::manual_seed(planned.config.training.seed);
     let vs = nn::VarStore::new(request.device);
@@ -126,7 +127,8 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     if !dir.join(run_dir::CONFIG_FILE).is_file() {
         RunConfig::load(dir)?; // says why this is not a run directory, before anything is written there
     }
-    let _lock = run_dir::take_for_writing(dir)?;
+    // Under torchrun only rank 0 writes; the others read the same files.
+    let _lock = if output.writes_run() { Some(run_dir::take_for_writing(dir)?) } else { None };
     let mut config = RunConfig::load(dir)?;
     let completed = config.state.epochs_completed;
     let target = request.epochs.unwrap_or(config.training.epochs);
@@ -256,7 +258,7 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
         result: None,
     };
     check_settings(&config, &data)?;
-    let (out, _lock) = claim_new_run_dir(&request.destination, output.mode)?;
+    let (out, _lock) = claim_new_run_dir(&request.destination, &output)?;
     before_training(output.mode, || {
         print_header(&config, &data, request.device, &format!("fine-tuned from {}", request.from.display()))?;
         crate::say!(
@@ -329,13 +331,25 @@ fn check_settings(config: &RunConfig, data: &Prepared) -> Result<()> {
         "--batch-size {} is larger than the {train_len} training examples left after the validation split",
         config.training.batch_size
     );
-    engine::check_supported(config.training.engine, config.training.precision, &config.model)
+    engine::check_supported(config.training.engine, config.training.precision, &config.model)?;
+    if config.training.engine != Engine::Autograd && distributed::WorkerEnv::from_env()?.is_some() {
+        bail!(
+            "--engine {} trains in one process only; under torchrun use --engine autograd (the default)",
+            config.training.engine.name()
+        );
+    }
+    Ok(())
 }
 
 /// Creates the directory of a new run and takes its lock before anything is trained, so a bad `--out`
 /// costs nothing and no other process writes it meanwhile. Under `--quiet`, a directory chosen here is
-/// named on stderr (stdout keeps its one line).
-fn claim_new_run_dir(destination: &Destination, mode: OutputMode) -> Result<(PathBuf, RunLock)> {
+/// named on stderr (stdout keeps its one line). Under torchrun only rank 0 claims it: the others get
+/// the path it would have (they never write there) and no lock.
+fn claim_new_run_dir(destination: &Destination, output: &JobOutput) -> Result<(PathBuf, Option<RunLock>)> {
+    let mode = output.mode;
+    if !output.writes_run() {
+        return Ok((destination.out.clone().unwrap_or_else(|| PathBuf::from("runs")), None));
+    }
     let out = match &destination.out {
         Some(out) => out.clone(),
         None => {
@@ -347,7 +361,7 @@ fn claim_new_run_dir(destination: &Destination, mode: OutputMode) -> Result<(Pat
         }
     };
     let lock = run_dir::prepare_new_run_dir(&out, destination.overwrite)?;
-    Ok((out, lock))
+    Ok((out, Some(lock)))
 }
 
 /// The `data` part of `config.json`.

@@ -13,6 +13,7 @@
 //! - [`training`]: the training loop, generic over the step.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
 //! - [`fit`]: a training job end to end into a run directory.
+//! - [`distributed`]: training as one of several torchrun processes on libtorch's c10d (Gloo).
 //! - [`jobs`]: how a new, resumed or fine-tuned run is set up before it is fitted.
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
 //! - [`inference`]: predictions from a run directory or a TorchScript file.
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod cuda_library;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod engine;
 pub mod evaluation;
 pub mod event_file;

@@ -4,13 +4,19 @@
 //! Three phases per epoch, each a function: [`train_epoch`] walks the shuffled mini-batches and keeps
 //! the per-step losses and predictions on the device; [`validate`] scores the held-out part; the end of
 //! the epoch feeds the callbacks and hands everything to the [`Observer`], which saves the checkpoint.
+//!
+//! Under torchrun each process walks its [`distributed::shard`] of the epoch's order; the epoch's training
+//! loss and accuracy are summed over the processes, and every process validates on the whole held-out
+//! part, so all of them take the same callback decisions (early stopping, plateau) without talking.
 
 use crate::callbacks::{BestTracker, CallbackState, EarlyStopping, LrController, LrSchedule, Monitor};
 use crate::data::{Examples, Prepared, to_inputs};
+use crate::distributed::{self, DistributedInfo, ProcessGroup};
 use crate::engine::{AdamSettings, Engine, Precision, TrainStep};
 use crate::evaluation::{Evaluation, evaluate};
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
@@ -54,6 +60,9 @@ pub struct TrainConfig {
     pub weight_init: String,
     /// The device the run trained on (`cpu`, `cuda:0`, ...).
     pub device: String,
+    /// Set when several processes trained it (torchrun): how many, and the batch of each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<DistributedInfo>,
 }
 
 impl TrainConfig {
@@ -99,6 +108,7 @@ impl Default for TrainConfig {
             weight_init: "pytorch (kaiming-uniform a=sqrt(5): weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)))"
                 .into(),
             device: "cpu".into(),
+            distributed: None,
         }
     }
 }
@@ -192,6 +202,8 @@ pub struct Start {
     pub first_epoch: usize,
     pub callbacks: CallbackState,
     pub best_weights: Option<Vec<(String, Tensor)>>,
+    /// The other processes training with this one (torchrun), if any.
+    pub group: Option<Rc<ProcessGroup>>,
 }
 
 /// The model being trained: its variables and the module that computes its logits.
@@ -220,7 +232,10 @@ pub fn train<S: TrainStep + ?Sized>(
     let mut best = BestTracker::new(config.monitor, config.early_stopping).with_progress(start.callbacks.best);
     // In memory for restore_best_weights: a copy of every variable at the best epoch.
     let mut best_weights = start.best_weights;
-    let mut buffers = EpochBuffers::new(data.train.len(), config.batch_size as i64, data.train.images.device());
+    let group = start.group.as_deref();
+    let world = group.map_or(1, |g| g.world_size()) as i64;
+    let shard_len = (data.train.len() + world - 1) / world;
+    let mut buffers = EpochBuffers::new(shard_len, config.batch_size as i64, data.train.images.device());
     let mut report = TrainReport {
         history: Vec::new(),
         outcome: Outcome::Completed,
@@ -233,7 +248,12 @@ pub fn train<S: TrainStep + ?Sized>(
         step.set_learning_rate(rate)?;
         observer.start_epoch(epoch, config.epochs, buffers.steps);
         let order = epoch_order(config, epoch, data.train.len(), data.train.images.device());
-        let Some((loss, accuracy)) = train_epoch(step, &data.train, &order, epoch, &mut buffers, observer)? else {
+        let order = match group {
+            Some(group) => distributed::shard(&order, group.rank(), group.world_size())?,
+            None => order,
+        };
+        let Some((loss, accuracy)) = train_epoch(step, &data.train, &order, epoch, &mut buffers, observer, group)?
+        else {
             report.outcome = Outcome::Interrupted;
             report.interrupted_in_epoch = Some(epoch);
             return Ok(report);
@@ -326,7 +346,8 @@ impl EpochBuffers {
 const NAN_CHECK_EVERY: usize = 50;
 
 /// One pass over `train` in `order`, a step per mini-batch (the last one takes the remainder, as Keras
-/// does). Returns the epoch's mean loss and accuracy, or `None` when the observer asked to stop.
+/// does). Returns the epoch's mean loss and accuracy (over every process of `group`), or `None` when the
+/// observer asked to stop.
 fn train_epoch<S: TrainStep + ?Sized>(
     step: &mut S,
     train: &Examples,
@@ -334,8 +355,9 @@ fn train_epoch<S: TrainStep + ?Sized>(
     epoch: usize,
     buffers: &mut EpochBuffers,
     observer: &mut dyn Observer,
+    group: Option<&ProcessGroup>,
 ) -> Result<Option<(f64, f64)>> {
-    let n = train.len();
+    let n = order.size().first().copied().unwrap_or(0);
     let labels = train.labels.f_index_select(0, order)?; // [n], in this epoch's order
     let mut checked = 0;
     for index in 1..=buffers.steps {
@@ -344,7 +366,12 @@ fn train_epoch<S: TrainStep + ?Sized>(
         let rows = order.narrow(0, start, len);
         // Each step gathers its own rows: as cheap as a view of a shuffled copy, without the copy.
         let images = train.images.f_index_select(0, &rows)?; // [len, pixels] u8
-        let out = step.step(&to_inputs(&images), &labels.narrow(0, start, len))?;
+        let out = match step.step(&to_inputs(&images), &labels.narrow(0, start, len)) {
+            // Stopped by a signal while the other processes were stopping too: a collective they left
+            // fails, and the stop is what counts.
+            Err(_) if observer.interrupted() => return Ok(None),
+            out => out?,
+        };
         tch::no_grad(|| -> Result<()> {
             let (loss_slot, predictions_slot) = &buffers.slots[index - 1];
             loss_slot.shallow_clone().f_copy_(&out.loss_sum)?;
@@ -367,7 +394,8 @@ fn train_epoch<S: TrainStep + ?Sized>(
     }
     let correct = buffers.predictions.f_eq_tensor(&labels)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
     let loss_sum = buffers.losses.f_sum(Kind::Double)?.f_double_value(&[])?;
-    Ok(Some((loss_sum / n as f64, correct as f64 / n as f64)))
+    let totals = distributed::sum_over_group(group, &[loss_sum, correct as f64, n as f64])?;
+    Ok(Some((totals[0] / totals[2], totals[1] / totals[2])))
 }
 
 /// Mean loss and accuracy over the first `steps` steps (`seen` examples) of the epoch.

@@ -45,6 +45,7 @@ pub struct FinetuneArgs {
 }
 
 pub fn run(args: FinetuneArgs) -> Result<Finished> {
+    let group = crate::distributed::join_from_env()?;
     let request = FinetuneRun {
         from: args.from.clone(),
         data: args.data.request()?,
@@ -52,15 +53,10 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         reinit_head: args.reinit_head,
         engine: args.fit.engine,
         training: args.fit.train_config(args.lr, args.data.validation_split),
-        device: args.output.device.resolve()?,
+        device: crate::distributed::device_of_process(args.output.device.resolve()?, group.as_deref()),
         destination: Destination { out: args.output.out.clone(), overwrite: args.output.overwrite },
         save_initial: args.fit.save_initial,
     };
-    let output = JobOutput {
-        mode: args.output.mode(),
-        plot: args.output.plot,
-        interrupt: crate::signals::training_interrupt_flag(),
-        tensorboard: args.output.tensorboard.clone(),
-    };
+    let output = JobOutput::for_process(args.output.mode(), args.output.plot, args.output.tensorboard.clone(), group);
     Ok(super::finished(&jobs::finetune(&request, output)?))
 }

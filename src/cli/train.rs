@@ -80,12 +80,6 @@ const RESUME_FLAGS: [&str; 10] = [
 
 pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
     let device = args.output.device.resolve()?;
-    let output = JobOutput {
-        mode: args.output.mode(),
-        plot: args.output.plot,
-        interrupt: crate::signals::training_interrupt_flag(),
-        tensorboard: args.output.tensorboard.clone(),
-    };
     if let Some(dir) = &args.resume {
         let refused = given.except(&RESUME_FLAGS);
         if !refused.is_empty() {
@@ -98,10 +92,17 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
             ))
             .into());
         }
+        let group = crate::distributed::join_from_env()?;
+        let output = JobOutput::for_process(
+            args.output.mode(),
+            args.output.plot,
+            args.output.tensorboard.clone(),
+            group.clone(),
+        );
         let request = ResumeRun {
             dir: dir.clone(),
             epochs: args.fit.epochs.map(|n| n as usize),
-            device,
+            device: crate::distributed::device_of_process(device, group.as_deref()),
             engine: args.fit.engine,
             save_best: args.fit.save_best,
             early_stopping: args.fit.early_stopping(),
@@ -124,5 +125,9 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         crate::say!("{}", serde_json::to_string_pretty(&planned.config)?)?;
         return Ok(Finished::Done);
     }
+    let group = crate::distributed::join_from_env()?;
+    let output =
+        JobOutput::for_process(args.output.mode(), args.output.plot, args.output.tensorboard.clone(), group.clone());
+    let request = NewRun { device: crate::distributed::device_of_process(device, group.as_deref()), ..request };
     Ok(super::finished(&jobs::start_new_run(planned, &request, output)?))
 }

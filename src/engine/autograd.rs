@@ -13,12 +13,18 @@
 //! Frozen tensors (fine-tuning) get `requires_grad = false`: autograd computes no gradient for them and
 //! they stay outside the flat buffer, so Adam (and AdamW's decay) never touches them.
 //!
+//! Under torchrun ([`crate::distributed`]), the flat gradient buffer is all-reduced and averaged over the
+//! processes between `backward` and the update: one collective per step, what DistributedDataParallel's
+//! `gradient_as_bucket_view` does with a single bucket.
+//!
 //! tch offers no way to read or restore `nn::Adam`'s moment estimates (tch-rs issue 360: no `ato_*`
 //! function touches optimizer state), so this engine saves no optimizer state: a resumed run continues
 //! with fresh moments.
 
 use super::{Engine, StepOutput, StepSettings, TrainStep};
+use crate::distributed::ProcessGroup;
 use anyhow::{Context, Result, ensure};
+use std::rc::Rc;
 use tch::{Kind, Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
 
 /// Name of the flat parameter in the optimizer's own variable store.
@@ -31,6 +37,8 @@ pub struct AutogradStep<'a> {
     gradients: Tensor,
     /// Holds the flat parameter `[P]` that `optimizer` updates; the model's variables read and write it.
     _flat_store: nn::VarStore,
+    /// The other processes whose gradients are averaged with ours (torchrun).
+    group: Option<Rc<ProcessGroup>>,
 }
 
 impl<'a> AutogradStep<'a> {
@@ -82,7 +90,7 @@ impl<'a> AutogradStep<'a> {
             nn::Adam { beta1: adam.beta1, beta2: adam.beta2, wd: 0.0, eps: adam.eps, amsgrad: false }
                 .build(&flat_store, 0.0)?
         };
-        Ok(AutogradStep { net, optimizer, gradients, _flat_store: flat_store })
+        Ok(AutogradStep { net, optimizer, gradients, _flat_store: flat_store, group: None })
     }
 }
 
@@ -101,6 +109,9 @@ impl TrainStep for AutogradStep<'_> {
         let loss = logits.cross_entropy_for_logits(labels);
         let _ = self.gradients.f_zero_()?;
         loss.f_backward()?;
+        if let Some(group) = &self.group {
+            group.all_reduce_mean(&self.gradients)?;
+        }
         self.optimizer.step();
         let batch = labels.size().first().copied().unwrap_or(0);
         Ok(StepOutput { loss_sum: loss.detach().f_mul_scalar(batch)?, logits: logits.detach() })
@@ -112,5 +123,10 @@ impl TrainStep for AutogradStep<'_> {
 
     fn restore_optimizer_state(&mut self, _state: &[(String, Tensor)]) -> Result<bool> {
         Ok(false)
+    }
+
+    fn average_gradients_over(&mut self, group: Rc<ProcessGroup>) -> Result<()> {
+        self.group = Some(group);
+        Ok(())
     }
 }

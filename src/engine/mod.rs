@@ -13,9 +13,11 @@
 pub mod autograd;
 pub mod fused;
 
+use crate::distributed::ProcessGroup;
 use crate::model::ModelConfig;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
 use tch::{Tensor, nn};
 
 /// `--engine`: which code computes a training step.
@@ -97,6 +99,12 @@ pub trait TrainStep {
     /// Restores a state saved by [`optimizer_state`](Self::optimizer_state). `Ok(false)`: this engine
     /// cannot take it, and the optimizer starts afresh.
     fn restore_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<bool>;
+
+    /// From now on, average the gradients over every process of `group` (all-reduce) before each update,
+    /// as DistributedDataParallel does. Engines that cannot refuse.
+    fn average_gradients_over(&mut self, _group: Rc<ProcessGroup>) -> Result<()> {
+        bail!("--engine {} trains in one process only; under torchrun use --engine autograd", self.engine().name())
+    }
 }
 
 /// Refuses the combinations no engine can train: a model the fused engine cannot compute (anything but an
