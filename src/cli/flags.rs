@@ -189,7 +189,7 @@ pub struct OutputFlags {
 
     /// Also write TensorBoard event files into DIR, as Keras's TensorBoard callback lays them out
     /// (DIR/train, DIR/validation: epoch_loss, epoch_accuracy, epoch_learning_rate), plus the config as
-    /// text and the test confusion matrix (DIR/test). A resumed run continues the curves. See
+    /// text and the test confusion matrix (DIR/test); steps continue across sessions. See
     /// docs/tensorboard.md.
     #[arg(long, value_name = "DIR", value_parser = crate::tensorboard::parse_dir)]
     pub tensorboard: Option<PathBuf>,

@@ -248,7 +248,7 @@ impl FusedMlp {
             let input = &forward.inputs[i];
             if self.compute != Kind::Float {
                 // Products in low precision, stored into the float32 gradient buffer.
-                let _ = layer.weight_grad.shallow_clone().f_copy_(&grad.tr().f_mm(input)?)?;
+                layer.weight_grad.shallow_clone().f_copy_(&grad.tr().f_mm(input)?)?;
             } else {
                 let _ = grad.tr().f_mm_out(&layer.weight_grad, input)?;
             }
