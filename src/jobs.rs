@@ -40,9 +40,11 @@ impl DataRequest {
 /// Where a new run goes.
 #[derive(Debug, Clone)]
 pub struct Destination {
-    /// `None`: the first free `runs/trainN`.
+    /// `None`: the first free `runs/<default_name>N`.
     pub out: Option<PathBuf>,
     pub overwrite: bool,
+    /// `train` or `finetune`: the stem of the default directory's name.
+    pub default_name: &'static str,
 }
 
 /// `mnist-tch train`: a model from scratch.
@@ -339,7 +341,7 @@ fn claim_new_run_dir(destination: &Destination, mode: OutputMode) -> Result<(Pat
     let out = match &destination.out {
         Some(out) => out.clone(),
         None => {
-            let out = run_dir::next_free_run_dir(&PathBuf::from("runs"));
+            let out = run_dir::next_free_run_dir(&PathBuf::from("runs"), destination.default_name);
             if mode == OutputMode::Quiet {
                 eprintln!("Run directory: {}", out.display());
             }

@@ -20,7 +20,9 @@
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
 //! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
+//! - [`run_replace`]: `--overwrite` replaces an earlier run directory as a whole.
 //! - [`files`]: atomic writes and their temporary files.
+//! - [`destination`]: where a command may write a file the user named (one rule for all).
 //! - [`lock`]: one writer per run directory.
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`progress`]: Keras-like console output.
@@ -31,6 +33,7 @@
 pub mod callbacks;
 pub mod cli;
 pub mod data;
+pub mod destination;
 pub mod device;
 pub mod engine;
 pub mod evaluation;
@@ -48,6 +51,7 @@ pub mod plot;
 pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
+pub mod run_replace;
 pub mod signals;
 pub mod training;
 

@@ -42,13 +42,24 @@ pub fn draw_run_plots(
     test: Option<&Evaluation>,
 ) -> Result<Vec<PathBuf>> {
     let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
+    draw_run_plots_into(out, &name, config, history, test)
+}
+
+/// [`draw_run_plots`] into the directory `out`, with the run called `name` in the titles.
+pub fn draw_run_plots_into(
+    out: &Path,
+    name: &str,
+    config: &RunConfig,
+    history: &[EpochMetrics],
+    test: Option<&Evaluation>,
+) -> Result<Vec<PathBuf>> {
     let curves = out.join(CURVES_FILE);
     let restored = restored_epoch(config).map(|epoch| (epoch, config.training.monitor.name()));
-    write_atomically(&curves, |tmp| learning_curves(history, &name, restored, tmp))?;
+    write_atomically(&curves, |tmp| learning_curves(history, name, restored, tmp))?;
     let mut written = vec![curves];
     if let Some(test) = test {
         let confusion = out.join(CONFUSION_FILE);
-        write_atomically(&confusion, |tmp| confusion_matrix(&test.confusion, &config.data.class_names, &name, tmp))?;
+        write_atomically(&confusion, |tmp| confusion_matrix(&test.confusion, &config.data.class_names, name, tmp))?;
         written.push(confusion);
     }
     Ok(written)

@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// Run directory written by `mnist-tch train` (holds config.json and model.safetensors).
-    #[arg(long, value_name = "RUN_DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub run: super::run_arg::RunArg,
 
     /// Data directory whose test files to use. Default: the one the run was trained on.
     #[arg(long, value_name = "DIR")]
@@ -35,15 +34,23 @@ pub struct EvaluateArgs {
     pub json: bool,
 
     /// Also write the logits of every test image, float32 [N, classes] in file order, as a NumPy
-    /// .npy file (for parity checks against Python).
+    /// .npy file (for parity checks against Python). Missing directories are created; a run
+    /// directory's own files are never replaced.
     #[arg(long, value_name = "FILE.npy")]
     pub dump_logits: Option<PathBuf>,
+
+    /// Replace an existing --dump-logits file instead of refusing.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let device = args.device.resolve()?;
-    super::note_if_being_trained(&args.model);
-    let run = load_run_weights(&args.model, &args.weights, device)?;
+    if let Some(path) = &args.dump_logits {
+        crate::destination::check_files(&[path], "--dump-logits", args.overwrite)?;
+    }
+    super::note_if_being_trained(&args.run.path());
+    let run = load_run_weights(&args.run.path(), &args.weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
     let selection = &run.config.data.selection;
@@ -61,7 +68,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         data_dir.display(),
         image_shape[0],
         image_shape[1],
-        args.model.display(),
+        args.run.path().display(),
         model.input_shape[0],
         model.input_shape[1]
     );
@@ -75,11 +82,11 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     }
     let names = &run.config.data.class_names;
     if args.json {
-        let mut report = report_json(&args.model, &data_dir, device, names, &result);
+        let mut report = report_json(&args.run.path(), &data_dir, device, names, &result);
         report["seconds"] = json!(seconds);
         crate::say!("{report}")?;
     } else {
-        print_report(&args.model, &data_dir, device, model.describe(), names, &result)?;
+        print_report(&args.run.path(), &data_dir, device, model.describe(), names, &result)?;
         crate::say!("\nEvaluated {} images in {:.1} ms", test.len(), seconds * 1e3)?;
     }
     Ok(())

@@ -9,7 +9,7 @@ use crate::fit::JobOutput;
 use crate::jobs::{self, Destination, FinetuneRun};
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
@@ -45,6 +45,9 @@ pub struct FinetuneArgs {
 }
 
 pub fn run(args: FinetuneArgs) -> Result<Finished> {
+    if let Some(out) = &args.output.out {
+        refuse_parent_as_out(&args.from, out)?;
+    }
     let request = FinetuneRun {
         from: args.from.clone(),
         data: args.data.request()?,
@@ -53,7 +56,11 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         engine: args.fit.engine,
         training: args.fit.train_config(args.lr, args.data.validation_split),
         device: args.output.device.resolve()?,
-        destination: Destination { out: args.output.out.clone(), overwrite: args.output.overwrite },
+        destination: Destination {
+            out: args.output.out.clone(),
+            overwrite: args.output.overwrite,
+            default_name: "finetune",
+        },
         save_initial: args.fit.save_initial,
     };
     let output = JobOutput {
@@ -62,4 +69,19 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         interrupt: crate::signals::training_interrupt_flag(),
     };
     Ok(super::finished(&jobs::finetune(&request, output)?))
+}
+
+/// Fine-tuning writes a new run: `--out` naming the parent would replace the weights it starts from.
+fn refuse_parent_as_out(from: &Path, out: &Path) -> Result<()> {
+    let same = match (std::fs::canonicalize(from), std::fs::canonicalize(out)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        anyhow::bail!(
+            "{}: is the parent run (--from); fine-tuning writes a new run and never replaces its parent; choose another --out",
+            out.display()
+        );
+    }
+    Ok(())
 }

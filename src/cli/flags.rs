@@ -171,11 +171,12 @@ pub struct OutputFlags {
     pub device: DeviceSpec,
 
     /// Run directory to write (config.json, model.safetensors, metrics.csv, ...). Default: the first
-    /// free runs/trainN.
+    /// free runs/trainN (finetune: runs/finetuneN).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Replace the files of a previous run in --out instead of refusing.
+    /// Replace a previous run in --out instead of refusing: the directory is replaced as a whole (none
+    /// of the earlier run's files are kept); a directory that also holds other files is refused.
     #[arg(long)]
     pub overwrite: bool,
 

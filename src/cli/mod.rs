@@ -8,6 +8,7 @@ mod finetune;
 mod flags;
 mod plot;
 mod predict;
+mod run_arg;
 mod summary;
 mod train;
 

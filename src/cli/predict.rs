@@ -3,6 +3,7 @@
 
 use crate::data;
 use crate::device::DeviceSpec;
+use crate::files::write_atomically;
 use crate::inference::Predictor;
 use crate::preprocess::{self, Fit, Invert};
 use anyhow::{Context, Result, bail};
@@ -44,9 +45,13 @@ pub struct PredictArgs {
     pub fit: Fit,
 
     /// Save what the network saw (the preprocessed image) as a PNG; with several pictures, FILE-1.png,
-    /// FILE-2.png, ...
+    /// FILE-2.png, ... Missing directories are created; a run directory's own files are never replaced.
     #[arg(long, value_name = "FILE.png")]
     pub show_input: Option<PathBuf>,
+
+    /// Replace existing --show-input files instead of refusing.
+    #[arg(long)]
+    pub overwrite: bool,
 
     /// One JSON object per image instead of text.
     #[arg(long)]
@@ -85,6 +90,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let mut inputs = Vec::new();
     let files = expand(&args.images);
     let several = files.len() > 1;
+    if let Some(show) = &args.show_input {
+        let targets: Vec<PathBuf> = (1..=files.len()).map(|n| numbered(show, n, several)).collect();
+        let targets: Vec<&Path> = targets.iter().map(PathBuf::as_path).collect();
+        crate::destination::check_files(&targets, "--show-input", args.overwrite)?;
+    }
     for file in files {
         let path = match file {
             Ok(path) => path,
@@ -104,7 +114,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             Ok(p) => {
                 if let Some(show) = &args.show_input {
                     let target = numbered(show, inputs.len() + 1, several);
-                    p.image.save(&target).with_context(|| format!("{}: cannot save", target.display()))?;
+                    write_atomically(&target, |tmp| Ok(p.image.save(tmp)?))?;
                 }
                 inputs.push(Input { name, pixels: Ok(p.pixels), inverted: p.inverted, fit: p.fit });
             }

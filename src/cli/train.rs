@@ -114,7 +114,11 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         dropout: args.dropout,
         training: args.fit.train_config(args.lr, args.data.validation_split),
         device,
-        destination: Destination { out: args.output.out.clone(), overwrite: args.output.overwrite },
+        destination: Destination {
+            out: args.output.out.clone(),
+            overwrite: args.output.overwrite,
+            default_name: "train",
+        },
         save_initial: args.fit.save_initial,
     };
     let planned = jobs::plan_new_run(&request)?;
