@@ -71,7 +71,31 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
         .map_err(|err| anyhow::anyhow!("{}: cannot open: {}", path.display(), crate::run_dir::io_reason(&err)))?;
     let reader = reader.with_guessed_format().with_context(|| format!("{}: cannot read", path.display()))?;
     let decoded = reader.decode().map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))?;
-    Ok(decoded.to_luma8())
+    Ok(flatten_alpha(&decoded))
+}
+
+/// Grayscale, with transparency counted as paper: a transparent pixel becomes the colour that contrasts
+/// with the ink (white under dark ink, black under light ink), a half-transparent one is blended with it.
+/// Black ink on a transparent background (an HTML canvas, many paint programs) is then black on white.
+/// The ink's colour is the alpha-weighted mean of the visible pixels.
+pub fn flatten_alpha(decoded: &image::DynamicImage) -> GrayImage {
+    if !decoded.color().has_alpha() {
+        return decoded.to_luma8();
+    }
+    let with_alpha = decoded.to_luma_alpha8();
+    let (mut sum, mut weight) = (0.0f64, 0.0f64);
+    for p in with_alpha.pixels() {
+        let alpha = p[1] as f64 / 255.0;
+        sum += p[0] as f64 * alpha;
+        weight += alpha;
+    }
+    let ink = if weight > 0.0 { sum / weight } else { 0.0 };
+    let paper = if ink < 128.0 { 255.0 } else { 0.0 };
+    GrayImage::from_fn(with_alpha.width(), with_alpha.height(), |x, y| {
+        let p = with_alpha.get_pixel(x, y);
+        let alpha = p[1] as f64 / 255.0;
+        Luma([(p[0] as f64 * alpha + paper * (1.0 - alpha)).round() as u8])
+    })
 }
 
 /// Mean brightness of the outermost pixels: high for a drawing on paper.
@@ -302,6 +326,28 @@ mod tests {
         // The stroke stays where it was: columns 12..16 lit, column 4 dark.
         assert!(prepared.image.get_pixel(13, 14)[0] > 200);
         assert_eq!(prepared.image.get_pixel(4, 14)[0], 0);
+    }
+
+    #[test]
+    fn transparency_is_paper_under_dark_and_light_ink() {
+        use image::{DynamicImage, LumaA, Rgba, RgbaImage};
+        let stroke = |x: u32, y: u32| (8..12).contains(&x) && (4..16).contains(&y);
+        // Black ink on a transparent background whose hidden colour is black too (what a canvas saves).
+        let canvas =
+            RgbaImage::from_fn(20, 20, |x, y| if stroke(x, y) { Rgba([0, 0, 0, 255]) } else { Rgba([0, 0, 0, 0]) });
+        let gray = flatten_alpha(&DynamicImage::ImageRgba8(canvas));
+        assert_eq!((gray.get_pixel(0, 0)[0], gray.get_pixel(10, 10)[0]), (255, 0));
+        let prepared = prepare(&gray, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert!(prepared.inverted);
+        // White ink on transparent: the paper is black.
+        let light =
+            image::GrayAlphaImage::from_fn(
+                20,
+                20,
+                |x, y| if stroke(x, y) { LumaA([255, 255]) } else { LumaA([255, 0]) },
+            );
+        let gray = flatten_alpha(&DynamicImage::ImageLumaA8(light));
+        assert_eq!((gray.get_pixel(0, 0)[0], gray.get_pixel(10, 10)[0]), (0, 255));
     }
 
     #[test]

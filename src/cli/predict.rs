@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
-/// File extensions taken from a directory.
-const IMAGE_EXTENSIONS: [&str; 10] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "pnm"];
+/// File extensions taken from a directory: every format the picture reader decodes.
+const IMAGE_EXTENSIONS: [&str; 13] =
+    ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "pnm", "ppm", "pbm", "pam"];
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -23,7 +24,9 @@ pub struct PredictArgs {
     #[arg(long, value_name = "RUN_DIR|model.pt")]
     pub model: PathBuf,
 
-    /// Picture files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM; any size and colour) or directories of them.
+    /// Picture files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM/PPM/PGM/PBM/PAM; any size and colour,
+    /// transparency counted as paper) or directories of them (what a directory holds besides pictures is
+    /// skipped and named on stderr).
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
 
@@ -53,7 +56,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub overwrite: bool,
 
-    /// One JSON object per image instead of text.
+    /// One JSON object per input instead of text; an input that failed has an "error" instead of
+    /// "predictions".
     #[arg(long)]
     pub json: bool,
 
@@ -88,7 +92,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let started = Instant::now();
     let mut inputs = Vec::new();
-    let files = expand(&args.images);
+    let (files, skipped) = expand(&args.images);
+    for note in skipped {
+        eprintln!("note: {note}");
+    }
     let several = files.len() > 1;
     if let Some(show) = &args.show_input {
         let targets: Vec<PathBuf> = (1..=files.len()).map(|n| numbered(show, n, several)).collect();
@@ -98,8 +105,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
     for file in files {
         let path = match file {
             Ok(path) => path,
-            Err(err) => {
-                inputs.push(Input { name: String::new(), pixels: Err(err), inverted: false, fit: Fit::Auto });
+            Err((dir, err)) => {
+                inputs.push(Input {
+                    name: dir.display().to_string(),
+                    pixels: Err(err),
+                    inverted: false,
+                    fit: Fit::Auto,
+                });
                 continue;
             }
         };
@@ -139,8 +151,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
             });
         }
     }
-    // One input that failed is that input's error, on its own line like any other failure.
-    if let [Input { pixels: Err(_), .. }] = inputs.as_slice() {
+    // One input that failed is that input's error, on its own line like any other failure (with --json,
+    // it is in the JSON like any other input).
+    if let (false, [Input { pixels: Err(_), .. }]) = (args.json, inputs.as_slice()) {
         if let Some(Input { pixels: Err(err), .. }) = inputs.pop() {
             return Err(err);
         }
@@ -170,7 +183,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         match &input.pixels {
             Err(err) => {
                 failures += 1;
-                eprintln!("error: {}", super::one_line(err));
+                if args.json {
+                    crate::say!("{}", json!({"input": input.name, "error": super::one_line(err)}))?;
+                } else {
+                    eprintln!("error: {}", super::one_line(err));
+                }
             }
             Ok(_) => {
                 let range = row * k as usize..(row + 1) * k as usize;
@@ -221,26 +238,46 @@ fn counted(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
-/// Files as given, directories replaced by their image files in name order; a directory without any is
-/// an error of its own, so that it is not passed over in silence.
-fn expand(paths: &[PathBuf]) -> Vec<Result<PathBuf>> {
+/// Files as given, directories replaced by their picture files in name order, and notes on what the
+/// directories held besides pictures. A directory without any picture is an error of its own (with the
+/// directory), so that it is not passed over in silence.
+fn expand(paths: &[PathBuf]) -> (Vec<std::result::Result<PathBuf, (PathBuf, anyhow::Error)>>, Vec<String>) {
     let mut files = Vec::new();
+    let mut notes = Vec::new();
     for path in paths {
         match std::fs::read_dir(path) {
             Ok(entries) if path.is_dir() => {
-                let mut found: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.extension()
-                            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
-                    })
-                    .collect();
+                let mut found = Vec::new();
+                let mut skipped = Vec::new();
+                for entry in entries.filter_map(|e| e.ok()) {
+                    let entry = entry.path();
+                    let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if entry.is_dir() {
+                        skipped.push(format!("{name}/"));
+                    } else if is_picture_name(&entry) {
+                        found.push(entry);
+                    } else if !name.starts_with('.') {
+                        skipped.push(name);
+                    }
+                }
+                skipped.sort();
                 if found.is_empty() {
-                    files.push(Err(anyhow::anyhow!(
-                        "{}: no pictures in this directory (looked for .{} files)",
+                    let held =
+                        if skipped.is_empty() { String::new() } else { format!("; it holds {}", skipped.join(", ")) };
+                    let err = anyhow::anyhow!(
+                        "{}: no pictures in this directory (looked for .{} files{held})",
                         path.display(),
                         IMAGE_EXTENSIONS.join(", .")
-                    )));
+                    );
+                    files.push(Err((path.clone(), err)));
+                } else if !skipped.is_empty() {
+                    notes.push(format!(
+                        "{}: skipped {} that {} not pictures (subdirectories are not searched): {}",
+                        path.display(),
+                        if skipped.len() == 1 { "1 entry".to_string() } else { format!("{} entries", skipped.len()) },
+                        if skipped.len() == 1 { "is" } else { "are" },
+                        skipped.join(", ")
+                    ));
                 }
                 found.sort();
                 files.extend(found.into_iter().map(Ok));
@@ -248,7 +285,12 @@ fn expand(paths: &[PathBuf]) -> Vec<Result<PathBuf>> {
             _ => files.push(Ok(path.clone())),
         }
     }
-    files
+    (files, notes)
+}
+
+/// Whether a file's extension is one of the picture formats.
+fn is_picture_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
 }
 
 /// `FILE.png` for one picture, `FILE-N.png` for the N-th of several.
