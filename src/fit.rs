@@ -76,7 +76,12 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
     let mut step = engine::build(config.training.engine, &vs, &net, &config.model, settings)?;
     let (history, start) = match resume {
         Some(point) => {
-            let optimizer = restore_optimizer(&mut *step, point.optimizer_state.as_deref(), output.mode)?;
+            // A run stopped before its first epoch starts afresh: there is no optimizer state to speak of.
+            let optimizer = if config.state.epochs_completed == 0 {
+                OptimizerResume::Fresh
+            } else {
+                restore_optimizer(&mut *step, point.optimizer_state.as_deref(), output.mode)?
+            };
             config.state.resumes.push(ResumeRecord {
                 after_epoch: config.state.epochs_completed,
                 engine: config.training.engine,

@@ -131,6 +131,8 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     let _lock = run_dir::take_for_writing(dir)?;
     let mut config = RunConfig::load(dir)?;
     let completed = config.state.epochs_completed;
+    // Early stopping ended the run with an earlier epoch's weights: training continues from those.
+    let restored = crate::plot::restored_epoch(&config).filter(|&best| best != completed);
     let target = request.epochs.unwrap_or(config.training.epochs);
     ensure!(
         target > completed,
@@ -179,16 +181,34 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     };
     let optimizer_state = run_dir::load_optimizer_state(dir, completed)?;
     before_training(output.mode, || {
-        crate::say!(
-            "Resuming {} after epoch {completed}, up to epoch {target} (engine: {})",
-            dir.display(),
-            config.training.engine.name()
-        )?;
+        crate::say!("{}", resume_line(dir, completed, target, restored, config.training.engine))?;
         print_header(&config, &data, request.device, "resumed run")
     })?;
     let resume = ResumePoint { history, optimizer_state, best_weights };
     let out = dir.to_path_buf();
     fit(FitJob { config, data, vs, net, out, resume: Some(resume), save_initial: false, output })
+}
+
+/// The first line of a resumed run: where it continues from, and with which weights.
+fn resume_line(
+    dir: &std::path::Path,
+    completed: usize,
+    target: usize,
+    restored: Option<usize>,
+    engine: Engine,
+) -> String {
+    let dir = dir.display();
+    let engine = engine.name();
+    match restored {
+        _ if completed == 0 => format!(
+            "Restarting {dir} from epoch 1, up to epoch {target}: it was stopped before completing an epoch (engine: {engine})"
+        ),
+        Some(best) => format!(
+            "Resuming {dir} after epoch {completed}, up to epoch {target}, from the weights of epoch {best} that early \
+             stopping restored (engine: {engine})"
+        ),
+        None => format!("Resuming {dir} after epoch {completed}, up to epoch {target} (engine: {engine})"),
+    }
 }
 
 /// `mnist-tch finetune --from RUN_DIR`: a new run that starts from a trained one.
@@ -378,6 +398,9 @@ fn before_training(mode: OutputMode, print: impl FnOnce() -> Result<()>) -> Resu
 /// Device, data and model lines before training.
 fn print_header(config: &RunConfig, data: &Prepared, device: Device, title: &str) -> Result<()> {
     crate::say!("Device: {}", device_name(device))?;
+    if device == Device::Cpu {
+        crate::say!("Threads: {} (libtorch's CPU threads; --threads N)", tch::get_num_threads())?;
+    }
     crate::say!(
         "Data: {} - {} training, {} validation, {} test images of {}x{}, {} classes",
         config.data.dir.display(),

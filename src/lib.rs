@@ -21,6 +21,7 @@
 //! - [`export`]: TorchScript export.
 //! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
 //! - [`run_replace`]: `--overwrite` replaces an earlier run directory as a whole.
+//! - [`config_check`]: a `config.json` read back, checked as a whole in plain words.
 //! - [`files`]: atomic writes and their temporary files.
 //! - [`destination`]: where a command may write a file the user named (one rule for all).
 //! - [`lock`]: one writer per run directory.
@@ -32,6 +33,7 @@
 
 pub mod callbacks;
 pub mod cli;
+pub mod config_check;
 pub mod data;
 pub mod destination;
 pub mod device;

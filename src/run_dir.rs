@@ -186,15 +186,8 @@ impl RunConfig {
                 dir.display()
             )
         })?;
-        let config: RunConfig =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a valid mnist-tch config", path.display()))?;
-        ensure!(
-            config.data.class_names.len() as i64 == config.model.num_classes,
-            "{}: {} class names for {} classes",
-            path.display(),
-            config.data.class_names.len(),
-            config.model.num_classes
-        );
+        let config = crate::config_check::parse(&text, &path)?;
+        crate::config_check::check(&config, dir)?;
         Ok(config)
     }
 }
@@ -407,6 +400,13 @@ pub fn load_run_weights(dir: &Path, weights_file: &str, device: tch::Device) -> 
     let config = RunConfig::load(dir)?;
     let weights = dir.join(weights_file);
     if config.state.epochs_completed == 0 && !weights.exists() {
+        // Never advise resuming a run another process holds.
+        if let Some(pid) = lock::writer(dir) {
+            bail!(
+                "{}: being trained by process {pid}, which has not completed an epoch yet; wait for it",
+                dir.display()
+            );
+        }
         bail!(
             "{}: the run has no completed epoch yet (status: {}); continue it with `mnist-tch train --resume {}`",
             dir.display(),

@@ -84,6 +84,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     if args.json {
         let mut report = report_json(&args.run.path(), &data_dir, device, names, &result);
         report["seconds"] = json!(seconds);
+        report["threads"] = json!(tch::get_num_threads());
         crate::say!("{report}")?;
     } else {
         print_report(&args.run.path(), &data_dir, device, model.describe(), names, &result)?;
@@ -128,6 +129,9 @@ fn print_report(
     crate::say!("Model: {} ({architecture})", run.display())?;
     crate::say!("Data: {} ({} test images)", data.display(), e.class_counts().iter().sum::<i64>())?;
     crate::say!("Device: {}", device_name(device))?;
+    if device == tch::Device::Cpu {
+        crate::say!("Threads: {}", tch::get_num_threads())?;
+    }
     crate::say!("Test loss: {:.4}", e.loss)?;
     crate::say!("Test accuracy: {:.4}", e.accuracy)?;
     crate::say!()?;

@@ -34,7 +34,7 @@ pub struct FinetuneArgs {
 
     /// Adam learning rate; lower than training's 1e-3, as fine-tuning should move the weights
     /// gently (Keras's guide uses 1e-5 for full unfreezing).
-    #[arg(long, value_name = "RATE", default_value_t = 1e-4, value_parser = positive_f64)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, default_value_t = 1e-4, value_parser = positive_f64)]
     pub lr: f64,
 
     #[command(flatten)]

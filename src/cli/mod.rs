@@ -8,6 +8,7 @@ mod finetune;
 mod flags;
 mod plot;
 mod predict;
+mod resume_flags;
 mod run_arg;
 mod summary;
 mod train;
@@ -22,6 +23,12 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Threads libtorch uses for the operations on the CPU (its intra-op pool, PyTorch's
+    /// torch.set_num_threads). Default: libtorch's own choice (the number of cores, or OMP_NUM_THREADS).
+    /// It changes speed, not what is trained, and is not recorded in the run.
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = flags::at_least_one)]
+    threads: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +80,9 @@ pub fn run() -> Result<Finished> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let given = matches.subcommand().map(|(name, sub)| GivenFlags::of(name, sub)).unwrap_or_default();
+    if let Some(threads) = cli.threads {
+        tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+    }
     let training = matches!(cli.command, Command::Train(_) | Command::Finetune(_));
     if !training {
         crate::signals::stop_at_once();

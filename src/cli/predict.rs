@@ -36,7 +36,7 @@ pub struct PredictArgs {
     pub idx: Option<PathBuf>,
 
     /// How many of the most likely classes to print per image.
-    #[arg(long, value_name = "K", default_value_t = 3, value_parser = super::flags::at_least_one)]
+    #[arg(long, value_name = "K", allow_negative_numbers = true, default_value_t = 3, value_parser = super::flags::at_least_one)]
     pub top_k: u64,
 
     /// Whether to invert pictures to light ink on dark, as the data sets are.

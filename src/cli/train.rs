@@ -2,6 +2,7 @@
 //! `--resume` the continuation of a run whose config stays as it was (`jobs::resume`).
 
 use super::flags::{DataFlags, FitFlags, OutputFlags};
+use super::resume_flags::{RESUME_FLAGS, repeats_the_run};
 use super::{Finished, GivenFlags, UsageError, positive_f64, unit_interval_from_zero};
 use crate::fit::JobOutput;
 use crate::jobs::{self, Destination, NewRun, ResumeRun};
@@ -31,17 +32,17 @@ pub struct TrainArgs {
 
     /// Dropout rate during training: after each hidden layer's ReLU (mlp) or before the output layer
     /// (cnn). Default: 0 for mlp (the seed's model), 0.5 for cnn (as in Keras's example).
-    #[arg(long, value_name = "RATE", value_parser = unit_interval_from_zero)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, value_parser = unit_interval_from_zero)]
     pub dropout: Option<f64>,
 
     /// Adam learning rate. Adam uses beta1 0.9, beta2 0.999 and Keras's epsilon 1e-7 (PyTorch's
     /// default is 1e-8).
-    #[arg(long, value_name = "RATE", default_value_t = 1e-3, value_parser = positive_f64)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, default_value_t = 1e-3, value_parser = positive_f64)]
     pub lr: f64,
 
     /// Number of classes (output units); every label in the data must be below it. With --labels,
     /// the number of labels given.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = super::flags::class_count)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 10, value_parser = super::flags::class_count)]
     pub num_classes: u64,
 
     #[command(flatten)]
@@ -59,23 +60,11 @@ pub struct TrainArgs {
     /// --epochs in total (default: the run's own). Everything else comes from its config.json: weights,
     /// epoch counter, learning-rate schedule and callbacks, data order, and (fused engine) Adam's state.
     /// Only --epochs, --device, --engine, --save-best, --early-stopping, --min-delta, --plot and --quiet
-    /// apply.
+    /// apply; other flags are accepted when they repeat the run's own setting (--lr 0.001 on a run
+    /// trained at 0.001). With --print-config: the config it would continue with.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
 }
-
-/// The flags `train --resume` honours; every other one is refused, as the run keeps its config.
-const RESUME_FLAGS: [&str; 9] = [
-    "--resume",
-    "--epochs",
-    "--device",
-    "--engine",
-    "--save-best",
-    "--early-stopping",
-    "--min-delta",
-    "--plot",
-    "--quiet",
-];
 
 pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
     let device = args.output.device.resolve()?;
@@ -85,16 +74,23 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         interrupt: crate::signals::training_interrupt_flag(),
     };
     if let Some(dir) = &args.resume {
-        let refused = given.except(&RESUME_FLAGS);
+        let mut refused = given.except(&RESUME_FLAGS);
+        if !refused.is_empty() {
+            let config = crate::run_dir::RunConfig::load(dir)?;
+            refused.retain(|flag| !repeats_the_run(flag, &args, &config));
+        }
         if !refused.is_empty() {
             return Err(UsageError(format!(
                 "{} cannot change a resumed run: train --resume keeps the settings in {}/config.json (only {} apply); \
                  start a new run to change them",
                 refused.join(", "),
                 dir.display(),
-                RESUME_FLAGS[1..].join(", ")
+                RESUME_FLAGS[1..RESUME_FLAGS.len() - 1].join(", ")
             ))
             .into());
+        }
+        if args.print_config {
+            return print_resumed_config(dir, args.fit.epochs).map(|()| Finished::Done);
         }
         let request = ResumeRun {
             dir: dir.clone(),
@@ -127,4 +123,15 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         return Ok(Finished::Done);
     }
     Ok(super::finished(&jobs::start_new_run(planned, &request, output)?))
+}
+
+/// `train --resume RUN --print-config`: the config the resumed run continues with (its own, with
+/// `--epochs` applied), without training.
+fn print_resumed_config(dir: &std::path::Path, epochs: Option<u64>) -> Result<()> {
+    let mut config = crate::run_dir::RunConfig::load(dir)?;
+    if let Some(epochs) = epochs {
+        config.training.epochs = epochs as usize;
+    }
+    crate::say!("{}", serde_json::to_string_pretty(&config)?)?;
+    Ok(())
 }
