@@ -63,6 +63,8 @@ pub struct Prepared {
     pub inverted: bool,
     /// The fit applied (never `Auto`).
     pub fit: Fit,
+    /// Why the prediction may mean little (content too small to be a digit).
+    pub warning: Option<String>,
 }
 
 /// Decodes `path` (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM) to grayscale.
@@ -167,7 +169,7 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
             imageops::resize(&ink, cols, rows, imageops::FilterType::Triangle)
         };
         let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-        return Ok(Prepared { pixels, image: frame, inverted, fit });
+        return Ok(Prepared { pixels, image: frame, inverted, fit, warning: None });
     }
     // The content: pixels clearly above the background (which is now dark).
     let background = border_mean(&ink);
@@ -197,7 +199,11 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
     };
     let scale = box_size as f64 / cw.max(ch) as f64;
     let (sw, sh) = (((cw as f64 * scale).round() as u32).max(1), ((ch as f64 * scale).round() as u32).max(1));
-    let scaled = imageops::resize(&content, sw, sh, imageops::FilterType::Triangle);
+    let mut scaled = imageops::resize(&content, sw, sh, imageops::FilterType::Triangle);
+    // A thin pen on a large canvas comes out faint once scaled down (a 3 px stroke on 1000 px is a tenth
+    // of a pixel in the 20-pixel box): the ink is stretched back to full brightness, as MNIST's strokes are.
+    stretch_contrast(&mut scaled);
+    let warning = too_small(w, h, cw, ch);
 
     // Where the scaled content goes: centre of mass (digits) or bounding-box centre (fashion) at the
     // frame's centre.
@@ -210,7 +216,35 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
     let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
     imageops::overlay(&mut frame, &scaled, offset_x, offset_y);
     let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-    Ok(Prepared { pixels, image: frame, inverted, fit })
+    Ok(Prepared { pixels, image: frame, inverted, fit, warning })
+}
+
+/// Scales the pixels so the brightest is 255 (nothing to do for a black image).
+fn stretch_contrast(image: &mut GrayImage) {
+    let peak = image.pixels().map(|p| p[0]).max().unwrap_or(0);
+    if peak == 0 || peak == 255 {
+        return;
+    }
+    for p in image.pixels_mut() {
+        p[0] = ((p[0] as f64 * 255.0 / peak as f64).round() as u32).min(255) as u8;
+    }
+}
+
+/// Content whose longer side is under this share of the picture's shorter side (or under
+/// [`MIN_CONTENT_PIXELS`]) is a dot or a speck, not a digit.
+const MIN_CONTENT_SHARE: f64 = 0.05;
+const MIN_CONTENT_PIXELS: u32 = 4;
+
+/// A warning when the content (`cw × ch` of a `w × h` picture) is too small to be a digit.
+fn too_small(w: u32, h: u32, cw: u32, ch: u32) -> Option<String> {
+    let longer = cw.max(ch);
+    let small = (longer as f64) < MIN_CONTENT_SHARE * w.min(h) as f64 || longer < MIN_CONTENT_PIXELS;
+    small.then(|| {
+        format!(
+            "the content is only {cw}x{ch} pixels of a {w}x{h} picture: too small to be a digit or an item, the \
+             prediction means little"
+        )
+    })
 }
 
 /// The fit `requested` stands for with this picture: `Auto` is as it is when the picture (inverted as
@@ -348,6 +382,22 @@ mod tests {
             );
         let gray = flatten_alpha(&DynamicImage::ImageLumaA8(light));
         assert_eq!((gray.get_pixel(0, 0)[0], gray.get_pixel(10, 10)[0]), (0, 255));
+    }
+
+    #[test]
+    fn a_faint_thin_stroke_is_stretched_and_a_dot_is_warned_about() {
+        // A 3-pixel pen on a 1000-pixel canvas, 700 pixels tall.
+        let thin = GrayImage::from_fn(1000, 1000, |x, y| {
+            Luma([if (500..503).contains(&x) && (150..850).contains(&y) { 0 } else { 255 }])
+        });
+        let prepared = prepare(&thin, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert_eq!(prepared.image.pixels().map(|p| p[0]).max(), Some(255), "stretched to full brightness");
+        assert!(prepared.warning.is_none());
+        let dot = GrayImage::from_fn(1000, 1000, |x, y| {
+            Luma([if (500..510).contains(&x) && (500..510).contains(&y) { 0 } else { 255 }])
+        });
+        let warning = prepare(&dot, 28, 28, Fit::Digits, Invert::Auto).unwrap().warning.unwrap();
+        assert!(warning.contains("10x10 pixels of a 1000x1000 picture"), "{warning}");
     }
 
     #[test]

@@ -74,6 +74,8 @@ struct Input {
     inverted: bool,
     /// How it was fitted into the frame (IDX images: as they are).
     fit: Fit,
+    /// Why its prediction may mean little.
+    warning: Option<String>,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
@@ -111,6 +113,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                     pixels: Err(err),
                     inverted: false,
                     fit: Fit::Auto,
+                    warning: None,
                 });
                 continue;
             }
@@ -128,9 +131,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
                     let target = numbered(show, inputs.len() + 1, several);
                     write_atomically(&target, |tmp| Ok(p.image.save(tmp)?))?;
                 }
-                inputs.push(Input { name, pixels: Ok(p.pixels), inverted: p.inverted, fit: p.fit });
+                inputs.push(Input { name, pixels: Ok(p.pixels), inverted: p.inverted, fit: p.fit, warning: p.warning });
             }
-            Err(err) => inputs.push(Input { name, pixels: Err(err), inverted: false, fit: Fit::Auto }),
+            Err(err) => inputs.push(Input { name, pixels: Err(err), inverted: false, fit: Fit::Auto, warning: None }),
         }
     }
     if let Some(idx_path) = &args.idx {
@@ -148,6 +151,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 pixels: Ok(pixels),
                 inverted: false,
                 fit: Fit::AsIs,
+                warning: None,
             });
         }
     }
@@ -199,11 +203,15 @@ pub fn run(args: PredictArgs) -> Result<()> {
                         .iter()
                         .map(|&(label, p)| json!({"label": label, "name": predictor.class_names[label as usize], "probability": p}))
                         .collect();
-                    crate::say!(
-                        "{}",
-                        json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions})
-                    )?;
+                    let mut line = json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions});
+                    if let Some(warning) = &input.warning {
+                        line["warning"] = json!(warning);
+                    }
+                    crate::say!("{line}")?;
                 } else {
+                    if let Some(warning) = &input.warning {
+                        eprintln!("warning: {}: {warning}", input.name);
+                    }
                     let text: Vec<String> = best
                         .iter()
                         .map(|&(label, p)| format!("{} {p:.2}", predictor.class_names[label as usize]))
