@@ -281,7 +281,7 @@ pub fn parse_min_delta(s: &str) -> Result<f64, String> {
 pub fn check(schedule: LrSchedule, epochs: usize) -> Result<()> {
     if let LrSchedule::Step { every, .. } = schedule {
         if every > epochs {
-            bail!("--lr-schedule {schedule}: the rate would never change in {epochs} epochs");
+            bail!("--lr-schedule {schedule}: the rate would never change in {}", crate::progress::epochs(epochs));
         }
     }
     Ok(())

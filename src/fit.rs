@@ -196,9 +196,9 @@ fn finish(
     let epochs_completed = config.state.epochs_completed;
     if outcome == Outcome::EarlyStopped {
         say(format!(
-            "Early stopping: {} did not improve for {} epochs; restored the weights of epoch {}",
+            "Early stopping: {} did not improve for {}; restored the weights of epoch {}",
             training.monitor.name(),
-            training.early_stopping.map_or(0, |e| e.patience),
+            crate::progress::epochs(training.early_stopping.map_or(0, |e| e.patience)),
             config.state.best_epoch.unwrap_or(epochs_completed)
         ))?;
     }

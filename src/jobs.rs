@@ -136,8 +136,9 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     let target = request.epochs.unwrap_or(config.training.epochs);
     ensure!(
         target > completed,
-        "{}: already trained {completed} epochs; pass --epochs N with N > {completed} to train more",
-        dir.display()
+        "{}: already trained {}; pass --epochs N with N > {completed} to train more",
+        dir.display(),
+        crate::progress::epochs(completed)
     );
     config.training.epochs = target;
     config.training.device = device_name(request.device);
@@ -221,6 +222,8 @@ pub struct FinetuneRun {
     pub reinit_head: bool,
     /// Default: the parent's engine.
     pub engine: Option<Engine>,
+    /// Default: the parent's precision.
+    pub precision: Option<engine::Precision>,
     pub training: TrainConfig,
     pub device: Device,
     pub destination: Destination,
@@ -259,6 +262,7 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
     let training = TrainConfig {
         device: device_name(request.device),
         engine: request.engine.unwrap_or(parent.training.engine),
+        precision: request.precision.unwrap_or(parent.training.precision),
         ..request.training.clone()
     };
     let config = RunConfig {

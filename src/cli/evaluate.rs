@@ -16,12 +16,14 @@ pub struct EvaluateArgs {
     #[command(flatten)]
     pub run: super::run_arg::RunArg,
 
-    /// Data directory whose test files to use. Default: the one the run was trained on.
-    #[arg(long, value_name = "DIR")]
+    /// Data set whose test files to use: a directory of MNIST-format files or a Keras .npz file.
+    /// Default: the one the run was trained on.
+    #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
 
-    /// Weights file inside the run directory: model.safetensors (the run's final model) or
-    /// best.safetensors (written by train --save-best).
+    /// Weights file of the run directory, by name: model.safetensors (the run's final model) or
+    /// best.safetensors (written by train --save-best). It is named in the report; a path to a file
+    /// elsewhere is refused (its architecture would be read from a config.json it does not belong to).
     #[arg(long, value_name = "FILE", default_value = crate::run_dir::WEIGHTS_FILE)]
     pub weights: String,
 
@@ -46,6 +48,7 @@ pub struct EvaluateArgs {
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let device = args.device.resolve()?;
+    check_weights_name(&args.weights)?;
     if let Some(path) = &args.dump_logits {
         crate::destination::check_files(&[path], "--dump-logits", args.overwrite)?;
     }
@@ -85,9 +88,10 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         let mut report = report_json(&args.run.path(), &data_dir, device, names, &result);
         report["seconds"] = json!(seconds);
         report["threads"] = json!(tch::get_num_threads());
+        report["weights"] = json!(args.run.path().join(&args.weights));
         crate::say!("{report}")?;
     } else {
-        print_report(&args.run.path(), &data_dir, device, model.describe(), names, &result)?;
+        print_report(&args.weights, &args.run.path(), &data_dir, device, model.describe(), names, &result)?;
         crate::say!("\nEvaluated {} images in {:.1} ms", test.len(), seconds * 1e3)?;
     }
     Ok(())
@@ -119,6 +123,7 @@ fn report_json(run: &Path, data: &Path, device: tch::Device, names: &[String], e
 }
 
 fn print_report(
+    weights: &str,
     run: &Path,
     data: &Path,
     device: tch::Device,
@@ -127,6 +132,7 @@ fn print_report(
     e: &Evaluation,
 ) -> Result<()> {
     crate::say!("Model: {} ({architecture})", run.display())?;
+    crate::say!("Weights: {}", run.join(weights).display())?;
     crate::say!("Data: {} ({} test images)", data.display(), e.class_counts().iter().sum::<i64>())?;
     crate::say!("Device: {}", device_name(device))?;
     if device == tch::Device::Cpu {
@@ -178,10 +184,27 @@ fn print_report(
     crate::say!("Confusion matrix (rows: true class, columns: predicted class):")?;
     let cell = e.confusion.iter().flatten().map(|c| c.to_string().len()).max().unwrap_or(1).max(3);
     let header: String = (0..names.len()).map(|c| format!(" {c:>cell$}")).collect();
-    crate::say!("  {:>3} {header}", "")?;
+    crate::say!("  {:>3} {header}  class", "")?;
     for (class, row) in e.confusion.iter().enumerate() {
         let cells: String = row.iter().map(|c| format!(" {c:>cell$}")).collect();
         crate::say!("  {class:>3} {cells}  {}", names[class])?;
+    }
+    Ok(())
+}
+
+/// `--weights` names a file of the run directory: a path elsewhere would pair weights with a config
+/// they do not belong to.
+fn check_weights_name(weights: &str) -> Result<()> {
+    let path = Path::new(weights);
+    let plain_name =
+        path.components().count() == 1 && matches!(path.components().next(), Some(std::path::Component::Normal(_)));
+    if !plain_name {
+        return Err(super::UsageError(format!(
+            "--weights {weights}: give the name of a weights file of the run directory (model.safetensors or \
+             best.safetensors), not a path; to evaluate weights kept elsewhere, copy them into a run directory \
+             with the same config.json"
+        ))
+        .into());
     }
     Ok(())
 }

@@ -54,6 +54,7 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         freeze: args.freeze.clone(),
         reinit_head: args.reinit_head,
         engine: args.fit.engine,
+        precision: args.fit.precision,
         training: args.fit.train_config(args.lr, args.data.validation_split),
         device: args.output.device.resolve()?,
         destination: Destination {

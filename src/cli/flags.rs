@@ -115,8 +115,9 @@ pub struct FitFlags {
 
     /// Arithmetic of training's forward and backward passes: f32, or bf16 (bfloat16 matrix products,
     /// float32 master weights, loss and Adam — mixed precision; fastest on GPUs and CPUs with bf16 units).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    /// Default: f32 for a new run, the parent's precision when fine-tuning.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
 
     /// Which code computes a training step: autograd (libtorch's autograd and tch's nn::Adam, any
     /// architecture) or fused (hand-written MLP backward pass and flat Adam, MLP and linear only).
@@ -152,7 +153,7 @@ impl FitFlags {
             monitor: self.monitor,
             early_stopping: self.early_stopping(),
             save_best: self.save_best,
-            precision: self.precision,
+            precision: self.precision.unwrap_or_default(),
             ..TrainConfig::default()
         }
     }

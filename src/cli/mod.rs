@@ -123,6 +123,11 @@ impl GivenFlags {
         GivenFlags(flags)
     }
 
+    /// Whether `flag` was given.
+    pub fn has(&self, flag: &str) -> bool {
+        self.0.iter().any(|given| given == flag)
+    }
+
     /// The given flags that are not in `allowed`.
     pub fn except(&self, allowed: &[&str]) -> Vec<String> {
         self.0.iter().filter(|flag| !allowed.contains(&flag.as_str())).cloned().collect()

@@ -28,7 +28,7 @@ pub fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool
         "--weight-decay" => args.fit.weight_decay == t.weight_decay,
         "--lr-schedule" => args.fit.lr_schedule == t.lr_schedule,
         "--monitor" => args.fit.monitor == t.monitor,
-        "--precision" => args.fit.precision == t.precision,
+        "--precision" => args.fit.precision.unwrap_or_default() == t.precision,
         "--no-shuffle" => !t.shuffle,
         "--validation-split" => args.data.validation_split == t.validation_split,
         "--num-classes" => args.num_classes as i64 == config.model.num_classes,

@@ -102,6 +102,17 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         };
         return Ok(super::finished(&jobs::resume(&request, output)?));
     }
+    if let Some(labels) = args.data.labels.as_ref().filter(|labels| labels.len() as u64 != args.num_classes) {
+        if given.has("--num-classes") {
+            return Err(UsageError(format!(
+                "--labels gives {} classes but --num-classes says {}: with --labels the number of classes is the \
+                 number of labels; drop --num-classes",
+                labels.len(),
+                args.num_classes
+            ))
+            .into());
+        }
+    }
     let request = NewRun {
         data: args.data.request()?,
         num_classes: args.num_classes as usize,

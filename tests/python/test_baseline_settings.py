@@ -40,3 +40,15 @@ def test_compare_replaces_a_limit_and_shows_its_defaults(capsys):
         compare.main(["--help"])
     help_text = capsys.readouterr().out
     assert "(default: 10)" in help_text and "(default: 42)" in help_text
+
+
+def test_setup_help_exits_0_and_home_is_never_required():
+    import subprocess
+    from conftest import ROOT
+    done = subprocess.run(["env", "-u", "HOME", "bash", str(ROOT / "scripts" / "setup.sh"), "--help"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: scripts/setup.sh" in done.stdout, done.stderr
+    # Under `set -u`, a bare $HOME stops the script when HOME is unset: every use has a fallback.
+    text = (ROOT / "scripts" / "setup.sh").read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "$HOME" not in code.replace("${HOME:+$HOME", "").replace("${HOME:", ""), "a bare $HOME in setup.sh"
