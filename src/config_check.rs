@@ -126,7 +126,11 @@ fn problems(config: &RunConfig, dir: &Path) -> Vec<String> {
     if let Some(rows) = metrics_rows(dir) {
         need(
             rows >= s.epochs_completed,
-            format!("state.epochs_completed is {}, but {METRICS_FILE} has {rows} epochs", s.epochs_completed),
+            format!(
+                "state.epochs_completed is {}, but {METRICS_FILE} has {}",
+                s.epochs_completed,
+                crate::progress::epochs(rows)
+            ),
         );
     } else if s.epochs_completed > 0 {
         need(false, format!("state.epochs_completed is {}, but {METRICS_FILE} is missing", s.epochs_completed));

@@ -66,7 +66,7 @@ fn a_hand_edited_config_is_checked_in_plain_words() {
     let first_epoch: String = csv.lines().take(2).map(|l| format!("{l}\n")).collect();
     std::fs::write(run.join("metrics.csv"), first_epoch).unwrap();
     mnist_tch(&["evaluate", s(&run), "--device", "cpu"])
-        .assert_clean_error(&["state.epochs_completed is 2", "metrics.csv has 1 epochs"]);
+        .assert_clean_error(&["state.epochs_completed is 2", "metrics.csv has 1 epoch"]);
 }
 
 #[test]
