@@ -75,6 +75,40 @@ def load_config(args) -> dict:
     return config
 
 
+#: What the baseline reproduces of a config's training settings: everything not named by
+#: `unsupported_settings` (model, data selection, split, batch size, epochs, seed, learning rate, Adam's betas
+#: and epsilon, AdamW's weight decay, shuffled or file order). The engine does not change the arithmetic
+#: being compared, and --save-best only keeps an extra file.
+HONOURED = ("model", "data selection", "validation_split", "batch_size", "epochs", "learning_rate", "adam_beta1/2",
+            "adam_epsilon", "weight_decay", "shuffle")
+
+
+def unsupported_settings(config: dict, framework: str = "torch") -> list[str]:
+    """The training settings of `config` that the baseline does not reproduce, as `name value` phrases."""
+    t = config["training"]
+    found = []
+    if str(t.get("lr_schedule", "constant")) != "constant":
+        found.append(f"lr_schedule {t['lr_schedule']}")
+    if t.get("early_stopping"):
+        stopping = t["early_stopping"]
+        found.append(f"early_stopping (patience {stopping.get('patience')}, min_delta {stopping.get('min_delta')})")
+    if t.get("precision", "f32") != "f32":
+        found.append(f"precision {t['precision']}")
+    if config.get("lineage"):
+        found.append(f"fine-tuning from {config['lineage'].get('parent')} (its weights and frozen layers)")
+    if framework == "keras" and t.get("weight_decay", 0.0) > 0:
+        found.append(f"weight_decay {t['weight_decay']} (the Keras baseline is the tutorial's plain Adam)")
+    return found
+
+
+def refuse_unsupported(config: dict, framework: str, source: str) -> None:
+    """Exits with one line when the baseline would train something other than the config describes."""
+    found = unsupported_settings(config, framework)
+    if found:
+        raise SystemExit(f"error: {source}: the {framework} baseline does not reproduce {', '.join(found)}; "
+                         f"compare a run trained without them (it honours {', '.join(HONOURED)})")
+
+
 def load_data(config: dict):
     """The run's data as float32 inputs (pixel / 255) and int64 labels, with its selection applied
     (--labels, --limit): (train_x, train_y, test_x, test_y)."""
@@ -104,8 +138,8 @@ def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> fl
     x_test, y_test = as_tensor(test_x), as_tensor(test_y)
 
     model = build_torch_model(config["model"]).to(dev)
-    # Adam, or AdamW when the run used weight decay. (Schedules and early stopping are not mirrored:
-    # the baseline reproduces the seed's protocol.)
+    # Adam, or AdamW when the run used weight decay. (Schedules, early stopping and bf16 are refused by
+    # refuse_unsupported before training.)
     adam = torch.optim.AdamW if t.get("weight_decay", 0.0) > 0 else torch.optim.Adam
     optimizer = adam(model.parameters(), lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]),
                      eps=t["adam_epsilon"], weight_decay=t.get("weight_decay", 0.0))
@@ -127,7 +161,7 @@ def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> fl
     steps = math.ceil(n / batch)
     for epoch in range(1, t["epochs"] + 1):
         started = time.perf_counter()
-        order = torch.randperm(n).to(dev)
+        order = (torch.randperm(n) if t.get("shuffle", True) else torch.arange(n)).to(dev)
         xs, ys = x_train[order], y_train[order]
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
@@ -187,7 +221,8 @@ def run_keras(config: dict) -> float:
 
     print(f"Device: keras {keras.__version__} on {keras.backend.backend()}", flush=True)
     model.fit(train_x, train_y, epochs=t["epochs"], batch_size=t["batch_size"],
-              validation_split=t["validation_split"], verbose=0, callbacks=[EpochLine()])
+              validation_split=t["validation_split"], shuffle=t.get("shuffle", True), verbose=0,
+              callbacks=[EpochLine()])
     test_loss, test_accuracy = model.evaluate(test_x, test_y, verbose=0)
     print(f"Test loss: {test_loss:.4f}")
     print(f"Test accuracy: {test_accuracy:.4f}")
@@ -209,6 +244,7 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics-json", type=Path, help="write each epoch's metrics (full-precision seconds)")
     args = parser.parse_args(argv)
     config = load_config(args)
+    refuse_unsupported(config, args.framework, args.config or "mnist-tch's defaults")
     if args.framework == "keras":
         run_keras(config)
     else:

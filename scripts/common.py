@@ -41,6 +41,42 @@ TEST_ACCURACY = re.compile(r"^Test accuracy: ([0-9.]+)$", re.M)
 EPOCH_SECONDS = re.compile(r"^Epoch \d+/\d+ - \d+ steps - ([0-9.]+)s - ", re.M)
 
 
+# --- where a script may write ----------------------------------------------------------------------
+
+#: The files of a run directory (src/destination.rs's RUN_FILES): no script writes over them.
+RUN_FILES = ("config.json", "model.safetensors", "best.safetensors", "initial.safetensors", "optimizer.safetensors",
+             "metrics.csv", "metrics.json", "evaluation.json", "learning_curves.png", "confusion_matrix.png", ".lock")
+
+
+class DestinationError(Exception):
+    """A file a script was asked to write cannot or may not be written there (one line)."""
+
+
+def check_destination(paths, overwrite: bool, flag: str = "--out") -> None:
+    """mnist-tch's rule for every file a command writes (src/destination.rs): never over a run
+    directory's own files, never over an existing file without --overwrite, missing parent directories
+    created, an unwritable place said in one line. Raises DestinationError."""
+    for path in map(Path, paths):
+        parent = path.parent
+        if path.is_dir():
+            raise DestinationError(f"{path}: is a directory; give {flag} a file name")
+        if path.name in RUN_FILES and (parent / "config.json").is_file():
+            raise DestinationError(f"{path}: is a file of the run directory {parent}, which {flag} never replaces "
+                                   f"(not even with --overwrite); choose another {flag}")
+        if path.exists() and not overwrite:
+            raise DestinationError(f"{path}: already exists; choose another {flag} or pass --overwrite to replace it")
+        blocking = next((a for a in [parent, *parent.parents] if a.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise DestinationError(f"{path}: cannot be written: {blocking} is a file, not a directory")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DestinationError(f"{path}: cannot be written: cannot create the directory {parent}: "
+                                   f"{err.strerror.lower()}") from None
+        if not os.access(parent, os.W_OK):
+            raise DestinationError(f"{path}: cannot be written (permission denied in {parent}); choose another {flag}")
+
+
 # --- IDX files ---------------------------------------------------------------------------------------
 
 def idx_path(directory: Path, name: str) -> Path:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baseline  # noqa: E402
 import parity  # noqa: E402
 from common import (BINARY, DEFAULT_DATA, EPOCH_SECONDS, ROOT, TEST_ACCURACY, dump_logits, load_raw,  # noqa: E402
                     load_torch_model, to_inputs)
@@ -102,7 +103,8 @@ def parity_checks(run_dir: Path, data_dir: Path, config: dict, torch_accuracy: f
          "pass": jit_diff <= LOGIT_TOLERANCE and f"{jit_acc:.4f}" == f"{own_acc:.4f}"},
         {"check": "model.safetensors in nn.Sequential vs mnist-tch logits (max abs diff)",
          "value": f"{state_diff:.2e}", "pass": state_diff <= LOGIT_TOLERANCE},
-        {"check": "mnist-tch vs PyTorch baseline test accuracy (within 1 point)",
+        {"check": "mnist-tch vs PyTorch baseline test accuracy (within 1 point; the same "
+                   + ", ".join(baseline.HONOURED) + "; not the same initial weights or batches)",
          "value": f"{tch_accuracy:.4f} vs {torch_accuracy:.4f} (diff {abs(tch_accuracy - torch_accuracy):.4f})",
          "pass": abs(tch_accuracy - torch_accuracy) <= ACCURACY_TOLERANCE},
     ]
@@ -113,6 +115,19 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def without_flag(args: list[str], flag: str) -> list[str]:
+    """`args` without `flag` and its value (`--flag V` or `--flag=V`)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            kept.append(arg)
+    return kept
+
+
 def training_parity_checks(data_dir: Path, train_args: list[str], out: Path, binary: Path, limit: int | None,
                            seed: int) -> tuple[list[dict], list[dict]]:
     """Check 4: one epoch of mnist-tch replayed in PyTorch, in file order and in the seed's shuffled order.
@@ -120,7 +135,8 @@ def training_parity_checks(data_dir: Path, train_args: list[str], out: Path, bin
     nn::Adam runs): the weights must agree within 1e-5 (they come out bit-identical). The replay with
     torch.optim.Adam, which rounds one op differently (lerp), is reported beside it: over a whole epoch
     it can drift far past 1e-5 once a near-dead ReLU unit flips on a rounding difference (README)."""
-    extra = [*train_args, "--seed", str(seed), *(["--limit", str(limit)] if limit else [])]
+    extra = [*(without_flag(train_args, "--limit") if limit else train_args), "--seed", str(seed),
+             *(["--limit", str(limit)] if limit else [])]
     checks, details = [], []
     for order in ("no-shuffle", "shuffled"):
         exact, plain = parity.train_and_replay(out / f"parity-{order}", data_dir, order, extra, binary=binary,
@@ -158,15 +174,17 @@ def markdown(results: list[dict], checks: list[dict], settings: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data set to train and test on")
     parser.add_argument("--arch", choices=("mlp", "linear", "cnn"), help="mnist-tch's --arch (default: its default, mlp)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare")
-    parser.add_argument("--binary", type=Path, default=BINARY)
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of every training")
+    parser.add_argument("--seed", type=int, default=42, help="seed of every training")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare", help="directory for the runs and the report")
+    parser.add_argument("--binary", type=Path, default=BINARY, help="the mnist-tch binary")
     parser.add_argument("--train-args", default="", help="extra flags for mnist-tch train (and so the baselines)")
-    parser.add_argument("--parity-limit", type=int, help="train the training-parity runs on the first N images only")
+    parser.add_argument("--parity-limit", type=int,
+                        help="train the training-parity runs on the first N images only (replaces a --limit in --train-args)")
     parser.add_argument("--no-keras", action="store_true", help="skip Keras even when it is installed")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -174,6 +192,13 @@ def main(argv=None) -> int:
     python = sys.executable
     train_args = [*(["--arch", args.arch] if args.arch else []), *shlex.split(args.train_args)]
 
+    # The baselines' refusal comes before any training, not after mnist-tch's.
+    preview = subprocess.run([str(args.binary), "train", "--print-config", "--data", str(args.data), "--epochs",
+                              str(args.epochs), "--seed", str(args.seed), "--device", "cpu", *train_args],
+                             capture_output=True, text=True)
+    if preview.returncode != 0:
+        raise SystemExit(preview.stderr.strip() or "error: mnist-tch train --print-config failed")
+    baseline.refuse_unsupported(json.loads(preview.stdout), "torch", f"--train-args {args.train_args!r}")
     results = [measure("mnist-tch", [str(args.binary), "train", "--data", str(args.data), "--epochs", str(args.epochs),
                                      "--seed", str(args.seed), "--device", "cpu", "--out", str(run_dir),
                                      "--overwrite", *train_args])]

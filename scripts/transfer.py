@@ -38,6 +38,11 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 epoch`, `3 epochs`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", choices=("mlp", "linear", "cnn"), default="mlp")
@@ -90,9 +95,9 @@ def main(argv=None) -> int:
 
     data_name = args.data.resolve().name
     lines = [f"# Transfer: {data_name} classes 0-4 -> 5-9, {DESCRIPTIONS[args.arch]}\n",
-             f"Pretrained on classes 0-4 for {args.pretrain_epochs} epochs (test accuracy {pretrain_accuracy:.4f}); "
-             f"then {args.epochs} epochs on the first N training images of classes 5-9 (80% train / 20% validation), "
-             f"batch 32, seeds 1-{args.seeds}. Test accuracy on every test image of classes 5-9, mean ± standard "
+             f"Pretrained on classes 0-4 for {counted(args.pretrain_epochs, 'epoch')} (test accuracy {pretrain_accuracy:.4f}); "
+             f"then {counted(args.epochs, 'epoch')} on the first N training images of classes 5-9 (80% train / 20% validation), "
+             f"batch 32, {'seed 1' if args.seeds == 1 else f'seeds 1-{args.seeds}'}. Test accuracy on every test image of classes 5-9, mean ± standard "
              f"deviation over seeds. finetune-head freezes every layer but a new output layer"
              + (" (both convolutions)" if args.arch == "cnn" else "") + f". {total / 60:.1f} minutes on "
              "this machine.\n",

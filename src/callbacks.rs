@@ -61,13 +61,27 @@ impl FromStr for LrSchedule {
         let bad = || {
             format!("'{s}' is not a schedule: expected constant, step:EVERY:GAMMA, cosine or plateau:PATIENCE:FACTOR")
         };
-        let count = |p: &str| p.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(bad);
-        let factor = |p: &str| p.parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0).ok_or_else(bad);
+        // Each field's own message names it: which of the two numbers is wrong, and what it takes.
+        let count = |field: &str, p: &str| {
+            p.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("'{s}': {field} is '{p}', it must be a whole number of epochs of at least 1"))
+        };
+        let factor = |field: &str, p: &str| {
+            p.parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0).ok_or_else(|| {
+                format!("'{s}': {field} is '{p}', it must be a factor strictly between 0 and 1 (e.g. 0.5)")
+            })
+        };
         match parts.as_slice() {
             ["constant"] => Ok(LrSchedule::Constant),
             ["cosine"] => Ok(LrSchedule::Cosine),
-            ["step", every, gamma] => Ok(LrSchedule::Step { every: count(every)?, gamma: factor(gamma)? }),
-            ["plateau", patience, f] => Ok(LrSchedule::Plateau { patience: count(patience)?, factor: factor(f)? }),
+            ["step", every, gamma] => {
+                Ok(LrSchedule::Step { every: count("EVERY", every)?, gamma: factor("GAMMA", gamma)? })
+            }
+            ["plateau", patience, f] => {
+                Ok(LrSchedule::Plateau { patience: count("PATIENCE", patience)?, factor: factor("FACTOR", f)? })
+            }
             _ => Err(bad()),
         }
     }
@@ -267,7 +281,7 @@ pub fn parse_min_delta(s: &str) -> Result<f64, String> {
 pub fn check(schedule: LrSchedule, epochs: usize) -> Result<()> {
     if let LrSchedule::Step { every, .. } = schedule {
         if every > epochs {
-            bail!("--lr-schedule {schedule}: the rate would never change in {epochs} epochs");
+            bail!("--lr-schedule {schedule}: the rate would never change in {}", crate::progress::epochs(epochs));
         }
     }
     Ok(())
@@ -276,6 +290,17 @@ pub fn check(schedule: LrSchedule, epochs: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_error_names_the_wrong_field() {
+        let err = "plateau:1:1".parse::<LrSchedule>().unwrap_err();
+        assert!(err.contains("FACTOR is '1'") && err.contains("between 0 and 1"), "{err}");
+        let err = "plateau:0:0.5".parse::<LrSchedule>().unwrap_err();
+        assert!(err.contains("PATIENCE is '0'"), "{err}");
+        let err = "step:2:-0.5".parse::<LrSchedule>().unwrap_err();
+        assert!(err.contains("GAMMA is '-0.5'"), "{err}");
+        assert!("step:2:0.5".parse::<LrSchedule>().is_ok());
+    }
 
     fn sequence(schedule: &str, epochs: usize, val_losses: &[f64]) -> Vec<f64> {
         let mut lr = LrController::new(schedule.parse().unwrap(), 0.1, epochs, Monitor::ValLoss);

@@ -88,10 +88,23 @@ pub fn resolve_data_path(flag: Option<&Path>, search: &DataSearch) -> Result<Pat
         return Ok(found.to_path_buf());
     }
     let looked_in = candidates.iter().map(|dir| dir.display().to_string()).collect::<Vec<_>>().join(" or ");
+    // Fashion-MNIST beside where digit MNIST was looked for, named as it can be typed from here.
+    let fashion = candidates
+        .iter()
+        .filter_map(|dir| dir.parent().map(|parent| parent.join("fashion-mnist")))
+        .find(|dir| dir.is_dir())
+        .map_or_else(
+            || "scripts/setup.sh installs it too".to_string(),
+            |dir| {
+                let here =
+                    std::env::current_dir().ok().and_then(|cwd| dir.strip_prefix(cwd).ok().map(Path::to_path_buf));
+                format!("--data {}", here.unwrap_or(dir).display())
+            },
+        );
     bail!(
         "no data set: digit MNIST, the default, is not in {looked_in} (--data not given, ${DATA_ENV} not set); \
          scripts/setup.sh installs it there, or pass --data PATH (a directory of MNIST-format IDX files or a \
-         Keras mnist.npz); for Fashion-MNIST: --data data/fashion-mnist"
+         Keras mnist.npz); for Fashion-MNIST: {fashion}"
     )
 }
 
@@ -612,11 +625,15 @@ mod tests {
 
         // Nothing installed: one message naming both places and Fashion-MNIST, no fallback.
         let err = resolve_data_path(None, &search).unwrap_err().to_string();
-        for fragment in
-            [in_work.to_str().unwrap(), per_user.to_str().unwrap(), "scripts/setup.sh", "--data data/fashion-mnist"]
-        {
+        for fragment in [in_work.to_str().unwrap(), per_user.to_str().unwrap(), "scripts/setup.sh installs it too"] {
             assert!(err.contains(fragment), "missing {fragment:?} in: {err}");
         }
+        // Fashion-MNIST is suggested where it is: here, the per-user copy (from any directory).
+        let fashion = home.join(".local/share/mnist-tch/fashion-mnist");
+        std::fs::create_dir_all(&fashion).unwrap();
+        let err = resolve_data_path(None, &search).unwrap_err().to_string();
+        assert!(err.contains(&format!("--data {}", fashion.display())), "{err}");
+        std::fs::remove_dir_all(&fashion).unwrap();
         // --data wins, whether or not it exists (loading reports a missing one).
         let flag = Path::new("/somewhere/else.npz");
         assert_eq!(resolve_data_path(Some(flag), &search).unwrap(), flag);

@@ -12,66 +12,10 @@
 //! the graph holds `flatten(1, -1)` and `linear`, which take any leading dimension.
 
 use crate::files::write_atomically;
-use crate::plot;
-use crate::run_dir::{self, LoadedRun, io_reason, torch_error};
-use anyhow::{Context, Result, bail, ensure};
-use std::fs;
+use crate::run_dir::{LoadedRun, torch_error};
+use anyhow::{Context, Result, ensure};
 use std::path::Path;
 use tch::{CModule, Kind, Tensor, nn::ModuleT};
-
-/// The files a run directory is made of: export never writes over them, even with `--overwrite`.
-const RUN_FILES: [&str; 9] = [
-    run_dir::CONFIG_FILE,
-    run_dir::WEIGHTS_FILE,
-    run_dir::BEST_WEIGHTS_FILE,
-    run_dir::OPTIMIZER_FILE,
-    run_dir::METRICS_FILE,
-    run_dir::METRICS_JSON_FILE,
-    run_dir::EVALUATION_FILE,
-    plot::CURVES_FILE,
-    plot::CONFUSION_FILE,
-];
-
-/// Checks, before any work, that every file of an export (the module and its description) can be
-/// written at its path: not a directory, not a file of a run directory, not an existing file unless
-/// `overwrite`; creates missing parent directories (as `train --out` does) and makes sure they are
-/// writable, so a read-only place is one plain message instead of libtorch's.
-pub fn check_destination(files: &[&Path], overwrite: bool) -> Result<()> {
-    for &file in files {
-        let shown = file.display();
-        if file.is_dir() {
-            bail!("{shown}: is a directory; give --out a file name such as model.pt");
-        }
-        let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if RUN_FILES.contains(&name) && parent.join(run_dir::CONFIG_FILE).is_file() {
-            bail!(
-                "{shown}: is a file of the run directory {}, which export never replaces (not even with \
-                 --overwrite); choose another --out",
-                parent.display()
-            );
-        }
-        if file.exists() && !overwrite {
-            bail!("{shown}: already exists; choose another --out or pass --overwrite to replace it");
-        }
-        // The deepest part of the path that exists must be a directory to create the rest in.
-        if let Some(blocking) = parent.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
-            bail!("{shown}: cannot be written: {} is a file, not a directory", blocking.display());
-        }
-        fs::create_dir_all(parent).map_err(|err| {
-            anyhow::anyhow!("{shown}: cannot create the directory {}: {}", parent.display(), io_reason(&err))
-        })?;
-        // A probe file: the reason (permission denied, read-only file system) comes from the OS here.
-        let probe = parent.join(format!(".{name}.probe-{}", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
-            Ok(_) => {
-                let _ = fs::remove_file(&probe);
-            }
-            Err(err) => bail!("{shown}: cannot be written ({}); choose another --out", io_reason(&err)),
-        }
-    }
-    Ok(())
-}
 
 /// Traces `run`'s model (its variable store must be frozen) on `device`.
 pub fn trace(run: &LoadedRun, probabilities: bool) -> Result<CModule> {

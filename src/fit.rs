@@ -122,7 +122,12 @@ pub fn fit(job: FitJob) -> Result<FitReport> {
     }
     let (history, start) = match resume {
         Some(point) => {
-            let optimizer = restore_optimizer(&mut *step, point.optimizer_state.as_deref(), output.mode)?;
+            // A run stopped before its first epoch starts afresh: there is no optimizer state to speak of.
+            let optimizer = if config.state.epochs_completed == 0 {
+                OptimizerResume::Fresh
+            } else {
+                restore_optimizer(&mut *step, point.optimizer_state.as_deref(), output.mode)?
+            };
             config.state.resumes.push(ResumeRecord {
                 after_epoch: config.state.epochs_completed,
                 engine: config.training.engine,
@@ -274,9 +279,9 @@ fn finish(
     let epochs_completed = config.state.epochs_completed;
     if outcome == Outcome::EarlyStopped {
         say(format!(
-            "Early stopping: {} did not improve for {} epochs; restored the weights of epoch {}",
+            "Early stopping: {} did not improve for {}; restored the weights of epoch {}",
             training.monitor.name(),
-            training.early_stopping.map_or(0, |e| e.patience),
+            crate::progress::epochs(training.early_stopping.map_or(0, |e| e.patience)),
             config.state.best_epoch.unwrap_or(epochs_completed)
         ))?;
     }

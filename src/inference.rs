@@ -78,6 +78,22 @@ pub fn existing_sidecar_path(module: &Path) -> PathBuf {
     if !current.exists() && legacy != module && legacy.is_file() { legacy } else { current }
 }
 
+/// What `--model` takes, for the messages about anything else.
+const MODEL_INPUTS: &str =
+    "--model takes a run directory (from train or finetune) or a TorchScript file from `mnist-tch export` (model.pt)";
+
+/// Files people give `--model` that are known not to be TorchScript, by their extension.
+fn not_torchscript(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_string_lossy().to_lowercase();
+    Some(match ext.as_str() {
+        "pt2" => "a torch.export archive (scripts/export.py --format pt2, for torch.export.load)",
+        "onnx" => "an ONNX file (scripts/export.py --format onnx, for ONNX Runtime)",
+        "safetensors" => "a weights file: give the run directory that holds it",
+        "json" => "a JSON file: give the run directory or the TorchScript file it describes",
+        _ => return None,
+    })
+}
+
 enum Model {
     Run(run_dir::LoadedRun),
     TorchScript { module: CModule, outputs_probabilities: bool },
@@ -108,9 +124,12 @@ impl Predictor {
         if !path.exists() {
             bail!("{}: no such run directory or TorchScript file", path.display());
         }
-        let module = CModule::load_on_device(path, device)
-            .map_err(torch_error)
-            .with_context(|| format!("{}: not a TorchScript file mnist-tch can load", path.display()))?;
+        if let Some(kind) = not_torchscript(path) {
+            bail!("{}: {kind}, which mnist-tch cannot run; {MODEL_INPUTS}", path.display());
+        }
+        let module = CModule::load_on_device(path, device).map_err(|_| {
+            anyhow::anyhow!("{}: not a TorchScript file (libtorch cannot load it); {MODEL_INPUTS}", path.display())
+        })?;
         let info = ExportInfo::load(path)?;
         Ok(Predictor {
             model: Model::TorchScript { module, outputs_probabilities: info.output == ExportOutput::Probabilities },

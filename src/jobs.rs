@@ -41,9 +41,11 @@ impl DataRequest {
 /// Where a new run goes.
 #[derive(Debug, Clone)]
 pub struct Destination {
-    /// `None`: the first free `runs/trainN`.
+    /// `None`: the first free `runs/<default_name>N`.
     pub out: Option<PathBuf>,
     pub overwrite: bool,
+    /// `train` or `finetune`: the stem of the default directory's name.
+    pub default_name: &'static str,
 }
 
 /// `mnist-tch train`: a model from scratch.
@@ -131,11 +133,14 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     let _lock = if output.writes_run() { Some(run_dir::take_for_writing(dir)?) } else { None };
     let mut config = RunConfig::load(dir)?;
     let completed = config.state.epochs_completed;
+    // Early stopping ended the run with an earlier epoch's weights: training continues from those.
+    let restored = crate::plot::restored_epoch(&config).filter(|&best| best != completed);
     let target = request.epochs.unwrap_or(config.training.epochs);
     ensure!(
         target > completed,
-        "{}: already trained {completed} epochs; pass --epochs N with N > {completed} to train more",
-        dir.display()
+        "{}: already trained {}; pass --epochs N with N > {completed} to train more",
+        dir.display(),
+        crate::progress::epochs(completed)
     );
     config.training.epochs = target;
     config.training.device = device_name(request.device);
@@ -179,16 +184,34 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     };
     let optimizer_state = run_dir::load_optimizer_state(dir, completed)?;
     before_training(output.mode, || {
-        crate::say!(
-            "Resuming {} after epoch {completed}, up to epoch {target} (engine: {})",
-            dir.display(),
-            config.training.engine.name()
-        )?;
+        crate::say!("{}", resume_line(dir, completed, target, restored, config.training.engine))?;
         print_header(&config, &data, request.device, "resumed run")
     })?;
     let resume = ResumePoint { history, optimizer_state, best_weights };
     let out = dir.to_path_buf();
     fit(FitJob { config, data, vs, net, out, resume: Some(resume), save_initial: false, output })
+}
+
+/// The first line of a resumed run: where it continues from, and with which weights.
+fn resume_line(
+    dir: &std::path::Path,
+    completed: usize,
+    target: usize,
+    restored: Option<usize>,
+    engine: Engine,
+) -> String {
+    let dir = dir.display();
+    let engine = engine.name();
+    match restored {
+        _ if completed == 0 => format!(
+            "Restarting {dir} from epoch 1, up to epoch {target}: it was stopped before completing an epoch (engine: {engine})"
+        ),
+        Some(best) => format!(
+            "Resuming {dir} after epoch {completed}, up to epoch {target}, from the weights of epoch {best} that early \
+             stopping restored (engine: {engine})"
+        ),
+        None => format!("Resuming {dir} after epoch {completed}, up to epoch {target} (engine: {engine})"),
+    }
 }
 
 /// `mnist-tch finetune --from RUN_DIR`: a new run that starts from a trained one.
@@ -201,6 +224,8 @@ pub struct FinetuneRun {
     pub reinit_head: bool,
     /// Default: the parent's engine.
     pub engine: Option<Engine>,
+    /// Default: the parent's precision.
+    pub precision: Option<engine::Precision>,
     pub training: TrainConfig,
     pub device: Device,
     pub destination: Destination,
@@ -239,6 +264,7 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
     let training = TrainConfig {
         device: device_name(request.device),
         engine: request.engine.unwrap_or(parent.training.engine),
+        precision: request.precision.unwrap_or(parent.training.precision),
         ..request.training.clone()
     };
     let config = RunConfig {
@@ -353,7 +379,7 @@ fn claim_new_run_dir(destination: &Destination, output: &JobOutput) -> Result<(P
     let out = match &destination.out {
         Some(out) => out.clone(),
         None => {
-            let out = run_dir::next_free_run_dir(&PathBuf::from("runs"));
+            let out = run_dir::next_free_run_dir(&PathBuf::from("runs"), destination.default_name);
             if mode == OutputMode::Quiet {
                 eprintln!("Run directory: {}", out.display());
             }
@@ -390,6 +416,9 @@ fn before_training(mode: OutputMode, print: impl FnOnce() -> Result<()>) -> Resu
 /// Device, data and model lines before training.
 fn print_header(config: &RunConfig, data: &Prepared, device: Device, title: &str) -> Result<()> {
     crate::say!("Device: {}", device_name(device))?;
+    if device == Device::Cpu {
+        crate::say!("Threads: {} (libtorch's CPU threads; --threads N)", tch::get_num_threads())?;
+    }
     crate::say!(
         "Data: {} - {} training, {} validation, {} test images of {}x{}, {} classes",
         config.data.dir.display(),

@@ -24,7 +24,10 @@
 //! - [`export`]: TorchScript export.
 //! - [`serve`]: the HTTP server (`mnist-tch serve`): page, /predict, Open Inference Protocol, metrics.
 //! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
+//! - [`run_replace`]: `--overwrite` replaces an earlier run directory as a whole.
+//! - [`config_check`]: a `config.json` read back, checked as a whole in plain words.
 //! - [`files`]: atomic writes and their temporary files.
+//! - [`destination`]: where a command may write a file the user named (one rule for all).
 //! - [`lock`]: one writer per run directory.
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`cuda_library`]: loading libtorch's CUDA backend only where a CUDA driver is.
@@ -35,8 +38,10 @@
 
 pub mod callbacks;
 pub mod cli;
+pub mod config_check;
 pub mod cuda_library;
 pub mod data;
+pub mod destination;
 pub mod device;
 pub mod distributed;
 pub mod engine;
@@ -56,6 +61,7 @@ pub mod plot;
 pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
+pub mod run_replace;
 pub mod serve;
 pub mod signals;
 pub mod tensorboard;

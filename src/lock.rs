@@ -34,7 +34,7 @@ pub fn lock_for_writing(dir: &Path) -> Result<RunLock> {
     if !try_flock(&file, libc::LOCK_EX)? {
         let holder = read_pid(&mut file).map_or("another process".to_string(), |pid| format!("process {pid}"));
         bail!(
-            "{}: being written by {holder} (another mnist-tch train or finetune); wait for it to finish or choose another --out",
+            "{}: being trained by {holder} (another mnist-tch train or finetune); wait for it to finish or choose another --out",
             dir.display()
         );
     }
@@ -90,7 +90,7 @@ mod tests {
         let held = lock_for_writing(dir.path()).unwrap();
         // Another open file description conflicts even within this process, as another process would.
         let err = lock_for_writing(dir.path()).unwrap_err().to_string();
-        assert!(err.contains(&format!("being written by process {}", std::process::id())), "{err}");
+        assert!(err.contains(&format!("being trained by process {}", std::process::id())), "{err}");
         // The holder is this process, which `writer` does not report about itself.
         assert_eq!(writer(dir.path()), None);
         drop(held);

@@ -42,13 +42,24 @@ pub fn draw_run_plots(
     test: Option<&Evaluation>,
 ) -> Result<Vec<PathBuf>> {
     let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
+    draw_run_plots_into(out, &name, config, history, test)
+}
+
+/// [`draw_run_plots`] into the directory `out`, with the run called `name` in the titles.
+pub fn draw_run_plots_into(
+    out: &Path,
+    name: &str,
+    config: &RunConfig,
+    history: &[EpochMetrics],
+    test: Option<&Evaluation>,
+) -> Result<Vec<PathBuf>> {
     let curves = out.join(CURVES_FILE);
     let restored = restored_epoch(config).map(|epoch| (epoch, config.training.monitor.name()));
-    write_atomically(&curves, |tmp| learning_curves(history, &name, restored, tmp))?;
+    write_atomically(&curves, |tmp| learning_curves(history, name, restored, tmp))?;
     let mut written = vec![curves];
     if let Some(test) = test {
         let confusion = out.join(CONFUSION_FILE);
-        write_atomically(&confusion, |tmp| confusion_matrix(&test.confusion, &config.data.class_names, &name, tmp))?;
+        write_atomically(&confusion, |tmp| confusion_matrix(&test.confusion, &config.data.class_names, name, tmp))?;
         written.push(confusion);
     }
     Ok(written)
@@ -214,6 +225,9 @@ fn draw_legend<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Class names up to this many characters are written upright under their column.
+const SHORT_NAME: u32 = 3;
+
 /// Draws the confusion matrix (rows: true class, columns: predicted class) as a heat map with the
 /// counts in the cells and the class names on the axes.
 pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name: &str, path: &Path) -> Result<()> {
@@ -226,7 +240,7 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
     root.fill(&WHITE).map_err(drawing_error(path))?;
     let longest = class_names.iter().map(|n| n.len()).max().unwrap_or(1) as u32;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Test confusion matrix - {run_name}"), ("sans-serif", 26))
+        .caption(format!("Test confusion matrix - {run_name} (shade: log scale)"), ("sans-serif", 26))
         .margin(20)
         .x_label_area_size(60 + 7 * longest)
         .y_label_area_size(40 + 8 * longest)
@@ -250,14 +264,19 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
     // on the cell boundaries (and its rotated ones clip).
     let area = chart.plotting_area();
     for index in 0..k as i32 {
-        // Column `index`, left to right: its name written downwards under it.
+        // Column `index`, left to right: its name under it, upright when short (digits), else written
+        // downwards.
         let (x0, bottom) = area.map_coordinate(&(index, 0));
         let (x1, _) = area.map_coordinate(&(index + 1, 0));
-        let style = ("sans-serif", 14)
-            .into_font()
-            .transform(FontTransform::Rotate90)
-            .color(&BLACK)
-            .pos(Pos::new(HPos::Left, VPos::Center));
+        let style = if longest <= SHORT_NAME {
+            ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top))
+        } else {
+            ("sans-serif", 14)
+                .into_font()
+                .transform(FontTransform::Rotate90)
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Center))
+        };
         root.draw(&Text::new(name_of(index), ((x0 + x1) / 2, bottom + 8), style)).map_err(drawing_error(path))?;
         // Row `index`, top to bottom (y = k - 1 - index): its name right-aligned left of it.
         let y = k as i32 - 1 - index;
@@ -270,8 +289,9 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
     let cells =
         confusion.iter().enumerate().flat_map(|(t, row)| row.iter().enumerate().map(move |(p, &count)| (t, p, count)));
     for (t, p, count) in cells {
-        // Shade by the share of the true class's examples, so rare classes are as visible.
-        let share = count as f64 / row_totals[t] as f64;
+        // Shade by the share of the true class's examples on a log scale, so rare classes are as visible
+        // and a few confusions stand out from zero (a linear scale leaves them white beside the diagonal).
+        let share = (1.0 + count as f64).ln() / (1.0 + row_totals[t] as f64).ln();
         let y = (k - 1 - t) as i32;
         let x = p as i32;
         let shade = (255.0 * (1.0 - share)) as u8;

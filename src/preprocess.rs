@@ -63,6 +63,8 @@ pub struct Prepared {
     pub inverted: bool,
     /// The fit applied (never `Auto`).
     pub fit: Fit,
+    /// Why the prediction may mean little (content too small to be a digit).
+    pub warning: Option<String>,
 }
 
 /// Decodes `path` (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM) to grayscale, as [`decode_gray`] does.
@@ -72,12 +74,36 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
     decode_gray(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
 }
 
-/// Decodes a picture held in memory (an uploaded file) to grayscale: the one decoder behind both
-/// `predict` and `serve`, so they see the same pixels.
+/// Decodes a picture held in memory (an uploaded file) to grayscale, transparency counted as paper
+/// ([`flatten_alpha`]): the one decoder behind both `predict` and `serve`, so they see the same pixels.
 pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage> {
     let reader = image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().context("cannot read")?;
     let decoded = reader.decode().map_err(|e| anyhow::anyhow!("not a readable image: {e}"))?;
-    Ok(decoded.to_luma8())
+    Ok(flatten_alpha(&decoded))
+}
+
+/// Grayscale, with transparency counted as paper: a transparent pixel becomes the colour that contrasts
+/// with the ink (white under dark ink, black under light ink), a half-transparent one is blended with it.
+/// Black ink on a transparent background (an HTML canvas, many paint programs) is then black on white.
+/// The ink's colour is the alpha-weighted mean of the visible pixels.
+pub fn flatten_alpha(decoded: &image::DynamicImage) -> GrayImage {
+    if !decoded.color().has_alpha() {
+        return decoded.to_luma8();
+    }
+    let with_alpha = decoded.to_luma_alpha8();
+    let (mut sum, mut weight) = (0.0f64, 0.0f64);
+    for p in with_alpha.pixels() {
+        let alpha = p[1] as f64 / 255.0;
+        sum += p[0] as f64 * alpha;
+        weight += alpha;
+    }
+    let ink = if weight > 0.0 { sum / weight } else { 0.0 };
+    let paper = if ink < 128.0 { 255.0 } else { 0.0 };
+    GrayImage::from_fn(with_alpha.width(), with_alpha.height(), |x, y| {
+        let p = with_alpha.get_pixel(x, y);
+        let alpha = p[1] as f64 / 255.0;
+        Luma([(p[0] as f64 * alpha + paper * (1.0 - alpha)).round() as u8])
+    })
 }
 
 /// The fit `Fit::Auto` falls back to for a model with these classes: fashion for Fashion-MNIST's, else
@@ -155,7 +181,7 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
             imageops::resize(&ink, cols, rows, imageops::FilterType::Triangle)
         };
         let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-        return Ok(Prepared { pixels, image: frame, inverted, fit });
+        return Ok(Prepared { pixels, image: frame, inverted, fit, warning: None });
     }
     // The content: pixels clearly above the background (which is now dark).
     let background = border_mean(&ink);
@@ -185,7 +211,11 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
     };
     let scale = box_size as f64 / cw.max(ch) as f64;
     let (sw, sh) = (((cw as f64 * scale).round() as u32).max(1), ((ch as f64 * scale).round() as u32).max(1));
-    let scaled = imageops::resize(&content, sw, sh, imageops::FilterType::Triangle);
+    let mut scaled = imageops::resize(&content, sw, sh, imageops::FilterType::Triangle);
+    // A thin pen on a large canvas comes out faint once scaled down (a 3 px stroke on 1000 px is a tenth
+    // of a pixel in the 20-pixel box): the ink is stretched back to full brightness, as MNIST's strokes are.
+    stretch_contrast(&mut scaled);
+    let warning = too_small(w, h, cw, ch);
 
     // Where the scaled content goes: centre of mass (digits) or bounding-box centre (fashion) at the
     // frame's centre.
@@ -198,7 +228,35 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
     let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
     imageops::overlay(&mut frame, &scaled, offset_x, offset_y);
     let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-    Ok(Prepared { pixels, image: frame, inverted, fit })
+    Ok(Prepared { pixels, image: frame, inverted, fit, warning })
+}
+
+/// Scales the pixels so the brightest is 255 (nothing to do for a black image).
+fn stretch_contrast(image: &mut GrayImage) {
+    let peak = image.pixels().map(|p| p[0]).max().unwrap_or(0);
+    if peak == 0 || peak == 255 {
+        return;
+    }
+    for p in image.pixels_mut() {
+        p[0] = ((p[0] as f64 * 255.0 / peak as f64).round() as u32).min(255) as u8;
+    }
+}
+
+/// Content whose longer side is under this share of the picture's shorter side (or under
+/// [`MIN_CONTENT_PIXELS`]) is a dot or a speck, not a digit.
+const MIN_CONTENT_SHARE: f64 = 0.05;
+const MIN_CONTENT_PIXELS: u32 = 4;
+
+/// A warning when the content (`cw × ch` of a `w × h` picture) is too small to be a digit.
+fn too_small(w: u32, h: u32, cw: u32, ch: u32) -> Option<String> {
+    let longer = cw.max(ch);
+    let small = (longer as f64) < MIN_CONTENT_SHARE * w.min(h) as f64 || longer < MIN_CONTENT_PIXELS;
+    small.then(|| {
+        format!(
+            "the content is only {cw}x{ch} pixels of a {w}x{h} picture: too small to be a digit or an item, the \
+             prediction means little"
+        )
+    })
 }
 
 /// The fit `requested` stands for with this picture: `Auto` is as it is when the picture (inverted as
@@ -314,6 +372,44 @@ mod tests {
         // The stroke stays where it was: columns 12..16 lit, column 4 dark.
         assert!(prepared.image.get_pixel(13, 14)[0] > 200);
         assert_eq!(prepared.image.get_pixel(4, 14)[0], 0);
+    }
+
+    #[test]
+    fn transparency_is_paper_under_dark_and_light_ink() {
+        use image::{DynamicImage, LumaA, Rgba, RgbaImage};
+        let stroke = |x: u32, y: u32| (8..12).contains(&x) && (4..16).contains(&y);
+        // Black ink on a transparent background whose hidden colour is black too (what a canvas saves).
+        let canvas =
+            RgbaImage::from_fn(20, 20, |x, y| if stroke(x, y) { Rgba([0, 0, 0, 255]) } else { Rgba([0, 0, 0, 0]) });
+        let gray = flatten_alpha(&DynamicImage::ImageRgba8(canvas));
+        assert_eq!((gray.get_pixel(0, 0)[0], gray.get_pixel(10, 10)[0]), (255, 0));
+        let prepared = prepare(&gray, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert!(prepared.inverted);
+        // White ink on transparent: the paper is black.
+        let light =
+            image::GrayAlphaImage::from_fn(
+                20,
+                20,
+                |x, y| if stroke(x, y) { LumaA([255, 255]) } else { LumaA([255, 0]) },
+            );
+        let gray = flatten_alpha(&DynamicImage::ImageLumaA8(light));
+        assert_eq!((gray.get_pixel(0, 0)[0], gray.get_pixel(10, 10)[0]), (0, 255));
+    }
+
+    #[test]
+    fn a_faint_thin_stroke_is_stretched_and_a_dot_is_warned_about() {
+        // A 3-pixel pen on a 1000-pixel canvas, 700 pixels tall.
+        let thin = GrayImage::from_fn(1000, 1000, |x, y| {
+            Luma([if (500..503).contains(&x) && (150..850).contains(&y) { 0 } else { 255 }])
+        });
+        let prepared = prepare(&thin, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert_eq!(prepared.image.pixels().map(|p| p[0]).max(), Some(255), "stretched to full brightness");
+        assert!(prepared.warning.is_none());
+        let dot = GrayImage::from_fn(1000, 1000, |x, y| {
+            Luma([if (500..510).contains(&x) && (500..510).contains(&y) { 0 } else { 255 }])
+        });
+        let warning = prepare(&dot, 28, 28, Fit::Digits, Invert::Auto).unwrap().warning.unwrap();
+        assert!(warning.contains("10x10 pixels of a 1000x1000 picture"), "{warning}");
     }
 
     #[test]

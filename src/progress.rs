@@ -84,3 +84,8 @@ impl ConsoleProgress {
         }
     }
 }
+
+/// `1 epoch`, `3 epochs`.
+pub fn epochs(n: usize) -> String {
+    if n == 1 { "1 epoch".into() } else { format!("{n} epochs") }
+}

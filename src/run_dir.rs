@@ -186,15 +186,8 @@ impl RunConfig {
                 dir.display()
             )
         })?;
-        let config: RunConfig =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a valid mnist-tch config", path.display()))?;
-        ensure!(
-            config.data.class_names.len() as i64 == config.model.num_classes,
-            "{}: {} class names for {} classes",
-            path.display(),
-            config.data.class_names.len(),
-            config.model.num_classes
-        );
+        let config = crate::config_check::parse(&text, &path)?;
+        crate::config_check::check(&config, dir)?;
         Ok(config)
     }
 }
@@ -407,6 +400,13 @@ pub fn load_run_weights(dir: &Path, weights_file: &str, device: tch::Device) -> 
     let config = RunConfig::load(dir)?;
     let weights = dir.join(weights_file);
     if config.state.epochs_completed == 0 && !weights.exists() {
+        // Never advise resuming a run another process holds.
+        if let Some(pid) = lock::writer(dir) {
+            bail!(
+                "{}: being trained by process {pid}, which has not completed an epoch yet; wait for it",
+                dir.display()
+            );
+        }
         bail!(
             "{}: the run has no completed epoch yet (status: {}); continue it with `mnist-tch train --resume {}`",
             dir.display(),
@@ -521,17 +521,25 @@ impl EvaluationReport {
     }
 }
 
-/// Picks `runs/trainN` with the smallest N not taken yet.
-pub fn next_free_run_dir(parent: &Path) -> PathBuf {
-    (1..).map(|n| parent.join(format!("train{n}"))).find(|p| !p.exists()).unwrap_or_else(|| parent.join("train"))
+/// Picks `runs/trainN` (`runs/finetuneN`, ...) with the smallest N not taken yet.
+pub fn next_free_run_dir(parent: &Path, name: &str) -> PathBuf {
+    (1..).map(|n| parent.join(format!("{name}{n}"))).find(|p| !p.exists()).unwrap_or_else(|| parent.join(name))
 }
 
 /// Creates `dir` for a new run and locks it for writing, refusing to overwrite a previous run's files
 /// unless asked to, and a run another process is writing in any case.
+/// With `overwrite`, an earlier run there is replaced as a whole ([`crate::run_replace`]).
 pub fn prepare_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
+    // Said first: --overwrite would not help.
+    if let Some(pid) = lock::writer(dir) {
+        bail!("{}: being trained by process {pid}; wait for it to finish or choose another --out", dir.display());
+    }
     let holds_run = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE].iter().any(|f| dir.join(f).exists());
     if holds_run && !overwrite {
         bail!("{}: already holds a run; choose another --out or pass --overwrite", dir.display());
+    }
+    if holds_run {
+        return crate::run_replace::replace_run_dir(dir);
     }
     fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the run directory", dir.display()))?;
     take_for_writing(dir)

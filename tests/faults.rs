@@ -232,8 +232,8 @@ fn a_run_being_trained_has_one_writer_and_readers_are_told() {
     let pid = first.id().to_string();
     // A second writer, by resume or by --overwrite, gets one line naming the holder.
     let resume = mnist_tch(&["train", "--resume", dir.to_str().unwrap(), "--epochs", "100001", "--device", "cpu"]);
-    resume.assert_clean_error(&[dir.to_str().unwrap(), &format!("being written by process {pid}")]);
-    fixture.train("run", &["--overwrite"]).assert_clean_error(&[&format!("being written by process {pid}")]);
+    resume.assert_clean_error(&[dir.to_str().unwrap(), &format!("being trained by process {pid}")]);
+    fixture.train("run", &["--overwrite"]).assert_clean_error(&[&format!("being trained by process {pid}")]);
     // Readers keep working and say the run is still training.
     let summary = mnist_tch(&["summary", "--model", dir.to_str().unwrap()]);
     summary.assert_ok();

@@ -13,16 +13,17 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// Run directory written by `mnist-tch train` (holds config.json and model.safetensors).
-    #[arg(long, value_name = "RUN_DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub run: super::run_arg::RunArg,
 
-    /// Data directory whose test files to use. Default: the one the run was trained on.
-    #[arg(long, value_name = "DIR")]
+    /// Data set whose test files to use: a directory of MNIST-format files or a Keras .npz file.
+    /// Default: the one the run was trained on.
+    #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
 
-    /// Weights file inside the run directory: model.safetensors (the run's final model) or
-    /// best.safetensors (written by train --save-best).
+    /// Weights file of the run directory, by name: model.safetensors (the run's final model) or
+    /// best.safetensors (written by train --save-best). It is named in the report; a path to a file
+    /// elsewhere is refused (its architecture would be read from a config.json it does not belong to).
     #[arg(long, value_name = "FILE", default_value = crate::run_dir::WEIGHTS_FILE)]
     pub weights: String,
 
@@ -35,15 +36,24 @@ pub struct EvaluateArgs {
     pub json: bool,
 
     /// Also write the logits of every test image, float32 [N, classes] in file order, as a NumPy
-    /// .npy file (for parity checks against Python).
+    /// .npy file (for parity checks against Python). Missing directories are created; a run
+    /// directory's own files are never replaced.
     #[arg(long, value_name = "FILE.npy")]
     pub dump_logits: Option<PathBuf>,
+
+    /// Replace an existing --dump-logits file instead of refusing.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let device = args.device.resolve()?;
-    super::note_if_being_trained(&args.model);
-    let run = load_run_weights(&args.model, &args.weights, device)?;
+    check_weights_name(&args.weights)?;
+    if let Some(path) = &args.dump_logits {
+        crate::destination::check_files(&[path], "--dump-logits", args.overwrite)?;
+    }
+    super::note_if_being_trained(&args.run.path());
+    let run = load_run_weights(&args.run.path(), &args.weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
     let selection = &run.config.data.selection;
@@ -61,7 +71,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         data_dir.display(),
         image_shape[0],
         image_shape[1],
-        args.model.display(),
+        args.run.path().display(),
         model.input_shape[0],
         model.input_shape[1]
     );
@@ -75,11 +85,13 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     }
     let names = &run.config.data.class_names;
     if args.json {
-        let mut report = report_json(&args.model, &data_dir, device, names, &result);
+        let mut report = report_json(&args.run.path(), &data_dir, device, names, &result);
         report["seconds"] = json!(seconds);
+        report["threads"] = json!(tch::get_num_threads());
+        report["weights"] = json!(args.run.path().join(&args.weights));
         crate::say!("{report}")?;
     } else {
-        print_report(&args.model, &data_dir, device, model.describe(), names, &result)?;
+        print_report(&args.weights, &args.run.path(), &data_dir, device, model.describe(), names, &result)?;
         crate::say!("\nEvaluated {} images in {:.1} ms", test.len(), seconds * 1e3)?;
     }
     Ok(())
@@ -111,6 +123,7 @@ fn report_json(run: &Path, data: &Path, device: tch::Device, names: &[String], e
 }
 
 fn print_report(
+    weights: &str,
     run: &Path,
     data: &Path,
     device: tch::Device,
@@ -119,8 +132,12 @@ fn print_report(
     e: &Evaluation,
 ) -> Result<()> {
     crate::say!("Model: {} ({architecture})", run.display())?;
+    crate::say!("Weights: {}", run.join(weights).display())?;
     crate::say!("Data: {} ({} test images)", data.display(), e.class_counts().iter().sum::<i64>())?;
     crate::say!("Device: {}", device_name(device))?;
+    if device == tch::Device::Cpu {
+        crate::say!("Threads: {}", tch::get_num_threads())?;
+    }
     crate::say!("Test loss: {:.4}", e.loss)?;
     crate::say!("Test accuracy: {:.4}", e.accuracy)?;
     crate::say!()?;
@@ -167,10 +184,27 @@ fn print_report(
     crate::say!("Confusion matrix (rows: true class, columns: predicted class):")?;
     let cell = e.confusion.iter().flatten().map(|c| c.to_string().len()).max().unwrap_or(1).max(3);
     let header: String = (0..names.len()).map(|c| format!(" {c:>cell$}")).collect();
-    crate::say!("  {:>3} {header}", "")?;
+    crate::say!("  {:>3} {header}  class", "")?;
     for (class, row) in e.confusion.iter().enumerate() {
         let cells: String = row.iter().map(|c| format!(" {c:>cell$}")).collect();
         crate::say!("  {class:>3} {cells}  {}", names[class])?;
+    }
+    Ok(())
+}
+
+/// `--weights` names a file of the run directory: a path elsewhere would pair weights with a config
+/// they do not belong to.
+fn check_weights_name(weights: &str) -> Result<()> {
+    let path = Path::new(weights);
+    let plain_name =
+        path.components().count() == 1 && matches!(path.components().next(), Some(std::path::Component::Normal(_)));
+    if !plain_name {
+        return Err(super::UsageError(format!(
+            "--weights {weights}: give the name of a weights file of the run directory (model.safetensors or \
+             best.safetensors), not a path; to evaluate weights kept elsewhere, copy them into a run directory \
+             with the same config.json"
+        ))
+        .into());
     }
     Ok(())
 }

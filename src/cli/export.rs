@@ -25,9 +25,8 @@ Tracing bakes the weights into the graph as constants: the module is for inferen
 #[derive(Debug, Args)]
 #[command(after_long_help = CONTRACT)]
 pub struct ExportArgs {
-    /// Run directory written by `mnist-tch train`.
-    #[arg(long, value_name = "RUN_DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub run: super::run_arg::RunArg,
 
     /// TorchScript file to write; its description (class names, input shape, output kind) goes beside
     /// it as FILE.json (model.pt.json). Missing directories are created.
@@ -51,10 +50,10 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = args.device.resolve()?;
-    super::note_if_being_trained(&args.model);
-    let mut run = load_run(&args.model, device)?;
+    super::note_if_being_trained(&args.run.path());
+    let mut run = load_run(&args.run.path(), device)?;
     let sidecar = sidecar_path(&args.out);
-    export::check_destination(&[&args.out, &sidecar], args.overwrite)?;
+    crate::destination::check_files(&[&args.out, &sidecar], "--out", args.overwrite)?;
     // Frozen: the traced graph then holds plain constants with no autograd history.
     run.vs.freeze();
     let module = export::trace(&run, args.probabilities)?;
@@ -65,13 +64,13 @@ pub fn run(args: ExportArgs) -> Result<()> {
         class_names: run.config.data.class_names.clone(),
         normalization: run.config.data.normalization.clone(),
         output: if args.probabilities { ExportOutput::Probabilities } else { ExportOutput::Logits },
-        source: std::fs::canonicalize(&args.model).unwrap_or_else(|_| args.model.clone()),
+        source: std::fs::canonicalize(args.run.path()).unwrap_or_else(|_| args.run.path().to_path_buf()),
     };
     let sidecar = info.save(&args.out)?;
     let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     crate::say!(
         "Exported {} ({}, {}, traced on {}) to {} ({}) and its description to {}",
-        args.model.display(),
+        args.run.path().display(),
         run.config.model.describe(),
         info.output.name(),
         device_name(device),

@@ -9,7 +9,7 @@ use crate::fit::JobOutput;
 use crate::jobs::{self, Destination, FinetuneRun};
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
@@ -34,7 +34,7 @@ pub struct FinetuneArgs {
 
     /// Adam learning rate; lower than training's 1e-3, as fine-tuning should move the weights
     /// gently (Keras's guide uses 1e-5 for full unfreezing).
-    #[arg(long, value_name = "RATE", default_value_t = 1e-4, value_parser = positive_f64)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, default_value_t = 1e-4, value_parser = positive_f64)]
     pub lr: f64,
 
     #[command(flatten)]
@@ -45,6 +45,9 @@ pub struct FinetuneArgs {
 }
 
 pub fn run(args: FinetuneArgs) -> Result<Finished> {
+    if let Some(out) = &args.output.out {
+        refuse_parent_as_out(&args.from, out)?;
+    }
     let group = crate::distributed::join_from_env()?;
     let request = FinetuneRun {
         from: args.from.clone(),
@@ -52,11 +55,31 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         freeze: args.freeze.clone(),
         reinit_head: args.reinit_head,
         engine: args.fit.engine,
+        precision: args.fit.precision,
         training: args.fit.train_config(args.lr, args.data.validation_split),
         device: crate::distributed::device_of_process(args.output.device.resolve()?, group.as_deref()),
-        destination: Destination { out: args.output.out.clone(), overwrite: args.output.overwrite },
+        destination: Destination {
+            out: args.output.out.clone(),
+            overwrite: args.output.overwrite,
+            default_name: "finetune",
+        },
         save_initial: args.fit.save_initial,
     };
     let output = JobOutput::for_process(args.output.mode(), args.output.plot, args.output.tensorboard.clone(), group);
     Ok(super::finished(&jobs::finetune(&request, output)?))
+}
+
+/// Fine-tuning writes a new run: `--out` naming the parent would replace the weights it starts from.
+fn refuse_parent_as_out(from: &Path, out: &Path) -> Result<()> {
+    let same = match (std::fs::canonicalize(from), std::fs::canonicalize(out)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        anyhow::bail!(
+            "{}: is the parent run (--from); fine-tuning writes a new run and never replaces its parent; choose another --out",
+            out.display()
+        );
+    }
+    Ok(())
 }

@@ -33,12 +33,12 @@ pub struct DataFlags {
     pub labels: Option<LabelList>,
 
     /// Use only the first N training images (after --labels), validation split included.
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub limit: Option<u64>,
 
     /// Fraction of the training files held out for validation: the LAST part, before shuffling, as
     /// Keras's fit(validation_split=...) does (0.2 of 60,000 = the last 12,000).
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.2, value_parser = open_unit_interval)]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true, default_value_t = 0.2, value_parser = open_unit_interval)]
     pub validation_split: f64,
 
     /// Class names stored with the model: auto (Fashion-MNIST's names when the data directory's
@@ -72,20 +72,20 @@ impl DataFlags {
 #[derive(Debug, Args)]
 pub struct FitFlags {
     /// Passes over the training set [default: 10].
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub epochs: Option<u64>,
 
     /// Examples per optimisation step (the last step of an epoch may be smaller).
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 32, value_parser = at_least_one)]
     pub batch_size: u64,
 
     /// Random seed for weight initialisation and shuffling; two CPU runs with the same seed print
     /// identical metrics.
-    #[arg(long, value_name = "N", default_value_t = 42)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 42)]
     pub seed: i64,
 
     /// Decoupled weight decay: > 0 switches Adam to AdamW; 0 keeps plain Adam, as the seed.
-    #[arg(long, value_name = "DECAY", default_value_t = 0.0, value_parser = parse_min_delta_flag)]
+    #[arg(long, value_name = "DECAY", allow_negative_numbers = true, default_value_t = 0.0, value_parser = parse_min_delta_flag)]
     pub weight_decay: f64,
 
     /// Learning-rate schedule: constant, step:EVERY:GAMMA (multiply by GAMMA every EVERY epochs),
@@ -96,7 +96,7 @@ pub struct FitFlags {
 
     /// Stop when --monitor has not improved by --min-delta for PATIENCE epochs, and end with the best
     /// epoch's weights (Keras EarlyStopping(restore_best_weights=True)).
-    #[arg(long, value_name = "PATIENCE", value_parser = at_least_one)]
+    #[arg(long, value_name = "PATIENCE", allow_negative_numbers = true, value_parser = at_least_one)]
     pub early_stopping: Option<u64>,
 
     /// Metric for early stopping, --save-best and the plateau schedule (Keras's spellings val_loss and
@@ -105,7 +105,7 @@ pub struct FitFlags {
     pub monitor: Monitor,
 
     /// Smallest change of --monitor that counts as an improvement for early stopping.
-    #[arg(long, value_name = "DELTA", default_value_t = 0.0, value_parser = parse_min_delta_flag)]
+    #[arg(long, value_name = "DELTA", allow_negative_numbers = true, default_value_t = 0.0, value_parser = parse_min_delta_flag)]
     pub min_delta: f64,
 
     /// Also keep the best epoch's weights (by --monitor) in best.safetensors; model.safetensors holds
@@ -115,8 +115,9 @@ pub struct FitFlags {
 
     /// Arithmetic of training's forward and backward passes: f32, or bf16 (bfloat16 matrix products,
     /// float32 master weights, loss and Adam — mixed precision; fastest on GPUs and CPUs with bf16 units).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    /// Default: f32 for a new run, the parent's precision when fine-tuning.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
 
     /// Which code computes a training step: autograd (libtorch's autograd and tch's nn::Adam, any
     /// architecture) or fused (hand-written MLP backward pass and flat Adam, MLP and linear only).
@@ -152,7 +153,7 @@ impl FitFlags {
             monitor: self.monitor,
             early_stopping: self.early_stopping(),
             save_best: self.save_best,
-            precision: self.precision,
+            precision: self.precision.unwrap_or_default(),
             ..TrainConfig::default()
         }
     }
@@ -171,11 +172,12 @@ pub struct OutputFlags {
     pub device: DeviceSpec,
 
     /// Run directory to write (config.json, model.safetensors, metrics.csv, ...). Default: the first
-    /// free runs/trainN.
+    /// free runs/trainN (finetune: runs/finetuneN).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Replace the files of a previous run in --out instead of refusing.
+    /// Replace a previous run in --out instead of refusing: the directory is replaced as a whole (none
+    /// of the earlier run's files are kept); a directory that also holds other files is refused.
     #[arg(long)]
     pub overwrite: bool,
 

@@ -8,6 +8,8 @@ mod finetune;
 mod flags;
 mod plot;
 mod predict;
+mod resume_flags;
+mod run_arg;
 mod serve;
 mod summary;
 mod train;
@@ -22,6 +24,12 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Threads libtorch uses for the operations on the CPU (its intra-op pool, PyTorch's
+    /// torch.set_num_threads). Default: libtorch's own choice (the number of cores, or OMP_NUM_THREADS).
+    /// It changes speed, not what is trained, and is not recorded in the run. `serve` uses 1 unless told.
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = flags::at_least_one)]
+    threads: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +84,9 @@ pub fn run() -> Result<Finished> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let given = matches.subcommand().map(|(name, sub)| GivenFlags::of(name, sub)).unwrap_or_default();
+    if let Some(threads) = cli.threads {
+        tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+    }
     let training = matches!(cli.command, Command::Train(_) | Command::Finetune(_));
     // The server stops gracefully on its own (serve::shutdown).
     if !training && !matches!(cli.command, Command::Serve(_)) {
@@ -89,7 +100,7 @@ pub fn run() -> Result<Finished> {
         Command::Plot(args) => plot::run(args).map(|()| Finished::Done),
         Command::Predict(args) => predict::run(args).map(|()| Finished::Done),
         Command::Summary(args) => summary::run(args).map(|()| Finished::Done),
-        Command::Serve(args) => serve::run(args).map(|()| Finished::Done),
+        Command::Serve(args) => serve::run(args, cli.threads).map(|()| Finished::Done),
     };
     // A reader that stopped reading (`| head`) ends a reporting command quietly, as a success; a
     // training run it cut short is reported by its exit code.
@@ -116,6 +127,11 @@ impl GivenFlags {
             .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
             .collect();
         GivenFlags(flags)
+    }
+
+    /// Whether `flag` was given.
+    pub fn has(&self, flag: &str) -> bool {
+        self.0.iter().any(|given| given == flag)
     }
 
     /// The given flags that are not in `allowed`.

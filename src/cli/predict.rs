@@ -3,6 +3,7 @@
 
 use crate::data;
 use crate::device::DeviceSpec;
+use crate::files::write_atomically;
 use crate::inference::Predictor;
 use crate::preprocess::{self, Fit, Invert};
 use anyhow::{Context, Result, bail};
@@ -12,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
-/// File extensions taken from a directory.
-const IMAGE_EXTENSIONS: [&str; 10] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "pnm"];
+/// File extensions taken from a directory: every format the picture reader decodes.
+const IMAGE_EXTENSIONS: [&str; 13] =
+    ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "pgm", "pnm", "ppm", "pbm", "pam"];
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -22,7 +24,9 @@ pub struct PredictArgs {
     #[arg(long, value_name = "RUN_DIR|model.pt")]
     pub model: PathBuf,
 
-    /// Picture files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM; any size and colour) or directories of them.
+    /// Picture files (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM/PPM/PGM/PBM/PAM; any size and colour,
+    /// transparency counted as paper) or directories of them (what a directory holds besides pictures is
+    /// skipped and named on stderr).
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
 
@@ -32,7 +36,7 @@ pub struct PredictArgs {
     pub idx: Option<PathBuf>,
 
     /// How many of the most likely classes to print per image.
-    #[arg(long, value_name = "K", default_value_t = 3, value_parser = super::flags::at_least_one)]
+    #[arg(long, value_name = "K", allow_negative_numbers = true, default_value_t = 3, value_parser = super::flags::at_least_one)]
     pub top_k: u64,
 
     /// Whether to invert pictures to light ink on dark, as the data sets are.
@@ -44,11 +48,16 @@ pub struct PredictArgs {
     pub fit: Fit,
 
     /// Save what the network saw (the preprocessed image) as a PNG; with several pictures, FILE-1.png,
-    /// FILE-2.png, ...
+    /// FILE-2.png, ... Missing directories are created; a run directory's own files are never replaced.
     #[arg(long, value_name = "FILE.png")]
     pub show_input: Option<PathBuf>,
 
-    /// One JSON object per image instead of text.
+    /// Replace existing --show-input files instead of refusing.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// One JSON object per input instead of text; an input that failed has an "error" instead of
+    /// "predictions".
     #[arg(long)]
     pub json: bool,
 
@@ -65,6 +74,8 @@ struct Input {
     inverted: bool,
     /// How it was fitted into the frame (IDX images: as they are).
     fit: Fit,
+    /// Why its prediction may mean little.
+    warning: Option<String>,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
@@ -79,13 +90,27 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let dataset_fit = preprocess::dataset_fit(&predictor.class_names);
     let started = Instant::now();
     let mut inputs = Vec::new();
-    let files = expand(&args.images);
+    let (files, skipped) = expand(&args.images);
+    for note in skipped {
+        eprintln!("note: {note}");
+    }
     let several = files.len() > 1;
+    if let Some(show) = &args.show_input {
+        let targets: Vec<PathBuf> = (1..=files.len()).map(|n| numbered(show, n, several)).collect();
+        let targets: Vec<&Path> = targets.iter().map(PathBuf::as_path).collect();
+        crate::destination::check_files(&targets, "--show-input", args.overwrite)?;
+    }
     for file in files {
         let path = match file {
             Ok(path) => path,
-            Err(err) => {
-                inputs.push(Input { name: String::new(), pixels: Err(err), inverted: false, fit: Fit::Auto });
+            Err((dir, err)) => {
+                inputs.push(Input {
+                    name: dir.display().to_string(),
+                    pixels: Err(err),
+                    inverted: false,
+                    fit: Fit::Auto,
+                    warning: None,
+                });
                 continue;
             }
         };
@@ -100,11 +125,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
             Ok(p) => {
                 if let Some(show) = &args.show_input {
                     let target = numbered(show, inputs.len() + 1, several);
-                    p.image.save(&target).with_context(|| format!("{}: cannot save", target.display()))?;
+                    write_atomically(&target, |tmp| Ok(p.image.save(tmp)?))?;
                 }
-                inputs.push(Input { name, pixels: Ok(p.pixels), inverted: p.inverted, fit: p.fit });
+                inputs.push(Input { name, pixels: Ok(p.pixels), inverted: p.inverted, fit: p.fit, warning: p.warning });
             }
-            Err(err) => inputs.push(Input { name, pixels: Err(err), inverted: false, fit: Fit::Auto }),
+            Err(err) => inputs.push(Input { name, pixels: Err(err), inverted: false, fit: Fit::Auto, warning: None }),
         }
     }
     if let Some(idx_path) = &args.idx {
@@ -122,11 +147,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 pixels: Ok(pixels),
                 inverted: false,
                 fit: Fit::AsIs,
+                warning: None,
             });
         }
     }
-    // One input that failed is that input's error, on its own line like any other failure.
-    if let [Input { pixels: Err(_), .. }] = inputs.as_slice() {
+    // One input that failed is that input's error, on its own line like any other failure (with --json,
+    // it is in the JSON like any other input).
+    if let (false, [Input { pixels: Err(_), .. }]) = (args.json, inputs.as_slice()) {
         if let Some(Input { pixels: Err(err), .. }) = inputs.pop() {
             return Err(err);
         }
@@ -156,7 +183,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         match &input.pixels {
             Err(err) => {
                 failures += 1;
-                eprintln!("error: {}", super::one_line(err));
+                if args.json {
+                    crate::say!("{}", json!({"input": input.name, "error": super::one_line(err)}))?;
+                } else {
+                    eprintln!("error: {}", super::one_line(err));
+                }
             }
             Ok(_) => {
                 let range = row * k as usize..(row + 1) * k as usize;
@@ -168,11 +199,15 @@ pub fn run(args: PredictArgs) -> Result<()> {
                         .iter()
                         .map(|&(label, p)| json!({"label": label, "name": predictor.class_names[label as usize], "probability": p}))
                         .collect();
-                    crate::say!(
-                        "{}",
-                        json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions})
-                    )?;
+                    let mut line = json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions});
+                    if let Some(warning) = &input.warning {
+                        line["warning"] = json!(warning);
+                    }
+                    crate::say!("{line}")?;
                 } else {
+                    if let Some(warning) = &input.warning {
+                        eprintln!("warning: {}: {warning}", input.name);
+                    }
                     let text: Vec<String> = best
                         .iter()
                         .map(|&(label, p)| format!("{} {p:.2}", predictor.class_names[label as usize]))
@@ -207,26 +242,46 @@ fn counted(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
-/// Files as given, directories replaced by their image files in name order; a directory without any is
-/// an error of its own, so that it is not passed over in silence.
-fn expand(paths: &[PathBuf]) -> Vec<Result<PathBuf>> {
+/// Files as given, directories replaced by their picture files in name order, and notes on what the
+/// directories held besides pictures. A directory without any picture is an error of its own (with the
+/// directory), so that it is not passed over in silence.
+fn expand(paths: &[PathBuf]) -> (Vec<std::result::Result<PathBuf, (PathBuf, anyhow::Error)>>, Vec<String>) {
     let mut files = Vec::new();
+    let mut notes = Vec::new();
     for path in paths {
         match std::fs::read_dir(path) {
             Ok(entries) if path.is_dir() => {
-                let mut found: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.extension()
-                            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
-                    })
-                    .collect();
+                let mut found = Vec::new();
+                let mut skipped = Vec::new();
+                for entry in entries.filter_map(|e| e.ok()) {
+                    let entry = entry.path();
+                    let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if entry.is_dir() {
+                        skipped.push(format!("{name}/"));
+                    } else if is_picture_name(&entry) {
+                        found.push(entry);
+                    } else if !name.starts_with('.') {
+                        skipped.push(name);
+                    }
+                }
+                skipped.sort();
                 if found.is_empty() {
-                    files.push(Err(anyhow::anyhow!(
-                        "{}: no pictures in this directory (looked for .{} files)",
+                    let held =
+                        if skipped.is_empty() { String::new() } else { format!("; it holds {}", skipped.join(", ")) };
+                    let err = anyhow::anyhow!(
+                        "{}: no pictures in this directory (looked for .{} files{held})",
                         path.display(),
                         IMAGE_EXTENSIONS.join(", .")
-                    )));
+                    );
+                    files.push(Err((path.clone(), err)));
+                } else if !skipped.is_empty() {
+                    notes.push(format!(
+                        "{}: skipped {} that {} not pictures (subdirectories are not searched): {}",
+                        path.display(),
+                        if skipped.len() == 1 { "1 entry".to_string() } else { format!("{} entries", skipped.len()) },
+                        if skipped.len() == 1 { "is" } else { "are" },
+                        skipped.join(", ")
+                    ));
                 }
                 found.sort();
                 files.extend(found.into_iter().map(Ok));
@@ -234,7 +289,12 @@ fn expand(paths: &[PathBuf]) -> Vec<Result<PathBuf>> {
             _ => files.push(Ok(path.clone())),
         }
     }
-    files
+    (files, notes)
+}
+
+/// Whether a file's extension is one of the picture formats.
+fn is_picture_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
 }
 
 /// `FILE.png` for one picture, `FILE-N.png` for the N-th of several.

@@ -43,11 +43,6 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 1)]
     pub max_wait_ms: u64,
 
-    /// libtorch threads the model runs on (intra-op). More help only for large batches of a large model:
-    /// on small ones they take the cores the HTTP side needs.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = super::flags::at_least_one)]
-    pub threads: u64,
-
     /// Requests that may wait for the inference thread; more are answered 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = super::flags::at_least_one)]
     pub queue: u64,
@@ -65,7 +60,9 @@ pub struct ServeArgs {
     pub max_megapixels: u64,
 }
 
-pub fn run(args: ServeArgs) -> Result<()> {
+/// `threads`: the global `--threads`. The server's default is 1, not libtorch's one per core: more help
+/// only large batches of a large model, and on small ones they take the cores the HTTP side needs.
+pub fn run(args: ServeArgs, threads: Option<u64>) -> Result<()> {
     let device = args.device.resolve()?;
     super::note_if_being_trained(&args.model);
     serve::run(Config {
@@ -78,7 +75,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         batching: Batching {
             max_batch: args.max_batch as usize,
             max_wait: Duration::from_millis(args.max_wait_ms),
-            threads: args.threads as usize,
+            threads: threads.unwrap_or(1) as usize,
         },
         limits: Limits {
             queue: args.queue as usize,

@@ -4,19 +4,17 @@ use crate::model;
 use crate::run_dir::RunConfig;
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
-    /// Run directory written by `mnist-tch train` or `finetune`.
-    #[arg(long, value_name = "RUN_DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub run: super::run_arg::RunArg,
 }
 
 pub fn run(args: SummaryArgs) -> Result<()> {
-    super::note_if_being_trained(&args.model);
-    let config = RunConfig::load(&args.model)?;
-    let title = args.model.display().to_string();
+    super::note_if_being_trained(&args.run.path());
+    let config = RunConfig::load(&args.run.path())?;
+    let title = args.run.path().display().to_string();
     crate::say!("{}", model::summary(&config.model, &title, &config.frozen_tensors()).trim_end())?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! `--resume` the continuation of a run whose config stays as it was (`jobs::resume`).
 
 use super::flags::{DataFlags, FitFlags, OutputFlags};
+use super::resume_flags::{RESUME_FLAGS, repeats_the_run};
 use super::{Finished, GivenFlags, UsageError, positive_f64, unit_interval_from_zero};
 use crate::fit::JobOutput;
 use crate::jobs::{self, Destination, NewRun, ResumeRun};
@@ -31,17 +32,17 @@ pub struct TrainArgs {
 
     /// Dropout rate during training: after each hidden layer's ReLU (mlp) or before the output layer
     /// (cnn). Default: 0 for mlp (the seed's model), 0.5 for cnn (as in Keras's example).
-    #[arg(long, value_name = "RATE", value_parser = unit_interval_from_zero)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, value_parser = unit_interval_from_zero)]
     pub dropout: Option<f64>,
 
     /// Adam learning rate. Adam uses beta1 0.9, beta2 0.999 and Keras's epsilon 1e-7 (PyTorch's
     /// default is 1e-8).
-    #[arg(long, value_name = "RATE", default_value_t = 1e-3, value_parser = positive_f64)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, default_value_t = 1e-3, value_parser = positive_f64)]
     pub lr: f64,
 
     /// Number of classes (output units); every label in the data must be below it. With --labels,
     /// the number of labels given.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = super::flags::class_count)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 10, value_parser = super::flags::class_count)]
     pub num_classes: u64,
 
     #[command(flatten)]
@@ -58,39 +59,33 @@ pub struct TrainArgs {
     /// Continue the run in RUN_DIR from its last completed epoch, appending to its metrics, up to
     /// --epochs in total (default: the run's own). Everything else comes from its config.json: weights,
     /// epoch counter, learning-rate schedule and callbacks, data order, and (fused engine) Adam's state.
-    /// Only --epochs, --device, --engine, --save-best, --early-stopping, --min-delta, --plot, --quiet
-    /// and --tensorboard apply.
+    /// Only --epochs, --device, --engine, --save-best, --early-stopping, --min-delta, --plot, --quiet and
+    /// --tensorboard apply; other flags are accepted when they repeat the run's own setting (--lr 0.001 on
+    /// a run trained at 0.001). With --print-config: the config it would continue with.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
 }
 
-/// The flags `train --resume` honours; every other one is refused, as the run keeps its config.
-const RESUME_FLAGS: [&str; 10] = [
-    "--resume",
-    "--epochs",
-    "--device",
-    "--engine",
-    "--save-best",
-    "--early-stopping",
-    "--min-delta",
-    "--plot",
-    "--quiet",
-    "--tensorboard",
-];
-
 pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
     let device = args.output.device.resolve()?;
     if let Some(dir) = &args.resume {
-        let refused = given.except(&RESUME_FLAGS);
+        let mut refused = given.except(&RESUME_FLAGS);
+        if !refused.is_empty() {
+            let config = crate::run_dir::RunConfig::load(dir)?;
+            refused.retain(|flag| !repeats_the_run(flag, &args, &config));
+        }
         if !refused.is_empty() {
             return Err(UsageError(format!(
                 "{} cannot change a resumed run: train --resume keeps the settings in {}/config.json (only {} apply); \
                  start a new run to change them",
                 refused.join(", "),
                 dir.display(),
-                RESUME_FLAGS[1..].join(", ")
+                RESUME_FLAGS[1..RESUME_FLAGS.len() - 1].join(", ")
             ))
             .into());
+        }
+        if args.print_config {
+            return print_resumed_config(dir, args.fit.epochs).map(|()| Finished::Done);
         }
         let group = crate::distributed::join_from_env()?;
         let output = JobOutput::for_process(
@@ -109,6 +104,17 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         };
         return Ok(super::finished(&jobs::resume(&request, output)?));
     }
+    if let Some(labels) = args.data.labels.as_ref().filter(|labels| labels.len() as u64 != args.num_classes) {
+        if given.has("--num-classes") {
+            return Err(UsageError(format!(
+                "--labels gives {} classes but --num-classes says {}: with --labels the number of classes is the \
+                 number of labels; drop --num-classes",
+                labels.len(),
+                args.num_classes
+            ))
+            .into());
+        }
+    }
     let request = NewRun {
         data: args.data.request()?,
         num_classes: args.num_classes as usize,
@@ -117,7 +123,11 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         dropout: args.dropout,
         training: args.fit.train_config(args.lr, args.data.validation_split),
         device,
-        destination: Destination { out: args.output.out.clone(), overwrite: args.output.overwrite },
+        destination: Destination {
+            out: args.output.out.clone(),
+            overwrite: args.output.overwrite,
+            default_name: "train",
+        },
         save_initial: args.fit.save_initial,
     };
     let planned = jobs::plan_new_run(&request)?;
@@ -130,4 +140,15 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         JobOutput::for_process(args.output.mode(), args.output.plot, args.output.tensorboard.clone(), group.clone());
     let request = NewRun { device: crate::distributed::device_of_process(device, group.as_deref()), ..request };
     Ok(super::finished(&jobs::start_new_run(planned, &request, output)?))
+}
+
+/// `train --resume RUN --print-config`: the config the resumed run continues with (its own, with
+/// `--epochs` applied), without training.
+fn print_resumed_config(dir: &std::path::Path, epochs: Option<u64>) -> Result<()> {
+    let mut config = crate::run_dir::RunConfig::load(dir)?;
+    if let Some(epochs) = epochs {
+        config.training.epochs = epochs as usize;
+    }
+    crate::say!("{}", serde_json::to_string_pretty(&config)?)?;
+    Ok(())
 }

@@ -146,9 +146,11 @@ impl Fixture {
         let data = self.data();
         let out = self.path(out);
         let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
-        // Small, fast defaults, each unless `extra` sets that flag itself.
+        // Small, fast defaults, each unless `extra` sets that flag itself (with --labels, the number of
+        // classes is theirs: a --num-classes that disagrees is refused).
         for (flag, value) in [("--num-classes", "4"), ("--epochs", "3"), ("--device", "cpu")] {
-            if !extra.contains(&flag) {
+            let implied = flag == "--num-classes" && extra.contains(&"--labels");
+            if !extra.contains(&flag) && !implied {
                 args.extend([flag, value]);
             }
         }

@@ -90,3 +90,28 @@ def test_cli_reports_success_and_failure_in_one_line(arch_run, tmp_path):
     bad = subprocess.run([sys.executable, script, "--model", str(tmp_path), "--format", "pt2", "--out",
                           str(tmp_path / "x.pt2")], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: "), bad.stderr
+
+
+def test_export_follows_the_write_rule(arch_run, tmp_path, capsys):
+    """Never over a run's own files (not even with --overwrite), never over an existing file without it."""
+    trained = arch_run("linear")
+    run_dir = trained["run_dir"]
+    weights = run_dir / "model.safetensors"
+    before = weights.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        code = export.main(["--model", str(run_dir), "--format", "pt2", "--out", str(weights), *extra])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1 and "is a file of the run directory" in err, err
+        assert weights.read_bytes() == before
+    existing = tmp_path / "deeper" / "model.pt2"
+    existing.parent.mkdir()
+    existing.write_bytes(b"earlier export")
+    code = export.main(["--model", str(run_dir), "--format", "pt2", "--out", str(existing)])
+    err = capsys.readouterr().err
+    assert code == 1 and "already exists" in err and "--overwrite" in err, err
+    assert existing.read_bytes() == b"earlier export"
+    fresh = tmp_path / "missing" / "dirs" / "model.pt2"
+    assert export.main(["--model", str(run_dir), "--format", "pt2", "--out", str(fresh)]) == 0
+    assert fresh.is_file() and (fresh.parent / "model.pt2.json").is_file()
+    assert export.main(["--model", str(run_dir), "--format", "pt2", "--out", str(existing), "--overwrite"]) == 0
+    assert existing.read_bytes() != b"earlier export"

@@ -1,0 +1,162 @@
+//! A `config.json` read back is checked as a whole before anything trusts it, because people edit
+//! it by hand: every field of the wrong type, every value no run can have (`learning_rate: -5`,
+//! `batch_size: 0`), and every count that disagrees with the run's `metrics.csv` is said in plain words
+//! naming the field, never through serde's internals (`expected struct ToolInfo`).
+
+use crate::model::ModelConfig;
+use crate::run_dir::{CONFIG_FILE, METRICS_FILE, RunConfig};
+use anyhow::{Result, bail};
+use std::path::Path;
+
+/// Parses the text of `dir/config.json`, naming the field whose type is wrong.
+pub fn parse(text: &str, path: &Path) -> Result<RunConfig> {
+    let shown = path.display();
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|err| anyhow::anyhow!("{shown}: not a valid mnist-tch config: not JSON ({err})"))?;
+    if !value.is_object() {
+        bail!("{shown}: not a valid mnist-tch config: expected a JSON object with tool, model, data and training");
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let field = err.path().to_string();
+        let problem = plain(&err.inner().to_string());
+        if field == "." {
+            anyhow::anyhow!("{shown}: not a valid mnist-tch config: {problem}")
+        } else {
+            anyhow::anyhow!("{shown}: not a valid mnist-tch config: {field}: {problem}")
+        }
+    })
+}
+
+/// serde's wording of a type mismatch, in a user's words.
+fn plain(message: &str) -> String {
+    let mut text = message.to_string();
+    // `expected struct ToolInfo`, `expected a sequence`, `expected usize`, ... as what a JSON value is.
+    for (internal, words) in [
+        ("expected usize", "expected a whole number of at least 0"),
+        ("expected u64", "expected a whole number of at least 0"),
+        ("expected i64", "expected a whole number"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected a list [...]"),
+        ("expected a string", "expected a string \"...\""),
+    ] {
+        text = text.replace(internal, words);
+    }
+    if let Some(start) = text.find("expected struct ") {
+        let name = start + "expected struct ".len();
+        let end = text[name..].find(' ').map_or(text.len(), |e| name + e);
+        text.replace_range(start..end, "expected an object {...}");
+    }
+    for (internal, words) in [("invalid type: ", "is "), ("invalid value: ", "is ")] {
+        text = text.replace(internal, words);
+    }
+    if let Some(start) = text.find("expected tuple struct ") {
+        text.replace_range(start.., "expected a list [...]");
+    }
+    text
+}
+
+/// Checks the values of a parsed config of the run in `dir`, and its epoch count against `metrics.csv`.
+pub fn check(config: &RunConfig, dir: &Path) -> Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    let problems = problems(config, dir);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!("{}: {} (was it edited by hand?)", path.display(), problems.join("; "))
+}
+
+/// Every value that no run written by mnist-tch can have, one phrase each.
+fn problems(config: &RunConfig, dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let t = &config.training;
+    let mut need = |ok: bool, phrase: String| {
+        if !ok {
+            found.push(phrase);
+        }
+    };
+    need(t.epochs >= 1, format!("training.epochs is {}, it must be at least 1", t.epochs));
+    need(t.batch_size >= 1, format!("training.batch_size is {}, it must be at least 1", t.batch_size));
+    need(
+        t.learning_rate.is_finite() && t.learning_rate > 0.0,
+        format!("training.learning_rate is {}, it must be a positive number", t.learning_rate),
+    );
+    need(
+        t.validation_split > 0.0 && t.validation_split < 1.0,
+        format!("training.validation_split is {}, it must be strictly between 0 and 1", t.validation_split),
+    );
+    need(
+        t.weight_decay.is_finite() && t.weight_decay >= 0.0,
+        format!("training.weight_decay is {}, it must be 0 or more", t.weight_decay),
+    );
+    for (name, beta) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
+        need((0.0..1.0).contains(&beta), format!("training.{name} is {beta}, it must be in [0, 1)"));
+    }
+    need(t.adam_epsilon > 0.0, format!("training.adam_epsilon is {}, it must be positive", t.adam_epsilon));
+    if let Some(stopping) = t.early_stopping {
+        need(
+            stopping.patience >= 1,
+            format!("training.early_stopping.patience is {}, it must be at least 1", stopping.patience),
+        );
+        need(
+            stopping.min_delta >= 0.0,
+            format!("training.early_stopping.min_delta is {}, it must be 0 or more", stopping.min_delta),
+        );
+    }
+    let m = &config.model;
+    if let Err(err) = ModelConfig::new(m.arch, m.input_shape, m.hidden.clone(), m.num_classes, m.dropout) {
+        need(false, format!("model: {err}"));
+    }
+    need(
+        config.data.class_names.len() as i64 == m.num_classes,
+        format!("data.class_names has {} names for {} classes", config.data.class_names.len(), m.num_classes),
+    );
+    let s = &config.state;
+    need(
+        s.epochs_completed <= t.epochs,
+        format!("state.epochs_completed is {}, more than training.epochs ({})", s.epochs_completed, t.epochs),
+    );
+    if let Some(best) = s.best_epoch {
+        need(
+            (1..=s.epochs_completed).contains(&best),
+            format!("state.best_epoch is {best}, not one of the {} completed epochs", s.epochs_completed),
+        );
+    }
+    if let Some(rows) = metrics_rows(dir) {
+        need(
+            rows >= s.epochs_completed,
+            format!(
+                "state.epochs_completed is {}, but {METRICS_FILE} has {}",
+                s.epochs_completed,
+                crate::progress::epochs(rows)
+            ),
+        );
+    } else if s.epochs_completed > 0 {
+        need(false, format!("state.epochs_completed is {}, but {METRICS_FILE} is missing", s.epochs_completed));
+    }
+    found
+}
+
+/// The number of epoch rows in the run's `metrics.csv`, if it can be read.
+fn metrics_rows(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join(METRICS_FILE)).ok()?;
+    Some(text.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain;
+
+    #[test]
+    fn serde_words_become_a_users() {
+        assert_eq!(
+            plain("invalid type: string \"x\", expected usize"),
+            "is string \"x\", expected a whole number of at least 0"
+        );
+        assert_eq!(
+            plain("invalid type: integer `3`, expected struct ToolInfo"),
+            "is integer `3`, expected an object {...}"
+        );
+    }
+}

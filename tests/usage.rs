@@ -1,0 +1,184 @@
+//! What a new user meets on the command line: negative numbers reach the flag's own check, a
+//! hand-edited config.json is checked in plain words, a run held by another process is never to be
+//! resumed, `--model` says what it takes, every reading subcommand takes the run the same two ways, and
+//! `train --resume` says where it continues from.
+
+mod common;
+
+use common::{Fixture, json, mnist_tch};
+use serde_json::Value;
+use std::path::Path;
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn edit_config(run: &Path, edit: impl FnOnce(&mut Value)) {
+    let mut config = json(&run.join("config.json"));
+    edit(&mut config);
+    std::fs::write(run.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn negative_numbers_reach_the_flags_own_check() {
+    let fixture = Fixture::new(false);
+    for (flag, value, expected) in [
+        ("--lr", "-0.1", "'-0.1' is not a positive number"),
+        ("--epochs", "-3", "must be at least 1"),
+        ("--dropout", "-0.5", "is not a rate in [0, 1)"),
+        ("--weight-decay", "-1", "-1"),
+    ] {
+        let run = fixture.train("run", &[flag, value, "--print-config"]);
+        assert_eq!(run.code(), Some(2), "{flag} {value}: {}", run.stderr);
+        assert!(run.stderr.contains(expected), "{flag} {value}: {}", run.stderr);
+        assert!(!run.stderr.contains("unexpected argument"), "{}", run.stderr);
+    }
+    let run = fixture.train("run", &["--seed", "-1", "--print-config"]);
+    run.assert_ok();
+    assert_eq!(serde_json::from_str::<Value>(&run.stdout).unwrap()["training"]["seed"], -1);
+    let run = fixture.train("run", &["--lr-schedule", "plateau:1:1", "--print-config"]);
+    assert!(run.stderr.contains("FACTOR is '1'"), "{}", run.stderr);
+}
+
+#[test]
+fn a_hand_edited_config_is_checked_in_plain_words() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "2"]).assert_ok();
+    let run = fixture.path("run");
+    let original = std::fs::read(run.join("config.json")).unwrap();
+    let cases: [(&str, Value, &[&str]); 6] = [
+        ("/state/epochs_completed", Value::from(99), &["state.epochs_completed is 99", "training.epochs (2)"]),
+        ("/training/learning_rate", Value::from(-5), &["training.learning_rate is -5", "positive"]),
+        ("/training/batch_size", Value::from(0), &["training.batch_size is 0", "at least 1"]),
+        ("/training/batch_size", Value::from("32"), &["training.batch_size", "expected a whole number"]),
+        ("/tool", Value::from(3), &["tool", "expected an object"]),
+        ("/data/class_names", serde_json::json!(["a", "b", "c"]), &["data.class_names has 3 names for 4 classes"]),
+    ];
+    for (pointer, value, fragments) in cases {
+        edit_config(&run, |config| *config.pointer_mut(pointer).unwrap() = value.clone());
+        let refused = mnist_tch(&["summary", s(&run)]);
+        refused.assert_clean_error(fragments);
+        assert!(!refused.stderr.contains("struct"), "{pointer}: {}", refused.stderr);
+        std::fs::write(run.join("config.json"), &original).unwrap();
+    }
+    // Against metrics.csv: more epochs completed than it records.
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let first_epoch: String = csv.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(run.join("metrics.csv"), first_epoch).unwrap();
+    mnist_tch(&["evaluate", s(&run), "--device", "cpu"])
+        .assert_clean_error(&["state.epochs_completed is 2", "metrics.csv has 1 epoch"]);
+}
+
+#[test]
+fn a_run_held_by_another_process_is_never_to_be_resumed() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let run = fixture.path("run");
+    // As a run killed in its first epoch would be, held by this test process as a trainer would hold it.
+    std::fs::remove_file(run.join("model.safetensors")).unwrap();
+    edit_config(&run, |config| {
+        config["state"]["epochs_completed"] = Value::from(0);
+        config["state"]["best_epoch"] = Value::Null;
+    });
+    let held = mnist_tch::lock::lock_for_writing(&run).unwrap();
+    let pid = std::process::id().to_string();
+    let evaluate = mnist_tch(&["evaluate", s(&run), "--device", "cpu"]);
+    assert_eq!(evaluate.code(), Some(1), "{}", evaluate.stderr);
+    let error = evaluate.stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(error.contains(&format!("being trained by process {pid}")), "{}", evaluate.stderr);
+    assert!(!evaluate.stderr.contains("--resume"), "{}", evaluate.stderr);
+    let second = fixture.train("run", &["--epochs", "1"]);
+    second.assert_clean_error(&[&format!("being trained by process {pid}")]);
+    assert!(!second.stderr.contains("--overwrite"), "{}", second.stderr);
+    drop(held);
+    let evaluate = mnist_tch(&["evaluate", s(&run), "--device", "cpu"]);
+    evaluate.assert_clean_error(&["no completed epoch yet", "--resume"]);
+}
+
+#[test]
+fn model_says_what_it_takes() {
+    let fixture = Fixture::new(false);
+    let picture = fixture.path("p.png");
+    image::GrayImage::from_fn(20, 20, |x, _| image::Luma([if x < 10 { 255 } else { 0 }])).save(&picture).unwrap();
+    for (name, fragment) in
+        [("model.pt2", "a torch.export archive"), ("model.onnx", "an ONNX file"), ("x.bin", "not a TorchScript file")]
+    {
+        let file = fixture.path(name);
+        std::fs::write(&file, b"PK\x03\x04 not what predict runs").unwrap();
+        mnist_tch(&["predict", "--model", s(&file), "--device", "cpu", s(&picture)]).assert_clean_error(&[
+            name,
+            fragment,
+            "--model takes a run directory",
+            "mnist-tch export",
+        ]);
+    }
+}
+
+#[test]
+fn every_reading_subcommand_takes_the_run_both_ways() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let run = fixture.path("run");
+    let module = fixture.path("m.pt");
+    for args in [
+        vec!["summary", s(&run)],
+        vec!["summary", "--model", s(&run)],
+        vec!["evaluate", s(&run), "--device", "cpu"],
+        vec!["evaluate", "--model", s(&run), "--device", "cpu"],
+        vec!["export", s(&run), "--out", s(&module)],
+        vec!["plot", s(&run)],
+        vec!["plot", "--model", s(&run)],
+    ] {
+        mnist_tch(&args).assert_ok();
+    }
+    for sub in ["summary", "evaluate", "export", "plot"] {
+        let missing = mnist_tch(&[sub]);
+        assert_eq!(missing.code(), Some(2), "{sub}: {}", missing.stderr);
+        let both = mnist_tch(&[sub, s(&run), "--model", s(&run)]);
+        assert_eq!(both.code(), Some(2), "{sub}: {}", both.stderr);
+    }
+}
+
+#[test]
+fn resume_says_where_it_continues_from() {
+    let fixture = Fixture::new(false);
+    // No epoch improves by 100: early stopping ends at epoch 2 with epoch 1's weights.
+    fixture.train("run", &["--epochs", "5", "--early-stopping", "1", "--min-delta", "100"]).assert_ok();
+    let run = fixture.path("run");
+    assert_eq!(json(&run.join("config.json"))["state"]["epochs_completed"], 2);
+    let resumed = mnist_tch(&["train", "--resume", s(&run), "--epochs", "6", "--device", "cpu"]);
+    resumed.assert_ok();
+    assert!(
+        resumed
+            .stdout
+            .contains("after epoch 2, up to epoch 6, from the weights of epoch 1 that early stopping restored"),
+        "{}",
+        resumed.stdout
+    );
+    // A flag that repeats the run's setting changes nothing and is accepted; another value is refused.
+    fixture.train("other", &["--epochs", "1"]).assert_ok();
+    let other = fixture.path("other");
+    let same = mnist_tch(&["train", "--resume", s(&other), "--lr", "0.001", "--epochs", "2", "--device", "cpu"]);
+    same.assert_ok();
+    let changed = mnist_tch(&["train", "--resume", s(&other), "--lr", "0.01", "--epochs", "3", "--device", "cpu"]);
+    assert_eq!(changed.code(), Some(2), "{}", changed.stderr);
+    assert!(changed.stderr.contains("--lr cannot change a resumed run"), "{}", changed.stderr);
+    let printed = mnist_tch(&["train", "--resume", s(&other), "--epochs", "5", "--print-config"]);
+    printed.assert_ok();
+    assert_eq!(serde_json::from_str::<Value>(&printed.stdout).unwrap()["training"]["epochs"], 5);
+    // Stopped before its first epoch: it starts again, with nothing said of moment estimates.
+    std::fs::remove_file(other.join("model.safetensors")).unwrap();
+    edit_config(&other, |config| {
+        config["state"]["epochs_completed"] = Value::from(0);
+        config["state"]["status"] = Value::from("interrupted");
+        config["state"]["best_epoch"] = Value::Null;
+    });
+    let restarted = mnist_tch(&["train", "--resume", s(&other), "--device", "cpu"]);
+    restarted.assert_ok();
+    assert!(
+        restarted.stdout.contains("Restarting") && restarted.stdout.contains("from epoch 1"),
+        "{}",
+        restarted.stdout
+    );
+    assert!(!restarted.stdout.contains("moment estimates"), "{}", restarted.stdout);
+}
