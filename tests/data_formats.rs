@@ -330,14 +330,20 @@ fn default_data_is_found_from_any_directory_or_explained() {
     let quick = ["train", "--epochs", "1", "--num-classes", "4", "--device", "cpu", "--quiet"];
     let per_user = home.join(".local/share/mnist-tch/mnist");
 
-    // Nothing installed: one line naming where it looked, and Fashion-MNIST as the explicit way out.
+    // Nothing installed: one line naming where it looked, and that setup.sh installs Fashion-MNIST too
+    // (no --data path that does not exist from here).
     let run = run_in(&work, &[("HOME", &home)], &quick);
     run.assert_clean_error(&[
         work.join("data/mnist").to_str().unwrap(),
         per_user.to_str().unwrap(),
         "scripts/setup.sh",
-        "--data data/fashion-mnist",
+        "for Fashion-MNIST: scripts/setup.sh installs it too",
     ]);
+    // Fashion-MNIST in the per-user directory only: its full path, usable from anywhere.
+    let fashion = home.join(".local/share/mnist-tch/fashion-mnist");
+    std::fs::create_dir_all(&fashion).unwrap();
+    run_in(&work, &[("HOME", &home)], &quick).assert_clean_error(&[&format!("--data {}", fashion.display())]);
+    std::fs::remove_dir_all(&fashion).unwrap();
     assert!(!work.join("runs").exists(), "a failed run must not leave a run directory behind");
 
     // The per-user copy, from a directory that has none of its own.
