@@ -34,7 +34,8 @@ fn test_images(count: usize) -> Vec<u8> {
     bytes[16..16 + count * (SIDE * SIDE) as usize].to_vec()
 }
 
-/// `evaluate --dump-logits` of `model` on the fixture's test images, `[N × classes]`.
+/// `evaluate --dump-logits` of `model` on the fixture's test images, `[N × classes]` (the file beside
+/// the run is this helper's own scratch file, so a second call replaces it).
 fn dumped_logits(model: &Path, data: &Path) -> Vec<f32> {
     let npy = model.with_extension("logits.npy");
     mnist_tch(&[
@@ -47,6 +48,7 @@ fn dumped_logits(model: &Path, data: &Path) -> Vec<f32> {
         "cpu",
         "--dump-logits",
         npy.to_str().unwrap(),
+        "--overwrite",
     ])
     .assert_ok();
     Vec::<f32>::try_from(&tch::Tensor::read_npy(&npy).unwrap().reshape(-1)).unwrap()
