@@ -1,6 +1,6 @@
 //! Where the time of a training step goes, through the code the binary runs: the engines' `TrainStep`
 //! (autograd and fused) and, for reference, the textbook loop (`nn::Adam` over the layers' own tensors,
-//! `backward_step`), on real batches of 32 of the seed's model, alternated, with the minimum and the
+//! `backward_step`), on real batches of 32 of the Keras tutorial's model, alternated, with the minimum and the
 //! median over repetitions (this machine's speed drifts). Profiling aid for the training loop.
 //!
 //!     cargo run --release --example profile_step [-- --reps 5 --steps 3000 --arch mlp|cnn --data DIR]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The seed's model in plain PyTorch (or the seed's own Keras program), for comparison with mnist-tch.
+"""The Keras tutorial's model in plain PyTorch (or the tutorial's own Keras program), for comparison with mnist-tch.
 
 Same model (whatever architecture the config describes: the MLP, the linear model or the convnet, built
 from config.json's layer list by scripts/common.py), data (with the run's --labels/--limit selection), split (the last fraction of the training files for validation, as Keras does),
@@ -191,7 +191,7 @@ def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> fl
     return test_accuracy
 
 
-# --- Keras (the seed's own program) ------------------------------------------------------------------
+# --- Keras (the tutorial's own program) ------------------------------------------------------------------
 
 def run_keras(config: dict) -> float:
     os.environ.setdefault("KERAS_BACKEND", "torch")  # no TensorFlow needed; honours a preset backend
@@ -203,7 +203,7 @@ def run_keras(config: dict) -> float:
     t, m = config["training"], config["model"]
     keras.utils.set_random_seed(t["seed"])
     train_x, train_y, test_x, test_y = load_data(config)
-    # The seed's program (or Keras's Simple MNIST convnet), with its hyperparameters taken from the config.
+    # The tutorial's program (or Keras's Simple MNIST convnet), with its hyperparameters taken from the config.
     model = build_keras_model(m)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=t["learning_rate"], beta_1=t["adam_beta1"],
                                                   beta_2=t["adam_beta2"], epsilon=t["adam_epsilon"]),

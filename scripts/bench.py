@@ -6,7 +6,7 @@ repetitions, plus a CNN row, the machine's GEMM rate and the compute limit it im
                                       [--cnn-epochs 3] [--cnn-limit 6432] [--no-cnn] [--no-scale]
                                       [--out runs/bench]
 
-Systems (784-128-10, batch 32, Adam, the seed's protocol: 48,000 training images per epoch, CPU):
+Systems (784-128-10, batch 32, Adam, the Keras tutorial's protocol: 48,000 training images per epoch, CPU):
   mnist-tch autograd     `train --engine autograd` (nn::seq_t, libtorch autograd, tch's nn::Adam)
   mnist-tch fused        `train --engine fused` (hand-written backward pass, flat Adam)
   PyTorch minimal loop   scripts/minimal_loop.py: randperm, index, forward, cross_entropy, zero_grad,
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     print(f"GEMM here ({rates['threads']} threads): {rates['large_gflops']:.1f} GFLOP/s large, "
           f"{rates['batch32_gflops']:.1f} GFLOP/s batch-32 shapes", flush=True)
 
-    # --- the seed's MLP: two engines, two PyTorch loops --------------------------------------------
+    # --- the tutorial's MLP: two engines, two PyTorch loops --------------------------------------------
     mlp_config = bench.print_config("mlp", ["--epochs", str(args.epochs)])
     mlp_dirs = {"autograd": args.out / "mlp-autograd", "fused": args.out / "mlp-fused"}
     systems = {

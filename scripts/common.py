@@ -8,7 +8,7 @@
 - the model of a run: `model_layers` (config.json's `layers`, or the layer list derived from the other
   fields for runs that predate it), `build_torch_model` (the equivalent `nn.Sequential`, whose state dict
   is `model.safetensors`), `load_torch_model` (a run directory's weights in it), and `build_keras_model`
-  (the same architecture in Keras, the seed's framework).
+  (the same architecture in Keras, the Keras tutorial's framework).
 
 Imports of torch and keras are local to the functions that need them, so scripts that only read data
 stay light.
@@ -287,9 +287,9 @@ def load_torch_model(run_dir: Path, weights: str = "model.safetensors"):
 
 
 def build_keras_model(model_config: dict):
-    """The same architecture in Keras (the seed's framework), from the same layer list: Dense for Linear
+    """The same architecture in Keras (the Keras tutorial's framework), from the same layer list: Dense for Linear
     (with the ReLU that follows it as its activation), Conv2D/MaxPooling2D (channels last: Unflatten
-    becomes Reshape((rows, cols, 1))), Dropout, and a softmax on the output layer, as the seed's
+    becomes Reshape((rows, cols, 1))), Dropout, and a softmax on the output layer, as the tutorial's
     `Dense(10, activation="softmax")`. The convnet is Keras's "Simple MNIST convnet": Reshape, Conv2D(32, 3,
     relu), MaxPooling2D(2), Conv2D(64, 3, relu), MaxPooling2D(2), Flatten, Dropout, Dense(softmax).
     Keras initialises with its own defaults (Glorot-uniform weights, zero biases)."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One command, one table: mnist-tch against the PyTorch baseline (and the seed's Keras program when
+"""One command, one table: mnist-tch against the PyTorch baseline (and the Keras tutorial's program when
 keras is installed) on the same data, epochs, seed and architecture, plus four parity checks.
 
     .venv/bin/python scripts/compare.py [--data DIR] [--arch mlp|linear|cnn] [--epochs 10] [--seed 42]
@@ -15,7 +15,7 @@ whole-process wall time and peak RSS of each, and the parity checks, each PASS o
   4. training parity (scripts/parity.py): one epoch of mnist-tch from `--save-initial` weights, replayed
      in plain PyTorch (the same batches and dropout masks, F.cross_entropy, Adam written op for op as
      libtorch's torch::optim::Adam), ends with weights within 1e-5 of mnist-tch's — once in file order
-     (--no-shuffle) and once in the shuffled order of the seed. The same replay with torch.optim.Adam is
+     (--no-shuffle) and once in the shuffled order of the run. The same replay with torch.optim.Adam is
      reported beside it (not checked: it rounds one op differently, and over an epoch that difference
      can grow past 1e-5 through a ReLU unit at the edge). These runs take the same --train-args (so the
      same engine, architecture and dropout); --parity-limit N trains them on the first N training images
@@ -130,7 +130,7 @@ def without_flag(args: list[str], flag: str) -> list[str]:
 
 def training_parity_checks(data_dir: Path, train_args: list[str], out: Path, binary: Path, limit: int | None,
                            seed: int) -> tuple[list[dict], list[dict]]:
-    """Check 4: one epoch of mnist-tch replayed in PyTorch, in file order and in the seed's shuffled order.
+    """Check 4: one epoch of mnist-tch replayed in PyTorch, in file order and in the run's shuffled order.
     The check is the replay with Adam written op for op as libtorch's torch::optim::Adam (what tch's
     nn::Adam runs): the weights must agree within 1e-5 (they come out bit-identical). The replay with
     torch.optim.Adam, which rounds one op differently (lerp), is reported beside it: over a whole epoch

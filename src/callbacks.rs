@@ -42,7 +42,7 @@ impl Monitor {
 /// `--lr-schedule`: how the learning rate changes from epoch to epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum LrSchedule {
-    /// The base rate every epoch (the seed).
+    /// The base rate every epoch (the Keras tutorial).
     #[default]
     Constant,
     /// Multiply by `gamma` every `every` epochs (PyTorch StepLR).

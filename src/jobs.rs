@@ -55,7 +55,7 @@ pub struct NewRun {
     /// Output units; every label must be below it (with `--labels`: their number instead).
     pub num_classes: usize,
     pub arch: Arch,
-    /// The MLP's hidden widths (default: the seed's 128).
+    /// The MLP's hidden widths (default: the Keras tutorial's 128).
     pub hidden: Option<Vec<i64>>,
     /// Default: the architecture's (0, or 0.5 for the convnet).
     pub dropout: Option<f64>,

@@ -1,6 +1,6 @@
 //! The networks mnist-tch builds, and their description in `config.json`.
 //!
-//! A model is chosen by its architecture (`--arch`): the seed's Flatten → Dense(128, relu) → Dense(10)
+//! A model is chosen by its architecture (`--arch`): the Keras tutorial's Flatten → Dense(128, relu) → Dense(10)
 //! MLP (any list of hidden widths), a linear model (softmax regression, *y = Wx + b* alone), or Keras's
 //! "Simple MNIST convnet". From those few parameters [`ModelConfig`] derives the full layer list, spelled
 //! the way PyTorch's `nn.Sequential` spells it (`{"type": "Linear", "in_features": 784, ...}`), and
@@ -8,7 +8,7 @@
 //! Python rebuilds the same module from (`scripts/common.py`) and which must agree with the parameters.
 //!
 //! Variables are named by the layer's index in that `nn.Sequential`: `1.weight` `[128, 784]`,
-//! `1.bias`, `3.weight` `[10, 128]`, `3.bias` for the seed — so `model.safetensors` loads into the
+//! `1.bias`, `3.weight` `[10, 128]`, `3.bias` for the tutorial's model — so `model.safetensors` loads into the
 //! PyTorch module with `load_state_dict` unchanged.
 //!
 //! Every network ends in logits. Training applies cross-entropy to them (the numerically stable form
@@ -25,10 +25,10 @@ pub const MAX_PARAMETERS: i64 = 1_000_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
-    /// Flatten → Dense(hidden, relu)... → Dense(classes): the seed's model (--hidden 128).
+    /// Flatten → Dense(hidden, relu)... → Dense(classes): the Keras tutorial's model (--hidden 128).
     #[default]
     Mlp,
-    /// Flatten → Dense(classes): softmax regression, the seed's y = Wx + b alone.
+    /// Flatten → Dense(classes): softmax regression, the tutorial's y = Wx + b alone.
     Linear,
     /// Keras's "Simple MNIST convnet": Conv2D(32, 3x3, relu) → MaxPool(2) → Conv2D(64, 3x3, relu) →
     /// MaxPool(2) → Flatten → Dropout(0.5) → Dense(classes).
@@ -44,7 +44,7 @@ impl Arch {
         }
     }
 
-    /// The dropout rate when `--dropout` is not given: 0 (the seed), 0.5 for the convnet (Keras's).
+    /// The dropout rate when `--dropout` is not given: 0 (the Keras tutorial), 0.5 for the convnet (Keras's).
     pub fn default_dropout(self) -> f64 {
         match self {
             Arch::Cnn => 0.5,
@@ -168,7 +168,7 @@ pub struct ModelConfig {
     pub arch: Arch,
     /// Image height and width.
     pub input_shape: [i64; 2],
-    /// Width of each hidden Dense+ReLU layer of an MLP, in order (the seed: `[128]`); empty otherwise.
+    /// Width of each hidden Dense+ReLU layer of an MLP, in order (the Keras tutorial: `[128]`); empty otherwise.
     pub hidden: Vec<i64>,
     /// Width of the output layer.
     pub num_classes: i64,
@@ -212,7 +212,7 @@ impl TryFrom<StoredModelConfig> for ModelConfig {
 }
 
 impl Default for ModelConfig {
-    /// The seed's model: 28x28 → 128 (relu) → 10.
+    /// The Keras tutorial's model: 28x28 → 128 (relu) → 10.
     fn default() -> Self {
         let layers = mlp_layers(784, &[128], 10, 0.0);
         ModelConfig { arch: Arch::Mlp, input_shape: [28, 28], hidden: vec![128], num_classes: 10, dropout: 0.0, layers }

@@ -33,7 +33,7 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
-    /// Keras's default (1e-7), not PyTorch's (1e-8): the seed is a Keras program.
+    /// Keras's default (1e-7), not PyTorch's (1e-8): the tutorial is a Keras program.
     pub adam_epsilon: f64,
     #[serde(default)]
     pub weight_decay: f64,
@@ -85,7 +85,7 @@ fn yes() -> bool {
 }
 
 impl Default for TrainConfig {
-    /// The seed's settings: 10 epochs, batch 32, Adam(1e-3), validation_split 0.2.
+    /// The Keras tutorial's settings: 10 epochs, batch 32, Adam(1e-3), validation_split 0.2.
     fn default() -> Self {
         TrainConfig {
             epochs: 10,

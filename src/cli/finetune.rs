@@ -1,4 +1,4 @@
-//! `mnist-tch finetune`: the seed's "how to fine-tune it" (`jobs::finetune`). The architecture and
+//! `mnist-tch finetune`: the Keras tutorial's "how to fine-tune it" (`jobs::finetune`). The architecture and
 //! weights come from the parent run's directory (never from flags); `--freeze` keeps layers
 //! bit-identical; the output layer is re-initialised when the new data has another number of classes,
 //! or on `--reinit-head`.

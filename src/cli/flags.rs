@@ -84,7 +84,7 @@ pub struct FitFlags {
     #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 42)]
     pub seed: i64,
 
-    /// Decoupled weight decay: > 0 switches Adam to AdamW; 0 keeps plain Adam, as the seed.
+    /// Decoupled weight decay: > 0 switches Adam to AdamW; 0 keeps plain Adam, as the Keras tutorial.
     #[arg(long, value_name = "DECAY", allow_negative_numbers = true, default_value_t = 0.0, value_parser = parse_min_delta_flag)]
     pub weight_decay: f64,
 

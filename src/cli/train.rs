@@ -20,18 +20,18 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataFlags,
 
-    /// The network: mlp (the seed's Flatten → Dense(128, relu) → Dense(10)), linear (softmax
+    /// The network: mlp (the Keras tutorial's Flatten → Dense(128, relu) → Dense(10)), linear (softmax
     /// regression) or cnn (Keras's Simple MNIST convnet: two 3x3 conv + max-pool blocks, dropout, dense).
     #[arg(long, value_enum, default_value_t = Arch::Mlp)]
     pub arch: Arch,
 
-    /// Hidden layer widths of --arch mlp, comma-separated: 128 (the default) is the seed's
+    /// Hidden layer widths of --arch mlp, comma-separated: 128 (the default) is the tutorial's
     /// Dense(128, relu); 512,256 builds two.
     #[arg(long, value_name = "WIDTHS", value_parser = parse_hidden)]
     pub hidden: Option<Widths>,
 
     /// Dropout rate during training: after each hidden layer's ReLU (mlp) or before the output layer
-    /// (cnn). Default: 0 for mlp (the seed's model), 0.5 for cnn (as in Keras's example).
+    /// (cnn). Default: 0 for mlp (the tutorial's model), 0.5 for cnn (as in Keras's example).
     #[arg(long, value_name = "RATE", allow_negative_numbers = true, value_parser = unit_interval_from_zero)]
     pub dropout: Option<f64>,
 

@@ -45,7 +45,7 @@ impl Engine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// float32 throughout (the seed).
+    /// float32 throughout (the Keras tutorial).
     #[default]
     F32,
     /// bfloat16 matrix products and activations; master weights, loss, gradients and Adam in float32
