@@ -85,11 +85,29 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let device = args.device.resolve()?;
     super::note_if_being_trained(&args.model);
     let predictor = Predictor::load(&args.model, device)?;
+    let started = Instant::now();
+    let mut inputs = prepare_pictures(&args, &predictor)?;
+    if let Some(idx_path) = &args.idx {
+        inputs.extend(read_idx_inputs(idx_path, predictor.input_shape)?);
+    }
+    // One input that failed is that input's error, on its own line like any other failure (with --json,
+    // it is in the JSON like any other input).
+    if let (false, [Input { pixels: Err(_), .. }]) = (args.json, inputs.as_slice()) {
+        if let Some(Input { pixels: Err(err), .. }) = inputs.pop() {
+            return Err(err);
+        }
+    }
+    let best = classify(&predictor, &inputs, args.top_k)?;
+    let failures = report(&args, &predictor.class_names, &inputs, &best)?;
+    summarise(&args, inputs.len(), failures, started)
+}
+
+/// The picture files and directories named on the command line, each decoded and prepared as the data
+/// set was made (saved as --show-input when asked); an input that fails keeps its error.
+fn prepare_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>> {
     let [rows, cols] = predictor.input_shape;
     // What --fit auto does with a picture not yet in the data set's layout.
     let dataset_fit = preprocess::dataset_fit(&predictor.class_names);
-    let started = Instant::now();
-    let mut inputs = Vec::new();
     let (files, skipped) = expand(&args.images);
     for note in skipped {
         eprintln!("note: {note}");
@@ -100,17 +118,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
         let targets: Vec<&Path> = targets.iter().map(PathBuf::as_path).collect();
         crate::destination::check_files(&targets, "--show-input", args.overwrite)?;
     }
+    let mut inputs = Vec::new();
     for file in files {
         let path = match file {
             Ok(path) => path,
             Err((dir, err)) => {
-                inputs.push(Input {
-                    name: dir.display().to_string(),
-                    pixels: Err(err),
-                    inverted: false,
-                    fit: Fit::Auto,
-                    warning: None,
-                });
+                inputs.push(Input::failed(dir.display().to_string(), err));
                 continue;
             }
         };
@@ -129,58 +142,63 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 }
                 inputs.push(Input { name, pixels: Ok(p.pixels), inverted: p.inverted, fit: p.fit, warning: p.warning });
             }
-            Err(err) => inputs.push(Input { name, pixels: Err(err), inverted: false, fit: Fit::Auto, warning: None }),
+            Err(err) => inputs.push(Input::failed(name, err)),
         }
     }
-    if let Some(idx_path) = &args.idx {
-        let (header, pixels) = data::read_idx_images(idx_path)?;
-        if [header.rows as i64, header.cols as i64] != [rows, cols] {
-            bail!("{}: images are {}x{}, the model takes {rows}x{cols}", idx_path.display(), header.rows, header.cols);
-        }
-        if pixels.is_empty() {
-            bail!("{}: holds no images: nothing to predict", idx_path.display());
-        }
-        for (i, image) in pixels.chunks(header.item_len()).enumerate() {
-            let pixels = image.iter().map(|&p| p as f32 / 255.0).collect();
-            inputs.push(Input {
-                name: format!("{}#{i}", idx_path.display()),
-                pixels: Ok(pixels),
-                inverted: false,
-                fit: Fit::AsIs,
-                warning: None,
-            });
-        }
-    }
-    // One input that failed is that input's error, on its own line like any other failure (with --json,
-    // it is in the JSON like any other input).
-    if let (false, [Input { pixels: Err(_), .. }]) = (args.json, inputs.as_slice()) {
-        if let Some(Input { pixels: Err(err), .. }) = inputs.pop() {
-            return Err(err);
-        }
-    }
+    Ok(inputs)
+}
 
-    // Everything that prepared well goes through the network in one batch.
-    let good: Vec<&Input> = inputs.iter().filter(|i| i.pixels.is_ok()).collect();
-    let mut flat = Vec::with_capacity(good.len() * (rows * cols) as usize);
-    for input in &good {
-        if let Ok(pixels) = &input.pixels {
-            flat.extend_from_slice(pixels);
-        }
+/// Every image of an IDX images file, as it is (already the model's size, light on dark).
+fn read_idx_inputs(idx_path: &Path, [rows, cols]: [i64; 2]) -> Result<Vec<Input>> {
+    let (header, pixels) = data::read_idx_images(idx_path)?;
+    if [header.rows as i64, header.cols as i64] != [rows, cols] {
+        bail!("{}: images are {}x{}, the model takes {rows}x{cols}", idx_path.display(), header.rows, header.cols);
     }
-    let probabilities = if good.is_empty() {
-        Tensor::zeros([0, predictor.class_names.len() as i64], (Kind::Float, tch::Device::Cpu))
+    if pixels.is_empty() {
+        bail!("{}: holds no images: nothing to predict", idx_path.display());
+    }
+    Ok(pixels
+        .chunks(header.item_len())
+        .enumerate()
+        .map(|(i, image)| Input {
+            name: format!("{}#{i}", idx_path.display()),
+            pixels: Ok(image.iter().map(|&p| p as f32 / 255.0).collect()),
+            inverted: false,
+            fit: Fit::AsIs,
+            warning: None,
+        })
+        .collect())
+}
+
+/// The top-k (class, probability) pairs of every input that prepared well, in order: all of them go
+/// through the network in one batch.
+fn classify(predictor: &Predictor, inputs: &[Input], top_k: u64) -> Result<Vec<Vec<(i64, f32)>>> {
+    let [rows, cols] = predictor.input_shape;
+    let flat: Vec<f32> = inputs.iter().filter_map(|i| i.pixels.as_ref().ok()).flatten().copied().collect();
+    let good = inputs.iter().filter(|i| i.pixels.is_ok()).count();
+    let classes = predictor.class_names.len() as i64;
+    let probabilities = if good == 0 {
+        Tensor::zeros([0, classes], (Kind::Float, tch::Device::Cpu))
     } else {
-        predictor.probabilities(&Tensor::from_slice(&flat).view([good.len() as i64, rows, cols]))?
+        predictor.probabilities(&Tensor::from_slice(&flat).view([good as i64, rows, cols]))?
     };
-    let k = (args.top_k as i64).min(predictor.class_names.len() as i64);
+    let k = (top_k as i64).min(classes);
     let (top_p, top_i) = probabilities.topk(k, -1, true, true);
     let top_p: Vec<f32> = Vec::try_from(&top_p.reshape(-1))?;
     let top_i: Vec<i64> = Vec::try_from(&top_i.reshape(-1))?;
+    Ok(top_i
+        .chunks(k as usize)
+        .zip(top_p.chunks(k as usize))
+        .map(|(i, p)| i.iter().copied().zip(p.iter().copied()).collect())
+        .collect())
+}
 
+/// Prints each input's answer (or its error), as text or one JSON object per input; the number that failed.
+fn report(args: &PredictArgs, class_names: &[String], inputs: &[Input], best: &[Vec<(i64, f32)>]) -> Result<usize> {
     let mut failures = 0;
-    let mut row = 0;
-    for input in &inputs {
-        match &input.pixels {
+    let mut answers = best.iter();
+    for input in inputs {
+        let best = match &input.pixels {
             Err(err) => {
                 failures += 1;
                 if args.json {
@@ -188,41 +206,35 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 } else {
                     eprintln!("error: {}", super::one_line(err));
                 }
+                continue;
             }
-            Ok(_) => {
-                let range = row * k as usize..(row + 1) * k as usize;
-                row += 1;
-                let best: Vec<(i64, f32)> =
-                    top_i[range.clone()].iter().copied().zip(top_p[range].iter().copied()).collect();
-                if args.json {
-                    let predictions: Vec<_> = best
-                        .iter()
-                        .map(|&(label, p)| json!({"label": label, "name": predictor.class_names[label as usize], "probability": p}))
-                        .collect();
-                    let mut line = json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions});
-                    if let Some(warning) = &input.warning {
-                        line["warning"] = json!(warning);
-                    }
-                    crate::say!("{line}")?;
-                } else {
-                    if let Some(warning) = &input.warning {
-                        eprintln!("warning: {}: {warning}", input.name);
-                    }
-                    let text: Vec<String> = best
-                        .iter()
-                        .map(|&(label, p)| format!("{} {p:.2}", predictor.class_names[label as usize]))
-                        .collect();
-                    crate::say!(
-                        "{}: {}{}",
-                        input.name,
-                        text.join(", "),
-                        if input.inverted { " (inverted)" } else { "" }
-                    )?;
-                }
+            Ok(_) => answers.next().with_context(|| format!("{}: the network gave no answer for it", input.name))?,
+        };
+        if args.json {
+            let predictions: Vec<_> = best
+                .iter()
+                .map(|&(label, p)| json!({"label": label, "name": class_names[label as usize], "probability": p}))
+                .collect();
+            let mut line = json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions});
+            if let Some(warning) = &input.warning {
+                line["warning"] = json!(warning);
             }
+            crate::say!("{line}")?;
+        } else {
+            if let Some(warning) = &input.warning {
+                eprintln!("warning: {}: {warning}", input.name);
+            }
+            let text: Vec<String> =
+                best.iter().map(|&(label, p)| format!("{} {p:.2}", class_names[label as usize])).collect();
+            crate::say!("{}: {}{}", input.name, text.join(", "), if input.inverted { " (inverted)" } else { "" })?;
         }
     }
-    let predicted = inputs.len() - failures;
+    Ok(failures)
+}
+
+/// The timing line, and the error that makes the exit code 1 when any input failed.
+fn summarise(args: &PredictArgs, inputs: usize, failures: usize, started: Instant) -> Result<()> {
+    let predicted = inputs - failures;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     if !args.json && predicted > 0 {
         eprintln!(
@@ -232,9 +244,16 @@ pub fn run(args: PredictArgs) -> Result<()> {
         );
     }
     if failures > 0 {
-        bail!("{failures} of {} inputs could not be predicted", inputs.len());
+        bail!("{failures} of {inputs} inputs could not be predicted");
     }
     Ok(())
+}
+
+impl Input {
+    /// An input that could not be read or prepared.
+    fn failed(name: String, err: anyhow::Error) -> Input {
+        Input { name, pixels: Err(err), inverted: false, fit: Fit::Auto, warning: None }
+    }
 }
 
 /// `1 image`, `2 images`.
