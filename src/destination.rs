@@ -11,9 +11,10 @@
 //!
 //! `scripts/common.py` (`check_destination`) applies the same rule to the Python scripts' outputs.
 
+use crate::error_text::io_reason;
 use crate::lock::LOCK_FILE;
 use crate::plot;
-use crate::run_dir::{self, io_reason};
+use crate::run_dir;
 use anyhow::{Result, bail};
 use std::fs;
 use std::path::Path;

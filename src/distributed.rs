@@ -134,7 +134,7 @@ fn checked(message: *mut c_char) -> Result<()> {
     // SAFETY: a non-null answer is a NUL-terminated string malloc-ed by the shim, freed once here.
     let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
     unsafe { mnist_c10d_free_error(message) };
-    bail!("{}", crate::run_dir::first_line(&text).trim())
+    bail!("{}", crate::error_text::first_line(&text).trim())
 }
 
 /// This process's membership of the group: a Gloo process group over a TCPStore.

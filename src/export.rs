@@ -11,8 +11,9 @@
 //! the graph, not parameters, so the module is for inference only. The batch size is not baked in:
 //! the graph holds `flatten(1, -1)` and `linear`, which take any leading dimension.
 
+use crate::error_text::torch_error;
 use crate::files::write_atomically;
-use crate::run_dir::{LoadedRun, torch_error};
+use crate::run_dir::LoadedRun;
 use anyhow::{Context, Result, ensure};
 use std::path::Path;
 use tch::{CModule, Kind, Tensor, nn::ModuleT};

@@ -2,7 +2,8 @@
 //! rebuilt in Rust) or an exported TorchScript file (`CModule::load`) with its `.json` sidecar — behind one
 //! type that answers class probabilities.
 
-use crate::run_dir::{self, torch_error};
+use crate::error_text::torch_error;
+use crate::run_dir;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -54,7 +55,7 @@ impl ExportInfo {
             anyhow::anyhow!(
                 "{}: cannot be read ({}): mnist-tch export writes it beside the TorchScript file; export again",
                 sidecar.display(),
-                run_dir::io_reason(&err)
+                crate::error_text::io_reason(&err)
             )
         })?;
         serde_json::from_str(&text).with_context(|| format!("{}: not a valid export description", sidecar.display()))

@@ -27,6 +27,7 @@
 //! - [`run_replace`]: `--overwrite` replaces an earlier run directory as a whole.
 //! - [`config_check`]: a `config.json` read back, checked as a whole in plain words.
 //! - [`files`]: atomic writes and their temporary files.
+//! - [`error_text`]: I/O and libtorch errors in plain words.
 //! - [`destination`]: where a command may write a file the user named (one rule for all).
 //! - [`lock`]: one writer per run directory.
 //! - [`device`]: `--device` parsing and CUDA checks.
@@ -45,6 +46,7 @@ pub mod destination;
 pub mod device;
 pub mod distributed;
 pub mod engine;
+pub mod error_text;
 pub mod evaluation;
 pub mod event_file;
 pub mod export;

@@ -70,7 +70,7 @@ pub struct Prepared {
 /// Decodes `path` (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM) to grayscale, as [`decode_gray`] does.
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
     let bytes = std::fs::read(path)
-        .map_err(|err| anyhow::anyhow!("{}: cannot open: {}", path.display(), crate::run_dir::io_reason(&err)))?;
+        .map_err(|err| anyhow::anyhow!("{}: cannot open: {}", path.display(), crate::error_text::io_reason(&err)))?;
     decode_gray(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
 }
 

@@ -9,6 +9,7 @@
 
 use crate::callbacks::CallbackState;
 use crate::engine::Engine;
+use crate::error_text::{io_reason, torch_error};
 use crate::evaluation::Evaluation;
 use crate::files::{write_atomically, write_bytes_atomically};
 use crate::lock::{self, RunLock};
@@ -284,27 +285,6 @@ fn check_safetensors_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// An I/O error's reason in plain words, without Rust's `(os error N)` suffix.
-pub fn io_reason(err: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match err.kind() {
-        ErrorKind::NotFound => "no such file or directory".into(),
-        ErrorKind::PermissionDenied => "permission denied".into(),
-        ErrorKind::ReadOnlyFilesystem => "read-only file system".into(),
-        ErrorKind::NotADirectory => "a part of the path is a file, not a directory".into(),
-        ErrorKind::IsADirectory => "it is a directory".into(),
-        ErrorKind::StorageFull => "no space left on the device".into(),
-        ErrorKind::AlreadyExists => "it already exists".into(),
-        _ => {
-            let text = err.to_string();
-            match text.find(" (os error") {
-                Some(end) => text[..end].to_lowercase(),
-                None => text,
-            }
-        }
-    }
-}
-
 /// Loads `path` into `vs`, which must already hold the architecture's variables. Every tensor must be
 /// present with the same shape and dtype, and the file must hold nothing else.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
@@ -349,16 +329,6 @@ pub fn load_weights_except(vs: &mut nn::VarStore, path: &Path, skip: &[String]) 
         bail!("{}: tensor '{name}' is missing (the architecture in {CONFIG_FILE} needs it)", path.display());
     }
     Ok(())
-}
-
-/// libtorch error messages carry C++ backtraces; the first line is the message.
-pub fn first_line(message: &str) -> &str {
-    message.lines().next().unwrap_or(message)
-}
-
-/// A tch error as an anyhow error holding only its first line (no C++ backtrace).
-pub fn torch_error(err: tch::TchError) -> anyhow::Error {
-    anyhow::anyhow!("{}", first_line(&err.to_string()))
 }
 
 /// Writes `metrics.csv` and `metrics.json`: one row (object) per epoch, the same numbers in both.

@@ -151,7 +151,10 @@ fn note_if_being_trained(run: &std::path::Path) {
 /// The error and its context chain on one line (`{:#}`), cut to the first line of each part:
 /// libtorch appends multi-line C++ backtraces to its messages.
 pub fn one_line(err: &anyhow::Error) -> String {
-    err.chain().map(|cause| crate::run_dir::first_line(&cause.to_string()).to_string()).collect::<Vec<_>>().join(": ")
+    err.chain()
+        .map(|cause| crate::error_text::first_line(&cause.to_string()).to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Parses a strictly positive, finite number (learning rates).

@@ -1,0 +1,34 @@
+//! Errors in plain words: the reason of an I/O error without Rust's `(os error N)` suffix, and libtorch's
+//! messages without their C++ backtraces. Every module that reports a file or a tensor op uses these, so
+//! they live apart from any one file format.
+
+/// An I/O error's reason in plain words, without Rust's `(os error N)` suffix.
+pub fn io_reason(err: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match err.kind() {
+        ErrorKind::NotFound => "no such file or directory".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::ReadOnlyFilesystem => "read-only file system".into(),
+        ErrorKind::NotADirectory => "a part of the path is a file, not a directory".into(),
+        ErrorKind::IsADirectory => "it is a directory".into(),
+        ErrorKind::StorageFull => "no space left on the device".into(),
+        ErrorKind::AlreadyExists => "it already exists".into(),
+        _ => {
+            let text = err.to_string();
+            match text.find(" (os error") {
+                Some(end) => text[..end].to_lowercase(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// libtorch error messages carry C++ backtraces; the first line is the message.
+pub fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or(message)
+}
+
+/// A tch error as an anyhow error holding only its first line (no C++ backtrace).
+pub fn torch_error(err: tch::TchError) -> anyhow::Error {
+    anyhow::anyhow!("{}", first_line(&err.to_string()))
+}
