@@ -3,9 +3,11 @@
 //! type that answers class probabilities.
 
 use crate::error_text::torch_error;
+use crate::preprocess::Fit;
 use crate::run_dir;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use tch::{CModule, Device, Kind, Tensor, nn::ModuleT};
 
@@ -182,4 +184,40 @@ pub struct Outputs {
     pub logits: Option<Tensor>,
     /// `[N, classes]`.
     pub probabilities: Tensor,
+}
+
+/// The `k` most likely classes of each row of `probabilities` `[N, classes]`, as (class, probability)
+/// pairs, most likely first.
+pub fn top_k(probabilities: &Tensor, k: u64) -> Result<Vec<Vec<(i64, f32)>>> {
+    let classes = probabilities.size().last().copied().unwrap_or(0);
+    let k = (k as i64).min(classes).max(1);
+    let (top_p, top_i) = probabilities.f_topk(k, -1, true, true).map_err(torch_error)?;
+    let top_p: Vec<f32> = Vec::try_from(&top_p.reshape(-1)).map_err(torch_error)?;
+    let top_i: Vec<i64> = Vec::try_from(&top_i.reshape(-1)).map_err(torch_error)?;
+    Ok(top_i
+        .chunks(k as usize)
+        .zip(top_p.chunks(k as usize))
+        .map(|(labels, probabilities)| labels.iter().copied().zip(probabilities.iter().copied()).collect())
+        .collect())
+}
+
+/// One picture's answer as `predict --json` prints it and `serve`'s `/predict` starts from.
+/// `inverted`, `fit` and `warning` say how the picture was prepared.
+pub fn prediction_json(
+    input: &str,
+    inverted: bool,
+    fit: Fit,
+    warning: Option<&str>,
+    best: &[(i64, f32)],
+    class_names: &[String],
+) -> serde_json::Value {
+    let predictions: Vec<_> = best
+        .iter()
+        .map(|&(label, p)| json!({"label": label, "name": class_names[label as usize], "probability": p}))
+        .collect();
+    let mut answer = json!({"input": input, "inverted": inverted, "fit": fit.name(), "predictions": predictions});
+    if let Some(warning) = warning {
+        answer["warning"] = json!(warning);
+    }
+    answer
 }

@@ -106,9 +106,24 @@ pub fn flatten_alpha(decoded: &image::DynamicImage) -> GrayImage {
     })
 }
 
+/// A picture as the input of a model of `rows × cols` images with these classes: `fit` resolved for the
+/// picture and the model's data set ([`resolve_fit`]), then [`prepare`]d. What `predict` does with a file
+/// and `serve` with an upload, so both see the same pixels.
+pub fn prepare_for_model(
+    image: &GrayImage,
+    rows: u32,
+    cols: u32,
+    class_names: &[String],
+    fit: Fit,
+    invert: Invert,
+) -> Result<Prepared> {
+    let fit = resolve_fit(fit, image, invert, rows, cols, dataset_fit(class_names));
+    prepare(image, rows, cols, fit, invert)
+}
+
 /// The fit `Fit::Auto` falls back to for a model with these classes: fashion for Fashion-MNIST's, else
 /// digits.
-pub fn dataset_fit(class_names: &[String]) -> Fit {
+fn dataset_fit(class_names: &[String]) -> Fit {
     if class_names.iter().map(String::as_str).eq(crate::data::FASHION_CLASSES) { Fit::Fashion } else { Fit::Digits }
 }
 

@@ -4,14 +4,14 @@
 use crate::data;
 use crate::device::DeviceSpec;
 use crate::files::write_atomically;
-use crate::inference::Predictor;
+use crate::inference::{Predictor, prediction_json};
 use crate::preprocess::{self, Fit, Invert};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// File extensions taken from a directory: every format the picture reader decodes.
 const IMAGE_EXTENSIONS: [&str; 13] =
@@ -106,8 +106,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
 /// set was made (saved as --show-input when asked); an input that fails keeps its error.
 fn prepare_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>> {
     let [rows, cols] = predictor.input_shape;
-    // What --fit auto does with a picture not yet in the data set's layout.
-    let dataset_fit = preprocess::dataset_fit(&predictor.class_names);
     let (files, skipped) = expand(&args.images);
     for note in skipped {
         eprintln!("note: {note}");
@@ -129,9 +127,15 @@ fn prepare_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Inp
         };
         // load_gray names the file in its errors; preprocessing errors get it here.
         let prepared = preprocess::load_gray(&path).and_then(|image| {
-            let fit = preprocess::resolve_fit(args.fit, &image, args.invert, rows as u32, cols as u32, dataset_fit);
-            preprocess::prepare(&image, rows as u32, cols as u32, fit, args.invert)
-                .with_context(|| path.display().to_string())
+            preprocess::prepare_for_model(
+                &image,
+                rows as u32,
+                cols as u32,
+                &predictor.class_names,
+                args.fit,
+                args.invert,
+            )
+            .with_context(|| path.display().to_string())
         });
         let name = path.display().to_string();
         match prepared {
@@ -176,21 +180,11 @@ fn classify(predictor: &Predictor, inputs: &[Input], top_k: u64) -> Result<Vec<V
     let [rows, cols] = predictor.input_shape;
     let flat: Vec<f32> = inputs.iter().filter_map(|i| i.pixels.as_ref().ok()).flatten().copied().collect();
     let good = inputs.iter().filter(|i| i.pixels.is_ok()).count();
-    let classes = predictor.class_names.len() as i64;
-    let probabilities = if good == 0 {
-        Tensor::zeros([0, classes], (Kind::Float, tch::Device::Cpu))
-    } else {
-        predictor.probabilities(&Tensor::from_slice(&flat).view([good as i64, rows, cols]))?
-    };
-    let k = (top_k as i64).min(classes);
-    let (top_p, top_i) = probabilities.topk(k, -1, true, true);
-    let top_p: Vec<f32> = Vec::try_from(&top_p.reshape(-1))?;
-    let top_i: Vec<i64> = Vec::try_from(&top_i.reshape(-1))?;
-    Ok(top_i
-        .chunks(k as usize)
-        .zip(top_p.chunks(k as usize))
-        .map(|(i, p)| i.iter().copied().zip(p.iter().copied()).collect())
-        .collect())
+    if good == 0 {
+        return Ok(Vec::new());
+    }
+    let probabilities = predictor.probabilities(&Tensor::from_slice(&flat).view([good as i64, rows, cols]))?;
+    crate::inference::top_k(&probabilities, top_k)
 }
 
 /// Prints each input's answer (or its error), as text or one JSON object per input; the number that failed.
@@ -211,14 +205,8 @@ fn report(args: &PredictArgs, class_names: &[String], inputs: &[Input], best: &[
             Ok(_) => answers.next().with_context(|| format!("{}: the network gave no answer for it", input.name))?,
         };
         if args.json {
-            let predictions: Vec<_> = best
-                .iter()
-                .map(|&(label, p)| json!({"label": label, "name": class_names[label as usize], "probability": p}))
-                .collect();
-            let mut line = json!({"input": input.name, "inverted": input.inverted, "fit": input.fit.name(), "predictions": predictions});
-            if let Some(warning) = &input.warning {
-                line["warning"] = json!(warning);
-            }
+            let line =
+                prediction_json(&input.name, input.inverted, input.fit, input.warning.as_deref(), best, class_names);
             crate::say!("{line}")?;
         } else {
             if let Some(warning) = &input.warning {

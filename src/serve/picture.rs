@@ -7,6 +7,7 @@
 use super::app::Shared;
 use super::error::{ApiError, body_rejection};
 use super::worker::ModelInfo;
+use crate::inference;
 use crate::preprocess::{self, Fit, Invert, Prepared};
 use axum::Json;
 use axum::body::Bytes;
@@ -56,25 +57,20 @@ pub async fn predict(
     };
     let answer = app.infer(prepared.pixels.clone(), 1).await?;
     let class_names = &app.info.class_names;
-    let k = top.min(class_names.len() as u64) as i64;
-    let (top_p, top_i) = Tensor::from_slice(&answer.probabilities)
-        .f_topk(k, -1, true, true)
-        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("top-k: {err}")))?;
-    let top_p = Vec::<f32>::try_from(&top_p).unwrap_or_default();
-    let top_i = Vec::<i64>::try_from(&top_i).unwrap_or_default();
-    let predictions: Vec<Value> = top_i
-        .iter()
-        .zip(&top_p)
-        .map(|(&label, &p)| json!({"label": label, "name": class_names[label as usize], "probability": p}))
-        .collect();
-    let mut answer_json = json!({
-        "input": "request body",
-        "inverted": prepared.inverted,
-        "fit": prepared.fit.name(),
-        "predictions": predictions,
-        "probabilities": answer.probabilities,
-        "class_names": class_names,
-    });
+    let internal = |err: anyhow::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("top-k: {err:#}"));
+    let probabilities = Tensor::from_slice(&answer.probabilities).f_view([1, -1]).map_err(|e| internal(e.into()))?;
+    let best = inference::top_k(&probabilities, top).map_err(internal)?;
+    let best = best.first().map(Vec::as_slice).unwrap_or_default();
+    let mut answer_json = inference::prediction_json(
+        "request body",
+        prepared.inverted,
+        prepared.fit,
+        prepared.warning.as_deref(),
+        best,
+        class_names,
+    );
+    answer_json["probabilities"] = json!(answer.probabilities);
+    answer_json["class_names"] = json!(class_names);
     if let Some(logits) = answer.logits {
         answer_json["logits"] = json!(logits);
     }
@@ -114,8 +110,6 @@ fn prepare(bytes: &[u8], info: &ModelInfo, fit: Fit, invert: Invert, max_pixels:
     }
     let image = preprocess::decode_gray(bytes).map_err(|err| ApiError::bad_request(format!("{err:#}")))?;
     let [rows, cols] = info.input_shape;
-    let dataset_fit = preprocess::dataset_fit(&info.class_names);
-    let fit = preprocess::resolve_fit(fit, &image, invert, rows as u32, cols as u32, dataset_fit);
-    preprocess::prepare(&image, rows as u32, cols as u32, fit, invert)
+    preprocess::prepare_for_model(&image, rows as u32, cols as u32, &info.class_names, fit, invert)
         .map_err(|err| ApiError::bad_request(format!("{err:#}")))
 }
