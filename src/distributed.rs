@@ -294,7 +294,7 @@ pub fn join_from_env() -> Result<Option<std::rc::Rc<ProcessGroup>>> {
 pub fn device_of_process(device: Device, group: Option<&ProcessGroup>) -> Device {
     match (device, group) {
         (Device::Cuda(0), Some(group)) => {
-            let count = tch::Cuda::device_count().max(1) as usize;
+            let count = crate::device::cuda_device_count().max(1);
             Device::Cuda(group.local_rank % count)
         }
         _ => device,
