@@ -301,6 +301,13 @@ pub fn device_of_process(device: Device, group: Option<&ProcessGroup>) -> Device
     }
 }
 
+/// How many of `n` examples each of `world_size` processes takes in an epoch: `ceil(n / world_size)`, the
+/// tail padded as DistributedSampler pads it (see [`shard`]).
+pub fn shard_len(n: i64, world_size: usize) -> i64 {
+    let world = world_size as i64;
+    (n + world - 1) / world
+}
+
 /// This rank's part of an epoch's `order` (`[n]` int64), as `DistributedSampler(shuffle=False)` splits a
 /// list: the order is padded to a multiple of `world_size` by repeating its start, then rank r takes
 /// positions r, r+W, r+2W, … — so W ranks × batch b see, step by step, the examples one process × batch
@@ -308,7 +315,7 @@ pub fn device_of_process(device: Device, group: Option<&ProcessGroup>) -> Device
 pub fn shard(order: &Tensor, rank: usize, world_size: usize) -> Result<Tensor> {
     let n = order.size().first().copied().unwrap_or(0);
     let world = world_size as i64;
-    let per_rank = (n + world - 1) / world;
+    let per_rank = shard_len(n, world_size);
     let padding = per_rank * world - n;
     let padded =
         if padding > 0 { Tensor::f_cat(&[order, &order.f_narrow(0, 0, padding)?], 0)? } else { order.shallow_clone() };

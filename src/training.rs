@@ -233,8 +233,7 @@ pub fn train<S: TrainStep + ?Sized>(
     // In memory for restore_best_weights: a copy of every variable at the best epoch.
     let mut best_weights = start.best_weights;
     let group = start.group.as_deref();
-    let world = group.map_or(1, |g| g.world_size()) as i64;
-    let shard_len = (data.train.len() + world - 1) / world;
+    let shard_len = distributed::shard_len(data.train.len(), group.map_or(1, |g| g.world_size()));
     let mut buffers = EpochBuffers::new(shard_len, config.batch_size as i64, data.train.images.device());
     let mut report = TrainReport {
         history: Vec::new(),
