@@ -7,7 +7,7 @@
 
 use mnist_tch::data::{self, Selection, to_inputs};
 use mnist_tch::engine::{self, AdamSettings, Engine, Precision, StepSettings};
-use mnist_tch::model::{self, Arch, ModelConfig};
+use mnist_tch::model::{Arch, ModelConfig};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
 
@@ -24,13 +24,13 @@ enum Variant {
 fn time(variant: Variant, config: &ModelConfig, images: &Tensor, labels: &Tensor, steps: usize) -> (f64, f64) {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = model::build(&vs.root(), config);
+    let net = config.init(&vs.root());
     let n = labels.size()[0];
     let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
-    let settings = StepSettings { adam: ADAM, precision: Precision::F32, frozen: vec![] };
+    let settings = StepSettings { adam: ADAM, precision: Precision::F32, frozen: vec![], group: None };
     let mut textbook = nn::Adam { eps: 1e-7, ..Default::default() }.build(&vs, 1e-3).ok();
     let mut step = match variant {
-        Variant::Engine(engine) => Some(engine::build(engine, &vs, &net, config, settings).expect("engine")),
+        Variant::Engine(engine) => Some(engine::new_step(engine, &vs, &net, config, settings).expect("engine")),
         Variant::Textbook => None,
     };
     if let Some(step) = &mut step {
@@ -72,7 +72,7 @@ fn main() {
     };
     let data_dir = flag("--data", "data/fashion-mnist");
     // Real data (random data has gradients whose Adam moments go denormal, which training does not see).
-    let prepared = data::prepare(std::path::Path::new(&data_dir), &Selection::default(), 10, "auto", 0.2)
+    let prepared = data::load_training_data(std::path::Path::new(&data_dir), &Selection::default(), 10, "auto", 0.2)
         .expect("the data (scripts/setup.sh prepares it; or pass --data DIR)");
     let hidden = if arch == Arch::Mlp { vec![128] } else { vec![] };
     let config = ModelConfig::new(arch, [28, 28], hidden, 10, arch.default_dropout()).expect("model");

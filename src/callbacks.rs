@@ -125,7 +125,7 @@ pub fn scheduled_lr(schedule: LrSchedule, base: f64, epoch: usize, epochs: usize
 }
 
 /// What the callbacks remember between epochs, saved in `config.json` after every epoch so that
-/// `train --resume` continues them where they were (Keras's BackupAndRestore): a resumed run then
+/// `mnist-tch resume` continues them where they were (Keras's BackupAndRestore): a resumed run then
 /// equals an uninterrupted one for every schedule, early stopping and the best checkpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct CallbackState {

@@ -407,7 +407,7 @@ pub struct Selection {
 }
 
 /// A data set cut for one job: training and validation parts (Keras split), the test set, all on the CPU.
-pub struct Prepared {
+pub struct TrainingData {
     pub train: Examples,
     pub valid: Examples,
     pub test: Examples,
@@ -417,10 +417,10 @@ pub struct Prepared {
     pub class_names: Vec<String>,
 }
 
-impl Prepared {
+impl TrainingData {
     /// The same data with the examples on `device`.
-    pub fn to_device(&self, device: tch::Device) -> Prepared {
-        Prepared {
+    pub fn to_device(&self, device: tch::Device) -> TrainingData {
+        TrainingData {
             train: self.train.to_device(device),
             valid: self.valid.to_device(device),
             test: self.test.to_device(device),
@@ -433,13 +433,13 @@ impl Prepared {
 /// Loads the data set at `path` (a directory of IDX files or an `.npz` file) and applies `selection`:
 /// keep the chosen labels (relabelled), then the first `limit` training images, then split off the last
 /// `validation_split` for validation. Without `labels`, every label must be below `num_classes`.
-pub fn prepare(
+pub fn load_training_data(
     path: &Path,
     selection: &Selection,
     num_classes: usize,
     class_names_spec: &str,
     validation_split_fraction: f64,
-) -> Result<Prepared> {
+) -> Result<TrainingData> {
     let (data, num_classes, class_names) = match &selection.labels {
         None => {
             ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
@@ -494,7 +494,7 @@ pub fn prepare(
         train_all = train_all.slice(0, limit as i64);
     }
     let (train_len, valid_len) = validation_split(train_all.len() as usize, validation_split_fraction)?;
-    Ok(Prepared {
+    Ok(TrainingData {
         train: train_all.slice(0, train_len as i64),
         valid: train_all.slice(train_len as i64, valid_len as i64),
         test: data.test,

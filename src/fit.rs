@@ -1,4 +1,4 @@
-//! A training job run end to end into a run directory — shared by `train`, `train --resume` and
+//! A training job run end to end into a run directory — shared by `train`, `resume` and
 //! `finetune`: claim the directory, build the engine's step, train with every epoch saved as it
 //! completes, then either record the interruption or evaluate on the test set and write the final files.
 //!
@@ -8,16 +8,17 @@
 //! Under torchrun only rank 0 (the leader) writes the run directory and prints; the other ranks receive
 //! its weights, train their shard in step with it, and end without writing anything.
 
-use crate::data::Prepared;
+use crate::data::TrainingData;
 use crate::device::device_name;
 use crate::distributed::ProcessGroup;
 use crate::engine::{self, StepSettings, TrainStep};
 use crate::evaluation::{Evaluation, evaluate};
+use crate::model::Network;
 use crate::plot;
 use crate::progress::{ConsoleProgress, OutputMode};
 use crate::run_dir::{self, OptimizerResume, ResumeRecord, RunConfig, RunResult, RunStatus};
 use crate::tensorboard::TensorBoard;
-use crate::training::{self, EpochEnd, EpochMetrics, Model, Observer, Outcome, Start};
+use crate::training::{self, EpochEnd, EpochMetrics, Observer, Outcome, Start, TrainReport};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -77,9 +78,9 @@ pub struct FitJob {
     /// The config to write; `state` and `result` are filled in as training goes.
     pub config: RunConfig,
     /// The data, on the CPU.
-    pub data: Prepared,
-    pub vs: nn::VarStore,
-    pub net: nn::SequentialT,
+    pub data: TrainingData,
+    /// The model with its starting weights.
+    pub model: Network,
     pub out: PathBuf,
     /// `None` for a new run (or fine-tuning).
     pub resume: Option<ResumePoint>,
@@ -97,79 +98,91 @@ pub struct FitReport {
 
 /// Runs `job`; prints the epoch lines, the test result and where the run was saved.
 pub fn fit(job: FitJob) -> Result<FitReport> {
-    let FitJob { mut config, data, vs, net, out, resume, save_initial, output } = job;
-    let group = output.group.clone();
-    let writes = output.writes_run();
-    config.training.distributed = group.as_ref().map(|g| g.info(config.training.batch_size));
-    if let Some(group) = &group {
-        group.broadcast_variables(&vs)?; // DDP's start: every process from rank 0's weights
+    let FitJob { mut config, data, model, out, resume, save_initial, output } = job;
+    config.training.distributed = output.group.as_ref().map(|g| g.info(config.training.batch_size));
+    if let Some(group) = &output.group {
+        group.broadcast_variables(&model.vs)?; // DDP's start: every process from rank 0's weights
     }
-    let data = data.to_device(vs.device());
-    if writes {
-        begin(&mut config, &out)?;
-        if save_initial {
-            run_dir::save_weights(&vs, &out.join(run_dir::INITIAL_WEIGHTS_FILE))?;
-        }
+    let data = data.to_device(model.vs.device());
+    if !output.writes_run() {
+        return fit_without_writing(&mut config, &model, &data, resume, &output);
     }
-    let settings = StepSettings {
-        adam: config.training.adam_settings(),
-        precision: config.training.precision,
-        frozen: config.frozen_tensors(),
-    };
-    let mut step = engine::build(config.training.engine, &vs, &net, &config.model, settings)?;
-    if let Some(group) = &group {
-        step.average_gradients_over(group.clone())?;
-    }
-    let (history, start) = match resume {
-        Some(point) => {
-            // A run stopped before its first epoch starts afresh: there is no optimizer state to speak of.
-            let optimizer = if config.state.epochs_completed == 0 {
-                OptimizerResume::Fresh
-            } else {
-                restore_optimizer(&mut *step, point.optimizer_state.as_deref(), output.mode)?
-            };
-            config.state.resumes.push(ResumeRecord {
-                after_epoch: config.state.epochs_completed,
-                engine: config.training.engine,
-                optimizer,
-            });
-            let start = Start {
-                first_epoch: config.state.epochs_completed + 1,
-                callbacks: config.state.callbacks,
-                best_weights: point.best_weights,
-                group: group.clone(),
-            };
-            (point.history, start)
-        }
-        None => (Vec::new(), Start { group: group.clone(), ..Start::default() }),
-    };
-    let tensorboard = match open_tensorboard(&config, &start, &output) {
-        Ok(tensorboard) => tensorboard,
+    begin(&mut config, &out, save_initial.then_some(&model.vs))?;
+    let (report, history, tensorboard) = match train_and_record(&mut config, &model, &data, resume, &out, &output) {
+        Ok(trained) => trained,
         Err(err) => return Err(record_failure(&mut config, &out, err)),
     };
-    let training = config.training.clone();
-    if !writes {
-        return fit_without_writing(&mut *step, Model { vs: &vs, net: &net }, &data, &training, start, &output);
+    if report.outcome == Outcome::Interrupted {
+        return finish_interrupted(&mut config, &out, report.interrupted_in_epoch);
     }
-    let mut observer = RunObserver {
+    finish(config, &out, &model, &data, &history, report.outcome, &output, tensorboard)
+}
+
+/// Trains with every completed epoch saved into `out`; returns the report, every epoch's metrics (the
+/// earlier sessions' too) and the TensorBoard writer to finish.
+fn train_and_record(
+    config: &mut RunConfig,
+    model: &Network,
+    data: &TrainingData,
+    resume: Option<ResumePoint>,
+    out: &Path,
+    output: &JobOutput,
+) -> Result<(TrainReport, Vec<EpochMetrics>, Option<TensorBoard>)> {
+    let mut step = new_step(config, model, output)?;
+    let (history, start) = starting_point(config, &mut *step, resume, output)?;
+    let tensorboard = open_tensorboard(config, &start, output)?;
+    let training = config.training.clone();
+    let mut recorder = RunRecorder {
         progress: ConsoleProgress::new(output.mode),
-        out: &out,
-        config: &mut config,
+        out,
+        config,
         history,
         interrupt: &output.interrupt,
         tensorboard,
     };
-    let report = training::train(&mut *step, Model { vs: &vs, net: &net }, &data, &training, start, &mut observer);
-    let (history, tensorboard) = (observer.history, observer.tensorboard);
-    let report = match report {
-        Ok(report) => report,
-        Err(err) => return Err(record_failure(&mut config, &out, err)),
+    let report = training::train(&mut *step, model, data, &training, start, &mut recorder)?;
+    Ok((report, recorder.history, recorder.tensorboard))
+}
+
+/// The engine's step for `model`, averaging gradients over the job's process group if there is one.
+fn new_step<'a>(config: &RunConfig, model: &'a Network, output: &JobOutput) -> Result<Box<dyn TrainStep + 'a>> {
+    let settings = StepSettings {
+        adam: config.training.adam_settings(),
+        precision: config.training.precision,
+        frozen: config.frozen_tensors(),
+        group: output.group.clone(),
     };
-    drop(step);
-    if report.outcome == Outcome::Interrupted {
-        return finish_interrupted(&mut config, &out, report.interrupted_in_epoch);
-    }
-    finish(config, &out, &vs, &net, &data, &history, report.outcome, &output, tensorboard)
+    engine::new_step(config.training.engine, &model.vs, &model.net, &config.model, settings)
+}
+
+/// Where training starts: epoch 1, or after a resumed run's last completed epoch, with its callbacks'
+/// progress and its optimizer state given back to `step` (recorded in the config's `resumes`).
+fn starting_point(
+    config: &mut RunConfig,
+    step: &mut dyn TrainStep,
+    resume: Option<ResumePoint>,
+    output: &JobOutput,
+) -> Result<(Vec<EpochMetrics>, Start)> {
+    let group = output.group.clone();
+    let Some(point) = resume else { return Ok((Vec::new(), Start { group, ..Start::default() })) };
+    // A run stopped before its first epoch starts afresh: there is no optimizer state to speak of.
+    let optimizer = if config.state.epochs_completed == 0 {
+        OptimizerResume::Fresh
+    } else {
+        restore_optimizer(step, point.optimizer_state.as_deref(), output.mode)?
+    };
+    config.state.resumes.push(ResumeRecord {
+        after_epoch: config.state.epochs_completed,
+        engine: config.training.engine,
+        optimizer,
+    });
+    let start = Start {
+        first_epoch: config.state.epochs_completed + 1,
+        callbacks: config.state.callbacks,
+        best_weights: point.best_weights,
+        group,
+    };
+    Ok((point.history, start))
 }
 
 /// `--tensorboard DIR`'s event files for this session, and the line saying where they go.
@@ -185,25 +198,31 @@ fn open_tensorboard(config: &RunConfig, start: &Start, output: &JobOutput) -> Re
 
 /// A rank other than 0: trains in step with the others and writes nothing; rank 0 reports.
 fn fit_without_writing(
-    step: &mut dyn TrainStep,
-    model: Model,
-    data: &Prepared,
-    training: &training::TrainConfig,
-    start: Start,
+    config: &mut RunConfig,
+    model: &Network,
+    data: &TrainingData,
+    resume: Option<ResumePoint>,
     output: &JobOutput,
 ) -> Result<FitReport> {
+    let mut step = new_step(config, model, output)?;
+    let (_, start) = starting_point(config, &mut *step, resume, output)?;
     let completed_before = start.first_epoch.saturating_sub(1);
     let mut observer = PeerObserver { interrupt: &output.interrupt };
-    let report = training::train(step, model, data, training, start, &mut observer)?;
+    let report = training::train(&mut *step, model, data, &config.training, start, &mut observer)?;
     let epochs_completed = completed_before + report.history.len();
     Ok(FitReport { outcome: report.outcome, test: None, epochs_completed })
 }
 
-/// Marks the run as training in its config before the first step.
-fn begin(config: &mut RunConfig, out: &Path) -> Result<()> {
+/// Marks the run as training in its config before the first step, and writes `initial.safetensors`
+/// when asked for.
+fn begin(config: &mut RunConfig, out: &Path, save_initial: Option<&nn::VarStore>) -> Result<()> {
     config.state.status = RunStatus::Training;
     config.result = None;
-    config.save(out)
+    config.save(out)?;
+    match save_initial {
+        Some(vs) => run_dir::save_weights(vs, &out.join(run_dir::INITIAL_WEIGHTS_FILE)),
+        None => Ok(()),
+    }
 }
 
 /// Gives `step` the optimizer state the resumed run saved, and says in one line what happened to it.
@@ -247,7 +266,7 @@ fn finish_interrupted(config: &mut RunConfig, out: &Path, in_epoch: Option<usize
     let cause = if crate::output::stdout_closed() { "Stopped (standard output was closed)" } else { "Interrupted" };
     eprintln!(
         "{cause} in epoch {}: {} holds the last completed epoch ({epochs_completed}); continue with \
-         `mnist-tch train --resume {}`",
+         `mnist-tch resume {}`",
         in_epoch.unwrap_or(epochs_completed + 1),
         out.display(),
         out.display()
@@ -261,9 +280,8 @@ fn finish_interrupted(config: &mut RunConfig, out: &Path, in_epoch: Option<usize
 fn finish(
     mut config: RunConfig,
     out: &Path,
-    vs: &nn::VarStore,
-    net: &nn::SequentialT,
-    data: &Prepared,
+    model: &Network,
+    data: &TrainingData,
     history: &[EpochMetrics],
     outcome: Outcome,
     output: &JobOutput,
@@ -287,9 +305,9 @@ fn finish(
     }
     // The model the run ends with (the best epoch's with early stopping) is the one evaluated and kept.
     if training.early_stopping.is_some() {
-        run_dir::save_weights(vs, &out.join(run_dir::WEIGHTS_FILE))?;
+        run_dir::save_weights(&model.vs, &out.join(run_dir::WEIGHTS_FILE))?;
     }
-    let test = evaluate(net, &data.test, config.model.num_classes)?;
+    let test = evaluate(&model.net, &data.test, config.model.num_classes)?;
     run_dir::EvaluationReport::new(&test, &config.data.class_names).save(out)?;
     config.state.status = match outcome {
         Outcome::EarlyStopped => RunStatus::EarlyStopped,
@@ -297,7 +315,7 @@ fn finish(
     };
     config.result = Some(RunResult {
         epochs_completed,
-        device: device_name(vs.device()),
+        device: device_name(model.vs.device()),
         test_loss: test.loss,
         test_accuracy: test.accuracy,
     });
@@ -328,7 +346,7 @@ impl Observer for PeerObserver<'_> {
 }
 
 /// Saves each completed epoch into the run directory and shows progress.
-struct RunObserver<'a> {
+struct RunRecorder<'a> {
     progress: ConsoleProgress,
     out: &'a Path,
     config: &'a mut RunConfig,
@@ -337,7 +355,7 @@ struct RunObserver<'a> {
     tensorboard: Option<TensorBoard>,
 }
 
-impl Observer for RunObserver<'_> {
+impl Observer for RunRecorder<'_> {
     fn start_epoch(&mut self, epoch: usize, epochs: usize, steps: usize) {
         self.progress.start_epoch(epoch, epochs, steps);
     }

@@ -1,23 +1,24 @@
-//! The three ways a training job starts — a new run, a resumed run, a fine-tuned run — and the one
-//! sequence they share. The command line fills in a request; this module loads the data, builds the
-//! config and the model (always from the config), claims the run directory, prints the header and hands
-//! a [`FitJob`] to [`fit`].
+//! How a training job starts. The three kinds — a new run ([`NewRun`]), a resumed run ([`ResumeRun`]),
+//! a fine-tuned run ([`FinetuneRun`]) — differ only in where the config, the data and the starting
+//! weights come from: each becomes a [`Plan`] in one short function, and [`start`] takes every plan
+//! through the same sequence: the model built from the config with its starting weights, the run
+//! directory claimed, the header printed, then [`fit`].
 
 use crate::callbacks::{self, EarlyStopping};
-use crate::data::{self, Prepared, Selection};
+use crate::data::{self, Selection, TrainingData};
 use crate::device::device_name;
 use crate::distributed;
 use crate::engine::{self, Engine};
 use crate::evaluation::evaluate;
 use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
 use crate::lock::RunLock;
-use crate::model::{self, Arch, ModelConfig};
+use crate::model::{self, Arch, ModelConfig, Network};
 use crate::progress::OutputMode;
 use crate::run_dir::{self, DataInfo, Lineage, RunConfig, ToolInfo};
 use crate::training::TrainConfig;
 use anyhow::{Context, Result, bail, ensure};
 use std::path::PathBuf;
-use tch::{Device, nn};
+use tch::Device;
 
 /// How pixels become inputs; recorded in config.json so inference can do the same.
 pub const NORMALIZATION: &str = "pixel / 255 (inputs in [0, 1])";
@@ -33,8 +34,8 @@ pub struct DataRequest {
 }
 
 impl DataRequest {
-    fn prepare(&self, num_classes: usize) -> Result<Prepared> {
-        data::prepare(&self.path, &self.selection, num_classes, &self.class_names, self.validation_split)
+    fn load(&self, num_classes: usize) -> Result<TrainingData> {
+        data::load_training_data(&self.path, &self.selection, num_classes, &self.class_names, self.validation_split)
     }
 }
 
@@ -65,15 +66,47 @@ pub struct NewRun {
     pub save_initial: bool,
 }
 
-/// A new run whose data is loaded and whose config is checked, not started yet.
-pub struct PlannedRun {
+/// A job whose config is built and checked and whose data is loaded; no model yet, nothing written
+/// (but a resumed run's lock).
+pub struct Plan {
+    /// The config the run writes. [`start`] fills in the device and, fine-tuning, the accuracy before.
     pub config: RunConfig,
-    data: Prepared,
+    data: TrainingData,
+    /// The device asked for; under torchrun each process takes its own (see [`distributed`]).
+    device: Device,
+    weights: StartingWeights,
+    run_dir: RunDirectory,
+    kind: Kind,
+    save_initial: bool,
+}
+
+/// Where the weights of the first step come from.
+enum StartingWeights {
+    /// Drawn from the run's seed: a new run, or a resumed run stopped before its first epoch ended.
+    Seeded,
+    /// A run's weights file: every tensor (resumed), or every tensor but a new output layer, which is
+    /// drawn from the seed (fine-tuned).
+    File { path: PathBuf, except: Vec<String> },
+}
+
+/// Where the job writes.
+enum RunDirectory {
+    /// A new directory, created and locked by [`start`].
+    New(Destination),
+    /// A resumed run's own directory, locked when it was planned (by the process that writes it).
+    Existing { dir: PathBuf, _lock: Option<RunLock> },
+}
+
+/// What the job continues, which decides what is said before it starts.
+enum Kind {
+    New,
+    Resumed { point: ResumePoint, line: String },
+    FineTuned { parent: PathBuf, note: Option<String> },
 }
 
 /// Loads the data and builds the config of a new run; nothing is written.
-pub fn plan_new_run(request: &NewRun) -> Result<PlannedRun> {
-    let data = request.data.prepare(request.num_classes)?;
+pub fn plan_new_run(request: &NewRun) -> Result<Plan> {
+    let data = request.data.load(request.num_classes)?;
     let hidden = match (request.arch, &request.hidden) {
         (Arch::Mlp, None) => vec![128],
         (_, hidden) => hidden.clone().unwrap_or_default(),
@@ -95,21 +128,87 @@ pub fn plan_new_run(request: &NewRun) -> Result<PlannedRun> {
         result: None,
     };
     check_settings(&config, &data)?;
-    Ok(PlannedRun { config, data })
+    Ok(Plan {
+        config,
+        data,
+        device: request.device,
+        weights: StartingWeights::Seeded,
+        run_dir: RunDirectory::New(request.destination.clone()),
+        kind: Kind::New,
+        save_initial: request.save_initial,
+    })
 }
 
-/// Trains a planned run from epoch 1.
-pub fn start_new_run(planned: PlannedRun, request: &NewRun, output: JobOutput) -> Result<FitReport> {
-    let (out, _lock) = claim_new_run_dir(&request.destination, &output)?;
-    before_training(output.mode, || print_header(&planned.config, &planned.data, request.device, "new run"))?;
-    tch::manual_seed(planned.config.training.seed);
-    let vs = nn::VarStore::new(request.device);
-    let net = model::build(&vs.root(), &planned.config.model);
-    let PlannedRun { config, data } = planned;
-    fit(FitJob { config, data, vs, net, out, resume: None, save_initial: request.save_initial, output })
+/// Every job's sequence: the model from the config with its starting weights, the run directory
+/// claimed, what is about to happen said, then [`fit`].
+pub fn start(plan: Plan, output: JobOutput) -> Result<FitReport> {
+    let Plan { mut config, data, device, weights, run_dir, kind, save_initial } = plan;
+    let device = distributed::device_of_process(device, output.group.as_deref());
+    config.training.device = device_name(device);
+    let model = weights.load(&config, device)?;
+    if let (Kind::FineTuned { .. }, Some(lineage)) = (&kind, &mut config.lineage) {
+        lineage.accuracy_before =
+            evaluate(&model.net, &data.test.to_device(device), config.model.num_classes)?.accuracy;
+    }
+    let (out, _lock) = run_dir.claim(&output)?;
+    before_training(output.mode, || introduce(&config, &data, device, &kind))?;
+    let resume = match kind {
+        Kind::Resumed { point, .. } => Some(point),
+        Kind::New | Kind::FineTuned { .. } => None,
+    };
+    fit(FitJob { config, data, model, out, resume, save_initial, output })
 }
 
-/// `mnist-tch train --resume RUN_DIR`: the same run, continued.
+impl StartingWeights {
+    /// The model of `config` on `device` with these weights; libtorch's generator is seeded with the
+    /// run's seed first, so whatever is drawn is the same on every run (and every process).
+    fn load(&self, config: &RunConfig, device: Device) -> Result<Network> {
+        tch::manual_seed(config.training.seed);
+        let mut model = Network::init(&config.model, device);
+        if let StartingWeights::File { path, except } = self {
+            run_dir::load_weights_except(&mut model.vs, path, except)?;
+        }
+        Ok(model)
+    }
+}
+
+impl RunDirectory {
+    /// The directory to write, locked. Under torchrun only rank 0 claims a new one: the others get the
+    /// path it would have (they never write there) and no lock.
+    fn claim(self, output: &JobOutput) -> Result<(PathBuf, Option<RunLock>)> {
+        match self {
+            RunDirectory::New(destination) => claim_new_run_dir(&destination, output),
+            RunDirectory::Existing { dir, _lock } => Ok((dir, _lock)),
+        }
+    }
+}
+
+/// The lines before training: where a resumed run continues from, the header, what fine-tuning keeps.
+fn introduce(config: &RunConfig, data: &TrainingData, device: Device, kind: &Kind) -> Result<()> {
+    match kind {
+        Kind::New => print_header(config, data, device, "new run"),
+        Kind::Resumed { line, .. } => {
+            crate::say!("{line}")?;
+            print_header(config, data, device, "resumed run")
+        }
+        Kind::FineTuned { parent, note } => {
+            print_header(config, data, device, &format!("fine-tuned from {}", parent.display()))?;
+            let Some(lineage) = &config.lineage else { return Ok(()) };
+            crate::say!(
+                "Fine-tuning {}: {}, frozen: {}",
+                parent.display(),
+                if lineage.reinit_head { "new output layer" } else { "output layer from the parent" },
+                if lineage.frozen.is_empty() { "nothing".to_string() } else { lineage.frozen.join(", ") }
+            )?;
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
+            crate::say!("Test accuracy before fine-tuning: {:.4}", lineage.accuracy_before)
+        }
+    }
+}
+
+/// `mnist-tch resume RUN_DIR` (or `train --resume RUN_DIR`): the same run, continued.
 #[derive(Debug, Clone)]
 pub struct ResumeRun {
     pub dir: PathBuf,
@@ -124,13 +223,15 @@ pub struct ResumeRun {
     pub early_stopping: Option<EarlyStopping>,
 }
 
-pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
+/// Locks the run (when this process writes it), reads its config, data, metrics and optimizer state
+/// back, and applies what the request changes.
+pub fn plan_resume(request: &ResumeRun, writes_run: bool) -> Result<Plan> {
     let dir = &request.dir;
     if !dir.join(run_dir::CONFIG_FILE).is_file() {
         RunConfig::load(dir)?; // says why this is not a run directory, before anything is written there
     }
     // Under torchrun only rank 0 writes; the others read the same files.
-    let _lock = if output.writes_run() { Some(run_dir::take_for_writing(dir)?) } else { None };
+    let lock = if writes_run { Some(run_dir::take_for_writing(dir)?) } else { None };
     let mut config = RunConfig::load(dir)?;
     let completed = config.state.epochs_completed;
     // Early stopping ended the run with an earlier epoch's weights: training continues from those.
@@ -142,6 +243,39 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
         dir.display(),
         crate::progress::epochs(completed)
     );
+    apply_resume_request(&mut config, request, target);
+    let same_data = DataRequest {
+        path: config.data.dir.clone(),
+        selection: config.data.selection.clone(),
+        class_names: config.data.class_names.join(","),
+        validation_split: config.training.validation_split,
+    };
+    let data = same_data
+        .load(config.model.num_classes as usize)
+        .with_context(|| format!("reloading the data of {}", dir.display()))?;
+    check_settings(&config, &data)?;
+    let point = resume_point(dir, &config)?;
+    let line = resume_line(dir, completed, target, restored, config.training.engine);
+    // A run killed before its first epoch ended has saved nothing but its config: it starts from
+    // epoch 1 with the initial weights of its seed, as it did the first time.
+    let weights = match completed {
+        0 => StartingWeights::Seeded,
+        _ => StartingWeights::File { path: dir.join(run_dir::WEIGHTS_FILE), except: Vec::new() },
+    };
+    Ok(Plan {
+        config,
+        data,
+        device: request.device,
+        weights,
+        run_dir: RunDirectory::Existing { dir: dir.clone(), _lock: lock },
+        kind: Kind::Resumed { point, line },
+        save_initial: false,
+    })
+}
+
+/// The run's config as the resumed run continues it: the new epoch target, device and engine, and the
+/// callbacks added now.
+fn apply_resume_request(config: &mut RunConfig, request: &ResumeRun, target: usize) {
     config.training.epochs = target;
     config.training.device = device_name(request.device);
     config.training.engine = request.engine.unwrap_or(config.training.engine);
@@ -157,39 +291,21 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
         config.state.callbacks.best = Default::default();
         config.state.best_epoch = None;
     }
-    let same_data = DataRequest {
-        path: config.data.dir.clone(),
-        selection: config.data.selection.clone(),
-        class_names: config.data.class_names.join(","),
-        validation_split: config.training.validation_split,
-    };
-    let data = same_data
-        .prepare(config.model.num_classes as usize)
-        .with_context(|| format!("reloading the data of {}", dir.display()))?;
-    check_settings(&config, &data)?;
+}
+
+/// What the run directory holds besides the weights: the epochs so far, the optimizer state, and with
+/// early stopping the best epoch's weights.
+fn resume_point(dir: &std::path::Path, config: &RunConfig) -> Result<ResumePoint> {
+    let completed = config.state.epochs_completed;
     let mut history =
         run_dir::load_metrics(dir).or_else(|err| if completed == 0 { Ok(Vec::new()) } else { Err(err) })?;
     history.truncate(completed);
-    // A run killed before its first epoch ended has saved nothing but its config: it starts from
-    // epoch 1 with the initial weights of its seed, as it did the first time.
-    tch::manual_seed(config.training.seed);
-    let mut vs = nn::VarStore::new(request.device);
-    let net = model::build(&vs.root(), &config.model);
-    if completed > 0 {
-        run_dir::load_weights(&mut vs, &dir.join(run_dir::WEIGHTS_FILE))?;
-    }
     let best_weights = match (config.training.early_stopping, config.state.best_epoch) {
         (Some(_), Some(_)) => Some(run_dir::load_tensors(&dir.join(run_dir::BEST_WEIGHTS_FILE))?),
         _ => None,
     };
     let optimizer_state = run_dir::load_optimizer_state(dir, completed)?;
-    before_training(output.mode, || {
-        crate::say!("{}", resume_line(dir, completed, target, restored, config.training.engine))?;
-        print_header(&config, &data, request.device, "resumed run")
-    })?;
-    let resume = ResumePoint { history, optimizer_state, best_weights };
-    let out = dir.to_path_buf();
-    fit(FitJob { config, data, vs, net, out, resume: Some(resume), save_initial: false, output })
+    Ok(ResumePoint { history, optimizer_state, best_weights })
 }
 
 /// The first line of a resumed run: where it continues from, and with which weights.
@@ -232,9 +348,11 @@ pub struct FinetuneRun {
     pub save_initial: bool,
 }
 
-pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
+/// Loads the new data and builds the config of a run that starts from the parent's architecture and
+/// weights, with a new output layer when the classes change (or on `--reinit-head`).
+pub fn plan_finetune(request: &FinetuneRun) -> Result<Plan> {
     let parent = RunConfig::load(&request.from)?;
-    let data = request.data.prepare(parent.model.num_classes as usize)?;
+    let data = request.data.load(parent.model.num_classes as usize)?;
     let image_shape = [data.image_rows as i64, data.image_cols as i64];
     if image_shape != parent.model.input_shape {
         bail!(
@@ -251,16 +369,7 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
     let head = model.weight_layers().last().cloned().unwrap_or_default();
     let reinit_head = request.reinit_head || model.num_classes != parent.model.num_classes;
     let head_tensors = if reinit_head { vec![format!("{head}.weight"), format!("{head}.bias")] } else { vec![] };
-
-    // The new head is drawn from the seed; everything else is the parent's.
-    tch::manual_seed(request.training.seed);
-    let mut vs = nn::VarStore::new(request.device);
-    let net = model::build(&vs.root(), &model);
-    run_dir::load_weights_except(&mut vs, &request.from.join(run_dir::WEIGHTS_FILE), &head_tensors)?;
-    let frozen = frozen_tensors(&request.freeze, &model, &vs)?;
-    let test_on_device = data.test.to_device(request.device);
-    let before = evaluate(&net, &test_on_device, model.num_classes)?;
-    drop(test_on_device);
+    let frozen = frozen_tensors(&request.freeze, &model)?;
     let training = TrainConfig {
         device: device_name(request.device),
         engine: request.engine.unwrap_or(parent.training.engine),
@@ -275,46 +384,38 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
             parent: std::fs::canonicalize(&request.from).unwrap_or_else(|_| request.from.clone()),
             parent_model: format!("{}, {} classes", parent.model.describe(), parent.model.num_classes),
             parent_data: parent.data.dir.clone(),
-            frozen: frozen.clone(),
+            frozen,
             reinit_head,
-            accuracy_before: before.accuracy,
+            accuracy_before: 0.0, // measured by `start` once the model has the parent's weights
         }),
         model,
         state: Default::default(),
         result: None,
     };
     check_settings(&config, &data)?;
-    let (out, _lock) = claim_new_run_dir(&request.destination, &output)?;
-    before_training(output.mode, || {
-        print_header(&config, &data, request.device, &format!("fine-tuned from {}", request.from.display()))?;
-        crate::say!(
-            "Fine-tuning {}: {}, frozen: {}",
-            request.from.display(),
-            if reinit_head { "new output layer" } else { "output layer from the parent" },
-            if frozen.is_empty() { "nothing".to_string() } else { frozen.join(", ") }
-        )?;
-        if !reinit_head && config.data.class_names != parent.data.class_names {
-            eprintln!(
-                "note: the classes ({}) are not the parent's ({}) but keep its output layer; \
-                 --reinit-head starts the head afresh",
-                config.data.class_names.join(", "),
-                parent.data.class_names.join(", ")
-            );
-        }
-        crate::say!("Test accuracy before fine-tuning: {:.4}", before.accuracy)
-    })?;
-    fit(FitJob { config, data, vs, net, out, resume: None, save_initial: request.save_initial, output })
+    let note = (!reinit_head && config.data.class_names != parent.data.class_names).then(|| {
+        format!(
+            "the classes ({}) are not the parent's ({}) but keep its output layer; --reinit-head starts the head afresh",
+            config.data.class_names.join(", "),
+            parent.data.class_names.join(", ")
+        )
+    });
+    Ok(Plan {
+        config,
+        data,
+        device: request.device,
+        weights: StartingWeights::File { path: request.from.join(run_dir::WEIGHTS_FILE), except: head_tensors },
+        run_dir: RunDirectory::New(request.destination.clone()),
+        kind: Kind::FineTuned { parent: request.from.clone(), note },
+        save_initial: request.save_initial,
+    })
 }
 
 /// The tensor names `--freeze` selects, in name order: `none`, `hidden` (every layer with weights but
 /// the output layer), or a comma-separated list of layer names (`1`) and tensor names (`1.weight`).
-fn frozen_tensors(spec: &str, model: &ModelConfig, vs: &nn::VarStore) -> Result<Vec<String>> {
+fn frozen_tensors(spec: &str, model: &ModelConfig) -> Result<Vec<String>> {
     let layers = model.weight_layers();
-    let all: Vec<String> = {
-        let mut names: Vec<String> = vs.variables().into_keys().collect();
-        names.sort();
-        names
-    };
+    let all = model.tensor_names();
     let of_layer = |layer: &str| all.iter().filter(|n| n.split('.').next() == Some(layer)).cloned().collect::<Vec<_>>();
     let mut frozen: Vec<String> = match spec {
         "none" => vec![],
@@ -349,7 +450,7 @@ fn frozen_tensors(spec: &str, model: &ModelConfig, vs: &nn::VarStore) -> Result<
 
 /// Refuses settings that cannot train: a schedule that never acts, a batch larger than the training part,
 /// an engine that cannot train this model this way.
-fn check_settings(config: &RunConfig, data: &Prepared) -> Result<()> {
+fn check_settings(config: &RunConfig, data: &TrainingData) -> Result<()> {
     callbacks::check(config.training.lr_schedule, config.training.epochs)?;
     let train_len = data.train.len();
     ensure!(
@@ -357,14 +458,8 @@ fn check_settings(config: &RunConfig, data: &Prepared) -> Result<()> {
         "--batch-size {} is larger than the {train_len} training examples left after the validation split",
         config.training.batch_size
     );
-    engine::check_supported(config.training.engine, config.training.precision, &config.model)?;
-    if config.training.engine != Engine::Autograd && distributed::WorkerEnv::from_env()?.is_some() {
-        bail!(
-            "--engine {} trains in one process only; under torchrun use --engine autograd (the default)",
-            config.training.engine.name()
-        );
-    }
-    Ok(())
+    let distributed = distributed::WorkerEnv::from_env()?.is_some();
+    engine::check_supported(config.training.engine, config.training.precision, &config.model, distributed)
 }
 
 /// Creates the directory of a new run and takes its lock before anything is trained, so a bad `--out`
@@ -386,12 +481,12 @@ fn claim_new_run_dir(destination: &Destination, output: &JobOutput) -> Result<(P
             out
         }
     };
-    let lock = run_dir::prepare_new_run_dir(&out, destination.overwrite)?;
+    let lock = run_dir::create_new_run_dir(&out, destination.overwrite)?;
     Ok((out, Some(lock)))
 }
 
 /// The `data` part of `config.json`.
-fn data_info(request: &DataRequest, data: &Prepared) -> DataInfo {
+fn data_info(request: &DataRequest, data: &TrainingData) -> DataInfo {
     DataInfo {
         // Absolute, so `evaluate` finds the data from any working directory.
         dir: std::fs::canonicalize(&request.path).unwrap_or_else(|_| request.path.clone()),
@@ -414,7 +509,7 @@ fn before_training(mode: OutputMode, print: impl FnOnce() -> Result<()>) -> Resu
 }
 
 /// Device, data and model lines before training.
-fn print_header(config: &RunConfig, data: &Prepared, device: Device, title: &str) -> Result<()> {
+fn print_header(config: &RunConfig, data: &TrainingData, device: Device, title: &str) -> Result<()> {
     crate::say!("Device: {}", device_name(device))?;
     if device == Device::Cpu {
         crate::say!("Threads: {} (libtorch's CPU threads; --threads N)", tch::get_num_threads())?;

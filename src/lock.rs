@@ -1,5 +1,5 @@
 //! One writer per run directory: an advisory lock (`flock`) on `RUN/.lock`, held for the life of the
-//! training process. A second `train --out RUN`, `train --resume RUN` or `finetune --out RUN` is refused
+//! training process. A second `train --out RUN`, `resume RUN` or `finetune --out RUN` is refused
 //! with the holder's PID instead of both writing the same files; readers (`evaluate`, `summary`, `plot`,
 //! `predict`, `export`) keep working and can say that the run is still being trained.
 //!

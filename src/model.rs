@@ -323,6 +323,18 @@ impl ModelConfig {
         self.layers.iter().enumerate().filter(|(_, l)| l.has_weights()).map(|(i, _)| i.to_string()).collect()
     }
 
+    /// The names of the model's tensors (`"1.bias"`, `"1.weight"`, ...), sorted as strings, the way a
+    /// `VarStore` built by [`init`](Self::init) names them.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .weight_layers()
+            .iter()
+            .flat_map(|layer| [format!("{layer}.weight"), format!("{layer}.bias")])
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The Dense layers of an MLP or linear model, for the fused engine; `None` for other architectures.
     pub fn dense_layers(&self) -> Option<Vec<DenseLayer>> {
         if self.arch == Arch::Cnn {
@@ -471,41 +483,60 @@ fn pytorch_init(fan_in: i64) -> nn::Init {
     nn::Init::Uniform { lo: -bound, up: bound }
 }
 
-/// Builds the model under `vs`. Input `[N, rows, cols]`, `[N, 1, rows, cols]` or `[N, rows*cols]`,
-/// output logits `[N, classes]`. Dropout acts only when `forward_t` is told it trains.
-///
-/// One reordering, exact in values and gradients: a ReLU followed by a max-pool runs as the max-pool
-/// followed by the ReLU (`max(relu(x)) = relu(max(x))`, and both route the gradient to the same element
-/// or to none), so the ReLU and its backward pass touch a quarter of the elements. Measured on the
-/// convnet (batch 32, 2 threads): about 20% of a training step.
-pub fn build(vs: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
-    let mut net = nn::seq_t();
-    let layers = config.layers();
-    for (index, layer) in layers.iter().enumerate() {
-        let path = vs / index;
-        net = match *layer {
-            Layer::Relu if matches!(layers.get(index + 1), Some(Layer::MaxPool2d { .. })) => continue,
-            Layer::MaxPool2d { kernel_size } if index > 0 && layers[index - 1] == Layer::Relu => {
-                net.add_fn(move |xs| xs.max_pool2d_default(kernel_size).relu())
-            }
-            Layer::Flatten => net.add_fn(|xs| xs.flatten(1, -1)),
-            Layer::Unflatten { unflattened_size: [c, h, w], .. } => net.add_fn(move |xs| xs.view([-1, c, h, w])),
-            Layer::Linear { in_features, out_features } => {
-                let init = pytorch_init(in_features);
-                let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
-                net.add(nn::linear(path, in_features, out_features, config))
-            }
-            Layer::Conv2d { in_channels, out_channels, kernel_size } => {
-                let init = pytorch_init(in_channels * kernel_size * kernel_size);
-                let config = nn::ConvConfig { ws_init: init, bs_init: init, ..Default::default() };
-                net.add(nn::conv2d(path, in_channels, out_channels, kernel_size, config))
-            }
-            Layer::Relu => net.add_fn(|xs| xs.relu()),
-            Layer::MaxPool2d { kernel_size } => net.add_fn(move |xs| xs.max_pool2d_default(kernel_size)),
-            Layer::Dropout { p } => net.add_fn_t(move |xs, train| xs.dropout(p, train)),
-        };
+/// A model ready to train or to run: tch's pair of the variables and the module that computes the logits.
+pub struct Network {
+    pub vs: nn::VarStore,
+    pub net: nn::SequentialT,
+}
+
+impl Network {
+    /// The model of `config` on `device`, its weights drawn by PyTorch's default initialisation from
+    /// libtorch's generator (seed it first for a reproducible start).
+    pub fn init(config: &ModelConfig, device: tch::Device) -> Network {
+        let vs = nn::VarStore::new(device);
+        let net = config.init(&vs.root());
+        Network { vs, net }
     }
-    net
+}
+
+impl ModelConfig {
+    /// Builds the model under `vs` (burn's `ModelConfig::init`). Input `[N, rows, cols]`,
+    /// `[N, 1, rows, cols]` or `[N, rows*cols]`, output logits `[N, classes]`. Dropout acts only when
+    /// `forward_t` is told it trains.
+    ///
+    /// One reordering, exact in values and gradients: a ReLU followed by a max-pool runs as the max-pool
+    /// followed by the ReLU (`max(relu(x)) = relu(max(x))`, and both route the gradient to the same
+    /// element or to none), so the ReLU and its backward pass touch a quarter of the elements. Measured
+    /// on the convnet (batch 32, 2 threads): about 20% of a training step.
+    pub fn init(&self, vs: &nn::Path) -> nn::SequentialT {
+        let mut net = nn::seq_t();
+        let layers = self.layers();
+        for (index, layer) in layers.iter().enumerate() {
+            let path = vs / index;
+            net = match *layer {
+                Layer::Relu if matches!(layers.get(index + 1), Some(Layer::MaxPool2d { .. })) => continue,
+                Layer::MaxPool2d { kernel_size } if index > 0 && layers[index - 1] == Layer::Relu => {
+                    net.add_fn(move |xs| xs.max_pool2d_default(kernel_size).relu())
+                }
+                Layer::Flatten => net.add_fn(|xs| xs.flatten(1, -1)),
+                Layer::Unflatten { unflattened_size: [c, h, w], .. } => net.add_fn(move |xs| xs.view([-1, c, h, w])),
+                Layer::Linear { in_features, out_features } => {
+                    let init = pytorch_init(in_features);
+                    let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
+                    net.add(nn::linear(path, in_features, out_features, config))
+                }
+                Layer::Conv2d { in_channels, out_channels, kernel_size } => {
+                    let init = pytorch_init(in_channels * kernel_size * kernel_size);
+                    let config = nn::ConvConfig { ws_init: init, bs_init: init, ..Default::default() };
+                    net.add(nn::conv2d(path, in_channels, out_channels, kernel_size, config))
+                }
+                Layer::Relu => net.add_fn(|xs| xs.relu()),
+                Layer::MaxPool2d { kernel_size } => net.add_fn(move |xs| xs.max_pool2d_default(kernel_size)),
+                Layer::Dropout { p } => net.add_fn_t(move |xs, train| xs.dropout(p, train)),
+            };
+        }
+        net
+    }
 }
 
 #[cfg(test)]
@@ -528,7 +559,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let config = ModelConfig::default();
         assert_eq!(config, mlp([28, 28], &[128], 10, 0.0));
-        let net = build(&vs.root(), &config);
+        let net = config.init(&vs.root());
         assert_eq!(
             variables(&vs),
             vec![
@@ -547,7 +578,7 @@ mod tests {
     fn initialisation_is_pytorchs_not_tchs() {
         tch::manual_seed(1);
         let vs = nn::VarStore::new(Device::Cpu);
-        let _net = build(&vs.root(), &ModelConfig::default());
+        let _net = ModelConfig::default().init(&vs.root());
         let weight = &vs.variables()["1.weight"];
         let bound = 1.0 / 784f64.sqrt();
         let max = weight.abs().max().double_value(&[]);
@@ -587,7 +618,9 @@ mod tests {
         assert_eq!(shapes[7], vec![64, 5, 5]);
         assert_eq!(shapes[10], vec![10]);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = build(&vs.root(), &config);
+        let net = config.init(&vs.root());
+        let built: Vec<String> = variables(&vs).into_iter().map(|(name, _)| name).collect();
+        assert_eq!(config.tensor_names(), built);
         assert_eq!(
             variables(&vs),
             vec![
@@ -615,7 +648,7 @@ mod tests {
         let config = ModelConfig::new(Arch::Cnn, [12, 12], vec![], 3, 0.0).unwrap();
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = build(&vs.root(), &config);
+        let net = config.init(&vs.root());
         let vars = vs.variables();
         let (w1, b1, w2, b2, w3, b3) = (
             &vars["2.weight"],
@@ -700,7 +733,7 @@ mod tests {
     fn dropout_acts_in_training_only() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = build(&vs.root(), &mlp([4, 4], &[64], 3, 0.5));
+        let net = mlp([4, 4], &[64], 3, 0.5).init(&vs.root());
         let x = Tensor::rand([8, 4, 4], (Kind::Float, Device::Cpu));
         let eval_a = net.forward_t(&x, false);
         let eval_b = net.forward_t(&x, false);

@@ -27,7 +27,7 @@ pub const BEST_WEIGHTS_FILE: &str = "best.safetensors";
 /// With `train --save-initial`: the weights before the first step (for parity checks against PyTorch).
 pub const INITIAL_WEIGHTS_FILE: &str = "initial.safetensors";
 /// The optimizer's state (the fused engine's Adam moments and step count), saved with every epoch so
-/// `train --resume` continues them. Absent for the autograd engine, whose `nn::Adam` cannot export it.
+/// `mnist-tch resume` continues them. Absent for the autograd engine, whose `nn::Adam` cannot export it.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 /// The tensor of `optimizer.safetensors` that says which epoch its state belongs to.
 const OPTIMIZER_EPOCH: &str = "epoch";
@@ -116,7 +116,7 @@ pub enum OptimizerResume {
     Fresh,
 }
 
-/// One `train --resume` of a run.
+/// One `mnist-tch resume` of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResumeRecord {
     /// The last completed epoch it continued from.
@@ -132,7 +132,7 @@ pub struct RunState {
     pub epochs_completed: usize,
     /// Epoch with the best monitored metric so far.
     pub best_epoch: Option<usize>,
-    /// The learning-rate schedule's and early stopping's progress, continued by `train --resume`.
+    /// The learning-rate schedule's and early stopping's progress, continued by `mnist-tch resume`.
     #[serde(default)]
     pub callbacks: CallbackState,
     /// Each time the run was resumed, and whether the optimizer's state came back.
@@ -378,14 +378,14 @@ pub fn load_run_weights(dir: &Path, weights_file: &str, device: tch::Device) -> 
             );
         }
         bail!(
-            "{}: the run has no completed epoch yet (status: {}); continue it with `mnist-tch train --resume {}`",
+            "{}: the run has no completed epoch yet (status: {}); continue it with `mnist-tch resume {}`",
             dir.display(),
             config.state.status.name(),
             dir.display()
         );
     }
     let mut vs = nn::VarStore::new(device);
-    let net = crate::model::build(&vs.root(), &config.model);
+    let net = config.model.init(&vs.root());
     load_weights(&mut vs, &weights)?;
     Ok(LoadedRun { config, vs, net })
 }
@@ -499,7 +499,7 @@ pub fn next_free_run_dir(parent: &Path, name: &str) -> PathBuf {
 /// Creates `dir` for a new run and locks it for writing, refusing to overwrite a previous run's files
 /// unless asked to, and a run another process is writing in any case.
 /// With `overwrite`, an earlier run there is replaced as a whole ([`crate::run_replace`]).
-pub fn prepare_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
+pub fn create_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
     // Said first: --overwrite would not help.
     if let Some(pid) = lock::writer(dir) {
         bail!("{}: being trained by process {pid}; wait for it to finish or choose another --out", dir.display());

@@ -10,10 +10,11 @@
 //! part, so all of them take the same callback decisions (early stopping, plateau) without talking.
 
 use crate::callbacks::{BestTracker, CallbackState, EarlyStopping, LrController, LrSchedule, Monitor};
-use crate::data::{Examples, Prepared, to_inputs};
+use crate::data::{Examples, TrainingData, to_inputs};
 use crate::distributed::{self, DistributedInfo, ProcessGroup};
 use crate::engine::{AdamSettings, Engine, Precision, TrainStep};
 use crate::evaluation::{Evaluation, evaluate};
+use crate::model::Network;
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
@@ -206,18 +207,12 @@ pub struct Start {
     pub group: Option<Rc<ProcessGroup>>,
 }
 
-/// The model being trained: its variables and the module that computes its logits.
-pub struct Model<'a> {
-    pub vs: &'a nn::VarStore,
-    pub net: &'a dyn ModuleT,
-}
-
 /// Trains for epochs `start.first_epoch..=config.epochs` with `step` on `data` (already on the training
 /// device). Schedules count absolute epochs, so a resumed run continues where it stopped.
 pub fn train<S: TrainStep + ?Sized>(
     step: &mut S,
-    model: Model,
-    data: &Prepared,
+    model: &Network,
+    data: &TrainingData,
     config: &TrainConfig,
     start: Start,
     observer: &mut dyn Observer,
@@ -257,7 +252,7 @@ pub fn train<S: TrainStep + ?Sized>(
             report.interrupted_in_epoch = Some(epoch);
             return Ok(report);
         };
-        let validation = validate(model.net, &data.valid, data.num_classes as i64)?;
+        let validation = validate(&model.net, &data.valid, data.num_classes as i64)?;
         let metrics = EpochMetrics {
             epoch,
             steps: buffers.steps,
@@ -272,13 +267,13 @@ pub fn train<S: TrainStep + ?Sized>(
         lr.observe(monitored);
         let verdict = best.observe(epoch, monitored);
         if verdict.improved && config.early_stopping.is_some() {
-            best_weights = Some(snapshot(model.vs));
+            best_weights = Some(snapshot(&model.vs));
         }
         let callbacks = CallbackState { plateau: lr.progress(), best: best.progress() };
         let optimizer_state = step.optimizer_state()?;
         observer.end_epoch(EpochEnd {
             metrics: &metrics,
-            vs: model.vs,
+            vs: &model.vs,
             optimizer_state,
             callbacks,
             improved: verdict.improved,
@@ -292,7 +287,7 @@ pub fn train<S: TrainStep + ?Sized>(
     }
     // Keras's restore_best_weights: the model ends with the best epoch's weights.
     if let Some(weights) = best_weights.filter(|_| config.early_stopping.is_some()) {
-        restore(model.vs, &weights)?;
+        restore(&model.vs, &weights)?;
     }
     Ok(report)
 }

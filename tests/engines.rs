@@ -3,13 +3,18 @@
 //! bit-identical; AdamW's decay reaches trainable tensors only; the fused engine refuses a CNN.
 
 use mnist_tch::engine::{self, AdamSettings, Engine, Precision, StepSettings};
-use mnist_tch::model::{self, Arch, ModelConfig};
+use mnist_tch::model::{Arch, ModelConfig};
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
 
 const ADAM: AdamSettings = AdamSettings { beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
 
 fn settings(adam: AdamSettings, frozen: &[&str]) -> StepSettings {
-    StepSettings { adam, precision: Precision::F32, frozen: frozen.iter().map(|s| s.to_string()).collect() }
+    StepSettings {
+        adam,
+        precision: Precision::F32,
+        frozen: frozen.iter().map(|s| s.to_string()).collect(),
+        group: None,
+    }
 }
 
 /// libtorch's generator is one per process and the tests run on parallel threads: each seeded draw
@@ -26,7 +31,7 @@ fn seeded<T>(seed: i64, draw: impl FnOnce() -> T) -> T {
 fn model(config: &ModelConfig) -> (nn::VarStore, nn::SequentialT) {
     seeded(7, || {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = model::build(&vs.root(), config);
+        let net = config.init(&vs.root());
         (vs, net)
     })
 }
@@ -72,7 +77,7 @@ fn train_with(
 ) -> Vec<(String, Tensor)> {
     let (vs, net) = model(config);
     let data = batches(config, 20);
-    let mut step = engine::build(engine, &vs, &net, config, settings(adam, frozen)).unwrap();
+    let mut step = engine::new_step(engine, &vs, &net, config, settings(adam, frozen)).unwrap();
     step.set_learning_rate(lr).unwrap();
     for (x, y) in &data {
         step.step(x, y).unwrap();
@@ -146,7 +151,7 @@ fn weight_decay_reaches_trainable_tensors_only() {
         let one_step = |adam: AdamSettings| {
             let (vs, net) = model(&config);
             let (x, y) = batches(&config, 1).remove(0);
-            let mut step = engine::build(engine, &vs, &net, &config, settings(adam, &["1.bias"])).unwrap();
+            let mut step = engine::new_step(engine, &vs, &net, &config, settings(adam, &["1.bias"])).unwrap();
             step.set_learning_rate(lr).unwrap();
             step.step(&x, &y).unwrap();
             drop(step);
@@ -169,15 +174,17 @@ fn weight_decay_reaches_trainable_tensors_only() {
 fn the_fused_engine_refuses_a_cnn_and_autograd_refuses_bf16() {
     let cnn = ModelConfig::new(Arch::Cnn, [12, 12], vec![], 3, 0.5).unwrap();
     let (vs, net) = model(&cnn);
-    let err = engine::build(Engine::Fused, &vs, &net, &cnn, settings(ADAM, &[])).err().unwrap().to_string();
+    let err = engine::new_step(Engine::Fused, &vs, &net, &cnn, settings(ADAM, &[])).err().unwrap().to_string();
     assert!(err.contains("--engine fused trains MLP and linear models only, not a CNN"), "{err}");
     let config = mlp();
     let (vs, net) = model(&config);
     let bf16 = StepSettings { precision: Precision::Bf16, ..settings(ADAM, &[]) };
-    let err = engine::build(Engine::Autograd, &vs, &net, &config, bf16).err().unwrap().to_string();
+    let err = engine::new_step(Engine::Autograd, &vs, &net, &config, bf16).err().unwrap().to_string();
     assert!(err.contains("--precision bf16") && err.contains("--engine fused"), "{err}");
-    let err =
-        engine::build(Engine::Autograd, &vs, &net, &config, settings(ADAM, &["9.weight"])).err().unwrap().to_string();
+    let err = engine::new_step(Engine::Autograd, &vs, &net, &config, settings(ADAM, &["9.weight"]))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("no tensor '9.weight'"), "{err}");
 }
 
@@ -186,7 +193,7 @@ fn only_the_fused_engine_hands_over_its_optimizer_state() {
     let config = mlp();
     for (engine, keeps_state) in [(Engine::Autograd, false), (Engine::Fused, true)] {
         let (vs, net) = model(&config);
-        let mut step = engine::build(engine, &vs, &net, &config, settings(ADAM, &[])).unwrap();
+        let mut step = engine::new_step(engine, &vs, &net, &config, settings(ADAM, &[])).unwrap();
         step.set_learning_rate(1e-3).unwrap();
         let (x, y) = batches(&config, 1).remove(0);
         step.step(&x, &y).unwrap();

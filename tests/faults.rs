@@ -75,13 +75,13 @@ fn ctrl_c_keeps_the_last_epoch_and_resume_continues() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "stderr: {stderr}");
     assert!(stderr.contains("Interrupted in epoch"), "{stderr}");
-    assert!(stderr.contains("train --resume"), "{stderr}");
+    assert!(stderr.contains(&format!("continue with `mnist-tch resume {}`", dir.display())), "{stderr}");
     let config = RunConfig::load(&dir).unwrap();
     assert_eq!(config.state.status, mnist_tch::run_dir::RunStatus::Interrupted);
     let completed = check_loadable(&dir).unwrap();
     assert!(completed >= 1 && completed < 50);
 
-    let resumed = mnist_tch(&["train", "--resume", dir.to_str().unwrap(), "--epochs", &(completed + 1).to_string()]);
+    let resumed = mnist_tch(&["resume", dir.to_str().unwrap(), "--epochs", &(completed + 1).to_string()]);
     resumed.assert_ok();
     assert!(resumed.stdout.contains(&format!("Epoch {}/{}", completed + 1, completed + 1)), "{}", resumed.stdout);
     assert_eq!(RunConfig::load(&dir).unwrap().state.epochs_completed, completed + 1);
@@ -268,7 +268,7 @@ fn a_run_killed_before_its_first_epoch_says_so_and_resumes_from_epoch_1() {
         std::fs::remove_file(dir.join(file)).unwrap();
     }
     let run = dir.to_str().unwrap();
-    let expected = ["killed", "no completed epoch yet", "train --resume"];
+    let expected = ["killed", "no completed epoch yet", "mnist-tch resume"];
     mnist_tch(&["evaluate", "--model", run, "--device", "cpu"]).assert_clean_error(&expected);
     mnist_tch(&["export", "--model", run, "--out", fixture.path("m.pt").to_str().unwrap()])
         .assert_clean_error(&expected);

@@ -3,19 +3,19 @@
 
 use mnist_tch::engine::fused::FusedMlp;
 use mnist_tch::engine::{AdamSettings, Precision, StepSettings};
-use mnist_tch::model::{self, Arch, ModelConfig};
+use mnist_tch::model::{Arch, ModelConfig};
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
 const ADAM: AdamSettings = AdamSettings { beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
 
 fn settings(precision: Precision, frozen: &[&str]) -> StepSettings {
-    StepSettings { adam: ADAM, precision, frozen: frozen.iter().map(|s| s.to_string()).collect() }
+    StepSettings { adam: ADAM, precision, frozen: frozen.iter().map(|s| s.to_string()).collect(), group: None }
 }
 
 fn setup(config: &ModelConfig) -> (nn::VarStore, nn::SequentialT, Tensor, Tensor) {
     tch::manual_seed(3);
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = model::build(&vs.root(), config);
+    let net = config.init(&vs.root());
     let x = Tensor::rand([6, config.input_dim()], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 2, 1, 2, 0, 1]);
     (vs, net, x, y)

@@ -8,7 +8,7 @@ mod common;
 
 use common::Fixture;
 use mnist_tch::data::{self, Selection, to_inputs};
-use mnist_tch::model::{self, ModelConfig};
+use mnist_tch::model::ModelConfig;
 use mnist_tch::run_dir::RunConfig;
 use mnist_tch::training::shuffle_seed;
 use std::path::Path;
@@ -27,9 +27,9 @@ fn sorted(mut tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
 fn replay(dir: &Path, data_dir: &Path, order: impl FnOnce(&RunConfig, i64) -> Tensor) -> f64 {
     let config = RunConfig::load(dir).unwrap();
     let t = &config.training;
-    let data = data::prepare(data_dir, &Selection::default(), 4, "auto", t.validation_split).unwrap();
+    let data = data::load_training_data(data_dir, &Selection::default(), 4, "auto", t.validation_split).unwrap();
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = model::build(&vs.root(), &config.model);
+    let net = config.model.init(&vs.root());
     vs.load(dir.join("initial.safetensors")).unwrap();
     let initial = sorted(Tensor::read_safetensors(dir.join("initial.safetensors")).unwrap());
     for (name, tensor) in &initial {
@@ -87,13 +87,13 @@ fn initial_weights_are_the_seeds_and_only_written_when_asked() {
     fixture.train("a", &["--epochs", "1", "--save-initial"]).assert_ok();
     fixture.train("b", &["--epochs", "1"]).assert_ok();
     assert!(!fixture.path("b").join("initial.safetensors").exists());
-    // The initial weights are those model::build draws from the seed.
+    // The initial weights are those ModelConfig::init draws from the seed.
     let config = RunConfig::load(&fixture.path("a")).unwrap();
     let model: &ModelConfig = &config.model;
     let _only_us = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     tch::manual_seed(config.training.seed);
     let vs = nn::VarStore::new(Device::Cpu);
-    let _net = model::build(&vs.root(), model);
+    let _net = model.init(&vs.root());
     for (name, tensor) in sorted(Tensor::read_safetensors(fixture.path("a").join("initial.safetensors")).unwrap()) {
         assert!(vs.variables()[&name].equal(&tensor), "{name}");
     }

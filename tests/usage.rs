@@ -86,13 +86,13 @@ fn a_run_held_by_another_process_is_never_to_be_resumed() {
     assert_eq!(evaluate.code(), Some(1), "{}", evaluate.stderr);
     let error = evaluate.stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
     assert!(error.contains(&format!("being trained by process {pid}")), "{}", evaluate.stderr);
-    assert!(!evaluate.stderr.contains("--resume"), "{}", evaluate.stderr);
+    assert!(!evaluate.stderr.contains("mnist-tch resume"), "{}", evaluate.stderr);
     let second = fixture.train("run", &["--epochs", "1"]);
     second.assert_clean_error(&[&format!("being trained by process {pid}")]);
     assert!(!second.stderr.contains("--overwrite"), "{}", second.stderr);
     drop(held);
     let evaluate = mnist_tch(&["evaluate", s(&run), "--device", "cpu"]);
-    evaluate.assert_clean_error(&["no completed epoch yet", "--resume"]);
+    evaluate.assert_clean_error(&["no completed epoch yet", "mnist-tch resume"]);
 }
 
 #[test]
@@ -181,4 +181,31 @@ fn resume_says_where_it_continues_from() {
         restarted.stdout
     );
     assert!(!restarted.stdout.contains("moment estimates"), "{}", restarted.stdout);
+}
+
+#[test]
+fn resume_is_a_subcommand_whose_flags_clap_knows_and_train_resume_takes_the_same() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let run = fixture.path("run");
+    // A flag resume does not have is clap's usage error, before anything is read or written.
+    let refused = mnist_tch(&["resume", s(&run), "--lr", "0.01"]);
+    assert_eq!(refused.code(), Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("unexpected argument '--lr'"), "{}", refused.stderr);
+    // train --resume lists exactly resume's flags as the ones that apply (--tensorboard included).
+    let help = mnist_tch(&["resume", "--help"]).stdout;
+    let changed = mnist_tch(&["train", "--resume", s(&run), "--lr", "0.01", "--epochs", "2"]);
+    assert_eq!(changed.code(), Some(2), "{}", changed.stderr);
+    let (_, listed) = changed.stderr.split_once("(only ").expect("the list of flags that apply");
+    let listed: Vec<&str> = listed.split(" apply)").next().unwrap_or_default().split(", ").collect();
+    assert!(listed.contains(&"--tensorboard") && listed.contains(&"--epochs"), "{}", changed.stderr);
+    for flag in &listed {
+        assert!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")), "{flag} not in:\n{help}");
+    }
+    // The subcommand continues the run as train --resume does.
+    let resumed = mnist_tch(&["resume", s(&run), "--epochs", "2", "--device", "cpu", "--quiet"]);
+    resumed.assert_ok();
+    assert!(resumed.stdout.starts_with("Test accuracy: "), "{}", resumed.stdout);
+    assert_eq!(json(&run.join("config.json"))["state"]["epochs_completed"], 2);
+    assert_eq!(json(&run.join("config.json"))["state"]["resumes"][0]["after_epoch"], 1);
 }

@@ -1,12 +1,12 @@
-//! `mnist-tch finetune`: the Keras tutorial's "how to fine-tune it" (`jobs::finetune`). The architecture and
+//! `mnist-tch finetune`: the Keras tutorial's "how to fine-tune it" (`jobs::plan_finetune`, then
+//! `jobs::start`). The architecture and
 //! weights come from the parent run's directory (never from flags); `--freeze` keeps layers
 //! bit-identical; the output layer is re-initialised when the new data has another number of classes,
 //! or on `--reinit-head`.
 
-use super::flags::{DataFlags, FitFlags, OutputFlags};
+use super::flags::{DataFlags, FitFlags, OutputFlags, SessionFlags};
 use super::{Finished, positive_f64};
-use crate::fit::JobOutput;
-use crate::jobs::{self, Destination, FinetuneRun};
+use crate::jobs::{self, FinetuneRun};
 use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -42,13 +42,16 @@ pub struct FinetuneArgs {
 
     #[command(flatten)]
     pub output: OutputFlags,
+
+    #[command(flatten)]
+    pub session: SessionFlags,
 }
 
 pub fn run(args: FinetuneArgs) -> Result<Finished> {
     if let Some(out) = &args.output.out {
         refuse_parent_as_out(&args.from, out)?;
     }
-    let group = crate::distributed::join_from_env()?;
+    let output = args.session.job_output()?;
     let request = FinetuneRun {
         from: args.from.clone(),
         data: args.data.request()?,
@@ -57,16 +60,11 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         engine: args.fit.engine,
         precision: args.fit.precision,
         training: args.fit.train_config(args.lr, args.data.validation_split),
-        device: crate::distributed::device_of_process(args.output.device.resolve()?, group.as_deref()),
-        destination: Destination {
-            out: args.output.out.clone(),
-            overwrite: args.output.overwrite,
-            default_name: "finetune",
-        },
+        device: args.session.device.resolve()?,
+        destination: args.output.destination("finetune"),
         save_initial: args.fit.save_initial,
     };
-    let output = JobOutput::for_process(args.output.mode(), args.output.plot, args.output.tensorboard.clone(), group);
-    Ok(super::finished(&jobs::finetune(&request, output)?))
+    Ok(super::finished(&jobs::start(jobs::plan_finetune(&request)?, output)?))
 }
 
 /// Fine-tuning writes a new run: `--out` naming the parent would replace the weights it starts from.

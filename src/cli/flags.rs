@@ -1,12 +1,13 @@
-//! Flags shared by `train` and `finetune`, as clap groups flattened into each command, and their
-//! conversion into the plain config structs.
+//! Flags shared by `train`, `finetune` and `resume`, as clap groups flattened into each command, and
+//! their conversion into the plain config structs.
 
 use super::{open_unit_interval, parse_min_delta_flag};
 use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
 use crate::data::{self, Selection, parse_labels};
 use crate::device::DeviceSpec;
 use crate::engine::{Engine, Precision};
-use crate::jobs::DataRequest;
+use crate::fit::JobOutput;
+use crate::jobs::{DataRequest, Destination};
 use crate::progress::OutputMode;
 use crate::training::TrainConfig;
 use clap::Args;
@@ -94,24 +95,13 @@ pub struct FitFlags {
     #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
     pub lr_schedule: LrSchedule,
 
-    /// Stop when --monitor has not improved by --min-delta for PATIENCE epochs, and end with the best
-    /// epoch's weights (Keras EarlyStopping(restore_best_weights=True)).
-    #[arg(long, value_name = "PATIENCE", allow_negative_numbers = true, value_parser = at_least_one)]
-    pub early_stopping: Option<u64>,
-
     /// Metric for early stopping, --save-best and the plateau schedule (Keras's spellings val_loss and
     /// val_accuracy work too).
     #[arg(long, value_enum, default_value_t = Monitor::ValLoss)]
     pub monitor: Monitor,
 
-    /// Smallest change of --monitor that counts as an improvement for early stopping.
-    #[arg(long, value_name = "DELTA", allow_negative_numbers = true, default_value_t = 0.0, value_parser = parse_min_delta_flag)]
-    pub min_delta: f64,
-
-    /// Also keep the best epoch's weights (by --monitor) in best.safetensors; model.safetensors holds
-    /// the last epoch's.
-    #[arg(long)]
-    pub save_best: bool,
+    #[command(flatten)]
+    pub stopping: StoppingFlags,
 
     /// Arithmetic of training's forward and backward passes: f32, or bf16 (bfloat16 matrix products,
     /// float32 master weights, loss and Adam — mixed precision; fastest on GPUs and CPUs with bf16 units).
@@ -151,26 +141,43 @@ impl FitFlags {
             weight_decay: self.weight_decay,
             lr_schedule: self.lr_schedule,
             monitor: self.monitor,
-            early_stopping: self.early_stopping(),
-            save_best: self.save_best,
+            early_stopping: self.stopping.early_stopping(),
+            save_best: self.stopping.save_best,
             precision: self.precision.unwrap_or_default(),
             ..TrainConfig::default()
         }
     }
+}
 
+/// Which epochs' weights a run keeps and when it stops early. `resume` takes them too: they act on the
+/// remaining epochs.
+#[derive(Debug, Args)]
+pub struct StoppingFlags {
+    /// Stop when --monitor has not improved by --min-delta for PATIENCE epochs, and end with the best
+    /// epoch's weights (Keras EarlyStopping(restore_best_weights=True)).
+    #[arg(long, value_name = "PATIENCE", allow_negative_numbers = true, value_parser = at_least_one)]
+    pub early_stopping: Option<u64>,
+
+    /// Smallest change of --monitor that counts as an improvement for early stopping.
+    #[arg(long, value_name = "DELTA", allow_negative_numbers = true, default_value_t = 0.0, value_parser = parse_min_delta_flag)]
+    pub min_delta: f64,
+
+    /// Also keep the best epoch's weights (by --monitor) in best.safetensors; model.safetensors holds
+    /// the last epoch's.
+    #[arg(long)]
+    pub save_best: bool,
+}
+
+impl StoppingFlags {
     /// The early-stopping settings these flags ask for.
     pub fn early_stopping(&self) -> Option<EarlyStopping> {
         self.early_stopping.map(|patience| EarlyStopping { patience: patience as usize, min_delta: self.min_delta })
     }
 }
 
-/// Where the run goes and what is shown.
+/// Where a new run goes.
 #[derive(Debug, Args)]
 pub struct OutputFlags {
-    /// auto (CUDA when libtorch sees a GPU, else CPU), cpu, cuda or cuda:N.
-    #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
-    pub device: DeviceSpec,
-
     /// Run directory to write (config.json, model.safetensors, metrics.csv, ...). Default: the first
     /// free runs/trainN (finetune: runs/finetuneN).
     #[arg(long, value_name = "DIR")]
@@ -180,6 +187,21 @@ pub struct OutputFlags {
     /// of the earlier run's files are kept); a directory that also holds other files is refused.
     #[arg(long)]
     pub overwrite: bool,
+}
+
+impl OutputFlags {
+    /// Where the run goes; `default_name` is the stem of the default directory (`train`, `finetune`).
+    pub fn destination(&self, default_name: &'static str) -> Destination {
+        Destination { out: self.out.clone(), overwrite: self.overwrite, default_name }
+    }
+}
+
+/// Where a training session runs and what it shows: every training command, `resume` included.
+#[derive(Debug, Args)]
+pub struct SessionFlags {
+    /// auto (CUDA when libtorch sees a GPU, else CPU), cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
+    pub device: DeviceSpec,
 
     /// Draw learning_curves.png and confusion_matrix.png into the run directory at the end.
     #[arg(long)]
@@ -197,9 +219,13 @@ pub struct OutputFlags {
     pub tensorboard: Option<PathBuf>,
 }
 
-impl OutputFlags {
-    pub fn mode(&self) -> OutputMode {
-        OutputMode::detect(self.quiet)
+impl SessionFlags {
+    /// The output of this process's training job; under torchrun it joins the other processes first
+    /// (only rank 0 then prints and writes).
+    pub fn job_output(&self) -> anyhow::Result<JobOutput> {
+        let group = crate::distributed::join_from_env()?;
+        let mode = OutputMode::detect(self.quiet);
+        Ok(JobOutput::for_process(mode, self.plot, self.tensorboard.clone(), group))
     }
 }
 

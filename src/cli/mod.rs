@@ -8,6 +8,7 @@ mod finetune;
 mod flags;
 mod plot;
 mod predict;
+mod resume;
 mod resume_flags;
 mod run_arg;
 mod serve;
@@ -36,6 +37,9 @@ pub struct Cli {
 enum Command {
     /// Train a model from scratch, evaluate it on the test files and write a run directory.
     Train(train::TrainArgs),
+    /// Continue a run from its last completed epoch, up to --epochs in total, with everything else from
+    /// its config.json (`train --resume RUN_DIR` is the same).
+    Resume(resume::ResumeArgs),
     /// Fine-tune a trained run on new data: architecture and weights from the parent, some layers frozen,
     /// the head re-initialised when the classes change.
     Finetune(finetune::FinetuneArgs),
@@ -87,13 +91,14 @@ pub fn run() -> Result<Finished> {
     if let Some(threads) = cli.threads {
         tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
     }
-    let training = matches!(cli.command, Command::Train(_) | Command::Finetune(_));
+    let training = matches!(cli.command, Command::Train(_) | Command::Resume(_) | Command::Finetune(_));
     // The server stops gracefully on its own (serve::shutdown).
     if !training && !matches!(cli.command, Command::Serve(_)) {
         crate::signals::stop_at_once();
     }
     let finished = match cli.command {
         Command::Train(args) => train::run(args, &given),
+        Command::Resume(args) => resume::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Evaluate(args) => evaluate::run(args).map(|()| Finished::Done),
         Command::Export(args) => export::run(args).map(|()| Finished::Done),

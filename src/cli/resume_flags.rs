@@ -1,26 +1,54 @@
-//! Which flags `train --resume` accepts: those it honours, and any other flag whose value is what the
-//! run already has (`--lr 0.001` on a run trained at 0.001 changes nothing, so it is not refused).
+//! `train --resume RUN_DIR`, the older spelling of `mnist-tch resume RUN_DIR`: it takes resume's flags
+//! (clap's definition of `resume` says which), and any other flag of `train` whose value is what the run
+//! already has (`--lr 0.001` on a run trained at 0.001 changes nothing, so it is not refused).
 
+use super::resume::ResumeArgs;
 use super::train::TrainArgs;
+use super::{Cli, GivenFlags, UsageError};
 use crate::run_dir::RunConfig;
+use anyhow::Result;
+use clap::CommandFactory;
 
-/// The flags `train --resume` honours; every other one is refused unless it repeats the run's setting.
-pub const RESUME_FLAGS: [&str; 11] = [
-    "--resume",
-    "--epochs",
-    "--device",
-    "--engine",
-    "--save-best",
-    "--early-stopping",
-    "--min-delta",
-    "--plot",
-    "--quiet",
-    "--print-config",
-    "--tensorboard",
-];
+/// The flags `mnist-tch resume` takes, as `--flag` spellings, from its clap definition.
+pub fn resume_flags() -> Vec<String> {
+    let command = Cli::command();
+    let Some(resume) = command.find_subcommand("resume") else { return Vec::new() };
+    resume.get_arguments().filter_map(|arg| arg.get_long()).map(|long| format!("--{long}")).collect()
+}
+
+/// `train --resume` as the `resume` command it means, or a usage error naming the flags it cannot honour.
+pub fn as_resume(args: TrainArgs, given: &GivenFlags) -> Result<ResumeArgs> {
+    let Some(dir) = args.resume.clone() else { anyhow::bail!("train: --resume is missing") };
+    let honoured = resume_flags();
+    let mut allowed: Vec<&str> = honoured.iter().map(String::as_str).collect();
+    allowed.push("--resume");
+    let mut refused = given.except(&allowed);
+    if !refused.is_empty() {
+        let config = RunConfig::load(&dir)?;
+        refused.retain(|flag| !repeats_the_run(flag, &args, &config));
+    }
+    if !refused.is_empty() {
+        return Err(UsageError(format!(
+            "{} cannot change a resumed run: train --resume keeps the settings in {}/config.json (only {} apply); \
+             start a new run to change them",
+            refused.join(", "),
+            dir.display(),
+            honoured.join(", ")
+        ))
+        .into());
+    }
+    Ok(ResumeArgs {
+        run: dir,
+        epochs: args.fit.epochs,
+        engine: args.fit.engine,
+        stopping: args.fit.stopping,
+        session: args.session,
+        print_config: args.print_config,
+    })
+}
 
 /// Whether `flag`, as given in `args`, repeats what `config` already holds.
-pub fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool {
+fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool {
     let t = &config.training;
     match flag {
         "--lr" => args.lr == t.learning_rate,

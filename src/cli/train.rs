@@ -1,11 +1,9 @@
-//! `mnist-tch train`: a new run from the flags (`jobs::plan_new_run`, `jobs::start_new_run`), or with
-//! `--resume` the continuation of a run whose config stays as it was (`jobs::resume`).
+//! `mnist-tch train`: a new run from the flags (`jobs::plan_new_run`, then `jobs::start`). `--resume
+//! RUN_DIR` is `mnist-tch resume RUN_DIR` under its older spelling (`super::resume_flags`).
 
-use super::flags::{DataFlags, FitFlags, OutputFlags};
-use super::resume_flags::{RESUME_FLAGS, repeats_the_run};
+use super::flags::{DataFlags, FitFlags, OutputFlags, SessionFlags};
 use super::{Finished, GivenFlags, UsageError, positive_f64, unit_interval_from_zero};
-use crate::fit::JobOutput;
-use crate::jobs::{self, Destination, NewRun, ResumeRun};
+use crate::jobs::{self, NewRun};
 use crate::model::{Arch, parse_hidden};
 use anyhow::Result;
 use clap::Args;
@@ -51,58 +49,24 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub output: OutputFlags,
 
+    #[command(flatten)]
+    pub session: SessionFlags,
+
     /// Check the data and flags, print the config.json this run would write, and stop without
     /// training (scripts/baseline.py reads its hyperparameters from it).
     #[arg(long)]
     pub print_config: bool,
 
-    /// Continue the run in RUN_DIR from its last completed epoch, appending to its metrics, up to
-    /// --epochs in total (default: the run's own). Everything else comes from its config.json: weights,
-    /// epoch counter, learning-rate schedule and callbacks, data order, and (fused engine) Adam's state.
-    /// Only --epochs, --device, --engine, --save-best, --early-stopping, --min-delta, --plot, --quiet and
-    /// --tensorboard apply; other flags are accepted when they repeat the run's own setting (--lr 0.001 on
-    /// a run trained at 0.001). With --print-config: the config it would continue with.
+    /// Continue the run in RUN_DIR: the same as `mnist-tch resume RUN_DIR` (see its --help), up to
+    /// --epochs in total (default: the run's own). Only resume's flags apply; any other flag is accepted
+    /// when it repeats the run's own setting (--lr 0.001 on a run trained at 0.001).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
 }
 
 pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
-    let device = args.output.device.resolve()?;
-    if let Some(dir) = &args.resume {
-        let mut refused = given.except(&RESUME_FLAGS);
-        if !refused.is_empty() {
-            let config = crate::run_dir::RunConfig::load(dir)?;
-            refused.retain(|flag| !repeats_the_run(flag, &args, &config));
-        }
-        if !refused.is_empty() {
-            return Err(UsageError(format!(
-                "{} cannot change a resumed run: train --resume keeps the settings in {}/config.json (only {} apply); \
-                 start a new run to change them",
-                refused.join(", "),
-                dir.display(),
-                RESUME_FLAGS[1..RESUME_FLAGS.len() - 1].join(", ")
-            ))
-            .into());
-        }
-        if args.print_config {
-            return print_resumed_config(dir, args.fit.epochs).map(|()| Finished::Done);
-        }
-        let group = crate::distributed::join_from_env()?;
-        let output = JobOutput::for_process(
-            args.output.mode(),
-            args.output.plot,
-            args.output.tensorboard.clone(),
-            group.clone(),
-        );
-        let request = ResumeRun {
-            dir: dir.clone(),
-            epochs: args.fit.epochs.map(|n| n as usize),
-            device: crate::distributed::device_of_process(device, group.as_deref()),
-            engine: args.fit.engine,
-            save_best: args.fit.save_best,
-            early_stopping: args.fit.early_stopping(),
-        };
-        return Ok(super::finished(&jobs::resume(&request, output)?));
+    if args.resume.is_some() {
+        return super::resume::run(super::resume_flags::as_resume(args, given)?);
     }
     if let Some(labels) = args.data.labels.as_ref().filter(|labels| labels.len() as u64 != args.num_classes) {
         if given.has("--num-classes") {
@@ -122,33 +86,14 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         hidden: args.hidden.clone(),
         dropout: args.dropout,
         training: args.fit.train_config(args.lr, args.data.validation_split),
-        device,
-        destination: Destination {
-            out: args.output.out.clone(),
-            overwrite: args.output.overwrite,
-            default_name: "train",
-        },
+        device: args.session.device.resolve()?,
+        destination: args.output.destination("train"),
         save_initial: args.fit.save_initial,
     };
-    let planned = jobs::plan_new_run(&request)?;
+    let plan = jobs::plan_new_run(&request)?;
     if args.print_config {
-        crate::say!("{}", serde_json::to_string_pretty(&planned.config)?)?;
+        crate::say!("{}", serde_json::to_string_pretty(&plan.config)?)?;
         return Ok(Finished::Done);
     }
-    let group = crate::distributed::join_from_env()?;
-    let output =
-        JobOutput::for_process(args.output.mode(), args.output.plot, args.output.tensorboard.clone(), group.clone());
-    let request = NewRun { device: crate::distributed::device_of_process(device, group.as_deref()), ..request };
-    Ok(super::finished(&jobs::start_new_run(planned, &request, output)?))
-}
-
-/// `train --resume RUN --print-config`: the config the resumed run continues with (its own, with
-/// `--epochs` applied), without training.
-fn print_resumed_config(dir: &std::path::Path, epochs: Option<u64>) -> Result<()> {
-    let mut config = crate::run_dir::RunConfig::load(dir)?;
-    if let Some(epochs) = epochs {
-        config.training.epochs = epochs as usize;
-    }
-    crate::say!("{}", serde_json::to_string_pretty(&config)?)?;
-    Ok(())
+    Ok(super::finished(&jobs::start(plan, args.session.job_output()?)?))
 }

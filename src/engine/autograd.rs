@@ -1,6 +1,6 @@
 //! The design card's training step: the model `nn::seq_t` built (`forward_t(x, true)`),
 //! `cross_entropy_for_logits`, libtorch's autograd (`backward`) and tch's `nn::Adam` (or `nn::AdamW`
-//! with weight decay). It trains whatever `model::build` makes: MLP, linear, CNN.
+//! with weight decay). It trains whatever ``ModelConfig::init` builds: MLP, linear, CNN.
 //!
 //! One memory-layout choice makes it fast: every trainable variable lives in one flat buffer (the
 //! variables' storage is set to views of it) and so does every gradient, so `nn::Adam` updates one
@@ -90,7 +90,7 @@ impl<'a> AutogradStep<'a> {
             nn::Adam { beta1: adam.beta1, beta2: adam.beta2, wd: 0.0, eps: adam.eps, amsgrad: false }
                 .build(&flat_store, 0.0)?
         };
-        Ok(AutogradStep { net, optimizer, gradients, _flat_store: flat_store, group: None })
+        Ok(AutogradStep { net, optimizer, gradients, _flat_store: flat_store, group: settings.group })
     }
 }
 
@@ -123,10 +123,5 @@ impl TrainStep for AutogradStep<'_> {
 
     fn restore_optimizer_state(&mut self, _state: &[(String, Tensor)]) -> Result<bool> {
         Ok(false)
-    }
-
-    fn average_gradients_over(&mut self, group: Rc<ProcessGroup>) -> Result<()> {
-        self.group = Some(group);
-        Ok(())
     }
 }

@@ -88,12 +88,13 @@ pub struct FusedMlp {
 }
 
 impl FusedMlp {
-    /// Moves the variables of `vs` (built by `model::build` for `config`) into flat buffers; the variables
+    /// Moves the variables of `vs` (built by `config.init`) into flat buffers; the variables
     /// become views of them. `settings.frozen` names tensors that must not change.
     pub fn new(vs: &nn::VarStore, config: &ModelConfig, settings: StepSettings) -> Result<FusedMlp> {
-        super::check_supported(Engine::Fused, settings.precision, config)?;
-        let Some(dense) = config.dense_layers() else { bail!("no Dense layers in a {}", config.arch.name()) };
-        let StepSettings { adam, precision, frozen } = settings;
+        let Some(dense) = config.dense_layers() else {
+            bail!("--engine fused trains MLP and linear models only, not a {}", config.arch.name())
+        };
+        let StepSettings { adam, precision, frozen, .. } = settings;
         for name in &frozen {
             let known =
                 dense.iter().any(|l| *name == format!("{}.weight", l.name) || *name == format!("{}.bias", l.name));

@@ -63,13 +63,16 @@ pub struct AdamSettings {
     pub weight_decay: f64,
 }
 
-/// Everything an engine needs besides the model: Adam's settings, the arithmetic, and the tensors that
-/// must not change (fine-tuning's `--freeze`).
-#[derive(Debug, Clone)]
+/// Everything an engine needs besides the model: Adam's settings, the arithmetic, the tensors that
+/// must not change (fine-tuning's `--freeze`), and the processes it trains with.
+#[derive(Clone)]
 pub struct StepSettings {
     pub adam: AdamSettings,
     pub precision: Precision,
     pub frozen: Vec<String>,
+    /// Under torchrun: the other processes, whose gradients are averaged with this one's before each
+    /// update (all-reduce), as DistributedDataParallel does.
+    pub group: Option<Rc<ProcessGroup>>,
 }
 
 /// What one step produced, kept on the device so the loop reads it back once per epoch.
@@ -99,19 +102,17 @@ pub trait TrainStep {
     /// Restores a state saved by [`optimizer_state`](Self::optimizer_state). `Ok(false)`: this engine
     /// cannot take it, and the optimizer starts afresh.
     fn restore_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<bool>;
-
-    /// From now on, average the gradients over every process of `group` (all-reduce) before each update,
-    /// as DistributedDataParallel does. Engines that cannot refuse.
-    fn average_gradients_over(&mut self, _group: Rc<ProcessGroup>) -> Result<()> {
-        bail!("--engine {} trains in one process only; under torchrun use --engine autograd", self.engine().name())
-    }
 }
 
-/// Refuses the combinations no engine can train: a model the fused engine cannot compute (anything but an
-/// MLP or a linear model), bf16 without the fused engine. Checked before a run is created, and again here.
-pub fn check_supported(engine: Engine, precision: Precision, model: &ModelConfig) -> Result<()> {
+/// What an engine can train, in one place: the fused engine computes MLP and linear models only, in one
+/// process only; bf16 is the fused engine's. Checked before a run directory is created, and again when
+/// the step is made.
+pub fn check_supported(engine: Engine, precision: Precision, model: &ModelConfig, distributed: bool) -> Result<()> {
     if engine == Engine::Fused && model.dense_layers().is_none() {
         bail!("--engine fused trains MLP and linear models only, not a {}; use --engine autograd", model.arch.name());
+    }
+    if engine == Engine::Fused && distributed {
+        bail!("--engine fused trains in one process only; under torchrun use --engine autograd (the default)");
     }
     if engine == Engine::Autograd && precision == Precision::Bf16 {
         bail!(
@@ -122,17 +123,43 @@ pub fn check_supported(engine: Engine, precision: Precision, model: &ModelConfig
     Ok(())
 }
 
-/// The step of `engine` for the model `net` (built by `model::build` for `model` under `vs`).
-pub fn build<'a>(
+/// The step of `engine` for the model `net` (built by `ModelConfig::init` under `vs`).
+pub fn new_step<'a>(
     engine: Engine,
     vs: &'a nn::VarStore,
     net: &'a nn::SequentialT,
     model: &ModelConfig,
     settings: StepSettings,
 ) -> Result<Box<dyn TrainStep + 'a>> {
-    check_supported(engine, settings.precision, model)?;
+    check_supported(engine, settings.precision, model, settings.group.is_some())?;
     Ok(match engine {
         Engine::Autograd => Box::new(autograd::AutogradStep::new(vs, net, settings)?),
         Engine::Fused => Box::new(fused::FusedMlp::new(vs, model, settings)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Arch;
+
+    #[test]
+    fn one_check_says_what_each_engine_trains() {
+        let mlp = ModelConfig::default();
+        let cnn = ModelConfig::new(Arch::Cnn, [28, 28], vec![], 10, 0.5).unwrap();
+        let refusal = |engine, precision, model: &ModelConfig, distributed| {
+            check_supported(engine, precision, model, distributed).err().map(|err| err.to_string())
+        };
+        assert_eq!(refusal(Engine::Autograd, Precision::F32, &cnn, true), None);
+        assert_eq!(refusal(Engine::Fused, Precision::Bf16, &mlp, false), None);
+        let fused_cnn = refusal(Engine::Fused, Precision::F32, &cnn, false).unwrap_or_default();
+        assert!(fused_cnn.contains("MLP and linear models only, not a CNN"), "{fused_cnn}");
+        let fused_torchrun = refusal(Engine::Fused, Precision::F32, &mlp, true).unwrap_or_default();
+        assert!(fused_torchrun.contains("one process only") && fused_torchrun.contains("torchrun"), "{fused_torchrun}");
+        let autograd_bf16 = refusal(Engine::Autograd, Precision::Bf16, &mlp, false).unwrap_or_default();
+        assert!(
+            autograd_bf16.contains("--precision bf16") && autograd_bf16.contains("--engine fused"),
+            "{autograd_bf16}"
+        );
+    }
 }
