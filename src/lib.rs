@@ -3,18 +3,27 @@
 //! with a linear model and Keras's simple convnet beside it.
 //!
 //! The library holds everything; `src/main.rs` only maps errors to exit codes.
+//!
+//! **The training path**, as tch's `examples/mnist` has it: the loop is [`training::train`] (an epoch
+//! of mini-batches in `train_epoch`, then validation and the callbacks); one step is
+//! [`engine::autograd::AutogradStep`]'s `step`: forward, loss, zero the gradients, backward, (all-reduce,)
+//! `nn::Adam`'s step. Around them: [`jobs`] turns a new, resumed or fine-tuned run into a plan and starts
+//! it; [`fit`] records every epoch into the run directory.
+//!
 //! - [`idx`]: the IDX format: header checks and reading files, raw or `.gz`.
 //! - [`npz`]: NumPy `.npz` data sets such as Keras's `mnist.npz`, checked before tch reads them.
 //! - [`data`]: the default data set, which format a path holds, checks across files; Keras's
-//!   validation split.
-//! - [`model`]: the architectures (MLP, linear, CNN) and their `config.json` description.
+//!   validation split ([`data::TrainingData`]).
+//! - [`model`]: the architectures (MLP, linear, CNN), their `config.json` description, and
+//!   [`model::Network`], a model built from it (`ModelConfig::init`).
 //! - [`engine`]: the training step behind one interface: `autograd` (libtorch autograd + `nn::Adam`,
-//!   the default) and `fused` (hand-written MLP backward pass, flat Adam).
+//!   the default) and `fused` (hand-written MLP backward pass, flat Adam); what each can train.
 //! - [`training`]: the training loop, generic over the step.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
-//! - [`fit`]: a training job end to end into a run directory.
+//! - [`jobs`]: a new, resumed or fine-tuned run as a plan (config, data, starting weights, run
+//!   directory), and the one sequence that starts every plan.
+//! - [`fit`]: a training job end to end into a run directory, every epoch saved as it completes.
 //! - [`distributed`]: training as one of several torchrun processes on libtorch's c10d (Gloo).
-//! - [`jobs`]: how a new, resumed or fine-tuned run is set up before it is fitted.
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
 //! - [`inference`]: predictions from a run directory or a TorchScript file.
 //! - [`plot`]: learning curves and confusion matrix as PNG.
