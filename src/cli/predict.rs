@@ -86,7 +86,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     super::note_if_being_trained(&args.model);
     let predictor = Predictor::load(&args.model, device)?;
     let started = Instant::now();
-    let mut inputs = prepare_pictures(&args, &predictor)?;
+    let mut inputs = load_pictures(&args, &predictor)?;
     if let Some(idx_path) = &args.idx {
         inputs.extend(read_idx_inputs(idx_path, predictor.input_shape)?);
     }
@@ -102,9 +102,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
     summarise(&args, inputs.len(), failures, started)
 }
 
-/// The picture files and directories named on the command line, each decoded and prepared as the data
-/// set was made (saved as --show-input when asked); an input that fails keeps its error.
-fn prepare_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>> {
+/// The picture files and directories named on the command line, each decoded and turned into the
+/// model's input as the data set was made (saved as --show-input when asked); an input that fails keeps its error.
+fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>> {
     let [rows, cols] = predictor.input_shape;
     let (files, skipped) = expand(&args.images);
     for note in skipped {
@@ -126,19 +126,12 @@ fn prepare_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Inp
             }
         };
         // load_gray names the file in its errors; preprocessing errors get it here.
-        let prepared = preprocess::load_gray(&path).and_then(|image| {
-            preprocess::prepare_for_model(
-                &image,
-                rows as u32,
-                cols as u32,
-                &predictor.class_names,
-                args.fit,
-                args.invert,
-            )
-            .with_context(|| path.display().to_string())
+        let input = preprocess::load_gray(&path).and_then(|image| {
+            preprocess::to_model_input(&image, rows as u32, cols as u32, &predictor.class_names, args.fit, args.invert)
+                .with_context(|| path.display().to_string())
         });
         let name = path.display().to_string();
-        match prepared {
+        match input {
             Ok(p) => {
                 if let Some(show) = &args.show_input {
                     let target = numbered(show, inputs.len() + 1, several);
