@@ -92,10 +92,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     // One input that failed is that input's error, on its own line like any other failure (with --json,
     // it is in the JSON like any other input).
-    if let (false, [Input { pixels: Err(_), .. }]) = (args.json, inputs.as_slice()) {
-        if let Some(Input { pixels: Err(err), .. }) = inputs.pop() {
-            return Err(err);
-        }
+    if let (false, [Input { pixels: Err(_), .. }]) = (args.json, inputs.as_slice())
+        && let Some(Input { pixels: Err(err), .. }) = inputs.pop()
+    {
+        return Err(err);
     }
     let best = classify(&predictor, &inputs, args.top_k)?;
     let failures = report(&args, &predictor.class_names, &inputs, &best)?;
@@ -242,10 +242,13 @@ fn counted(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
+/// A picture file to read, or a directory that held none: the directory and the error that says so.
+type PictureFile = std::result::Result<PathBuf, (PathBuf, anyhow::Error)>;
+
 /// Files as given, directories replaced by their picture files in name order, and notes on what the
 /// directories held besides pictures. A directory without any picture is an error of its own (with the
 /// directory), so that it is not passed over in silence.
-fn expand(paths: &[PathBuf]) -> (Vec<std::result::Result<PathBuf, (PathBuf, anyhow::Error)>>, Vec<String>) {
+fn expand(paths: &[PathBuf]) -> (Vec<PictureFile>, Vec<String>) {
     let mut files = Vec::new();
     let mut notes = Vec::new();
     for path in paths {
