@@ -1,6 +1,7 @@
-//! The design card's training step: the model `nn::seq_t` built (`forward_t(x, true)`),
-//! `cross_entropy_for_logits`, libtorch's autograd (`backward`) and tch's `nn::Adam` (or `nn::AdamW`
-//! with weight decay). It trains whatever `model::build` makes: MLP, linear, CNN.
+//! The default training step, as tch's MNIST example and the PyTorch textbook write it: the model
+//! `nn::seq_t` built (`forward_t(x, true)`), `cross_entropy_for_logits`, libtorch's autograd (`backward`)
+//! and tch's `nn::Adam` (or `nn::AdamW` with weight decay). It trains whatever `model::build` makes: MLP,
+//! linear, CNN.
 //!
 //! One memory-layout choice makes it fast: every trainable variable is a view of one flat parameter and
 //! every gradient a view of one flat gradient buffer ([`FlatParameters`], DistributedDataParallel's
@@ -20,6 +21,8 @@ use anyhow::Result;
 use std::rc::Rc;
 use tch::{Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
 
+/// The autograd engine: the model, its flat parameters and gradients, the optimizer, and (under torchrun)
+/// the process group.
 pub struct AutogradStep<'a> {
     net: &'a nn::SequentialT,
     /// The model's trainable variables and their gradients, as views of two flat buffers.
