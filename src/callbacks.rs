@@ -279,10 +279,10 @@ pub fn parse_min_delta(s: &str) -> Result<f64, String> {
 
 /// Refuses settings that cannot work together.
 pub fn check(schedule: LrSchedule, epochs: usize) -> Result<()> {
-    if let LrSchedule::Step { every, .. } = schedule {
-        if every > epochs {
-            bail!("--lr-schedule {schedule}: the rate would never change in {}", crate::progress::epochs(epochs));
-        }
+    if let LrSchedule::Step { every, .. } = schedule
+        && every > epochs
+    {
+        bail!("--lr-schedule {schedule}: the rate would never change in {}", crate::progress::epochs(epochs));
     }
     Ok(())
 }

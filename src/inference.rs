@@ -97,8 +97,10 @@ fn not_torchscript(path: &Path) -> Option<&'static str> {
     })
 }
 
+/// What classifies: a run directory's model (boxed: its config makes it the larger variant by far) or a
+/// TorchScript module.
 enum Model {
-    Run(run_dir::LoadedRun),
+    Run(Box<run_dir::LoadedRun>),
     TorchScript { module: CModule, outputs_probabilities: bool },
 }
 
@@ -122,7 +124,7 @@ impl Predictor {
             let run = run_dir::load_run_weights(path, weights_file, device)?;
             let input_shape = run.config.model.input_shape;
             let class_names = run.config.data.class_names.clone();
-            return Ok(Predictor { model: Model::Run(run), input_shape, class_names, device });
+            return Ok(Predictor { model: Model::Run(Box::new(run)), input_shape, class_names, device });
         }
         if !path.exists() {
             bail!("{}: no such run directory or TorchScript file", path.display());

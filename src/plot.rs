@@ -20,6 +20,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// One number of an epoch's metrics (the loss, the validation accuracy, ...).
+type Metric = fn(&EpochMetrics) -> f64;
+
 pub const CURVES_FILE: &str = "learning_curves.png";
 pub const CONFUSION_FILE: &str = "confusion_matrix.png";
 pub const CURVES_SIZE: (u32, u32) = (1200, 540);
@@ -139,7 +142,7 @@ pub fn learning_curves(
     let (left, right) = panels_area.split_horizontally(CURVES_SIZE.0 / 2);
     let epochs = history.len() as f64;
     let x_range = 0.5..(history.last().map_or(1.0, |m| m.epoch as f64) + 0.5).max(epochs + 0.5);
-    let panels: [(&str, fn(&EpochMetrics) -> f64, fn(&EpochMetrics) -> f64, _); 2] =
+    let panels: [(&str, Metric, Metric, _); 2] =
         [("loss", |m| m.loss, |m| m.val_loss, left), ("accuracy", |m| m.accuracy, |m| m.val_accuracy, right)];
     for (name, train, valid, area) in panels {
         let values: Vec<f64> = history.iter().flat_map(|m| [train(m), valid(m)]).filter(|v| v.is_finite()).collect();

@@ -56,7 +56,7 @@ pub enum Invert {
 }
 
 /// The network's input for one picture and what was done to get it.
-pub struct Prepared {
+pub struct ModelInput {
     /// `rows × cols` pixels in [0, 1], row-major.
     pub pixels: Vec<f32>,
     pub image: GrayImage,
@@ -107,18 +107,18 @@ pub fn flatten_alpha(decoded: &image::DynamicImage) -> GrayImage {
 }
 
 /// A picture as the input of a model of `rows × cols` images with these classes: `fit` resolved for the
-/// picture and the model's data set ([`resolve_fit`]), then [`prepare`]d. What `predict` does with a file
-/// and `serve` with an upload, so both see the same pixels.
-pub fn prepare_for_model(
+/// picture and the model's data set ([`resolve_fit`]), then [`fit_into_frame`]. What `predict` does with
+/// a file and `serve` with an upload, so both see the same pixels.
+pub fn to_model_input(
     image: &GrayImage,
     rows: u32,
     cols: u32,
     class_names: &[String],
     fit: Fit,
     invert: Invert,
-) -> Result<Prepared> {
+) -> Result<ModelInput> {
     let fit = resolve_fit(fit, image, invert, rows, cols, dataset_fit(class_names));
-    prepare(image, rows, cols, fit, invert)
+    fit_into_frame(image, rows, cols, fit, invert)
 }
 
 /// The fit `Fit::Auto` falls back to for a model with these classes: fashion for Fashion-MNIST's, else
@@ -175,10 +175,11 @@ fn has_frame_layout(ink: &GrayImage, rows: u32, cols: u32, dataset_fit: Fit) -> 
     border_dark && centred
 }
 
-/// Prepares a picture for a model taking `rows × cols` inputs. `Fit::Auto` uses the picture as it is
+/// A picture as the input of a model taking `rows × cols` images: inverted when needed, its content
+/// fitted into the frame. `Fit::Auto` uses the picture as it is
 /// when it already has the frame's layout, else the digits fit; callers that know the model's data set
 /// resolve it first with [`resolve_fit`].
-pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert) -> Result<Prepared> {
+pub fn fit_into_frame(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert) -> Result<ModelInput> {
     let (w, h) = image.dimensions();
     if w == 0 || h == 0 {
         bail!("the image is empty");
@@ -196,7 +197,7 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
             imageops::resize(&ink, cols, rows, imageops::FilterType::Triangle)
         };
         let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-        return Ok(Prepared { pixels, image: frame, inverted, fit, warning: None });
+        return Ok(ModelInput { pixels, image: frame, inverted, fit, warning: None });
     }
     // The content: pixels clearly above the background (which is now dark).
     let background = border_mean(&ink);
@@ -243,7 +244,7 @@ pub fn prepare(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert
     let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
     imageops::overlay(&mut frame, &scaled, offset_x, offset_y);
     let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-    Ok(Prepared { pixels, image: frame, inverted, fit, warning })
+    Ok(ModelInput { pixels, image: frame, inverted, fit, warning })
 }
 
 /// Scales the pixels so the brightest is 255 (nothing to do for a black image).
@@ -320,25 +321,25 @@ mod tests {
 
     #[test]
     fn dark_on_light_is_inverted_and_centred_by_mass() {
-        let prepared = prepare(&dark_bar_on_white(), 28, 28, Fit::Digits, Invert::Auto).unwrap();
-        assert!(prepared.inverted);
-        let (cx, cy) = centre_of_mass(&prepared.image).unwrap();
+        let input = fit_into_frame(&dark_bar_on_white(), 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert!(input.inverted);
+        let (cx, cy) = centre_of_mass(&input.image).unwrap();
         assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "centre of mass at ({cx}, {cy})");
         // The content's longer side is scaled to the 20-pixel box.
-        let rows_with_ink = (0..28).filter(|&y| (0..28).any(|x| prepared.image.get_pixel(x, y)[0] > 64)).count();
+        let rows_with_ink = (0..28).filter(|&y| (0..28).any(|x| input.image.get_pixel(x, y)[0] > 64)).count();
         assert!((19..=21).contains(&rows_with_ink), "{rows_with_ink} rows");
         // Border black, content white.
-        assert_eq!(prepared.image.get_pixel(0, 0)[0], 0);
-        assert!(prepared.pixels.iter().cloned().fold(0.0, f32::max) > 0.9);
+        assert_eq!(input.image.get_pixel(0, 0)[0], 0);
+        assert!(input.pixels.iter().cloned().fold(0.0, f32::max) > 0.9);
     }
 
     #[test]
     fn light_on_dark_is_left_alone_and_fashion_fills_the_frame() {
         let mut picture = dark_bar_on_white();
         imageops::invert(&mut picture);
-        let prepared = prepare(&picture, 28, 28, Fit::Fashion, Invert::Auto).unwrap();
-        assert!(!prepared.inverted);
-        let rows_with_ink = (0..28).filter(|&y| (0..28).any(|x| prepared.image.get_pixel(x, y)[0] > 64)).count();
+        let input = fit_into_frame(&picture, 28, 28, Fit::Fashion, Invert::Auto).unwrap();
+        assert!(!input.inverted);
+        let rows_with_ink = (0..28).filter(|&y| (0..28).any(|x| input.image.get_pixel(x, y)[0] > 64)).count();
         assert_eq!(rows_with_ink, 28);
     }
 
@@ -355,17 +356,17 @@ mod tests {
     fn auto_leaves_a_picture_in_the_frame_layout_alone() {
         let picture = mnist_like();
         for fit in [Fit::Auto, Fit::AsIs] {
-            let prepared = prepare(&picture, 28, 28, fit, Invert::Auto).unwrap();
-            assert_eq!(prepared.fit, Fit::AsIs);
-            assert!(!prepared.inverted);
-            assert_eq!(prepared.image, picture, "{fit:?} changed the picture");
+            let input = fit_into_frame(&picture, 28, 28, fit, Invert::Auto).unwrap();
+            assert_eq!(input.fit, Fit::AsIs);
+            assert!(!input.inverted);
+            assert_eq!(input.image, picture, "{fit:?} changed the picture");
         }
         // The digits fit re-crops it: the 16-pixel stroke becomes 20 pixels tall.
-        let refitted = prepare(&picture, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        let refitted = fit_into_frame(&picture, 28, 28, Fit::Digits, Invert::Auto).unwrap();
         assert_ne!(refitted.image, picture);
         // Off-centre or touching the border: not the layout, so auto fits it.
         let shifted = GrayImage::from_fn(28, 28, |x, y| if x < 4 && y < 10 { Luma([250]) } else { Luma([0]) });
-        assert_eq!(prepare(&shifted, 28, 28, Fit::Auto, Invert::Auto).unwrap().fit, Fit::Digits);
+        assert_eq!(fit_into_frame(&shifted, 28, 28, Fit::Auto, Invert::Auto).unwrap().fit, Fit::Digits);
         // For Fashion-MNIST, whose items touch the frame, a dark background on average is the layout.
         let item =
             GrayImage::from_fn(28, 28, |x, y| if (6..22).contains(&x) && y > 2 { Luma([200]) } else { Luma([0]) });
@@ -381,12 +382,12 @@ mod tests {
         let mut picture = mnist_like();
         imageops::invert(&mut picture);
         let big = imageops::resize(&picture, 56, 56, imageops::FilterType::Nearest);
-        let prepared = prepare(&big, 28, 28, Fit::AsIs, Invert::Auto).unwrap();
-        assert!(prepared.inverted);
-        assert_eq!(prepared.image.dimensions(), (28, 28));
+        let input = fit_into_frame(&big, 28, 28, Fit::AsIs, Invert::Auto).unwrap();
+        assert!(input.inverted);
+        assert_eq!(input.image.dimensions(), (28, 28));
         // The stroke stays where it was: columns 12..16 lit, column 4 dark.
-        assert!(prepared.image.get_pixel(13, 14)[0] > 200);
-        assert_eq!(prepared.image.get_pixel(4, 14)[0], 0);
+        assert!(input.image.get_pixel(13, 14)[0] > 200);
+        assert_eq!(input.image.get_pixel(4, 14)[0], 0);
     }
 
     #[test]
@@ -398,8 +399,8 @@ mod tests {
             RgbaImage::from_fn(20, 20, |x, y| if stroke(x, y) { Rgba([0, 0, 0, 255]) } else { Rgba([0, 0, 0, 0]) });
         let gray = flatten_alpha(&DynamicImage::ImageRgba8(canvas));
         assert_eq!((gray.get_pixel(0, 0)[0], gray.get_pixel(10, 10)[0]), (255, 0));
-        let prepared = prepare(&gray, 28, 28, Fit::Digits, Invert::Auto).unwrap();
-        assert!(prepared.inverted);
+        let input = fit_into_frame(&gray, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert!(input.inverted);
         // White ink on transparent: the paper is black.
         let light =
             image::GrayAlphaImage::from_fn(
@@ -417,20 +418,20 @@ mod tests {
         let thin = GrayImage::from_fn(1000, 1000, |x, y| {
             Luma([if (500..503).contains(&x) && (150..850).contains(&y) { 0 } else { 255 }])
         });
-        let prepared = prepare(&thin, 28, 28, Fit::Digits, Invert::Auto).unwrap();
-        assert_eq!(prepared.image.pixels().map(|p| p[0]).max(), Some(255), "stretched to full brightness");
-        assert!(prepared.warning.is_none());
+        let input = fit_into_frame(&thin, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        assert_eq!(input.image.pixels().map(|p| p[0]).max(), Some(255), "stretched to full brightness");
+        assert!(input.warning.is_none());
         let dot = GrayImage::from_fn(1000, 1000, |x, y| {
             Luma([if (500..510).contains(&x) && (500..510).contains(&y) { 0 } else { 255 }])
         });
-        let warning = prepare(&dot, 28, 28, Fit::Digits, Invert::Auto).unwrap().warning.unwrap();
+        let warning = fit_into_frame(&dot, 28, 28, Fit::Digits, Invert::Auto).unwrap().warning.unwrap();
         assert!(warning.contains("10x10 pixels of a 1000x1000 picture"), "{warning}");
     }
 
     #[test]
     fn blank_pictures_are_an_error() {
         let blank = GrayImage::from_pixel(30, 30, Luma([255]));
-        let err = prepare(&blank, 28, 28, Fit::Digits, Invert::Auto).err().unwrap().to_string();
+        let err = fit_into_frame(&blank, 28, 28, Fit::Digits, Invert::Auto).err().unwrap().to_string();
         assert!(err.contains("blank"), "{err}");
     }
 }

@@ -27,10 +27,10 @@ fn spawn_training(fixture: &Fixture, out: &str, extra: &[&str]) -> Child {
 fn wait_for_epochs(dir: &Path, epochs: usize, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(config) = RunConfig::load(dir) {
-            if config.state.epochs_completed >= epochs {
-                return;
-            }
+        if let Ok(config) = RunConfig::load(dir)
+            && config.state.epochs_completed >= epochs
+        {
+            return;
         }
         assert!(child.try_wait().unwrap().is_none(), "training ended before epoch {epochs}");
         assert!(Instant::now() < deadline, "no epoch {epochs} within 60 s");
@@ -79,7 +79,7 @@ fn ctrl_c_keeps_the_last_epoch_and_resume_continues() {
     let config = RunConfig::load(&dir).unwrap();
     assert_eq!(config.state.status, mnist_tch::run_dir::RunStatus::Interrupted);
     let completed = check_loadable(&dir).unwrap();
-    assert!(completed >= 1 && completed < 50);
+    assert!((1..50).contains(&completed));
 
     let resumed = mnist_tch(&["resume", dir.to_str().unwrap(), "--epochs", &(completed + 1).to_string()]);
     resumed.assert_ok();
@@ -322,10 +322,10 @@ fn wait_for_sigint_handler(child: &mut Child) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
         let caught =
             status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(|hex| u64::from_str_radix(hex.trim(), 16));
-        if let Some(Ok(mask)) = caught {
-            if mask & (1 << (libc::SIGINT - 1)) != 0 {
-                return;
-            }
+        if let Some(Ok(mask)) = caught
+            && mask & (1 << (libc::SIGINT - 1)) != 0
+        {
+            return;
         }
         assert!(child.try_wait().unwrap().is_none(), "the process ended before handling SIGINT");
         assert!(Instant::now() < deadline, "no SIGINT handler within 30 s");

@@ -64,7 +64,7 @@ fn a_run_replays_step_for_step_in_file_order_and_in_its_shuffled_order() {
     fixture.train("in-order", &[&flags[..], &["--no-shuffle"]].concat()).assert_ok();
     fixture.train("shuffled", &flags).assert_ok();
     let in_order = fixture.path("in-order");
-    assert_eq!(RunConfig::load(&in_order).unwrap().training.shuffle, false);
+    assert!(!RunConfig::load(&in_order).unwrap().training.shuffle);
 
     let file_order = replay(&in_order, &fixture.data(), |_, n| Tensor::arange(n, (Kind::Int64, Device::Cpu)));
     assert!(file_order <= 1e-6, "--no-shuffle replay differs by {file_order}");

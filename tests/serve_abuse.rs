@@ -201,7 +201,9 @@ fn wrong_tensors_are_400_naming_the_problem() {
         assert_eq!(response.status, 400, "{body}: {:?}", String::from_utf8_lossy(&response.body));
         assert!(response.error().contains(fragment), "{fragment}: {}", response.error());
     }
-    let raw: Vec<(Vec<u8>, Vec<(&str, String)>, &str)> = vec![
+    /// A raw body, its extra headers, and a fragment of the error it must get.
+    type RawCase = (Vec<u8>, Vec<(&'static str, String)>, &'static str);
+    let raw: Vec<RawCase> = vec![
         (b"{\"inputs\": [".to_vec(), vec![], "not a valid inference request"),
         (b"not json".to_vec(), vec![], "not a valid inference request"),
         ([vec![b'['; 100_000], vec![b']'; 100_000]].concat(), vec![], "not a valid inference request"),

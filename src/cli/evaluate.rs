@@ -52,8 +52,8 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     if let Some(path) = &args.dump_logits {
         crate::destination::check_files(&[path], "--dump-logits", args.overwrite)?;
     }
-    super::note_if_being_trained(&args.run.path());
-    let run = load_run_weights(&args.run.path(), &args.weights, device)?;
+    super::note_if_being_trained(args.run.path());
+    let run = load_run_weights(args.run.path(), &args.weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
     let selection = &run.config.data.selection;
@@ -85,13 +85,13 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     }
     let names = &run.config.data.class_names;
     if args.json {
-        let mut report = report_json(&args.run.path(), &data_dir, device, names, &result);
+        let mut report = report_json(args.run.path(), &data_dir, device, names, &result);
         report["seconds"] = json!(seconds);
         report["threads"] = json!(tch::get_num_threads());
         report["weights"] = json!(args.run.path().join(&args.weights));
         crate::say!("{report}")?;
     } else {
-        print_report(&args.weights, &args.run.path(), &data_dir, device, model.describe(), names, &result)?;
+        print_report(&args.weights, args.run.path(), &data_dir, device, model.describe(), names, &result)?;
         crate::say!("\nEvaluated {} images in {:.1} ms", test.len(), seconds * 1e3)?;
     }
     Ok(())

@@ -50,8 +50,8 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = args.device.resolve()?;
-    super::note_if_being_trained(&args.run.path());
-    let mut run = load_run(&args.run.path(), device)?;
+    super::note_if_being_trained(args.run.path());
+    let mut run = load_run(args.run.path(), device)?;
     let sidecar = sidecar_path(&args.out);
     crate::destination::check_files(&[&args.out, &sidecar], "--out", args.overwrite)?;
     // Frozen: the traced graph then holds plain constants with no autograd history.

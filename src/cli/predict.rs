@@ -86,25 +86,25 @@ pub fn run(args: PredictArgs) -> Result<()> {
     super::note_if_being_trained(&args.model);
     let predictor = Predictor::load(&args.model, device)?;
     let started = Instant::now();
-    let mut inputs = prepare_pictures(&args, &predictor)?;
+    let mut inputs = load_pictures(&args, &predictor)?;
     if let Some(idx_path) = &args.idx {
         inputs.extend(read_idx_inputs(idx_path, predictor.input_shape)?);
     }
     // One input that failed is that input's error, on its own line like any other failure (with --json,
     // it is in the JSON like any other input).
-    if let (false, [Input { pixels: Err(_), .. }]) = (args.json, inputs.as_slice()) {
-        if let Some(Input { pixels: Err(err), .. }) = inputs.pop() {
-            return Err(err);
-        }
+    if let (false, [Input { pixels: Err(_), .. }]) = (args.json, inputs.as_slice())
+        && let Some(Input { pixels: Err(err), .. }) = inputs.pop()
+    {
+        return Err(err);
     }
     let best = classify(&predictor, &inputs, args.top_k)?;
     let failures = report(&args, &predictor.class_names, &inputs, &best)?;
     summarise(&args, inputs.len(), failures, started)
 }
 
-/// The picture files and directories named on the command line, each decoded and prepared as the data
-/// set was made (saved as --show-input when asked); an input that fails keeps its error.
-fn prepare_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>> {
+/// The picture files and directories named on the command line, each decoded and turned into the
+/// model's input as the data set was made (saved as --show-input when asked); an input that fails keeps its error.
+fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>> {
     let [rows, cols] = predictor.input_shape;
     let (files, skipped) = expand(&args.images);
     for note in skipped {
@@ -126,19 +126,12 @@ fn prepare_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Inp
             }
         };
         // load_gray names the file in its errors; preprocessing errors get it here.
-        let prepared = preprocess::load_gray(&path).and_then(|image| {
-            preprocess::prepare_for_model(
-                &image,
-                rows as u32,
-                cols as u32,
-                &predictor.class_names,
-                args.fit,
-                args.invert,
-            )
-            .with_context(|| path.display().to_string())
+        let input = preprocess::load_gray(&path).and_then(|image| {
+            preprocess::to_model_input(&image, rows as u32, cols as u32, &predictor.class_names, args.fit, args.invert)
+                .with_context(|| path.display().to_string())
         });
         let name = path.display().to_string();
-        match prepared {
+        match input {
             Ok(p) => {
                 if let Some(show) = &args.show_input {
                     let target = numbered(show, inputs.len() + 1, several);
@@ -249,10 +242,13 @@ fn counted(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
+/// A picture file to read, or a directory that held none: the directory and the error that says so.
+type PictureFile = std::result::Result<PathBuf, (PathBuf, anyhow::Error)>;
+
 /// Files as given, directories replaced by their picture files in name order, and notes on what the
 /// directories held besides pictures. A directory without any picture is an error of its own (with the
 /// directory), so that it is not passed over in silence.
-fn expand(paths: &[PathBuf]) -> (Vec<std::result::Result<PathBuf, (PathBuf, anyhow::Error)>>, Vec<String>) {
+fn expand(paths: &[PathBuf]) -> (Vec<PictureFile>, Vec<String>) {
     let mut files = Vec::new();
     let mut notes = Vec::new();
     for path in paths {

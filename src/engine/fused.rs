@@ -7,7 +7,9 @@
 //!
 //! - every parameter of the model lives in one flat buffer (the `VarStore`'s variables are views into
 //!   it, so saving, evaluating and exporting see the same weights), and so do the gradients and Adam's two
-//!   moment estimates;
+//!   moment estimates — layer by layer, frozen tensors included, carved with `flat_buffer`'s [`Slots`]
+//!   (the autograd engine's layout, [`FlatParameters`](super::flat_buffer::FlatParameters), differs: name
+//!   order, frozen tensors outside, `.grad` views for autograd);
 //! - the backward pass is the chain rule, layer by layer, with each weight gradient written straight into
 //!   its slot of the flat gradient buffer (`mm_out`);
 //! - one Adam step is 7 element-wise ops over the flat buffers, whatever the number of layers.
@@ -20,6 +22,7 @@
 //! Shapes, for a batch of B examples: `x` `[B, D0]`; layer i has `W_i` `[D_i, D_{i-1}]`, `b_i` `[D_i]`;
 //! activations `a_i` `[B, D_i]`; logits `[B, K]`.
 
+use super::flat_buffer::{Slots, move_into};
 use super::{AdamSettings, Engine, Precision, StepOutput, StepSettings, TrainStep};
 use crate::model::ModelConfig;
 use anyhow::{Context, Result, bail, ensure};
@@ -52,8 +55,8 @@ impl BiasCorrections {
     }
 }
 
-/// One Dense layer's views into the flat buffers.
-struct Layer {
+/// One Dense layer's views into the flat buffers: its weight and bias, and their gradients.
+struct DenseViews {
     weight: Tensor,
     bias: Tensor,
     weight_grad: Tensor,
@@ -63,7 +66,7 @@ struct Layer {
 
 /// The MLP's parameters, gradients and Adam state in flat buffers, and its training step.
 pub struct FusedMlp {
-    layers: Vec<Layer>,
+    layers: Vec<DenseViews>,
     /// `[P]`: every weight and bias, layer by layer (weight then bias).
     params: Tensor,
     /// `[P]`: their gradients, written by `backward`.
@@ -107,22 +110,16 @@ impl FusedMlp {
         let grads = Tensor::zeros([total], (Kind::Float, device));
         let mut layers = Vec::with_capacity(dense.len());
         let (mut frozen_views, mut trainable) = (Vec::new(), Vec::new());
-        let mut offset = 0;
+        let (mut param_slots, mut grad_slots) = (Slots::new(&params), Slots::new(&grads));
         for layer in &dense {
             let mut slot = |name: &str, shape: &[i64]| -> Result<(Tensor, Tensor)> {
-                let numel: i64 = shape.iter().product();
-                let mut param = params.narrow(0, offset, numel).view(shape);
-                let grad = grads.narrow(0, offset, numel).view(shape);
-                offset += numel;
+                let (param, grad) = (param_slots.next(shape)?, grad_slots.next(shape)?);
                 let full_name = format!("{}.{name}", layer.name);
-                let mut var = variables
-                    .get(&full_name)
-                    .with_context(|| format!("the model has no variable {full_name}"))?
-                    .shallow_clone();
+                let var =
+                    variables.get(&full_name).with_context(|| format!("the model has no variable {full_name}"))?;
                 ensure!(var.size() == shape, "{full_name} has shape {:?}, expected {shape:?}", var.size());
-                tch::no_grad(|| param.f_copy_(&var))?;
                 // The variable now reads and writes the flat buffer.
-                var.set_data(&param);
+                move_into(var, &param)?;
                 if frozen.contains(&full_name) {
                     frozen_views.push(grad.shallow_clone());
                 } else {
@@ -132,7 +129,7 @@ impl FusedMlp {
             };
             let (weight, weight_grad) = slot("weight", &[layer.outputs, layer.inputs])?;
             let (bias, bias_grad) = slot("bias", &[layer.outputs])?;
-            layers.push(Layer { weight, bias, weight_grad, bias_grad, relu: layer.relu });
+            layers.push(DenseViews { weight, bias, weight_grad, bias_grad, relu: layer.relu });
         }
         Ok(FusedMlp {
             layers,
@@ -177,14 +174,10 @@ impl FusedMlp {
             return Ok(self.layers.iter().map(|l| (l.weight.shallow_clone(), l.bias.shallow_clone())).collect());
         }
         let flat = self.params.f_to_kind(self.compute)?;
-        let mut offset = 0;
+        let mut slots = Slots::new(&flat);
         let mut weights = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (wn, bn) = (layer.weight.numel() as i64, layer.bias.numel() as i64);
-            let w = flat.narrow(0, offset, wn).view(layer.weight.size().as_slice());
-            let b = flat.narrow(0, offset + wn, bn);
-            offset += wn + bn;
-            weights.push((w, b));
+            weights.push((slots.next(&layer.weight.size())?, slots.next(&layer.bias.size())?));
         }
         Ok(weights)
     }

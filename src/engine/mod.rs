@@ -11,6 +11,7 @@
 //!   on small CPU batches, MLPs only (`fused.rs`).
 
 pub mod autograd;
+pub mod flat_buffer;
 pub mod fused;
 
 use crate::distributed::ProcessGroup;

@@ -1,6 +1,6 @@
 //! `POST /predict`: a picture (PNG, JPEG, PNM, ... any size) in the body, the answer of
-//! `mnist-tch predict --json` out — decoded and prepared by the same functions of `preprocess` as
-//! `predict`, so both see the same pixels — plus every class's probability and the logits.
+//! `mnist-tch predict --json` out — decoded and made the network's input by the same functions of
+//! `preprocess` as `predict`, so both see the same pixels — plus every class's probability and the logits.
 //! Query: `top=K` (default 3), `fit=`, `invert=` (as predict's flags), `show_input=true` (the
 //! `rows × cols` picture the model saw, as 0–255 values).
 
@@ -8,7 +8,7 @@ use super::app::Shared;
 use super::error::{ApiError, body_rejection};
 use super::worker::ModelInfo;
 use crate::inference;
-use crate::preprocess::{self, Fit, Invert, Prepared};
+use crate::preprocess::{self, Fit, Invert, ModelInput};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -44,18 +44,18 @@ pub async fn predict(
     if top == 0 {
         return Err(ApiError::bad_request("top must be at least 1"));
     }
-    let prepared = {
+    let input = {
         let _permit = app
             .decoding
             .acquire()
             .await
             .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?;
         let (info, max_pixels) = (app.info.clone(), app.config.limits.max_pixels);
-        tokio::task::spawn_blocking(move || prepare(&body, &info, fit, invert, max_pixels))
+        tokio::task::spawn_blocking(move || to_model_input(&body, &info, fit, invert, max_pixels))
             .await
             .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "preparing the picture failed"))??
     };
-    let answer = app.infer(prepared.pixels.clone(), 1).await?;
+    let answer = app.infer(input.pixels.clone(), 1).await?;
     let class_names = &app.info.class_names;
     let internal = |err: anyhow::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("top-k: {err:#}"));
     let probabilities = Tensor::from_slice(&answer.probabilities).f_view([1, -1]).map_err(|e| internal(e.into()))?;
@@ -63,9 +63,9 @@ pub async fn predict(
     let best = best.first().map(Vec::as_slice).unwrap_or_default();
     let mut answer_json = inference::prediction_json(
         "request body",
-        prepared.inverted,
-        prepared.fit,
-        prepared.warning.as_deref(),
+        input.inverted,
+        input.fit,
+        input.warning.as_deref(),
         best,
         class_names,
     );
@@ -75,8 +75,8 @@ pub async fn predict(
         answer_json["logits"] = json!(logits);
     }
     if query.show_input == Some(true) {
-        let (cols, rows) = prepared.image.dimensions();
-        answer_json["image"] = json!({"rows": rows, "cols": cols, "pixels": prepared.image.as_raw()});
+        let (cols, rows) = input.image.dimensions();
+        answer_json["image"] = json!({"rows": rows, "cols": cols, "pixels": input.image.as_raw()});
     }
     Ok(Json(answer_json))
 }
@@ -94,8 +94,14 @@ fn choice<T: ValueEnum>(value: Option<&str>, name: &str, default: T) -> Result<T
     })
 }
 
-/// The picture in `bytes` as the network's input, the way `predict` prepares a file.
-fn prepare(bytes: &[u8], info: &ModelInfo, fit: Fit, invert: Invert, max_pixels: u64) -> Result<Prepared, ApiError> {
+/// The picture in `bytes` as the network's input, the way `predict` turns a file into one.
+fn to_model_input(
+    bytes: &[u8],
+    info: &ModelInfo,
+    fit: Fit,
+    invert: Invert,
+    max_pixels: u64,
+) -> Result<ModelInput, ApiError> {
     let not_readable = |err: &dyn std::fmt::Display| ApiError::bad_request(format!("not a readable image: {err}"));
     let (width, height) = image::io::Reader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -110,6 +116,6 @@ fn prepare(bytes: &[u8], info: &ModelInfo, fit: Fit, invert: Invert, max_pixels:
     }
     let image = preprocess::decode_gray(bytes).map_err(|err| ApiError::bad_request(format!("{err:#}")))?;
     let [rows, cols] = info.input_shape;
-    preprocess::prepare_for_model(&image, rows as u32, cols as u32, &info.class_names, fit, invert)
+    preprocess::to_model_input(&image, rows as u32, cols as u32, &info.class_names, fit, invert)
         .map_err(|err| ApiError::bad_request(format!("{err:#}")))
 }
