@@ -4,6 +4,7 @@
 //! a [`FitJob`] to [`fit`].
 
 use crate::callbacks::{self, EarlyStopping};
+use crate::class_names::ClassNames;
 use crate::data::{self, Prepared, Selection};
 use crate::device::device_name;
 use crate::distributed;
@@ -27,8 +28,7 @@ pub const NORMALIZATION: &str = "pixel / 255 (inputs in [0, 1])";
 pub struct DataRequest {
     pub path: PathBuf,
     pub selection: Selection,
-    /// `auto`, `digits`, `fashion` or a comma-separated list.
-    pub class_names: String,
+    pub class_names: ClassNames,
     pub validation_split: f64,
 }
 
@@ -160,7 +160,7 @@ pub fn resume(request: &ResumeRun, output: JobOutput) -> Result<FitReport> {
     let same_data = DataRequest {
         path: config.data.dir.clone(),
         selection: config.data.selection.clone(),
-        class_names: config.data.class_names.join(","),
+        class_names: ClassNames::Listed(config.data.class_names.clone()),
         validation_split: config.training.validation_split,
     };
     let data = same_data

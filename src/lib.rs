@@ -7,6 +7,7 @@
 //! - [`npz`]: NumPy `.npz` data sets such as Keras's `mnist.npz`, checked before tch reads them.
 //! - [`data`]: the default data set, which format a path holds, checks across files; Keras's
 //!   validation split.
+//! - [`class_names`]: `--class-names`: the names a run stores for its classes.
 //! - [`model`]: the architectures (MLP, linear, CNN) and their `config.json` description.
 //! - [`engine`]: the training step behind one interface: `autograd` (libtorch autograd + `nn::Adam`,
 //!   the default) and `fused` (hand-written MLP backward pass, flat Adam).
@@ -38,6 +39,7 @@
 //! - [`cli`]: the command line, one file per subcommand.
 
 pub mod callbacks;
+pub mod class_names;
 pub mod cli;
 pub mod config_check;
 pub mod cuda_library;

@@ -3,6 +3,7 @@
 
 use super::{open_unit_interval, parse_min_delta_flag};
 use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
+use crate::class_names::ClassNames;
 use crate::data::{self, Selection, parse_labels};
 use crate::device::DeviceSpec;
 use crate::engine::{Engine, Precision};
@@ -44,7 +45,7 @@ pub struct DataFlags {
     /// Class names stored with the model: auto (Fashion-MNIST's names when the data directory's
     /// path says "fashion", else the digits), digits, fashion, or a comma-separated list.
     #[arg(long, value_name = "NAMES", default_value = "auto")]
-    pub class_names: String,
+    pub class_names: ClassNames,
 }
 
 impl DataFlags {
