@@ -11,6 +11,7 @@ use crate::distributed;
 use crate::engine::{self, Engine};
 use crate::evaluation::evaluate;
 use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
+use crate::freeze::Freeze;
 use crate::lock::RunLock;
 use crate::model::{self, Arch, ModelConfig};
 use crate::progress::OutputMode;
@@ -219,8 +220,7 @@ fn resume_line(
 pub struct FinetuneRun {
     pub from: PathBuf,
     pub data: DataRequest,
-    /// `none`, `hidden` (everything but the output layer), or layer/tensor names.
-    pub freeze: String,
+    pub freeze: Freeze,
     pub reinit_head: bool,
     /// Default: the parent's engine.
     pub engine: Option<Engine>,
@@ -257,7 +257,7 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
     let mut vs = nn::VarStore::new(request.device);
     let net = model::build(&vs.root(), &model);
     run_dir::load_weights_except(&mut vs, &request.from.join(run_dir::WEIGHTS_FILE), &head_tensors)?;
-    let frozen = frozen_tensors(&request.freeze, &model, &vs)?;
+    let frozen = request.freeze.tensors(&model, &vs)?;
     let test_on_device = data.test.to_device(request.device);
     let before = evaluate(&net, &test_on_device, model.num_classes)?;
     drop(test_on_device);
@@ -304,47 +304,6 @@ pub fn finetune(request: &FinetuneRun, output: JobOutput) -> Result<FitReport> {
         crate::say!("Test accuracy before fine-tuning: {:.4}", before.accuracy)
     })?;
     fit(FitJob { config, data, vs, net, out, resume: None, save_initial: request.save_initial, output })
-}
-
-/// The tensor names `--freeze` selects, in name order: `none`, `hidden` (every layer with weights but
-/// the output layer), or a comma-separated list of layer names (`1`) and tensor names (`1.weight`).
-fn frozen_tensors(spec: &str, model: &ModelConfig, vs: &nn::VarStore) -> Result<Vec<String>> {
-    let layers = model.weight_layers();
-    let all: Vec<String> = {
-        let mut names: Vec<String> = vs.variables().into_keys().collect();
-        names.sort();
-        names
-    };
-    let of_layer = |layer: &str| all.iter().filter(|n| n.split('.').next() == Some(layer)).cloned().collect::<Vec<_>>();
-    let mut frozen: Vec<String> = match spec {
-        "none" => vec![],
-        "hidden" => layers[..layers.len().saturating_sub(1)].iter().flat_map(|l| of_layer(l)).collect(),
-        list => {
-            let mut names = Vec::new();
-            for item in list.split(',').map(str::trim) {
-                let matched = if item.contains('.') {
-                    all.iter().filter(|n| *n == item).cloned().collect()
-                } else {
-                    of_layer(item)
-                };
-                if matched.is_empty() {
-                    bail!(
-                        "--freeze {spec}: no layer or tensor '{item}'; this model has layers {} (tensors {})",
-                        layers.join(", "),
-                        all.join(", ")
-                    );
-                }
-                names.extend(matched);
-            }
-            names
-        }
-    };
-    frozen.sort();
-    frozen.dedup();
-    if frozen.len() == all.len() {
-        bail!("--freeze {spec} freezes every layer: nothing would be trained");
-    }
-    Ok(frozen)
 }
 
 /// Refuses settings that cannot train: a schedule that never acts, a batch larger than the training part,

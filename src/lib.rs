@@ -16,6 +16,7 @@
 //! - [`fit`]: a training job end to end into a run directory.
 //! - [`distributed`]: training as one of several torchrun processes on libtorch's c10d (Gloo).
 //! - [`jobs`]: how a new, resumed or fine-tuned run is set up before it is fitted.
+//! - [`freeze`]: `finetune --freeze`: which of the parent's tensors stay fixed.
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
 //! - [`inference`]: predictions from a run directory or a TorchScript file.
 //! - [`plot`]: learning curves and confusion matrix as PNG.
@@ -54,6 +55,7 @@ pub mod event_file;
 pub mod export;
 pub mod files;
 pub mod fit;
+pub mod freeze;
 pub mod idx;
 pub mod inference;
 pub mod jobs;
