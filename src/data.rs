@@ -430,13 +430,15 @@ impl Prepared {
 /// Loads the data set at `path` (a directory of IDX files or an `.npz` file) and applies `selection`:
 /// keep the chosen labels (relabelled), then the first `limit` training images, then split off the last
 /// `validation_split` for validation. Without `labels`, every label must be below `num_classes`.
+/// `class_names` is a [`ClassNames`] or its spelling (`"auto"`).
 pub fn prepare(
     path: &Path,
     selection: &Selection,
     num_classes: usize,
-    class_names: &ClassNames,
+    class_names: impl Into<ClassNames>,
     validation_split_fraction: f64,
 ) -> Result<Prepared> {
+    let class_names = &class_names.into();
     let (data, num_classes, names) = match &selection.labels {
         None => {
             ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");

@@ -35,7 +35,7 @@ pub struct DataRequest {
 
 impl DataRequest {
     fn prepare(&self, num_classes: usize) -> Result<Prepared> {
-        data::prepare(&self.path, &self.selection, num_classes, &self.class_names, self.validation_split)
+        data::prepare(&self.path, &self.selection, num_classes, self.class_names.clone(), self.validation_split)
     }
 }
 
