@@ -12,6 +12,7 @@
 //! - [`engine`]: the training step behind one interface: `autograd` (libtorch autograd + `nn::Adam`,
 //!   the default) and `fused` (hand-written MLP backward pass, flat Adam).
 //! - [`training`]: the training loop, generic over the step.
+//! - [`optimizer`]: Adam, or AdamW under weight decay, as `config.json` names it.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
 //! - [`fit`]: a training job end to end into a run directory.
 //! - [`distributed`]: training as one of several torchrun processes on libtorch's c10d (Gloo).
@@ -62,6 +63,7 @@ pub mod jobs;
 pub mod lock;
 pub mod model;
 pub mod npz;
+pub mod optimizer;
 pub mod output;
 pub mod plot;
 pub mod preprocess;

@@ -8,6 +8,7 @@ use crate::data::{self, Selection, parse_labels};
 use crate::device::DeviceSpec;
 use crate::engine::{Engine, Precision};
 use crate::jobs::DataRequest;
+use crate::optimizer::Optimizer;
 use crate::progress::OutputMode;
 use crate::training::TrainConfig;
 use clap::Args;
@@ -148,7 +149,7 @@ impl FitFlags {
             learning_rate,
             validation_split,
             seed: self.seed,
-            optimizer: if self.weight_decay > 0.0 { "adamw" } else { "adam" }.into(),
+            optimizer: Optimizer::for_weight_decay(self.weight_decay),
             weight_decay: self.weight_decay,
             lr_schedule: self.lr_schedule,
             monitor: self.monitor,
