@@ -95,7 +95,7 @@ fn problems(config: &RunConfig, dir: &Path) -> Vec<String> {
     need(
         t.optimizer == decay_means,
         format!(
-            "training.optimizer is {}, but training.weight_decay {} means {decay_means} (adamw when it is above 0)",
+            "training.optimizer is {}, but a training.weight_decay of {} trains with {decay_means}",
             t.optimizer, t.weight_decay
         ),
     );
@@ -237,8 +237,7 @@ mod tests {
         let ok = problems(&config, dir);
         config.training.weight_decay = 0.01;
         let found = problems(&config, dir);
-        let phrase =
-            "training.optimizer is adam, but training.weight_decay 0.01 means adamw (adamw when it is above 0)";
+        let phrase = "training.optimizer is adam, but a training.weight_decay of 0.01 trains with adamw";
         assert!(found.iter().any(|p| p == phrase) && !ok.iter().any(|p| p.contains("optimizer")), "{found:?}");
         config.training.optimizer = Optimizer::AdamW;
         assert_eq!(problems(&config, dir), ok);

@@ -462,8 +462,9 @@ pub fn parse_hidden(spec: &str) -> Result<Vec<i64>, String> {
         .collect()
 }
 
-/// How the layers' weights start, recorded in words in `config.json` (`training.weight_init`) so that a
-/// reader of the file, or the Python baseline, knows the distribution. One scheme today: [`pytorch_init`].
+/// How the layers' weights start, recorded in words in `config.json` (`training.weight_init`) so that
+/// whoever reads the file knows the distribution they were drawn from. One scheme today: `pytorch_init`
+/// below, which the PyTorch modules of `scripts/common.py` use by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightInit {
     /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: kaiming-uniform with a = √5.
