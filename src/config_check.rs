@@ -4,6 +4,7 @@
 //! naming the field, never through serde's internals (`expected struct ToolInfo`).
 
 use crate::model::ModelConfig;
+use crate::optimizer::Optimizer;
 use crate::run_dir::{CONFIG_FILE, METRICS_FILE, RunConfig};
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -48,7 +49,7 @@ fn plain(message: &str) -> String {
         let end = text[name..].find(' ').map_or(text.len(), |e| name + e);
         text.replace_range(start..end, "expected an object {...}");
     }
-    for (internal, words) in [("invalid type: ", "is "), ("invalid value: ", "is ")] {
+    for (internal, words) in [("invalid type: ", "is "), ("invalid value: ", "is "), ("unknown variant ", "is ")] {
         text = text.replace(internal, words);
     }
     if let Some(start) = text.find("expected tuple struct ") {
@@ -89,6 +90,14 @@ fn problems(config: &RunConfig, dir: &Path) -> Vec<String> {
     need(
         t.weight_decay.is_finite() && t.weight_decay >= 0.0,
         format!("training.weight_decay is {}, it must be 0 or more", t.weight_decay),
+    );
+    let decay_means = Optimizer::for_weight_decay(t.weight_decay);
+    need(
+        t.optimizer == decay_means,
+        format!(
+            "training.optimizer is {}, but a training.weight_decay of {} trains with {decay_means}",
+            t.optimizer, t.weight_decay
+        ),
     );
     for (name, beta) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
         need((0.0..1.0).contains(&beta), format!("training.{name} is {beta}, it must be in [0, 1)"));
@@ -146,7 +155,93 @@ fn metrics_rows(dir: &Path) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::plain;
+    use super::*;
+    use crate::model::WeightInit;
+    use serde_json::{Value, json};
+
+    /// config.json files as mnist-tch wrote them before the optimizer and the weight initialisation were
+    /// types: `train --limit 1000 --epochs 1` (adam), the same with `--weight-decay 0.01 --labels 3,1
+    /// --class-names three,one` (adamw), and `finetune --freeze hidden` from the first.
+    const WRITTEN_BEFORE: [(&str, &str); 3] = [
+        ("config-adam.json", include_str!("../tests/fixtures/config-adam.json")),
+        ("config-adamw-listed-names.json", include_str!("../tests/fixtures/config-adamw-listed-names.json")),
+        ("config-finetuned.json", include_str!("../tests/fixtures/config-finetuned.json")),
+    ];
+
+    fn read(text: &str) -> RunConfig {
+        parse(text, Path::new("run/config.json")).unwrap()
+    }
+
+    /// The error of reading the first fixture with `training.<field>` set to `value`.
+    fn refused(field: &str, value: Value) -> String {
+        let mut config: Value = serde_json::from_str(WRITTEN_BEFORE[0].1).unwrap();
+        config["training"][field] = value;
+        parse(&config.to_string(), Path::new("run/config.json")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn configs_written_before_read_back_and_write_byte_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in WRITTEN_BEFORE {
+            read(text).save(dir.path()).unwrap();
+            let written = std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
+            assert_eq!(written.lines().count(), text.lines().count(), "{name}:\n{written}");
+            for (new, old) in written.lines().zip(text.lines()) {
+                assert!(new == old || same_number_an_ulp_apart(new, old), "{name}: {new} was {old}");
+            }
+        }
+        let [adam, adamw, finetuned] = WRITTEN_BEFORE.map(|(_, text)| read(text));
+        assert_eq!(adam.training.optimizer, Optimizer::Adam);
+        assert_eq!(adam.training.weight_init, WeightInit::PytorchDefault);
+        assert_eq!(adamw.training.optimizer, Optimizer::AdamW);
+        assert_eq!(adamw.training.weight_decay, 0.01);
+        assert_eq!(adamw.data.class_names, ["three", "one"]);
+        assert_eq!(finetuned.training.optimizer, Optimizer::Adam);
+        assert_eq!(finetuned.lineage.unwrap().frozen, ["1.bias", "1.weight"]);
+    }
+
+    /// Whether two `"key": number` lines differ only in the last bit of the number: serde_json's default
+    /// float parser is not correctly rounded (its `float_roundtrip` feature is), so a number read back
+    /// and written again can move by an ulp. That is serde_json's, not the types'.
+    fn same_number_an_ulp_apart(new: &str, old: &str) -> bool {
+        let number = |line: &str| {
+            let (key, value) = line.rsplit_once(": ")?;
+            Some((key.to_string(), value.trim_end_matches(',').parse::<f64>().ok()?))
+        };
+        match (number(new), number(old)) {
+            (Some((a, x)), Some((b, y))) => a == b && x.to_bits().abs_diff(y.to_bits()) <= 1,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn an_unknown_optimizer_or_weight_init_is_refused_in_plain_words() {
+        assert_eq!(
+            refused("optimizer", json!("sgd")),
+            "run/config.json: not a valid mnist-tch config: training.optimizer: is `sgd`, expected `adam` or `adamw`"
+        );
+        assert_eq!(
+            refused("weight_init", json!("xavier")),
+            "run/config.json: not a valid mnist-tch config: training.weight_init: is \"xavier\", expected \"pytorch \
+             (kaiming-uniform a=sqrt(5): weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)))\" (the weight \
+             initialisations mnist-tch knows)"
+        );
+        let err = refused("weight_init", json!(3));
+        assert!(err.ends_with("training.weight_init: is integer `3`, expected a string \"...\""), "{err}");
+    }
+
+    #[test]
+    fn an_optimizer_that_disagrees_with_the_weight_decay_is_a_problem() {
+        let mut config = read(WRITTEN_BEFORE[0].1);
+        let dir = Path::new("/nonexistent");
+        let ok = problems(&config, dir);
+        config.training.weight_decay = 0.01;
+        let found = problems(&config, dir);
+        let phrase = "training.optimizer is adam, but a training.weight_decay of 0.01 trains with adamw";
+        assert!(found.iter().any(|p| p == phrase) && !ok.iter().any(|p| p.contains("optimizer")), "{found:?}");
+        config.training.optimizer = Optimizer::AdamW;
+        assert_eq!(problems(&config, dir), ok);
+    }
 
     #[test]
     fn serde_words_become_a_users() {
@@ -158,5 +253,6 @@ mod tests {
             plain("invalid type: integer `3`, expected struct ToolInfo"),
             "is integer `3`, expected an object {...}"
         );
+        assert_eq!(plain("unknown variant `sgd`, expected `adam` or `adamw`"), "is `sgd`, expected `adam` or `adamw`");
     }
 }

@@ -13,6 +13,7 @@
 //! read by this crate rather than by tch's `tch::vision::mnist::load_dir`, which checks only the magic
 //! numbers and materialises float32 copies (peak ~470 MB while loading).
 
+use crate::class_names::ClassNames;
 use crate::idx::{self, IdxKind};
 use crate::npz;
 use anyhow::{Context, Result, bail, ensure};
@@ -22,10 +23,6 @@ use tch::{Kind, Tensor};
 
 /// For `mnist-tch predict --idx`: an IDX images file as bytes (the reader lives in `idx.rs`).
 pub use crate::idx::read_image_bytes as read_idx_images;
-
-/// Class names of Fashion-MNIST, in label order.
-pub const FASHION_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// The environment variable that names the default data set (a directory or an `.npz` file).
 pub const DATA_ENV: &str = "MNIST_TCH_DATA";
@@ -433,18 +430,20 @@ impl TrainingData {
 /// Loads the data set at `path` (a directory of IDX files or an `.npz` file) and applies `selection`:
 /// keep the chosen labels (relabelled), then the first `limit` training images, then split off the last
 /// `validation_split` for validation. Without `labels`, every label must be below `num_classes`.
+/// `class_names` is a [`ClassNames`] or its spelling (`"auto"`).
 pub fn load_training_data(
     path: &Path,
     selection: &Selection,
     num_classes: usize,
-    class_names_spec: &str,
+    class_names: impl Into<ClassNames>,
     validation_split_fraction: f64,
 ) -> Result<TrainingData> {
-    let (data, num_classes, class_names) = match &selection.labels {
+    let class_names = &class_names.into();
+    let (data, num_classes, names) = match &selection.labels {
         None => {
             ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
             let data = load(path, LabelBound::Classes(num_classes))?;
-            (data, num_classes, class_names(class_names_spec, path, num_classes)?)
+            (data, num_classes, class_names.names(path, num_classes)?)
         }
         Some(labels) => {
             ensure!(labels.len() >= 2, "--labels needs at least 2 classes, got {labels:?}");
@@ -454,14 +453,13 @@ pub fn load_training_data(
             ensure!(sorted.len() == labels.len(), "--labels {labels:?} names a class twice");
             // Labels outside the selection are dropped, so any byte value is acceptable here.
             let data = load(path, LabelBound::AnyByte)?;
-            let all_names = match class_names_spec {
-                "auto" | "digits" | "fashion" => {
+            let all_names = match class_names {
+                ClassNames::Listed(_) => class_names.names(path, labels.len())?,
+                _ => {
                     let source = (*sorted.last().unwrap_or(&0) as usize + 1).max(10);
-                    let names =
-                        class_names(class_names_spec, path, source).or_else(|_| class_names("digits", path, source))?;
+                    let names = class_names.names(path, source).or_else(|_| ClassNames::Digits.names(path, source))?;
                     labels.iter().map(|&l| names[l as usize].clone()).collect()
                 }
-                _ => class_names(class_names_spec, path, labels.len())?,
             };
             let keep = |examples: &Examples, what: &str| -> Result<Examples> {
                 let kept = select_labels(examples, labels)?;
@@ -501,7 +499,7 @@ pub fn load_training_data(
         image_rows: data.image_rows,
         image_cols: data.image_cols,
         num_classes,
-        class_names,
+        class_names: names,
     })
 }
 
@@ -541,28 +539,6 @@ pub fn validation_split(n: usize, fraction: f64) -> Result<(usize, usize)> {
         n - train_len
     );
     Ok((train_len, n - train_len))
-}
-
-/// Class names for a data set: `auto` (Fashion-MNIST when the data set's path says so, else digits),
-/// `digits`, `fashion`, or a comma-separated list with one name per class.
-pub fn class_names(spec: &str, path: &Path, num_classes: usize) -> Result<Vec<String>> {
-    let numbered = || (0..num_classes).map(|i| i.to_string()).collect::<Vec<_>>();
-    let fashion = || FASHION_CLASSES.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let names = match spec {
-        "auto" => {
-            let looks_fashion = std::fs::canonicalize(path)
-                .unwrap_or_else(|_| path.to_path_buf())
-                .to_string_lossy()
-                .to_lowercase()
-                .contains("fashion");
-            if looks_fashion && num_classes == FASHION_CLASSES.len() { fashion() } else { numbered() }
-        }
-        "digits" => numbered(),
-        "fashion" => fashion(),
-        list => list.split(',').map(|s| s.trim().to_string()).collect(),
-    };
-    ensure!(names.len() == num_classes, "--class-names gives {} names for {num_classes} classes", names.len());
-    Ok(names)
 }
 
 #[cfg(test)]
@@ -694,14 +670,5 @@ mod tests {
         let err = check_part(&part(&[0, 1, -2]), LabelBound::AnyByte).unwrap_err().to_string();
         assert!(err.contains("label -2 at index 2"), "{err}");
         assert!(check_part(&part(&[0, 255, 3]), LabelBound::AnyByte).is_ok());
-    }
-
-    #[test]
-    fn class_names_follow_the_spec() {
-        let dir = Path::new("/nonexistent/fashion-mnist");
-        assert_eq!(class_names("auto", dir, 10).unwrap()[9], "Ankle boot");
-        assert_eq!(class_names("auto", Path::new("/x/mnist"), 10).unwrap()[3], "3");
-        assert_eq!(class_names("a, b", dir, 2).unwrap(), vec!["a", "b"]);
-        assert!(class_names("a,b,c", dir, 2).is_err());
     }
 }

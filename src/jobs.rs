@@ -5,12 +5,14 @@
 //! directory claimed, the header printed, then [`fit`].
 
 use crate::callbacks::{self, EarlyStopping};
+use crate::class_names::ClassNames;
 use crate::data::{self, Selection, TrainingData};
 use crate::device::device_name;
 use crate::distributed;
 use crate::engine::{self, Engine};
 use crate::evaluation::evaluate;
 use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
+use crate::freeze::Freeze;
 use crate::lock::RunLock;
 use crate::model::{self, Arch, ModelConfig, Network};
 use crate::progress::OutputMode;
@@ -28,14 +30,19 @@ pub const NORMALIZATION: &str = "pixel / 255 (inputs in [0, 1])";
 pub struct DataRequest {
     pub path: PathBuf,
     pub selection: Selection,
-    /// `auto`, `digits`, `fashion` or a comma-separated list.
-    pub class_names: String,
+    pub class_names: ClassNames,
     pub validation_split: f64,
 }
 
 impl DataRequest {
     fn load(&self, num_classes: usize) -> Result<TrainingData> {
-        data::load_training_data(&self.path, &self.selection, num_classes, &self.class_names, self.validation_split)
+        data::load_training_data(
+            &self.path,
+            &self.selection,
+            num_classes,
+            self.class_names.clone(),
+            self.validation_split,
+        )
     }
 }
 
@@ -247,7 +254,7 @@ pub fn plan_resume(request: &ResumeRun, writes_run: bool) -> Result<Plan> {
     let same_data = DataRequest {
         path: config.data.dir.clone(),
         selection: config.data.selection.clone(),
-        class_names: config.data.class_names.join(","),
+        class_names: ClassNames::Listed(config.data.class_names.clone()),
         validation_split: config.training.validation_split,
     };
     let data = same_data
@@ -335,8 +342,7 @@ fn resume_line(
 pub struct FinetuneRun {
     pub from: PathBuf,
     pub data: DataRequest,
-    /// `none`, `hidden` (everything but the output layer), or layer/tensor names.
-    pub freeze: String,
+    pub freeze: Freeze,
     pub reinit_head: bool,
     /// Default: the parent's engine.
     pub engine: Option<Engine>,
@@ -369,7 +375,7 @@ pub fn plan_finetune(request: &FinetuneRun) -> Result<Plan> {
     let head = model.weight_layers().last().cloned().unwrap_or_default();
     let reinit_head = request.reinit_head || model.num_classes != parent.model.num_classes;
     let head_tensors = if reinit_head { vec![format!("{head}.weight"), format!("{head}.bias")] } else { vec![] };
-    let frozen = frozen_tensors(&request.freeze, &model)?;
+    let frozen = request.freeze.tensors(&model)?;
     let training = TrainConfig {
         device: device_name(request.device),
         engine: request.engine.unwrap_or(parent.training.engine),
@@ -409,43 +415,6 @@ pub fn plan_finetune(request: &FinetuneRun) -> Result<Plan> {
         kind: Kind::FineTuned { parent: request.from.clone(), note },
         save_initial: request.save_initial,
     })
-}
-
-/// The tensor names `--freeze` selects, in name order: `none`, `hidden` (every layer with weights but
-/// the output layer), or a comma-separated list of layer names (`1`) and tensor names (`1.weight`).
-fn frozen_tensors(spec: &str, model: &ModelConfig) -> Result<Vec<String>> {
-    let layers = model.weight_layers();
-    let all = model.tensor_names();
-    let of_layer = |layer: &str| all.iter().filter(|n| n.split('.').next() == Some(layer)).cloned().collect::<Vec<_>>();
-    let mut frozen: Vec<String> = match spec {
-        "none" => vec![],
-        "hidden" => layers[..layers.len().saturating_sub(1)].iter().flat_map(|l| of_layer(l)).collect(),
-        list => {
-            let mut names = Vec::new();
-            for item in list.split(',').map(str::trim) {
-                let matched = if item.contains('.') {
-                    all.iter().filter(|n| *n == item).cloned().collect()
-                } else {
-                    of_layer(item)
-                };
-                if matched.is_empty() {
-                    bail!(
-                        "--freeze {spec}: no layer or tensor '{item}'; this model has layers {} (tensors {})",
-                        layers.join(", "),
-                        all.join(", ")
-                    );
-                }
-                names.extend(matched);
-            }
-            names
-        }
-    };
-    frozen.sort();
-    frozen.dedup();
-    if frozen.len() == all.len() {
-        bail!("--freeze {spec} freezes every layer: nothing would be trained");
-    }
-    Ok(frozen)
 }
 
 /// Refuses settings that cannot train: a schedule that never acts, a batch larger than the training part,

@@ -14,16 +14,19 @@
 //! - [`npz`]: NumPy `.npz` data sets such as Keras's `mnist.npz`, checked before tch reads them.
 //! - [`data`]: the default data set, which format a path holds, checks across files; Keras's
 //!   validation split ([`data::TrainingData`]).
+//! - [`class_names`]: `--class-names`: the names a run stores for its classes.
 //! - [`model`]: the architectures (MLP, linear, CNN), their `config.json` description, and
 //!   [`model::Network`], a model built from it (`ModelConfig::init`).
 //! - [`engine`]: the training step behind one interface: `autograd` (libtorch autograd + `nn::Adam`,
 //!   the default) and `fused` (hand-written MLP backward pass, flat Adam); what each can train.
 //! - [`training`]: the training loop, generic over the step.
+//! - [`optimizer`]: Adam, or AdamW under weight decay, as `config.json` names it.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
 //! - [`jobs`]: a new, resumed or fine-tuned run as a plan (config, data, starting weights, run
 //!   directory), and the one sequence that starts every plan.
 //! - [`fit`]: a training job end to end into a run directory, every epoch saved as it completes.
 //! - [`distributed`]: training as one of several torchrun processes on libtorch's c10d (Gloo).
+//! - [`freeze`]: `finetune --freeze`: which of the parent's tensors stay fixed.
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
 //! - [`inference`]: predictions from a run directory or a TorchScript file.
 //! - [`plot`]: learning curves and confusion matrix as PNG.
@@ -47,6 +50,7 @@
 //! - [`cli`]: the command line, one file per subcommand.
 
 pub mod callbacks;
+pub mod class_names;
 pub mod cli;
 pub mod config_check;
 pub mod cuda_library;
@@ -61,12 +65,14 @@ pub mod event_file;
 pub mod export;
 pub mod files;
 pub mod fit;
+pub mod freeze;
 pub mod idx;
 pub mod inference;
 pub mod jobs;
 pub mod lock;
 pub mod model;
 pub mod npz;
+pub mod optimizer;
 pub mod output;
 pub mod plot;
 pub mod preprocess;

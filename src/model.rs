@@ -474,6 +474,60 @@ pub fn parse_hidden(spec: &str) -> Result<Vec<i64>, String> {
         .collect()
 }
 
+/// How the layers' weights start, recorded in words in `config.json` (`training.weight_init`) so that
+/// whoever reads the file knows the distribution they were drawn from. One scheme today: `pytorch_init`
+/// below, which the PyTorch modules of `scripts/common.py` use by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightInit {
+    /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: kaiming-uniform with a = √5.
+    #[default]
+    PytorchDefault,
+}
+
+impl WeightInit {
+    const ALL: [WeightInit; 1] = [WeightInit::PytorchDefault];
+
+    /// Its sentence in `config.json`, as runs have always recorded it.
+    pub fn sentence(self) -> &'static str {
+        match self {
+            WeightInit::PytorchDefault => {
+                "pytorch (kaiming-uniform a=sqrt(5): weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)))"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for WeightInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.sentence())
+    }
+}
+
+/// The sentence of a scheme; any other text is said to be unknown, naming the one expected.
+impl std::str::FromStr for WeightInit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        WeightInit::ALL.into_iter().find(|init| init.sentence() == s).ok_or_else(|| {
+            let known: Vec<String> = WeightInit::ALL.iter().map(|init| format!("\"{init}\"")).collect();
+            format!("is \"{s}\", expected {} (the weight initialisations mnist-tch knows)", known.join(" or "))
+        })
+    }
+}
+
+// Stored in config.json as its sentence.
+impl Serialize for WeightInit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.sentence())
+    }
+}
+
+impl<'de> Deserialize<'de> for WeightInit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// PyTorch's default initialisation of `nn.Linear` and `nn.Conv2d` (kaiming-uniform with a = √5, which
 /// comes to U(−1/√fan_in, 1/√fan_in), for the weight and the bias alike). tch's own default is
 /// kaiming-uniform with the ReLU gain, √6 times wider; PyTorch's is used so the Python baseline starts
@@ -739,5 +793,31 @@ mod tests {
         let eval_b = net.forward_t(&x, false);
         assert!(eval_a.equal(&eval_b), "inference must be deterministic");
         assert!(!net.forward_t(&x, true).equal(&eval_a), "training must drop units");
+    }
+
+    #[test]
+    fn weight_init_reads_and_writes_the_sentence_runs_have_always_recorded() {
+        const SENTENCE: &str =
+            "pytorch (kaiming-uniform a=sqrt(5): weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)))";
+        let init = WeightInit::default();
+        assert_eq!(init, WeightInit::PytorchDefault);
+        assert_eq!(init.to_string(), SENTENCE);
+        assert_eq!(SENTENCE.parse::<WeightInit>(), Ok(init));
+        let json = serde_json::to_string(&init).unwrap();
+        assert_eq!(json, serde_json::to_string(SENTENCE).unwrap());
+        assert_eq!(serde_json::from_str::<WeightInit>(&json).unwrap(), init);
+    }
+
+    #[test]
+    fn an_unknown_weight_init_is_refused_in_plain_words() {
+        let err = "xavier".parse::<WeightInit>().unwrap_err();
+        assert_eq!(
+            err,
+            "is \"xavier\", expected \"pytorch (kaiming-uniform a=sqrt(5): weight and bias U(-1/sqrt(fan_in), \
+             1/sqrt(fan_in)))\" (the weight initialisations mnist-tch knows)"
+        );
+        let err = serde_json::from_str::<WeightInit>("\"pytorch\"").unwrap_err().to_string();
+        assert!(err.starts_with("is \"pytorch\", expected \"pytorch (kaiming"), "{err}");
+        assert!(serde_json::from_str::<WeightInit>("3").is_err());
     }
 }

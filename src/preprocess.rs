@@ -124,7 +124,11 @@ pub fn to_model_input(
 /// The fit `Fit::Auto` falls back to for a model with these classes: fashion for Fashion-MNIST's, else
 /// digits.
 fn dataset_fit(class_names: &[String]) -> Fit {
-    if class_names.iter().map(String::as_str).eq(crate::data::FASHION_CLASSES) { Fit::Fashion } else { Fit::Digits }
+    if class_names.iter().map(String::as_str).eq(crate::class_names::FASHION_CLASSES) {
+        Fit::Fashion
+    } else {
+        Fit::Digits
+    }
 }
 
 /// Mean brightness of the outermost pixels: high for a drawing on paper.

@@ -14,7 +14,8 @@ use crate::data::{Examples, TrainingData, to_inputs};
 use crate::distributed::{self, DistributedInfo, ProcessGroup};
 use crate::engine::{AdamSettings, Engine, Precision, TrainStep};
 use crate::evaluation::{Evaluation, evaluate};
-use crate::model::Network;
+use crate::model::{Network, WeightInit};
+use crate::optimizer::Optimizer;
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
@@ -30,7 +31,7 @@ pub struct TrainConfig {
     #[serde(default = "fused_for_old_runs")]
     pub engine: Engine,
     /// `adam`, or `adamw` when `weight_decay` > 0 (decoupled weight decay).
-    pub optimizer: String,
+    pub optimizer: Optimizer,
     pub learning_rate: f64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
@@ -58,7 +59,7 @@ pub struct TrainConfig {
     pub validation_split: f64,
     pub seed: i64,
     /// Weight initialisation scheme of the layers.
-    pub weight_init: String,
+    pub weight_init: WeightInit,
     /// The device the run trained on (`cpu`, `cuda:0`, ...).
     pub device: String,
     /// Set when several processes trained it (torchrun): how many, and the batch of each.
@@ -92,7 +93,7 @@ impl Default for TrainConfig {
             epochs: 10,
             batch_size: 32,
             engine: Engine::Autograd,
-            optimizer: "adam".into(),
+            optimizer: Optimizer::Adam,
             learning_rate: 1e-3,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
@@ -106,8 +107,7 @@ impl Default for TrainConfig {
             shuffle: true,
             validation_split: 0.2,
             seed: 42,
-            weight_init: "pytorch (kaiming-uniform a=sqrt(5): weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)))"
-                .into(),
+            weight_init: WeightInit::PytorchDefault,
             device: "cpu".into(),
             distributed: None,
         }

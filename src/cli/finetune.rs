@@ -6,6 +6,7 @@
 
 use super::flags::{DataFlags, FitFlags, OutputFlags, SessionFlags};
 use super::{Finished, positive_f64};
+use crate::freeze::Freeze;
 use crate::jobs::{self, FinetuneRun};
 use anyhow::Result;
 use clap::Args;
@@ -25,7 +26,7 @@ pub struct FinetuneArgs {
     /// layers, a CNN's convolutions), or a comma-separated list of layer names ("1", the first Dense
     /// layer) or tensor names ("1.weight"). Frozen tensors come out bit-identical to the parent's.
     #[arg(long, value_name = "WHAT", default_value = "none")]
-    pub freeze: String,
+    pub freeze: Freeze,
 
     /// Re-initialise the output layer even when the number of classes is unchanged (a new task with
     /// as many classes).

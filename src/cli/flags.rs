@@ -3,11 +3,13 @@
 
 use super::{open_unit_interval, parse_min_delta_flag};
 use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
+use crate::class_names::ClassNames;
 use crate::data::{self, Selection, parse_labels};
 use crate::device::DeviceSpec;
 use crate::engine::{Engine, Precision};
 use crate::fit::JobOutput;
 use crate::jobs::{DataRequest, Destination};
+use crate::optimizer::Optimizer;
 use crate::progress::OutputMode;
 use crate::training::TrainConfig;
 use clap::Args;
@@ -45,7 +47,7 @@ pub struct DataFlags {
     /// Class names stored with the model: auto (Fashion-MNIST's names when the data directory's
     /// path says "fashion", else the digits), digits, fashion, or a comma-separated list.
     #[arg(long, value_name = "NAMES", default_value = "auto")]
-    pub class_names: String,
+    pub class_names: ClassNames,
 }
 
 impl DataFlags {
@@ -137,7 +139,7 @@ impl FitFlags {
             learning_rate,
             validation_split,
             seed: self.seed,
-            optimizer: if self.weight_decay > 0.0 { "adamw" } else { "adam" }.into(),
+            optimizer: Optimizer::for_weight_decay(self.weight_decay),
             weight_decay: self.weight_decay,
             lr_schedule: self.lr_schedule,
             monitor: self.monitor,
