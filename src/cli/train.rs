@@ -68,16 +68,16 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
     if args.resume.is_some() {
         return super::resume::run(super::resume_flags::as_resume(args, given)?);
     }
-    if let Some(labels) = args.data.labels.as_ref().filter(|labels| labels.len() as u64 != args.num_classes) {
-        if given.has("--num-classes") {
-            return Err(UsageError(format!(
-                "--labels gives {} classes but --num-classes says {}: with --labels the number of classes is the \
-                 number of labels; drop --num-classes",
-                labels.len(),
-                args.num_classes
-            ))
-            .into());
-        }
+    if let Some(labels) = args.data.labels.as_ref().filter(|labels| labels.len() as u64 != args.num_classes)
+        && given.has("--num-classes")
+    {
+        return Err(UsageError(format!(
+            "--labels gives {} classes but --num-classes says {}: with --labels the number of classes is the \
+             number of labels; drop --num-classes",
+            labels.len(),
+            args.num_classes
+        ))
+        .into());
     }
     let request = NewRun {
         data: args.data.request()?,
