@@ -4,7 +4,7 @@
 //! batch's loss and logits (left on the device); set the learning rate; give and take the optimizer's
 //! state for checkpoints. Two engines implement it:
 //!
-//! - [`Engine::Autograd`], the default and the design card's path: the model `nn::seq_t` builds,
+//! - [`Engine::Autograd`], the default, as tch's MNIST example trains: the model `nn::seq_t` builds,
 //!   `forward_t`, `cross_entropy_for_logits`, libtorch's autograd (`backward`) and tch's `nn::Adam` /
 //!   `nn::AdamW`. It trains any architecture (`autograd.rs`).
 //! - [`Engine::Fused`], opt-in: the MLP's backward pass written out and Adam over flat buffers, faster
@@ -25,7 +25,7 @@ use tch::{Tensor, nn};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// libtorch's autograd and tch's nn::Adam, on any architecture (the design card's path).
+    /// libtorch's autograd and tch's nn::Adam, on any architecture (the default, as tch's MNIST example trains).
     #[default]
     Autograd,
     /// The MLP's backward pass written out and Adam over one flat buffer: fewer libtorch calls per step;

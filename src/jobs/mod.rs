@@ -81,7 +81,7 @@ enum StartingWeights {
     /// Drawn from the run's seed: a new run, or a resumed run stopped before its first epoch ended.
     Seeded,
     /// A run's weights file: every tensor (resumed), or every tensor but a new output layer, which is
-    /// drawn from the seed (fine-tuned).
+    /// drawn from the run's seed (fine-tuned).
     File { path: PathBuf, except: Vec<String> },
 }
 

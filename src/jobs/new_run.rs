@@ -1,4 +1,4 @@
-//! A new run: the config from the flags, the weights drawn from the seed.
+//! A new run: the config from the flags, the weights drawn from the run's seed.
 
 use super::{DataRequest, Destination, Kind, Plan, RunDirectory, StartingWeights, check_settings, data_info};
 use crate::device::device_name;
