@@ -1,7 +1,7 @@
 //! A fine-tuned run: a new run with the parent's architecture and weights, some tensors frozen, a new
 //! output layer when the classes change.
 
-use super::{DataRequest, Destination, Kind, Plan, RunDirectory, StartingWeights, check_settings, data_info};
+use super::{DataRequest, Destination, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
 use crate::device::device_name;
 use crate::engine::{Engine, Precision};
 use crate::freeze::Freeze;
@@ -86,7 +86,7 @@ pub fn plan_finetune(request: &FinetuneRun) -> Result<Plan> {
         device: request.device,
         weights: StartingWeights::File { path: request.from.join(run_dir::WEIGHTS_FILE), except: head_tensors },
         run_dir: RunDirectory::New(request.destination.clone()),
-        kind: Kind::FineTuned { parent: request.from.clone(), note },
+        origin: Origin::FineTuned { parent: request.from.clone(), note },
         save_initial: request.save_initial,
     })
 }

@@ -72,7 +72,7 @@ pub struct Plan {
     device: Device,
     weights: StartingWeights,
     run_dir: RunDirectory,
-    kind: Kind,
+    origin: Origin,
     save_initial: bool,
 }
 
@@ -90,11 +90,11 @@ enum RunDirectory {
     /// A new directory, created and locked by [`start`].
     New(Destination),
     /// A resumed run's own directory, locked when it was planned (by the process that writes it).
-    Existing { dir: PathBuf, _lock: Option<RunLock> },
+    Existing { dir: PathBuf, lock: Option<RunLock> },
 }
 
 /// What the job continues, which decides what is said before it starts.
-enum Kind {
+enum Origin {
     New,
     Resumed { point: ResumePoint, line: String },
     FineTuned { parent: PathBuf, note: Option<String> },
@@ -103,19 +103,19 @@ enum Kind {
 /// Every job's sequence: the model from the config with its starting weights, the run directory
 /// claimed, what is about to happen said, then [`fit`].
 pub fn start(plan: Plan, output: JobOutput) -> Result<FitReport> {
-    let Plan { mut config, data, device, weights, run_dir, kind, save_initial } = plan;
+    let Plan { mut config, data, device, weights, run_dir, origin, save_initial } = plan;
     let device = distributed::device_of_process(device, output.group.as_deref());
     config.training.device = device_name(device);
     let model = weights.load(&config, device)?;
-    if let (Kind::FineTuned { .. }, Some(lineage)) = (&kind, &mut config.lineage) {
+    if let (Origin::FineTuned { .. }, Some(lineage)) = (&origin, &mut config.lineage) {
         lineage.accuracy_before =
             evaluate(&model.net, &data.test.to_device(device), config.model.num_classes)?.accuracy;
     }
     let (out, _lock) = run_dir.claim(&output)?;
-    before_training(output.mode, || introduce(&config, &data, device, &kind))?;
-    let resume = match kind {
-        Kind::Resumed { point, .. } => Some(point),
-        Kind::New | Kind::FineTuned { .. } => None,
+    before_training(output.mode, || introduce(&config, &data, device, &origin))?;
+    let resume = match origin {
+        Origin::Resumed { point, .. } => Some(point),
+        Origin::New | Origin::FineTuned { .. } => None,
     };
     fit(FitJob { config, data, model, out, resume, save_initial, output })
 }
@@ -139,20 +139,20 @@ impl RunDirectory {
     fn claim(self, output: &JobOutput) -> Result<(PathBuf, Option<RunLock>)> {
         match self {
             RunDirectory::New(destination) => claim_new_run_dir(&destination, output),
-            RunDirectory::Existing { dir, _lock } => Ok((dir, _lock)),
+            RunDirectory::Existing { dir, lock } => Ok((dir, lock)),
         }
     }
 }
 
 /// The lines before training: where a resumed run continues from, the header, what fine-tuning keeps.
-fn introduce(config: &RunConfig, data: &TrainingData, device: Device, kind: &Kind) -> Result<()> {
-    match kind {
-        Kind::New => print_header(config, data, device, "new run"),
-        Kind::Resumed { line, .. } => {
+fn introduce(config: &RunConfig, data: &TrainingData, device: Device, origin: &Origin) -> Result<()> {
+    match origin {
+        Origin::New => print_header(config, data, device, "new run"),
+        Origin::Resumed { line, .. } => {
             crate::say!("{line}")?;
             print_header(config, data, device, "resumed run")
         }
-        Kind::FineTuned { parent, note } => {
+        Origin::FineTuned { parent, note } => {
             print_header(config, data, device, &format!("fine-tuned from {}", parent.display()))?;
             let Some(lineage) = &config.lineage else { return Ok(()) };
             crate::say!(

@@ -1,6 +1,6 @@
 //! A new run: the config from the flags, the weights drawn from the run's seed.
 
-use super::{DataRequest, Destination, Kind, Plan, RunDirectory, StartingWeights, check_settings, data_info};
+use super::{DataRequest, Destination, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
 use crate::device::device_name;
 use crate::model::{Arch, ModelConfig};
 use crate::run_dir::{RunConfig, ToolInfo};
@@ -55,7 +55,7 @@ pub fn plan_new_run(request: &NewRun) -> Result<Plan> {
         device: request.device,
         weights: StartingWeights::Seeded,
         run_dir: RunDirectory::New(request.destination.clone()),
-        kind: Kind::New,
+        origin: Origin::New,
         save_initial: request.save_initial,
     })
 }

@@ -1,7 +1,7 @@
 //! A resumed run: the config, metrics and optimizer state read back from its directory, the weights of
 //! its last completed epoch, the same data in the same order.
 
-use super::{DataRequest, Kind, Plan, RunDirectory, StartingWeights, check_settings};
+use super::{DataRequest, Origin, Plan, RunDirectory, StartingWeights, check_settings};
 use crate::callbacks::EarlyStopping;
 use crate::class_names::ClassNames;
 use crate::device::device_name;
@@ -71,8 +71,8 @@ pub fn plan_resume(request: &ResumeRun, writes_run: bool) -> Result<Plan> {
         data,
         device: request.device,
         weights,
-        run_dir: RunDirectory::Existing { dir: dir.clone(), _lock: lock },
-        kind: Kind::Resumed { point, line },
+        run_dir: RunDirectory::Existing { dir: dir.clone(), lock },
+        origin: Origin::Resumed { point, line },
         save_initial: false,
     })
 }
