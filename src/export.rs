@@ -21,11 +21,11 @@ use tch::{CModule, Kind, Tensor, nn::ModuleT};
 /// Traces `run`'s model (its variable store must be frozen) on `device`.
 pub fn trace(run: &LoadedRun, probabilities: bool) -> Result<CModule> {
     let [rows, cols] = run.config.model.input_shape;
-    let device = run.vs.device();
+    let device = run.model.vs.device();
     // Batch 2, not 1, so no size-1 dimension can be specialised away by the tracer.
     let example = Tensor::rand([2, rows, cols], (Kind::Float, device));
     let mut forward = |inputs: &[Tensor]| {
-        let logits = run.net.forward_t(&inputs[0], false);
+        let logits = run.model.net.forward_t(&inputs[0], false);
         vec![if probabilities { logits.softmax(-1, Kind::Float) } else { logits }]
     };
     let module = CModule::create_by_tracing("MnistTch", "forward", &[example], &mut forward)
@@ -38,13 +38,13 @@ pub fn trace(run: &LoadedRun, probabilities: bool) -> Result<CModule> {
 /// model on a batch of every accepted input shape.
 pub fn save_and_verify(module: &CModule, run: &LoadedRun, probabilities: bool, path: &Path) -> Result<()> {
     write_atomically(path, |tmp| Ok(module.save(tmp)?))?;
-    let device = run.vs.device();
+    let device = run.model.vs.device();
     let reloaded = CModule::load_on_device(path, device)
         .map_err(torch_error)
         .with_context(|| format!("{}: the exported file does not load back", path.display()))?;
     let [rows, cols] = run.config.model.input_shape;
     let images = Tensor::rand([5, rows, cols], (Kind::Float, device));
-    let eager = tch::no_grad(|| run.net.forward_t(&images, false));
+    let eager = tch::no_grad(|| run.model.net.forward_t(&images, false));
     let eager = if probabilities { eager.softmax(-1, Kind::Float) } else { eager };
     for input in [images.shallow_clone(), images.view([5, 1, rows, cols]), images.view([5, rows * cols])] {
         let traced = tch::no_grad(|| reloaded.forward_ts(&[&input]))?;

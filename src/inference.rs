@@ -155,7 +155,7 @@ impl Predictor {
         let (logits, probabilities) = tch::no_grad(|| -> Result<(Option<Tensor>, Tensor)> {
             Ok(match &self.model {
                 Model::Run(run) => {
-                    let logits = run.net.forward_t(&images, false);
+                    let logits = run.model.net.forward_t(&images, false);
                     let probabilities = logits.softmax(-1, Kind::Float);
                     (Some(logits), probabilities)
                 }

@@ -13,7 +13,7 @@ use crate::error_text::{io_reason, torch_error};
 use crate::evaluation::Evaluation;
 use crate::files::{write_atomically, write_bytes_atomically};
 use crate::lock::{self, RunLock};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Network};
 use crate::training::{EpochMetrics, TrainConfig};
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -352,11 +352,10 @@ pub fn load_metrics(dir: &Path) -> Result<Vec<EpochMetrics>> {
     serde_json::from_str(&text).with_context(|| format!("{}: not valid metrics", path.display()))
 }
 
-/// A loaded run: its config and a model with its weights.
+/// A loaded run: its config and its model with the weights.
 pub struct LoadedRun {
     pub config: RunConfig,
-    pub vs: nn::VarStore,
-    pub net: nn::SequentialT,
+    pub model: Network,
 }
 
 /// Rebuilds the model of the run in `dir` from its `config.json` and loads its weights
@@ -384,10 +383,9 @@ pub fn load_run_weights(dir: &Path, weights_file: &str, device: tch::Device) -> 
             dir.display()
         );
     }
-    let mut vs = nn::VarStore::new(device);
-    let net = config.model.init(&vs.root());
-    load_weights(&mut vs, &weights)?;
-    Ok(LoadedRun { config, vs, net })
+    let mut model = Network::init(&config.model, device);
+    load_weights(&mut model.vs, &weights)?;
+    Ok(LoadedRun { config, model })
 }
 
 /// Saves the optimizer's state of `epoch`, tagged with the epoch so a state that does not belong to the

@@ -62,7 +62,7 @@ fn each_architecture_learns_round_trips_exports_and_summarises() {
         let module = CModule::load(&exported).unwrap();
         let loaded = load_run(&dir, Device::Cpu).unwrap();
         let images = Tensor::rand([5, SIDE, SIDE], (Kind::Float, Device::Cpu));
-        let eager = tch::no_grad(|| loaded.net.forward_t(&images, false));
+        let eager = tch::no_grad(|| loaded.model.net.forward_t(&images, false));
         for input in [images.shallow_clone(), images.view([5, 1, SIDE, SIDE]), images.view([5, SIDE * SIDE])] {
             let traced = tch::no_grad(|| module.forward_ts(&[&input])).unwrap();
             let diff = (&traced - &eager).abs().max().double_value(&[]);

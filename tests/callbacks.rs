@@ -84,7 +84,7 @@ fn save_best_keeps_the_best_epoch_beside_the_last() {
     let (best_loss, last_loss) = (loss_of("best.safetensors"), loss_of("model.safetensors"));
     let loaded = mnist_tch::run_dir::load_run_weights(&dir, "best.safetensors", tch::Device::Cpu).unwrap();
     let test = mnist_tch::data::load_test(&fixture.data(), &Default::default(), 4).unwrap().test;
-    let expected = mnist_tch::evaluation::evaluate(&loaded.net, &test, 4).unwrap().loss;
+    let expected = mnist_tch::evaluation::evaluate(&loaded.model.net, &test, 4).unwrap().loss;
     assert!((best_loss - expected).abs() < 1e-6, "best {best_loss} vs {expected}");
     assert!((best_loss - last_loss).abs() > 1e-6, "best and last weights score the same loss {best_loss}");
     assert!((last_loss - config["result"]["test_loss"].as_f64().unwrap()).abs() < 1e-6);

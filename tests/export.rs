@@ -29,7 +29,7 @@ fn exported_module_matches_the_eager_model() {
         let side = SIDE as i64;
         // A batch size the trace never saw, in each accepted shape.
         let images = Tensor::rand([7, side, side], (Kind::Float, Device::Cpu));
-        let eager = tch::no_grad(|| run.net.forward_t(&images, false));
+        let eager = tch::no_grad(|| run.model.net.forward_t(&images, false));
         let expected = if probabilities { eager.softmax(-1, Kind::Float) } else { eager };
         for input in [images.shallow_clone(), images.view([7, 1, side, side]), images.view([7, side * side])] {
             let output = tch::no_grad(|| module.forward_ts(&[&input])).unwrap();

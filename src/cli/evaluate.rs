@@ -77,10 +77,10 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     );
     let test = data.test.to_device(device);
     let started = std::time::Instant::now();
-    let result = evaluate(&run.net, &test, model.num_classes)?;
+    let result = evaluate(&run.model.net, &test, model.num_classes)?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &args.dump_logits {
-        let logits = logits(&run.net, &test.images);
+        let logits = logits(&run.model.net, &test.images);
         write_atomically(path, |tmp| Ok(logits.write_npy(tmp)?))?;
     }
     let names = &run.config.data.class_names;

@@ -55,7 +55,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let sidecar = sidecar_path(&args.out);
     crate::destination::check_files(&[&args.out, &sidecar], "--out", args.overwrite)?;
     // Frozen: the traced graph then holds plain constants with no autograd history.
-    run.vs.freeze();
+    run.model.vs.freeze();
     let module = export::trace(&run, args.probabilities)?;
     export::save_and_verify(&module, &run, args.probabilities, &args.out)?;
     // The sidecar lets `predict --model model.pt` name the classes without the run directory.
