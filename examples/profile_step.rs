@@ -5,6 +5,7 @@
 //!
 //!     cargo run --release --example profile_step [-- --reps 5 --steps 3000 --arch mlp|cnn --data DIR]
 
+use mnist_tch::class_names::ClassNames;
 use mnist_tch::data::{self, Selection, to_inputs};
 use mnist_tch::engine::{self, AdamSettings, Engine, Precision, StepSettings};
 use mnist_tch::model::{Arch, ModelConfig};
@@ -72,8 +73,9 @@ fn main() {
     };
     let data_dir = flag("--data", "data/fashion-mnist");
     // Real data (random data has gradients whose Adam moments go denormal, which training does not see).
-    let prepared = data::load_training_data(std::path::Path::new(&data_dir), &Selection::default(), 10, "auto", 0.2)
-        .expect("the data (scripts/setup.sh prepares it; or pass --data DIR)");
+    let prepared =
+        data::load_training_data(std::path::Path::new(&data_dir), &Selection::default(), 10, &ClassNames::Auto, 0.2)
+            .expect("the data (scripts/setup.sh prepares it; or pass --data DIR)");
     let hidden = if arch == Arch::Mlp { vec![128] } else { vec![] };
     let config = ModelConfig::new(arch, [28, 28], hidden, 10, arch.default_dropout()).expect("model");
     let mut variants = vec![Variant::Engine(Engine::Autograd), Variant::Textbook];

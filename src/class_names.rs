@@ -72,14 +72,6 @@ impl FromStr for ClassNames {
     }
 }
 
-/// A spec written out (`"auto"`), as [`FromStr`] reads it.
-impl From<&str> for ClassNames {
-    fn from(spec: &str) -> Self {
-        let Ok(class_names) = spec.parse();
-        class_names
-    }
-}
-
 /// The command-line spelling (a list joined by commas).
 impl fmt::Display for ClassNames {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,8 +116,6 @@ mod tests {
         }
         assert_eq!(parse("a, b").to_string(), "a,b");
         assert_eq!(ClassNames::default(), ClassNames::Auto);
-        assert_eq!(ClassNames::from("fashion"), ClassNames::Fashion);
-        assert_eq!(ClassNames::from("a, b"), parse("a,b"));
     }
 
     #[test]

@@ -430,15 +430,13 @@ impl TrainingData {
 /// Loads the data set at `path` (a directory of IDX files or an `.npz` file) and applies `selection`:
 /// keep the chosen labels (relabelled), then the first `limit` training images, then split off the last
 /// `validation_split` for validation. Without `labels`, every label must be below `num_classes`.
-/// `class_names` is a [`ClassNames`] or its spelling (`"auto"`).
 pub fn load_training_data(
     path: &Path,
     selection: &Selection,
     num_classes: usize,
-    class_names: impl Into<ClassNames>,
+    class_names: &ClassNames,
     validation_split_fraction: f64,
 ) -> Result<TrainingData> {
-    let class_names = &class_names.into();
     let (data, num_classes, names) = match &selection.labels {
         None => {
             ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");

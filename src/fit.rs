@@ -1,5 +1,5 @@
-//! A training job run end to end into a run directory — shared by `train`, `resume` and
-//! `finetune`: claim the directory, build the engine's step, train with every epoch saved as it
+//! A training job run end to end into its (already claimed) run directory — shared by `train`, `resume`
+//! and `finetune` through `jobs::start`: build the engine's step, train with every epoch saved as it
 //! completes, then either record the interruption or evaluate on the test set and write the final files.
 //!
 //! After every epoch the run directory is a complete, loadable run (weights, optimizer state, metrics,

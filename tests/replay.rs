@@ -7,6 +7,7 @@
 mod common;
 
 use common::Fixture;
+use mnist_tch::class_names::ClassNames;
 use mnist_tch::data::{self, Selection, to_inputs};
 use mnist_tch::model::ModelConfig;
 use mnist_tch::run_dir::RunConfig;
@@ -27,7 +28,8 @@ fn sorted(mut tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
 fn replay(dir: &Path, data_dir: &Path, order: impl FnOnce(&RunConfig, i64) -> Tensor) -> f64 {
     let config = RunConfig::load(dir).unwrap();
     let t = &config.training;
-    let data = data::load_training_data(data_dir, &Selection::default(), 4, "auto", t.validation_split).unwrap();
+    let data =
+        data::load_training_data(data_dir, &Selection::default(), 4, &ClassNames::Auto, t.validation_split).unwrap();
     let mut vs = nn::VarStore::new(Device::Cpu);
     let net = config.model.init(&vs.root());
     vs.load(dir.join("initial.safetensors")).unwrap();

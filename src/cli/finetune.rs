@@ -1,8 +1,7 @@
 //! `mnist-tch finetune`: the Keras tutorial's "how to fine-tune it" (`jobs::plan_finetune`, then
-//! `jobs::start`). The architecture and
-//! weights come from the parent run's directory (never from flags); `--freeze` keeps layers
-//! bit-identical; the output layer is re-initialised when the new data has another number of classes,
-//! or on `--reinit-head`.
+//! `jobs::start`). The architecture and weights come from the parent run's directory (never from flags);
+//! `--freeze` keeps layers bit-identical; the output layer is re-initialised when the new data has another
+//! number of classes, or on `--reinit-head`.
 
 use super::flags::{DataFlags, FitFlags, OutputFlags, SessionFlags};
 use super::{Finished, positive_f64};

@@ -42,13 +42,7 @@ pub struct DataRequest {
 
 impl DataRequest {
     fn load(&self, num_classes: usize) -> Result<TrainingData> {
-        data::load_training_data(
-            &self.path,
-            &self.selection,
-            num_classes,
-            self.class_names.clone(),
-            self.validation_split,
-        )
+        data::load_training_data(&self.path, &self.selection, num_classes, &self.class_names, self.validation_split)
     }
 }
 
