@@ -282,7 +282,7 @@ pub fn check(schedule: LrSchedule, epochs: usize) -> Result<()> {
     if let LrSchedule::Step { every, .. } = schedule
         && every > epochs
     {
-        bail!("--lr-schedule {schedule}: the rate would never change in {}", crate::progress::epochs(epochs));
+        bail!("--lr-schedule {schedule}: the rate would never change in {}", crate::wording::epochs(epochs));
     }
     Ok(())
 }

@@ -12,32 +12,10 @@
 //! `scripts/common.py` (`check_destination`) applies the same rule to the Python scripts' outputs.
 
 use crate::error_text::io_reason;
-use crate::lock::LOCK_FILE;
-use crate::plot;
-use crate::run_dir;
+use crate::run_dir::{RUN_FILES, is_run_dir};
 use anyhow::{Result, bail};
 use std::fs;
 use std::path::Path;
-
-/// The files a run directory is made of: no command but the training that owns the run writes them.
-pub const RUN_FILES: [&str; 11] = [
-    run_dir::CONFIG_FILE,
-    run_dir::WEIGHTS_FILE,
-    run_dir::BEST_WEIGHTS_FILE,
-    run_dir::INITIAL_WEIGHTS_FILE,
-    run_dir::OPTIMIZER_FILE,
-    run_dir::METRICS_FILE,
-    run_dir::METRICS_JSON_FILE,
-    run_dir::EVALUATION_FILE,
-    plot::CURVES_FILE,
-    plot::CONFUSION_FILE,
-    LOCK_FILE,
-];
-
-/// Whether `dir` holds a run (its `config.json`).
-pub fn is_run_dir(dir: &Path) -> bool {
-    dir.join(run_dir::CONFIG_FILE).is_file()
-}
 
 /// Checks that every one of `files` may be written by a command whose flag `flag` named them: not a
 /// directory, not a file of a run directory, not an existing file unless `overwrite`. Creates missing
@@ -93,6 +71,7 @@ fn parent_of(file: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_dir;
 
     #[test]
     fn a_run_file_is_never_replaced_and_other_files_only_when_asked() {

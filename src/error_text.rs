@@ -32,3 +32,9 @@ pub fn first_line(message: &str) -> &str {
 pub fn torch_error(err: tch::TchError) -> anyhow::Error {
     anyhow::anyhow!("{}", first_line(&err.to_string()))
 }
+
+/// The error and its context chain on one line (`{:#}`), cut to the first line of each part:
+/// libtorch appends multi-line C++ backtraces to its messages.
+pub fn one_line(err: &anyhow::Error) -> String {
+    err.chain().map(|cause| first_line(&cause.to_string()).to_string()).collect::<Vec<_>>().join(": ")
+}

@@ -16,9 +16,9 @@ use crate::evaluation::{Evaluation, evaluate};
 use crate::model::Network;
 use crate::plot;
 use crate::progress::{ConsoleProgress, OutputMode};
-use crate::run_dir::{self, OptimizerResume, ResumeRecord, RunConfig, RunResult, RunStatus};
+use crate::run_dir::{self, EpochMetrics, OptimizerResume, ResumeRecord, RunConfig, RunResult, RunStatus};
 use crate::tensorboard::TensorBoard;
-use crate::training::{self, EpochEnd, EpochMetrics, Observer, Outcome, Start, TrainReport};
+use crate::training::{self, EpochEnd, Observer, Outcome, Start, TrainReport};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -299,7 +299,7 @@ fn finish(
         say(format!(
             "Early stopping: {} did not improve for {}; restored the weights of epoch {}",
             training.monitor.name(),
-            crate::progress::epochs(training.early_stopping.map_or(0, |e| e.patience)),
+            crate::wording::epochs(training.early_stopping.map_or(0, |e| e.patience)),
             config.state.best_epoch.unwrap_or(epochs_completed)
         ))?;
     }

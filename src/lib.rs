@@ -36,12 +36,9 @@
 //! - [`export`]: TorchScript export.
 //! - [`serve`]: the HTTP server (`mnist-tch serve`): page, /predict, Open Inference Protocol, metrics.
 //! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
-//! - [`run_replace`]: `--overwrite` replaces an earlier run directory as a whole.
-//! - [`config_check`]: a `config.json` read back, checked as a whole in plain words.
 //! - [`files`]: atomic writes and their temporary files.
 //! - [`error_text`]: I/O and libtorch errors in plain words.
 //! - [`destination`]: where a command may write a file the user named (one rule for all).
-//! - [`lock`]: one writer per run directory.
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`cuda_library`]: loading libtorch's CUDA backend only where a CUDA driver is.
 //! - [`progress`]: Keras-like console output.
@@ -52,7 +49,6 @@
 pub mod callbacks;
 pub mod class_names;
 pub mod cli;
-pub mod config_check;
 pub mod cuda_library;
 pub mod data;
 pub mod destination;
@@ -69,7 +65,6 @@ pub mod freeze;
 pub mod idx;
 pub mod inference;
 pub mod jobs;
-pub mod lock;
 pub mod model;
 pub mod npz;
 pub mod optimizer;
@@ -78,11 +73,11 @@ pub mod plot;
 pub mod preprocess;
 pub mod progress;
 pub mod run_dir;
-pub mod run_replace;
 pub mod serve;
 pub mod signals;
 pub mod tensorboard;
 pub mod training;
+pub mod wording;
 
 /// Sets flush-to-zero and denormals-are-zero (FTZ/DAZ) on the calling thread, which threads created
 /// afterwards (libtorch's worker pool) inherit. Adam's second-moment estimates of rarely-active weights

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Ok(Finished::Interrupted) => ExitCode::from(130),
         Ok(Finished::OutputClosed) => ExitCode::from(141),
         Err(err) => {
-            eprintln!("error: {}", cli::one_line(&err));
+            eprintln!("error: {}", mnist_tch::error_text::one_line(&err));
             if err.is::<UsageError>() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }

@@ -2,7 +2,7 @@
 //! Adam, the Keras tutorial's, unless `--weight-decay` is above 0, which makes it AdamW (decoupled weight
 //! decay, Loshchilov & Hutter). The engines apply the same rule to [`crate::engine::AdamSettings`]'s
 //! `weight_decay`; [`Optimizer::for_weight_decay`] is where the config's name comes from, and
-//! `config_check` refuses a config whose name and decay disagree.
+//! `run_dir`'s check refuses a config whose name and decay disagree.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -12,8 +12,7 @@
 
 use crate::evaluation::Evaluation;
 use crate::files::write_atomically;
-use crate::run_dir::{RunConfig, RunStatus};
-use crate::training::EpochMetrics;
+use crate::run_dir::{CONFUSION_FILE, CURVES_FILE, EpochMetrics, RunConfig};
 use anyhow::{Context, Result, anyhow, bail};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -23,8 +22,6 @@ use std::sync::OnceLock;
 /// One number of an epoch's metrics (the loss, the validation accuracy, ...).
 type Metric = fn(&EpochMetrics) -> f64;
 
-pub const CURVES_FILE: &str = "learning_curves.png";
-pub const CONFUSION_FILE: &str = "confusion_matrix.png";
 pub const CURVES_SIZE: (u32, u32) = (1200, 540);
 pub const CONFUSION_SIZE: (u32, u32) = (900, 800);
 
@@ -57,7 +54,7 @@ pub fn draw_run_plots_into(
     test: Option<&Evaluation>,
 ) -> Result<Vec<PathBuf>> {
     let curves = out.join(CURVES_FILE);
-    let restored = restored_epoch(config).map(|epoch| (epoch, config.training.monitor.name()));
+    let restored = config.restored_epoch().map(|epoch| (epoch, config.training.monitor.name()));
     write_atomically(&curves, |tmp| learning_curves(history, name, restored, tmp))?;
     let mut written = vec![curves];
     if let Some(test) = test {
@@ -66,16 +63,6 @@ pub fn draw_run_plots_into(
         written.push(confusion);
     }
     Ok(written)
-}
-
-/// The epoch whose weights the run ended with instead of its last: the best epoch, when early stopping
-/// stopped the run, or when it was on and the run completed (its weights are restored either way).
-/// Runs still training, interrupted or failed hold their last epoch's weights: nothing was restored.
-pub fn restored_epoch(config: &RunConfig) -> Option<usize> {
-    let state = &config.state;
-    let restored = state.status == RunStatus::EarlyStopped
-        || (state.status == RunStatus::Completed && config.training.early_stopping.is_some());
-    if restored { state.best_epoch } else { None }
 }
 
 const FONT_CANDIDATES: [&str; 3] = [

@@ -2,7 +2,7 @@
 //! (`verbose=1`), exactly one line per epoch otherwise (`verbose=2`, for CI and log files), or
 //! nothing with `--quiet`.
 
-use crate::training::EpochMetrics;
+use crate::run_dir::EpochMetrics;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -83,9 +83,4 @@ impl ConsoleProgress {
             let _ = crate::output::line(epoch_line(metrics, self.epochs));
         }
     }
-}
-
-/// `1 epoch`, `3 epochs`.
-pub fn epochs(n: usize) -> String {
-    if n == 1 { "1 epoch".into() } else { format!("{n} epochs") }
 }

@@ -17,8 +17,7 @@
 use crate::evaluation::Evaluation;
 use crate::event_file::EventFile;
 use crate::plot;
-use crate::run_dir::RunConfig;
-use crate::training::EpochMetrics;
+use crate::run_dir::{EpochMetrics, RunConfig};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 

@@ -80,7 +80,7 @@ fn a_run_held_by_another_process_is_never_to_be_resumed() {
         config["state"]["epochs_completed"] = Value::from(0);
         config["state"]["best_epoch"] = Value::Null;
     });
-    let held = mnist_tch::lock::lock_for_writing(&run).unwrap();
+    let held = mnist_tch::run_dir::lock::lock_for_writing(&run).unwrap();
     let pid = std::process::id().to_string();
     let evaluate = mnist_tch(&["evaluate", s(&run), "--device", "cpu"]);
     assert_eq!(evaluate.code(), Some(1), "{}", evaluate.stderr);

@@ -11,7 +11,7 @@ use crate::fit::JobOutput;
 use crate::jobs::{DataRequest, Destination};
 use crate::optimizer::Optimizer;
 use crate::progress::OutputMode;
-use crate::training::TrainConfig;
+use crate::run_dir::TrainConfig;
 use clap::Args;
 use std::path::PathBuf;
 

@@ -97,6 +97,7 @@ pub fn run() -> Result<Finished> {
         crate::signals::stop_at_once();
     }
     let finished = match cli.command {
+        Command::Train(args) if args.resume.is_some() => resume_flags::as_resume(args, &given).and_then(resume::run),
         Command::Train(args) => train::run(args, &given),
         Command::Resume(args) => resume::run(args),
         Command::Finetune(args) => finetune::run(args),
@@ -148,18 +149,9 @@ impl GivenFlags {
 /// For the commands that read a run: a note on stderr when another process is still training it (they
 /// read its last completed epoch).
 fn note_if_being_trained(run: &std::path::Path) {
-    if let Some(pid) = crate::lock::writer(run) {
+    if let Some(pid) = crate::run_dir::lock::writer(run) {
         eprintln!("note: {} is still being trained by process {pid}: reading its last completed epoch", run.display());
     }
-}
-
-/// The error and its context chain on one line (`{:#}`), cut to the first line of each part:
-/// libtorch appends multi-line C++ backtraces to its messages.
-pub fn one_line(err: &anyhow::Error) -> String {
-    err.chain()
-        .map(|cause| crate::error_text::first_line(&cause.to_string()).to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 /// Parses a strictly positive, finite number (learning rates).

@@ -4,8 +4,8 @@
 
 use super::run_arg::RunArg;
 use crate::destination;
-use crate::plot::{CONFUSION_FILE, CURVES_FILE, draw_run_plots_into};
-use crate::run_dir::{self, EvaluationReport, RunConfig, load_metrics};
+use crate::plot::draw_run_plots_into;
+use crate::run_dir::{self, CONFUSION_FILE, CURVES_FILE, EvaluationReport, RunConfig, load_metrics};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;

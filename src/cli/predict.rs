@@ -189,9 +189,9 @@ fn report(args: &PredictArgs, class_names: &[String], inputs: &[Input], best: &[
             Err(err) => {
                 failures += 1;
                 if args.json {
-                    crate::say!("{}", json!({"input": input.name, "error": super::one_line(err)}))?;
+                    crate::say!("{}", json!({"input": input.name, "error": crate::error_text::one_line(err)}))?;
                 } else {
-                    eprintln!("error: {}", super::one_line(err));
+                    eprintln!("error: {}", crate::error_text::one_line(err));
                 }
                 continue;
             }

@@ -1,5 +1,5 @@
 //! `mnist-tch train`: a new run from the flags (`jobs::plan_new_run`, then `jobs::start`). `--resume
-//! RUN_DIR` is `mnist-tch resume RUN_DIR` under its older spelling (`super::resume_flags`).
+//! RUN_DIR` is `mnist-tch resume RUN_DIR` under its older spelling: `cli::run` hands it to `resume_flags`.
 
 use super::flags::{DataFlags, FitFlags, OutputFlags, SessionFlags};
 use super::{Finished, GivenFlags, UsageError, positive_f64, unit_interval_from_zero};
@@ -64,10 +64,8 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
 }
 
+/// A new run from the flags (`train --resume` is dispatched to `resume` before this).
 pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
-    if args.resume.is_some() {
-        return super::resume::run(super::resume_flags::as_resume(args, given)?);
-    }
     if let Some(labels) = args.data.labels.as_ref().filter(|labels| labels.len() as u64 != args.num_classes)
         && given.has("--num-classes")
     {

@@ -5,8 +5,8 @@ use super::{DataRequest, Destination, Origin, Plan, RunDirectory, StartingWeight
 use crate::device::device_name;
 use crate::engine::{Engine, Precision};
 use crate::freeze::Freeze;
+use crate::run_dir::TrainConfig;
 use crate::run_dir::{self, Lineage, RunConfig, ToolInfo};
-use crate::training::TrainConfig;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use tch::Device;

@@ -3,8 +3,7 @@
 use super::{DataRequest, Destination, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
 use crate::device::device_name;
 use crate::model::{Arch, ModelConfig};
-use crate::run_dir::{RunConfig, ToolInfo};
-use crate::training::TrainConfig;
+use crate::run_dir::{RunConfig, ToolInfo, TrainConfig};
 use anyhow::Result;
 use tch::Device;
 

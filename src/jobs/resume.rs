@@ -39,13 +39,13 @@ pub fn plan_resume(request: &ResumeRun, writes_run: bool) -> Result<Plan> {
     let mut config = RunConfig::load(dir)?;
     let completed = config.state.epochs_completed;
     // Early stopping ended the run with an earlier epoch's weights: training continues from those.
-    let restored = crate::plot::restored_epoch(&config).filter(|&best| best != completed);
+    let restored = config.restored_epoch().filter(|&best| best != completed);
     let target = request.epochs.unwrap_or(config.training.epochs);
     ensure!(
         target > completed,
         "{}: already trained {}; pass --epochs N with N > {completed} to train more",
         dir.display(),
-        crate::progress::epochs(completed)
+        crate::wording::epochs(completed)
     );
     apply_resume_request(&mut config, request, target);
     let same_data = DataRequest {

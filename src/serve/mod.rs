@@ -14,14 +14,15 @@ pub mod metrics;
 pub mod page;
 pub mod picture;
 pub mod shutdown;
+pub mod state;
 pub mod v2;
 pub mod worker;
 
 pub use config::{Batching, Config, Limits};
 
 use anyhow::{Context, Result, bail};
-use app::App;
 use metrics::Metrics;
+use state::App;
 use std::io::Write;
 use std::sync::Arc;
 

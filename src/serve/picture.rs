@@ -4,8 +4,8 @@
 //! Query: `top=K` (default 3), `fit=`, `invert=` (as predict's flags), `show_input=true` (the
 //! `rows × cols` picture the model saw, as 0–255 values).
 
-use super::app::Shared;
 use super::error::{ApiError, body_rejection};
+use super::state::Shared;
 use super::worker::ModelInfo;
 use crate::inference;
 use crate::preprocess::{self, Fit, Invert, ModelInput};

@@ -2,7 +2,7 @@
 //! readiness with 503, finishes the requests in flight (each bounded by `--timeout`) and exits 0. A
 //! second signal ends the process at once (exit 130), for when a user really means it.
 
-use super::app::Shared;
+use super::state::Shared;
 
 /// Resolves at the first signal, after marking the server as stopping.
 pub async fn signalled(app: Shared) {

@@ -5,8 +5,8 @@
 //! `Inference-Header-Content-Length`), as raw little-endian bytes after the JSON — what tritonclient
 //! sends by default.
 
-use super::app::Shared;
 use super::error::{ApiError, body_rejection};
+use super::state::Shared;
 use super::worker::ModelInfo;
 use axum::Json;
 use axum::body::Bytes;

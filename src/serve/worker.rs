@@ -220,7 +220,7 @@ fn run_batch(predictor: &Predictor, info: &ModelInfo, batch: Vec<Job>, metrics: 
                 let _ = job.reply.send(Ok(answer));
             }
         }
-        Ok(Err(err)) => fail(batch, format!("the model failed: {}", crate::cli::one_line(&err))),
+        Ok(Err(err)) => fail(batch, format!("the model failed: {}", crate::error_text::one_line(&err))),
         Err(_) => fail(batch, "the model failed (a panic in the inference thread, which carries on)".to_string()),
     }
 }

@@ -7,8 +7,8 @@
 //! old contents are removed. A reader sees either the old run or the new empty one, never a mixture.
 //! A directory holding files mnist-tch did not write is refused rather than deleted.
 
-use crate::destination::RUN_FILES;
-use crate::lock::{self, RunLock};
+use super::layout::RUN_FILES;
+use super::lock::{self, RunLock};
 use anyhow::{Context, Result, bail};
 use std::ffi::CString;
 use std::fs;

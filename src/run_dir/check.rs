@@ -3,11 +3,33 @@
 //! `batch_size: 0`), and every count that disagrees with the run's `metrics.csv` is said in plain words
 //! naming the field, never through serde's internals (`expected struct ToolInfo`).
 
+use super::config::RunConfig;
+use super::layout::{CONFIG_FILE, METRICS_FILE};
 use crate::model::ModelConfig;
 use crate::optimizer::Optimizer;
-use crate::run_dir::{CONFIG_FILE, METRICS_FILE, RunConfig};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use std::fs;
 use std::path::Path;
+
+impl RunConfig {
+    /// Reads `dir/config.json` back, checked as a whole: a file edited by hand is refused in plain words.
+    pub fn load(dir: &Path) -> Result<RunConfig> {
+        let path = dir.join(CONFIG_FILE);
+        if !dir.is_dir() {
+            bail!("{}: not a run directory (it does not exist or is not a directory)", dir.display());
+        }
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: cannot read (is {} a run directory written by mnist-tch train?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let config = parse(&text, &path)?;
+        check(&config, dir)?;
+        Ok(config)
+    }
+}
 
 /// Parses the text of `dir/config.json`, naming the field whose type is wrong.
 pub fn parse(text: &str, path: &Path) -> Result<RunConfig> {
@@ -138,7 +160,7 @@ fn problems(config: &RunConfig, dir: &Path) -> Vec<String> {
             format!(
                 "state.epochs_completed is {}, but {METRICS_FILE} has {}",
                 s.epochs_completed,
-                crate::progress::epochs(rows)
+                crate::wording::epochs(rows)
             ),
         );
     } else if s.epochs_completed > 0 {
@@ -163,9 +185,9 @@ mod tests {
     /// types: `train --limit 1000 --epochs 1` (adam), the same with `--weight-decay 0.01 --labels 3,1
     /// --class-names three,one` (adamw), and `finetune --freeze hidden` from the first.
     const WRITTEN_BEFORE: [(&str, &str); 3] = [
-        ("config-adam.json", include_str!("../tests/fixtures/config-adam.json")),
-        ("config-adamw-listed-names.json", include_str!("../tests/fixtures/config-adamw-listed-names.json")),
-        ("config-finetuned.json", include_str!("../tests/fixtures/config-finetuned.json")),
+        ("config-adam.json", include_str!("../../tests/fixtures/config-adam.json")),
+        ("config-adamw-listed-names.json", include_str!("../../tests/fixtures/config-adamw-listed-names.json")),
+        ("config-finetuned.json", include_str!("../../tests/fixtures/config-finetuned.json")),
     ];
 
     fn read(text: &str) -> RunConfig {

@@ -6,14 +6,12 @@
 //! The kernel releases the lock when the process ends, however it ends (kill -9 included), so a stale
 //! `.lock` file never blocks anyone; it only records the last writer's PID.
 
+use super::layout::LOCK_FILE;
 use anyhow::{Context, Result, bail};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-
-/// The lock file inside a run directory.
-pub const LOCK_FILE: &str = ".lock";
 
 /// Held while a process writes a run directory; released when dropped.
 #[derive(Debug)]

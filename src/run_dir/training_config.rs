@@ -1,0 +1,101 @@
+//! The `training` part of `config.json`: every hyperparameter of a run, with the Keras tutorial's
+//! settings as the default.
+
+use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
+use crate::distributed::DistributedInfo;
+use crate::engine::{AdamSettings, Engine, Precision};
+use crate::model::WeightInit;
+use crate::optimizer::Optimizer;
+use serde::{Deserialize, Serialize};
+
+/// Every hyperparameter of a training run; stored in `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Which code computes a step (runs of earlier versions trained with the fused engine).
+    #[serde(default = "fused_for_old_runs")]
+    pub engine: Engine,
+    /// `adam`, or `adamw` when `weight_decay` > 0 (decoupled weight decay).
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    /// Keras's default (1e-7), not PyTorch's (1e-8): the tutorial is a Keras program.
+    pub adam_epsilon: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// The metric for early stopping, the best checkpoint and the plateau schedule.
+    #[serde(default)]
+    pub monitor: Monitor,
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Keep the best epoch's weights in `best.safetensors` beside the last ones.
+    #[serde(default)]
+    pub save_best: bool,
+    /// Arithmetic of the forward and backward passes (`f32`, or `bf16` mixed precision).
+    #[serde(default)]
+    pub precision: Precision,
+    /// Reshuffle the training part every epoch (Keras's `fit(shuffle=True)`); false walks it in file order.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// The last fraction of the training files, before shuffling, is held out for validation.
+    pub validation_split: f64,
+    pub seed: i64,
+    /// Weight initialisation scheme of the layers.
+    pub weight_init: WeightInit,
+    /// The device the run trained on (`cpu`, `cuda:0`, ...).
+    pub device: String,
+    /// Set when several processes trained it (torchrun): how many, and the batch of each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<DistributedInfo>,
+}
+
+impl TrainConfig {
+    pub fn adam_settings(&self) -> AdamSettings {
+        AdamSettings {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
+fn fused_for_old_runs() -> Engine {
+    Engine::Fused
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TrainConfig {
+    /// The Keras tutorial's settings: 10 epochs, batch 32, Adam(1e-3), validation_split 0.2.
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 32,
+            engine: Engine::Autograd,
+            optimizer: Optimizer::Adam,
+            learning_rate: 1e-3,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-7,
+            weight_decay: 0.0,
+            lr_schedule: LrSchedule::Constant,
+            monitor: Monitor::ValLoss,
+            early_stopping: None,
+            save_best: false,
+            precision: Precision::F32,
+            shuffle: true,
+            validation_split: 0.2,
+            seed: 42,
+            weight_init: WeightInit::PytorchDefault,
+            device: "cpu".into(),
+            distributed: None,
+        }
+    }
+}
