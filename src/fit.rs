@@ -18,13 +18,13 @@ use crate::plot;
 use crate::progress::{ConsoleProgress, OutputMode};
 use crate::run_dir::{self, EpochMetrics, OptimizerResume, ResumeRecord, RunConfig, RunResult, RunStatus};
 use crate::tensorboard::TensorBoard;
-use crate::training::{self, EpochEnd, Observer, Outcome, Start, TrainReport};
+use crate::training::{self, EpochEnd, Observer, Outcome, TrainReport, Weights};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tch::{Tensor, nn};
+use tch::Tensor;
 
 /// Where a resumed run continues from.
 pub struct ResumePoint {
@@ -73,22 +73,6 @@ impl JobOutput {
     }
 }
 
-/// Everything a training job needs.
-pub struct FitJob {
-    /// The config to write; `state` and `result` are filled in as training goes.
-    pub config: RunConfig,
-    /// The data, on the CPU.
-    pub data: TrainingData,
-    /// The model with its starting weights.
-    pub model: Network,
-    pub out: PathBuf,
-    /// `None` for a new run (or fine-tuning).
-    pub resume: Option<ResumePoint>,
-    /// Write `initial.safetensors`: the weights before the first step.
-    pub save_initial: bool,
-    pub output: JobOutput,
-}
-
 /// What a finished job reports.
 pub struct FitReport {
     pub outcome: Outcome,
@@ -96,133 +80,62 @@ pub struct FitReport {
     pub epochs_completed: usize,
 }
 
-/// Runs `job`; prints the epoch lines, the test result and where the run was saved.
-pub fn fit(job: FitJob) -> Result<FitReport> {
-    let FitJob { mut config, data, model, out, resume, save_initial, output } = job;
+/// Trains `model` as `config` describes, on `data`, into the claimed run directory `out` (continuing
+/// `resume` when given); prints the epoch lines, the test result and where the run was saved. Under
+/// torchrun every process trains the same way; only rank 0 records the run ([`RunRecorder`]), the
+/// others follow ([`Follower`]).
+pub fn fit(
+    mut config: RunConfig,
+    data: &TrainingData,
+    model: &Network,
+    out: &Path,
+    resume: Option<ResumePoint>,
+    output: &JobOutput,
+) -> Result<FitReport> {
     config.training.distributed = output.group.as_ref().map(|g| g.info(config.training.batch_size));
     if let Some(group) = &output.group {
         group.broadcast_variables(&model.vs)?; // DDP's start: every process from rank 0's weights
     }
     let data = data.to_device(model.vs.device());
-    if !output.writes_run() {
-        return fit_without_writing(&mut config, &model, &data, resume, &output);
-    }
-    begin(&mut config, &out, save_initial.then_some(&model.vs))?;
-    let (report, history, tensorboard) = match train_and_record(&mut config, &model, &data, resume, &out, &output) {
-        Ok(trained) => trained,
-        Err(err) => return Err(record_failure(&mut config, &out, err)),
-    };
-    if report.outcome == Outcome::Interrupted {
-        return finish_interrupted(&mut config, &out, report.interrupted_in_epoch);
-    }
-    finish(config, &out, &model, &data, &history, report.outcome, &output, tensorboard)
-}
-
-/// Trains with every completed epoch saved into `out`; returns the report, every epoch's metrics (the
-/// earlier sessions' too) and the TensorBoard writer to finish.
-fn train_and_record(
-    config: &mut RunConfig,
-    model: &Network,
-    data: &TrainingData,
-    resume: Option<ResumePoint>,
-    out: &Path,
-    output: &JobOutput,
-) -> Result<(TrainReport, Vec<EpochMetrics>, Option<TensorBoard>)> {
-    let mut step = new_step(config, model, output)?;
-    let (history, start) = starting_point(config, &mut *step, resume, output)?;
-    let tensorboard = open_tensorboard(config, &start, output)?;
-    let training = config.training.clone();
-    let mut recorder = RunRecorder {
-        progress: ConsoleProgress::new(output.mode),
-        out,
-        config,
-        history,
-        interrupt: &output.interrupt,
-        tensorboard,
-    };
-    let report = training::train(&mut *step, model, data, &training, start, &mut recorder)?;
-    Ok((report, recorder.history, recorder.tensorboard))
-}
-
-/// The engine's step for `model`, averaging gradients over the job's process group if there is one.
-fn new_step<'a>(config: &RunConfig, model: &'a Network, output: &JobOutput) -> Result<Box<dyn TrainStep + 'a>> {
     let settings = StepSettings {
         adam: config.training.adam_settings(),
         precision: config.training.precision,
         frozen: config.frozen_tensors(),
         group: output.group.clone(),
     };
-    engine::new_step(config.training.engine, &model.vs, &model.net, &config.model, settings)
+    let mut step = engine::new_step(config.training.engine, &model.vs, &model.net, &config.model, settings)?;
+    let (history, best_weights) = continue_from(&mut config, &mut *step, resume, output.mode)?;
+    let run = config.clone();
+    let mut observer: Box<dyn JobObserver + '_> = match output.writes_run() {
+        true => Box::new(RunRecorder::begin(config, out, history, output)?),
+        false => Box::new(Follower { config, interrupt: &output.interrupt }),
+    };
+    let trained = training::train(&mut *step, model, &data, &run, best_weights, &mut *observer);
+    observer.conclude(trained, model, &data)
 }
 
-/// Where training starts: epoch 1, or after a resumed run's last completed epoch, with its callbacks'
-/// progress and its optimizer state given back to `step` (recorded in the config's `resumes`).
-fn starting_point(
+/// Where training picks up: nothing for a new run; for a resumed one its earlier epochs' metrics and
+/// (early stopping) its best weights, with its optimizer state given back to `step` and the resume
+/// recorded in the config's `resumes`.
+fn continue_from(
     config: &mut RunConfig,
     step: &mut dyn TrainStep,
     resume: Option<ResumePoint>,
-    output: &JobOutput,
-) -> Result<(Vec<EpochMetrics>, Start)> {
-    let group = output.group.clone();
-    let Some(point) = resume else { return Ok((Vec::new(), Start { group, ..Start::default() })) };
+    mode: OutputMode,
+) -> Result<(Vec<EpochMetrics>, Option<Weights>)> {
+    let Some(point) = resume else { return Ok((Vec::new(), None)) };
     // A run stopped before its first epoch starts afresh: there is no optimizer state to speak of.
     let optimizer = if config.state.epochs_completed == 0 {
         OptimizerResume::Fresh
     } else {
-        restore_optimizer(step, point.optimizer_state.as_deref(), output.mode)?
+        restore_optimizer(step, point.optimizer_state.as_deref(), mode)?
     };
     config.state.resumes.push(ResumeRecord {
         after_epoch: config.state.epochs_completed,
         engine: config.training.engine,
         optimizer,
     });
-    let start = Start {
-        first_epoch: config.state.epochs_completed + 1,
-        callbacks: config.state.callbacks,
-        best_weights: point.best_weights,
-        group,
-    };
-    Ok((point.history, start))
-}
-
-/// `--tensorboard DIR`'s event files for this session, and the line saying where they go.
-fn open_tensorboard(config: &RunConfig, start: &Start, output: &JobOutput) -> Result<Option<TensorBoard>> {
-    let Some(dir) = &output.tensorboard else { return Ok(None) };
-    let tensorboard = TensorBoard::start(dir, config, start.first_epoch.max(1))?;
-    if output.mode != OutputMode::Quiet {
-        crate::say!("TensorBoard: {} (tensorboard --logdir {})", dir.display(), dir.display())
-            .or_else(crate::output::unless_closed)?;
-    }
-    Ok(Some(tensorboard))
-}
-
-/// A rank other than 0: trains in step with the others and writes nothing; rank 0 reports.
-fn fit_without_writing(
-    config: &mut RunConfig,
-    model: &Network,
-    data: &TrainingData,
-    resume: Option<ResumePoint>,
-    output: &JobOutput,
-) -> Result<FitReport> {
-    let mut step = new_step(config, model, output)?;
-    let (_, start) = starting_point(config, &mut *step, resume, output)?;
-    let completed_before = start.first_epoch.saturating_sub(1);
-    let mut observer = PeerObserver { interrupt: &output.interrupt };
-    let report = training::train(&mut *step, model, data, &config.training, start, &mut observer)?;
-    let epochs_completed = completed_before + report.history.len();
-    Ok(FitReport { outcome: report.outcome, test: None, epochs_completed })
-}
-
-/// Marks the run as training in its config before the first step, and writes `initial.safetensors`
-/// when asked for.
-fn begin(config: &mut RunConfig, out: &Path, save_initial: Option<&nn::VarStore>) -> Result<()> {
-    config.state.status = RunStatus::Training;
-    config.result = None;
-    config.save(out)?;
-    match save_initial {
-        Some(vs) => run_dir::save_weights(vs, &out.join(run_dir::INITIAL_WEIGHTS_FILE)),
-        None => Ok(()),
-    }
+    Ok((point.history, point.best_weights))
 }
 
 /// Gives `step` the optimizer state the resumed run saved, and says in one line what happened to it.
@@ -250,109 +163,185 @@ fn restore_optimizer(
     Ok(if restored { OptimizerResume::Restored } else { OptimizerResume::Fresh })
 }
 
-/// The files still hold the last completed epoch; says in the config that the run failed (best effort:
-/// the failure may be the disk itself).
-fn record_failure(config: &mut RunConfig, out: &Path, err: anyhow::Error) -> anyhow::Error {
-    config.state.status = RunStatus::Failed;
-    let _ = config.save(out);
-    err.context(format!("{} keeps the last completed epoch ({})", out.display(), config.state.epochs_completed))
+/// What watches a job's training besides the loop's own callbacks, and ends the job.
+trait JobObserver: Observer {
+    /// The job's report once `trained` has returned, with whatever the observer still has to write.
+    fn conclude(
+        self: Box<Self>,
+        trained: Result<TrainReport>,
+        model: &Network,
+        data: &TrainingData,
+    ) -> Result<FitReport>;
 }
 
-/// Ctrl-C: the run directory holds the last completed epoch; says how to continue.
-fn finish_interrupted(config: &mut RunConfig, out: &Path, in_epoch: Option<usize>) -> Result<FitReport> {
-    config.state.status = RunStatus::Interrupted;
-    config.save(out)?;
-    let epochs_completed = config.state.epochs_completed;
-    let cause = if crate::output::stdout_closed() { "Stopped (standard output was closed)" } else { "Interrupted" };
-    eprintln!(
-        "{cause} in epoch {}: {} holds the last completed epoch ({epochs_completed}); continue with \
-         `mnist-tch resume {}`",
-        in_epoch.unwrap_or(epochs_completed + 1),
-        out.display(),
-        out.display()
-    );
-    Ok(FitReport { outcome: Outcome::Interrupted, test: None, epochs_completed })
-}
-
-/// The end of a run that trained to its last epoch or stopped early: keep the model it ends with,
-/// evaluate it on the test set, write the result and the plots, print the summary lines.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    mut config: RunConfig,
-    out: &Path,
-    model: &Network,
-    data: &TrainingData,
-    history: &[EpochMetrics],
-    outcome: Outcome,
-    output: &JobOutput,
-    tensorboard: Option<TensorBoard>,
-) -> Result<FitReport> {
-    let say = |line: String| -> Result<()> {
-        if output.mode != OutputMode::Quiet {
-            crate::say!("{line}")?;
-        }
-        Ok(())
-    };
-    let training = &config.training;
-    let epochs_completed = config.state.epochs_completed;
-    if outcome == Outcome::EarlyStopped {
-        say(format!(
-            "Early stopping: {} did not improve for {}; restored the weights of epoch {}",
-            training.monitor.name(),
-            crate::wording::epochs(training.early_stopping.map_or(0, |e| e.patience)),
-            config.state.best_epoch.unwrap_or(epochs_completed)
-        ))?;
-    }
-    // The model the run ends with (the best epoch's with early stopping) is the one evaluated and kept.
-    if training.early_stopping.is_some() {
-        run_dir::save_weights(&model.vs, &out.join(run_dir::WEIGHTS_FILE))?;
-    }
-    let test = evaluate(&model.net, &data.test, config.model.num_classes)?;
-    run_dir::EvaluationReport::new(&test, &config.data.class_names).save(out)?;
-    config.state.status = match outcome {
-        Outcome::EarlyStopped => RunStatus::EarlyStopped,
-        _ => RunStatus::Completed,
-    };
-    config.result = Some(RunResult {
-        epochs_completed,
-        device: device_name(model.vs.device()),
-        test_loss: test.loss,
-        test_accuracy: test.accuracy,
-    });
-    config.save(out).with_context(|| format!("saving the run to {}", out.display()))?;
-    if output.plot {
-        let written = plot::draw_run_plots(out, &config, history, Some(&test))?;
-        say(format!("Plots: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")))?;
-    }
-    if let Some(tensorboard) = tensorboard {
-        let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
-        tensorboard.finish(&config, &test, &name)?;
-    }
-    say(format!("Saved run to {}", out.display()))?;
-    say(format!("Test loss: {:.4}", test.loss))?;
-    crate::say!("Test accuracy: {:.4}", test.accuracy)?;
-    Ok(FitReport { outcome, test: Some(test), epochs_completed })
-}
-
-/// A rank other than 0 only listens for Ctrl-C.
-struct PeerObserver<'a> {
+/// A rank other than 0: trains in step with the others, listens for Ctrl-C, writes nothing.
+struct Follower<'a> {
+    config: RunConfig,
     interrupt: &'a AtomicBool,
 }
 
-impl Observer for PeerObserver<'_> {
+impl Observer for Follower<'_> {
     fn interrupted(&self) -> bool {
         self.interrupt.load(Ordering::SeqCst)
     }
 }
 
-/// Saves each completed epoch into the run directory and shows progress.
+impl JobObserver for Follower<'_> {
+    fn conclude(self: Box<Self>, trained: Result<TrainReport>, _: &Network, _: &TrainingData) -> Result<FitReport> {
+        let report = trained?;
+        let epochs_completed = self.config.state.epochs_completed + report.history.len();
+        Ok(FitReport { outcome: report.outcome, test: None, epochs_completed })
+    }
+}
+
+/// Saves each completed epoch into the run directory and shows progress; at the end records how the
+/// run ended, and for a finished run evaluates it on the test set and writes the final files.
 struct RunRecorder<'a> {
     progress: ConsoleProgress,
     out: &'a Path,
-    config: &'a mut RunConfig,
+    config: RunConfig,
     history: Vec<EpochMetrics>,
-    interrupt: &'a AtomicBool,
+    output: &'a JobOutput,
     tensorboard: Option<TensorBoard>,
+}
+
+impl<'a> RunRecorder<'a> {
+    /// Marks the run as training in its config before the first step and opens `--tensorboard`'s files.
+    fn begin(
+        mut config: RunConfig,
+        out: &'a Path,
+        history: Vec<EpochMetrics>,
+        output: &'a JobOutput,
+    ) -> Result<RunRecorder<'a>> {
+        config.state.status = RunStatus::Training;
+        config.result = None;
+        config.save(out)?;
+        let tensorboard = open_tensorboard(&config, output)?;
+        Ok(RunRecorder { progress: ConsoleProgress::new(output.mode), out, config, history, output, tensorboard })
+    }
+
+    /// The files still hold the last completed epoch; says in the config that the run failed (best
+    /// effort: the failure may be the disk itself).
+    fn record_failure(mut self, err: anyhow::Error) -> anyhow::Error {
+        self.config.state.status = RunStatus::Failed;
+        let _ = self.config.save(self.out);
+        err.context(format!(
+            "{} keeps the last completed epoch ({})",
+            self.out.display(),
+            self.config.state.epochs_completed
+        ))
+    }
+
+    /// Ctrl-C: the run directory holds the last completed epoch; says how to continue.
+    fn finish_interrupted(mut self, in_epoch: Option<usize>) -> Result<FitReport> {
+        self.config.state.status = RunStatus::Interrupted;
+        self.config.save(self.out)?;
+        let epochs_completed = self.config.state.epochs_completed;
+        let out = self.out.display();
+        let cause = if crate::output::stdout_closed() { "Stopped (standard output was closed)" } else { "Interrupted" };
+        eprintln!(
+            "{cause} in epoch {}: {out} holds the last completed epoch ({epochs_completed}); continue with \
+             `mnist-tch resume {out}`",
+            in_epoch.unwrap_or(epochs_completed + 1),
+        );
+        Ok(FitReport { outcome: Outcome::Interrupted, test: None, epochs_completed })
+    }
+
+    /// The end of a run that trained to its last epoch or stopped early: keep the model it ends with,
+    /// evaluate it on the test set, write the result and the plots, print the summary lines.
+    fn finish(mut self, model: &Network, data: &TrainingData, outcome: Outcome) -> Result<FitReport> {
+        if outcome == Outcome::EarlyStopped {
+            self.say(early_stopping_line(&self.config))?;
+        }
+        // The model the run ends with (the best epoch's with early stopping) is the one evaluated and kept.
+        if self.config.training.early_stopping.is_some() {
+            run_dir::save_weights(&model.vs, &self.out.join(run_dir::WEIGHTS_FILE))?;
+        }
+        let test = evaluate(&model.net, &data.test, self.config.model.num_classes)?;
+        self.record_result(&test, outcome, device_name(model.vs.device()))?;
+        self.write_extras(&test)?;
+        self.say(format!("Saved run to {}", self.out.display()))?;
+        self.say(format!("Test loss: {:.4}", test.loss))?;
+        crate::say!("Test accuracy: {:.4}", test.accuracy)?;
+        let epochs_completed = self.config.state.epochs_completed;
+        Ok(FitReport { outcome, test: Some(test), epochs_completed })
+    }
+
+    /// `evaluation.json`, and the config with the run's status and result.
+    fn record_result(&mut self, test: &Evaluation, outcome: Outcome, device: String) -> Result<()> {
+        let out = self.out;
+        run_dir::EvaluationReport::new(test, &self.config.data.class_names).save(out)?;
+        self.config.state.status = match outcome {
+            Outcome::EarlyStopped => RunStatus::EarlyStopped,
+            _ => RunStatus::Completed,
+        };
+        let (test_loss, test_accuracy) = (test.loss, test.accuracy);
+        let epochs_completed = self.config.state.epochs_completed;
+        self.config.result = Some(RunResult { epochs_completed, device, test_loss, test_accuracy });
+        self.config.save(out).with_context(|| format!("saving the run to {}", out.display()))
+    }
+
+    /// `--plot`'s pictures and the end of `--tensorboard`'s files.
+    fn write_extras(&mut self, test: &Evaluation) -> Result<()> {
+        let out = self.out;
+        if self.output.plot {
+            let written = plot::draw_run_plots(out, &self.config, &self.history, Some(test))?;
+            let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+            self.say(format!("Plots: {}", names.join(", ")))?;
+        }
+        if let Some(tensorboard) = self.tensorboard.take() {
+            let name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
+            tensorboard.finish(&self.config, test, &name)?;
+        }
+        Ok(())
+    }
+
+    /// A summary line, unless `--quiet`.
+    fn say(&self, line: String) -> Result<()> {
+        if self.output.mode != OutputMode::Quiet {
+            crate::say!("{line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `Early stopping: val_loss did not improve for 3 epochs; restored the weights of epoch 4`.
+fn early_stopping_line(config: &RunConfig) -> String {
+    let training = &config.training;
+    format!(
+        "Early stopping: {} did not improve for {}; restored the weights of epoch {}",
+        training.monitor.name(),
+        crate::wording::epochs(training.early_stopping.map_or(0, |e| e.patience)),
+        config.state.best_epoch.unwrap_or(config.state.epochs_completed)
+    )
+}
+
+/// `--tensorboard DIR`'s event files for this session, and the line saying where they go.
+fn open_tensorboard(config: &RunConfig, output: &JobOutput) -> Result<Option<TensorBoard>> {
+    let Some(dir) = &output.tensorboard else { return Ok(None) };
+    let tensorboard = TensorBoard::start(dir, config, config.state.epochs_completed + 1)?;
+    if output.mode != OutputMode::Quiet {
+        crate::say!("TensorBoard: {} (tensorboard --logdir {})", dir.display(), dir.display())
+            .or_else(crate::output::unless_closed)?;
+    }
+    Ok(Some(tensorboard))
+}
+
+impl JobObserver for RunRecorder<'_> {
+    fn conclude(
+        self: Box<Self>,
+        trained: Result<TrainReport>,
+        model: &Network,
+        data: &TrainingData,
+    ) -> Result<FitReport> {
+        match trained {
+            Err(err) => Err(self.record_failure(err)),
+            Ok(report) if report.outcome == Outcome::Interrupted => {
+                self.finish_interrupted(report.interrupted_in_epoch)
+            }
+            Ok(report) => self.finish(model, data, report.outcome),
+        }
+    }
 }
 
 impl Observer for RunRecorder<'_> {
@@ -396,6 +385,6 @@ impl Observer for RunRecorder<'_> {
 
     /// Ctrl-C or SIGTERM, or nobody reads stdout any more (`train | head`).
     fn interrupted(&self) -> bool {
-        self.interrupt.load(Ordering::SeqCst) || crate::output::stdout_closed()
+        self.output.interrupt.load(Ordering::SeqCst) || crate::output::stdout_closed()
     }
 }

@@ -9,16 +9,15 @@
 //! loss and accuracy are summed over the processes, and every process validates on the whole held-out
 //! part, so all of them take the same callback decisions (early stopping, plateau) without talking.
 
-use crate::callbacks::{BestTracker, CallbackState, LrController};
+use crate::callbacks::{BestTracker, CallbackState, LrController, Monitor, Verdict};
 use crate::data::{Examples, TrainingData, to_inputs};
 use crate::distributed::{self, ProcessGroup};
 use crate::engine::TrainStep;
 use crate::evaluation::{Evaluation, evaluate};
 use crate::model::Network;
-use crate::run_dir::{EpochMetrics, TrainConfig};
+use crate::run_dir::{EpochMetrics, RunConfig, TrainConfig};
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
-use std::rc::Rc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
@@ -79,100 +78,147 @@ pub struct TrainReport {
     pub interrupted_in_epoch: Option<usize>,
 }
 
-/// Where training starts: epoch 1 of a new run, or later in a resumed one with the callbacks' saved
-/// progress and, with early stopping, the best epoch's weights so far.
-#[derive(Default)]
-pub struct Start {
-    pub first_epoch: usize,
-    pub callbacks: CallbackState,
-    pub best_weights: Option<Vec<(String, Tensor)>>,
-    /// The other processes training with this one (torchrun), if any.
-    pub group: Option<Rc<ProcessGroup>>,
-}
-
-/// Trains for epochs `start.first_epoch..=config.epochs` with `step` on `data` (already on the training
-/// device). Schedules count absolute epochs, so a resumed run continues where it stopped.
-pub fn train<S: TrainStep + ?Sized>(
-    step: &mut S,
+/// Trains the run `run` describes with `step` on `data` (already on the training device), from where its
+/// state says — epoch 1 of a new run, or after the last completed epoch of a resumed one, with the
+/// callbacks' saved progress and (early stopping) `best_weights`, the best epoch's weights so far — up to
+/// `run.training.epochs`. Schedules count absolute epochs, so a resumed run continues where it stopped.
+pub fn train(
+    step: &mut dyn TrainStep,
     model: &Network,
     data: &TrainingData,
-    config: &TrainConfig,
-    start: Start,
+    run: &RunConfig,
+    best_weights: Option<Weights>,
     observer: &mut dyn Observer,
 ) -> Result<TrainReport> {
-    let first_epoch = start.first_epoch.max(1);
-    ensure!(config.epochs > 0, "--epochs must be at least 1");
-    ensure!(config.batch_size > 0, "--batch-size must be at least 1");
-    ensure!(first_epoch <= config.epochs, "nothing to train: epoch {first_epoch} of {}", config.epochs);
-    ensure!(!data.train.is_empty(), "no training examples");
-    let mut lr = LrController::new(config.lr_schedule, config.learning_rate, config.epochs, config.monitor)
-        .with_progress(start.callbacks.plateau);
-    let mut best = BestTracker::new(config.monitor, config.early_stopping).with_progress(start.callbacks.best);
-    // In memory for restore_best_weights: a copy of every variable at the best epoch.
-    let mut best_weights = start.best_weights;
-    let group = start.group.as_deref();
-    let shard_len = distributed::shard_len(data.train.len(), group.map_or(1, |g| g.world_size()));
-    let mut buffers = EpochBuffers::new(shard_len, config.batch_size as i64, data.train.images.device());
-    let mut report = TrainReport {
-        history: Vec::new(),
-        outcome: Outcome::Completed,
-        best_epoch: best.best_epoch(),
-        interrupted_in_epoch: None,
-    };
+    let config = &run.training;
+    let first_epoch = check_trainable(run, data)?;
+    let mut callbacks = Callbacks::resume(config, run.state.callbacks, best_weights);
+    let mut buffers = EpochBuffers::for_shard(data, config, step.group());
+    let mut report = TrainReport::new(callbacks.best.best_epoch());
     for epoch in first_epoch..=config.epochs {
         let started = Instant::now();
-        let rate = lr.lr_for(epoch);
+        let rate = callbacks.lr.lr_for(epoch);
         step.set_learning_rate(rate)?;
         observer.start_epoch(epoch, config.epochs, buffers.steps);
-        let order = epoch_order(config, epoch, data.train.len(), data.train.images.device());
-        let order = match group {
-            Some(group) => distributed::shard(&order, group.rank(), group.world_size())?,
-            None => order,
-        };
-        let Some((loss, accuracy)) = train_epoch(step, &data.train, &order, epoch, &mut buffers, observer, group)?
-        else {
-            report.outcome = Outcome::Interrupted;
-            report.interrupted_in_epoch = Some(epoch);
-            return Ok(report);
+        let order = shard_order(config, epoch, data, step.group())?;
+        let Some((loss, accuracy)) = train_epoch(step, &data.train, &order, epoch, &mut buffers, observer)? else {
+            return Ok(report.interrupted_in(epoch));
         };
         let validation = validate(&model.net, &data.valid, data.num_classes as i64)?;
-        let metrics = EpochMetrics {
-            epoch,
-            steps: buffers.steps,
-            loss,
-            accuracy,
-            val_loss: validation.loss,
-            val_accuracy: validation.accuracy,
-            lr: rate,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        let monitored = metrics.monitored(config.monitor);
-        lr.observe(monitored);
-        let verdict = best.observe(epoch, monitored);
-        if verdict.improved && config.early_stopping.is_some() {
-            best_weights = Some(snapshot(&model.vs));
-        }
-        let callbacks = CallbackState { plateau: lr.progress(), best: best.progress() };
+        let (val_loss, val_accuracy, seconds) = (validation.loss, validation.accuracy, started.elapsed().as_secs_f64());
+        let metrics =
+            EpochMetrics { epoch, steps: buffers.steps, loss, accuracy, val_loss, val_accuracy, lr: rate, seconds };
+        let verdict = callbacks.observe(&metrics, &model.vs);
         let optimizer_state = step.optimizer_state()?;
+        let callbacks_state = callbacks.state();
+        let vs = &model.vs;
         observer.end_epoch(EpochEnd {
             metrics: &metrics,
-            vs: &model.vs,
+            vs,
             optimizer_state,
-            callbacks,
+            callbacks: callbacks_state,
             improved: verdict.improved,
         })?;
-        report.history.push(metrics);
-        report.best_epoch = best.best_epoch();
+        report.record(metrics, callbacks.best.best_epoch());
         if verdict.stop {
             report.outcome = Outcome::EarlyStopped;
             break;
         }
     }
-    // Keras's restore_best_weights: the model ends with the best epoch's weights.
-    if let Some(weights) = best_weights.filter(|_| config.early_stopping.is_some()) {
-        restore(&model.vs, &weights)?;
-    }
+    callbacks.restore_best_weights(&model.vs)?;
     Ok(report)
+}
+
+/// A copy of every variable of a model, by name.
+pub type Weights = Vec<(String, Tensor)>;
+
+/// The first epoch to train, after checking that there is one and something to train it on.
+fn check_trainable(run: &RunConfig, data: &TrainingData) -> Result<usize> {
+    let config = &run.training;
+    let first_epoch = run.state.epochs_completed + 1;
+    ensure!(config.epochs > 0, "--epochs must be at least 1");
+    ensure!(config.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(first_epoch <= config.epochs, "nothing to train: epoch {first_epoch} of {}", config.epochs);
+    ensure!(!data.train.is_empty(), "no training examples");
+    Ok(first_epoch)
+}
+
+/// The callbacks the loop consults once per epoch: the learning rate, the best epoch and early stopping,
+/// and (for Keras's restore_best_weights) a copy of the best epoch's weights.
+struct Callbacks {
+    lr: LrController,
+    best: BestTracker,
+    best_weights: Option<Weights>,
+    early_stopping: bool,
+    monitor: Monitor,
+}
+
+impl Callbacks {
+    /// The callbacks of `config`, continuing the saved `progress`.
+    fn resume(config: &TrainConfig, progress: CallbackState, best_weights: Option<Weights>) -> Callbacks {
+        let lr = LrController::new(config.lr_schedule, config.learning_rate, config.epochs, config.monitor)
+            .with_progress(progress.plateau);
+        let best = BestTracker::new(config.monitor, config.early_stopping).with_progress(progress.best);
+        let early_stopping = config.early_stopping.is_some();
+        Callbacks { lr, best, best_weights, early_stopping, monitor: config.monitor }
+    }
+
+    /// Feeds an epoch's metrics to the schedule and the tracker; keeps the weights of a new best epoch
+    /// when early stopping will want them back.
+    fn observe(&mut self, metrics: &EpochMetrics, vs: &nn::VarStore) -> Verdict {
+        let monitored = metrics.monitored(self.monitor);
+        self.lr.observe(monitored);
+        let verdict = self.best.observe(metrics.epoch, monitored);
+        if verdict.improved && self.early_stopping {
+            self.best_weights = Some(snapshot(vs));
+        }
+        verdict
+    }
+
+    /// Their progress, saved with the epoch.
+    fn state(&self) -> CallbackState {
+        CallbackState { plateau: self.lr.progress(), best: self.best.progress() }
+    }
+
+    /// Keras's restore_best_weights: with early stopping the model ends with the best epoch's weights.
+    fn restore_best_weights(&self, vs: &nn::VarStore) -> Result<()> {
+        match self.best_weights.as_deref().filter(|_| self.early_stopping) {
+            Some(weights) => restore(vs, weights),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TrainReport {
+    fn new(best_epoch: Option<usize>) -> TrainReport {
+        TrainReport { history: Vec::new(), outcome: Outcome::Completed, best_epoch, interrupted_in_epoch: None }
+    }
+
+    fn record(&mut self, metrics: EpochMetrics, best_epoch: Option<usize>) {
+        self.history.push(metrics);
+        self.best_epoch = best_epoch;
+    }
+
+    /// The report of a run stopped in the middle of `epoch`.
+    fn interrupted_in(mut self, epoch: usize) -> TrainReport {
+        self.outcome = Outcome::Interrupted;
+        self.interrupted_in_epoch = Some(epoch);
+        self
+    }
+}
+
+/// This process's part of the training examples' order in `epoch` (all of it without torchrun).
+fn shard_order(
+    config: &TrainConfig,
+    epoch: usize,
+    data: &TrainingData,
+    group: Option<&ProcessGroup>,
+) -> Result<Tensor> {
+    let order = epoch_order(config, epoch, data.train.len(), data.train.images.device());
+    match group {
+        Some(group) => distributed::shard(&order, group.rank(), group.world_size()),
+        None => Ok(order),
+    }
 }
 
 /// The order of the training examples in `epoch`: a permutation drawn on the CPU generator, seeded by the
@@ -207,6 +253,12 @@ struct EpochBuffers {
 }
 
 impl EpochBuffers {
+    /// The buffers of this process's shard of `data`'s training part.
+    fn for_shard(data: &TrainingData, config: &TrainConfig, group: Option<&ProcessGroup>) -> EpochBuffers {
+        let shard_len = distributed::shard_len(data.train.len(), group.map_or(1, |g| g.world_size()));
+        EpochBuffers::new(shard_len, config.batch_size as i64, data.train.images.device())
+    }
+
     fn new(examples: i64, batch: i64, device: Device) -> EpochBuffers {
         let steps = ((examples + batch - 1) / batch) as usize;
         let losses = Tensor::zeros([steps as i64], (Kind::Float, device));
@@ -225,14 +277,13 @@ const NAN_CHECK_EVERY: usize = 50;
 /// One pass over `train` in `order`, a step per mini-batch (the last one takes the remainder, as Keras
 /// does). Returns the epoch's mean loss and accuracy (over every process of `group`), or `None` when the
 /// observer asked to stop.
-fn train_epoch<S: TrainStep + ?Sized>(
-    step: &mut S,
+fn train_epoch(
+    step: &mut dyn TrainStep,
     train: &Examples,
     order: &Tensor,
     epoch: usize,
     buffers: &mut EpochBuffers,
     observer: &mut dyn Observer,
-    group: Option<&ProcessGroup>,
 ) -> Result<Option<(f64, f64)>> {
     let n = order.size().first().copied().unwrap_or(0);
     let labels = train.labels.f_index_select(0, order)?; // [n], in this epoch's order
@@ -271,7 +322,7 @@ fn train_epoch<S: TrainStep + ?Sized>(
     }
     let correct = buffers.predictions.f_eq_tensor(&labels)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
     let loss_sum = buffers.losses.f_sum(Kind::Double)?.f_double_value(&[])?;
-    let totals = distributed::sum_over_group(group, &[loss_sum, correct as f64, n as f64])?;
+    let totals = distributed::sum_over_group(step.group(), &[loss_sum, correct as f64, n as f64])?;
     Ok(Some((totals[0] / totals[2], totals[1] / totals[2])))
 }
 
@@ -304,7 +355,7 @@ fn check_finite(losses: &Tensor, from: usize, to: usize, epoch: usize) -> Result
 }
 
 /// A detached copy of every variable.
-pub fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+pub fn snapshot(vs: &nn::VarStore) -> Weights {
     vs.variables().into_iter().map(|(name, t)| (name, t.detach().copy())).collect()
 }
 

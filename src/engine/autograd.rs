@@ -94,4 +94,8 @@ impl TrainStep for AutogradStep<'_> {
     fn restore_optimizer_state(&mut self, _state: &[(String, Tensor)]) -> Result<bool> {
         Ok(false)
     }
+
+    fn group(&self) -> Option<&ProcessGroup> {
+        self.group.as_deref()
+    }
 }

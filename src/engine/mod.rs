@@ -103,6 +103,12 @@ pub trait TrainStep {
     /// Restores a state saved by [`optimizer_state`](Self::optimizer_state). `Ok(false)`: this engine
     /// cannot take it, and the optimizer starts afresh.
     fn restore_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<bool>;
+
+    /// The processes whose gradients this step averages with its own (torchrun), if any: the loop
+    /// shards each epoch's examples over the same group and sums the epoch's metrics over it.
+    fn group(&self) -> Option<&ProcessGroup> {
+        None
+    }
 }
 
 /// What an engine can train, in one place: the fused engine computes MLP and linear models only, in one

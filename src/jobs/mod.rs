@@ -19,7 +19,7 @@ use crate::device::device_name;
 use crate::distributed;
 use crate::engine;
 use crate::evaluation::evaluate;
-use crate::fit::{FitJob, FitReport, JobOutput, ResumePoint, fit};
+use crate::fit::{FitReport, JobOutput, ResumePoint, fit};
 use crate::model::{self, Network};
 use crate::progress::OutputMode;
 use crate::run_dir::lock::RunLock;
@@ -95,7 +95,8 @@ enum Origin {
 }
 
 /// Every job's sequence: the model from the config with its starting weights, the run directory
-/// claimed, what is about to happen said, then [`fit`].
+/// claimed (with `--save-initial`, the weights before the first step written into it), what is about to
+/// happen said, then [`fit`].
 pub fn start(plan: Plan, output: JobOutput) -> Result<FitReport> {
     let Plan { mut config, data, device, weights, run_dir, origin, save_initial } = plan;
     let device = distributed::device_of_process(device, output.group.as_deref());
@@ -106,12 +107,15 @@ pub fn start(plan: Plan, output: JobOutput) -> Result<FitReport> {
             evaluate(&model.net, &data.test.to_device(device), config.model.num_classes)?.accuracy;
     }
     let (out, _lock) = run_dir.claim(&output)?;
+    if save_initial && output.writes_run() {
+        run_dir::save_weights(&model.vs, &out.join(run_dir::INITIAL_WEIGHTS_FILE))?;
+    }
     before_training(output.mode, || introduce(&config, &data, device, &origin))?;
     let resume = match origin {
         Origin::Resumed { point, .. } => Some(point),
         Origin::New | Origin::FineTuned { .. } => None,
     };
-    fit(FitJob { config, data, model, out, resume, save_initial, output })
+    fit(config, &data, &model, &out, resume, &output)
 }
 
 impl StartingWeights {
