@@ -278,7 +278,7 @@ pub fn parse_min_delta(s: &str) -> Result<f64, String> {
 }
 
 /// Refuses settings that cannot work together.
-pub fn check(schedule: LrSchedule, epochs: usize) -> Result<()> {
+pub fn check_schedule_acts(schedule: LrSchedule, epochs: usize) -> Result<()> {
     if let LrSchedule::Step { every, .. } = schedule
         && every > epochs
     {

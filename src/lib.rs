@@ -2,14 +2,20 @@
 //! categorical cross-entropy, batch 32, validation_split 0.2 — built from scratch on libtorch via tch,
 //! with a linear model and Keras's simple convnet beside it.
 //!
-//! The library holds everything; `src/main.rs` only maps errors to exit codes.
+//! The library holds everything; `src/main.rs` only maps errors to exit codes, and only `cli` knows
+//! clap. Modules import downwards only (`tests/source_rules.rs` fails on an import circle): `cli` →
+//! `jobs` → `fit` → `training` → `engine`, with `run_dir` (the schema of a run) below the modules that
+//! do work, and plain helpers (`files`, `error_text`, `wording`) at the bottom.
 //!
-//! **The training path**, as tch's `examples/mnist` has it: the loop is [`training::train`] (an epoch
-//! of mini-batches in `train_epoch`, then validation and the callbacks); one step is
-//! [`engine::autograd::AutogradStep`]'s `step`: forward, loss, zero the gradients, backward, (all-reduce,)
-//! `nn::Adam`'s step. Around them: [`jobs`] turns a new, resumed or fine-tuned run into a plan and starts
-//! it; [`fit`] records every epoch into the run directory.
+//! **The training path**, as tch's `examples/mnist` has it: `cli::train` makes a [`jobs::NewRun`],
+//! [`jobs::plan_new_run`] a [`jobs::Plan`], [`jobs::start`] builds the model and claims the run
+//! directory, [`fit::fit`] makes the step and records every epoch, the loop is [`training::train`] (an
+//! epoch of mini-batches in `train_epoch`, then validation and the callbacks), and one step is
+//! [`engine::autograd::AutogradStep`]'s `step`: forward, loss, zero the gradients, backward,
+//! (all-reduce,) `nn::Adam`'s step.
 //!
+//! - [`run_dir`]: the schema of a run: every file's name and format (config, training settings,
+//!   weights, metrics, evaluation), the check of a config read back, the writer's lock, `--overwrite`.
 //! - [`idx`]: the IDX format: header checks and reading files, raw or `.gz`.
 //! - [`npz`]: NumPy `.npz` data sets such as Keras's `mnist.npz`, checked before tch reads them.
 //! - [`data`]: the default data set, which format a path holds, checks across files; Keras's
@@ -19,7 +25,7 @@
 //!   [`model::Network`], a model built from it (`ModelConfig::init`).
 //! - [`engine`]: the training step behind one interface: `autograd` (libtorch autograd + `nn::Adam`,
 //!   the default) and `fused` (hand-written MLP backward pass, flat Adam); what each can train.
-//! - [`training`]: the training loop, generic over the step.
+//! - [`training`]: the training loop over any step.
 //! - [`optimizer`]: Adam, or AdamW under weight decay, as `config.json` names it.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
 //! - [`jobs`]: a new, resumed or fine-tuned run as a plan (config, data, starting weights, run
@@ -35,9 +41,9 @@
 //! - [`evaluation`]: loss, accuracy and confusion matrix.
 //! - [`export`]: TorchScript export.
 //! - [`serve`]: the HTTP server (`mnist-tch serve`): page, /predict, Open Inference Protocol, metrics.
-//! - [`run_dir`]: the run directory and its file formats (config, weights, metrics).
 //! - [`files`]: atomic writes and their temporary files.
-//! - [`error_text`]: I/O and libtorch errors in plain words.
+//! - [`error_text`]: I/O and libtorch errors in plain words, an error chain on one line.
+//! - [`wording`]: counts in plain English (`1 epoch`, `3 epochs`).
 //! - [`destination`]: where a command may write a file the user named (one rule for all).
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`cuda_library`]: loading libtorch's CUDA backend only where a CUDA driver is.

@@ -61,7 +61,7 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         precision: args.fit.precision,
         training: args.fit.train_config(args.lr, args.data.validation_split),
         device: args.session.device.resolve()?,
-        destination: args.output.destination("finetune"),
+        out: args.output.new_run_dir("finetune"),
         save_initial: args.fit.save_initial,
     };
     Ok(super::finished(&jobs::start(jobs::plan_finetune(&request)?, output)?))

@@ -8,8 +8,8 @@ use crate::data::{self, Selection, parse_labels};
 use crate::device::DeviceSpec;
 use crate::engine::{Engine, Precision};
 use crate::fit::JobOutput;
-use crate::jobs::{DataRequest, Destination};
-use crate::optimizer::Optimizer;
+use crate::jobs::{DataRequest, NewRunDir};
+use crate::optimizer::AdamVariant;
 use crate::progress::OutputMode;
 use crate::run_dir::TrainConfig;
 use clap::Args;
@@ -139,7 +139,7 @@ impl FitFlags {
             learning_rate,
             validation_split,
             seed: self.seed,
-            optimizer: Optimizer::for_weight_decay(self.weight_decay),
+            optimizer: AdamVariant::for_weight_decay(self.weight_decay),
             weight_decay: self.weight_decay,
             lr_schedule: self.lr_schedule,
             monitor: self.monitor,
@@ -193,8 +193,8 @@ pub struct OutputFlags {
 
 impl OutputFlags {
     /// Where the run goes; `default_name` is the stem of the default directory (`train`, `finetune`).
-    pub fn destination(&self, default_name: &'static str) -> Destination {
-        Destination { out: self.out.clone(), overwrite: self.overwrite, default_name }
+    pub fn new_run_dir(&self, default_name: &'static str) -> NewRunDir {
+        NewRunDir { out: self.out.clone(), overwrite: self.overwrite, default_name }
     }
 }
 

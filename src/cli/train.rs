@@ -85,7 +85,7 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         dropout: args.dropout,
         training: args.fit.train_config(args.lr, args.data.validation_split),
         device: args.session.device.resolve()?,
-        destination: args.output.destination("train"),
+        out: args.output.new_run_dir("train"),
         save_initial: args.fit.save_initial,
     };
     let plan = jobs::plan_new_run(&request)?;

@@ -1,7 +1,7 @@
 //! A fine-tuned run: a new run with the parent's architecture and weights, some tensors frozen, a new
 //! output layer when the classes change.
 
-use super::{DataRequest, Destination, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
+use super::{DataRequest, NewRunDir, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
 use crate::device::device_name;
 use crate::engine::{Engine, Precision};
 use crate::freeze::Freeze;
@@ -24,7 +24,7 @@ pub struct FinetuneRun {
     pub precision: Option<Precision>,
     pub training: TrainConfig,
     pub device: Device,
-    pub destination: Destination,
+    pub out: NewRunDir,
     pub save_initial: bool,
 }
 
@@ -85,7 +85,7 @@ pub fn plan_finetune(request: &FinetuneRun) -> Result<Plan> {
         data,
         device: request.device,
         weights: StartingWeights::File { path: request.from.join(run_dir::WEIGHTS_FILE), except: head_tensors },
-        run_dir: RunDirectory::New(request.destination.clone()),
+        run_dir: RunDirectory::New(request.out.clone()),
         origin: Origin::FineTuned { parent: request.from.clone(), note },
         save_initial: request.save_initial,
     })

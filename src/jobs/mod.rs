@@ -48,7 +48,7 @@ impl DataRequest {
 
 /// Where a new run goes.
 #[derive(Debug, Clone)]
-pub struct Destination {
+pub struct NewRunDir {
     /// `None`: the first free `runs/<default_name>N`.
     pub out: Option<PathBuf>,
     pub overwrite: bool,
@@ -82,7 +82,7 @@ enum StartingWeights {
 /// Where the job writes.
 enum RunDirectory {
     /// A new directory, created and locked by [`start`].
-    New(Destination),
+    New(NewRunDir),
     /// A resumed run's own directory, locked when it was planned (by the process that writes it).
     Existing { dir: PathBuf, lock: Option<RunLock> },
 }
@@ -136,7 +136,7 @@ impl RunDirectory {
     /// path it would have (they never write there) and no lock.
     fn claim(self, output: &JobOutput) -> Result<(PathBuf, Option<RunLock>)> {
         match self {
-            RunDirectory::New(destination) => claim_new_run_dir(&destination, output),
+            RunDirectory::New(new_dir) => claim_new_run_dir(&new_dir, output),
             RunDirectory::Existing { dir, lock } => Ok((dir, lock)),
         }
     }
@@ -170,7 +170,7 @@ fn introduce(config: &RunConfig, data: &TrainingData, device: Device, origin: &O
 /// Refuses settings that cannot train: a schedule that never acts, a batch larger than the training part,
 /// an engine that cannot train this model this way.
 fn check_settings(config: &RunConfig, data: &TrainingData) -> Result<()> {
-    callbacks::check(config.training.lr_schedule, config.training.epochs)?;
+    callbacks::check_schedule_acts(config.training.lr_schedule, config.training.epochs)?;
     let train_len = data.train.len();
     ensure!(
         config.training.batch_size as i64 <= train_len,
@@ -185,22 +185,22 @@ fn check_settings(config: &RunConfig, data: &TrainingData) -> Result<()> {
 /// costs nothing and no other process writes it meanwhile. Under `--quiet`, a directory chosen here is
 /// named on stderr (stdout keeps its one line). Under torchrun only rank 0 claims it: the others get
 /// the path it would have (they never write there) and no lock.
-fn claim_new_run_dir(destination: &Destination, output: &JobOutput) -> Result<(PathBuf, Option<RunLock>)> {
+fn claim_new_run_dir(new_dir: &NewRunDir, output: &JobOutput) -> Result<(PathBuf, Option<RunLock>)> {
     let mode = output.mode;
     if !output.writes_run() {
-        return Ok((destination.out.clone().unwrap_or_else(|| PathBuf::from("runs")), None));
+        return Ok((new_dir.out.clone().unwrap_or_else(|| PathBuf::from("runs")), None));
     }
-    let out = match &destination.out {
+    let out = match &new_dir.out {
         Some(out) => out.clone(),
         None => {
-            let out = run_dir::next_free_run_dir(&PathBuf::from("runs"), destination.default_name);
+            let out = run_dir::next_free_run_dir(&PathBuf::from("runs"), new_dir.default_name);
             if mode == OutputMode::Quiet {
                 eprintln!("Run directory: {}", out.display());
             }
             out
         }
     };
-    let lock = run_dir::create_new_run_dir(&out, destination.overwrite)?;
+    let lock = run_dir::create_new_run_dir(&out, new_dir.overwrite)?;
     Ok((out, Some(lock)))
 }
 

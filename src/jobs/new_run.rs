@@ -1,6 +1,6 @@
 //! A new run: the config from the flags, the weights drawn from the run's seed.
 
-use super::{DataRequest, Destination, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
+use super::{DataRequest, NewRunDir, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
 use crate::device::device_name;
 use crate::model::{Arch, ModelConfig};
 use crate::run_dir::{RunConfig, ToolInfo, TrainConfig};
@@ -20,7 +20,7 @@ pub struct NewRun {
     pub dropout: Option<f64>,
     pub training: TrainConfig,
     pub device: Device,
-    pub destination: Destination,
+    pub out: NewRunDir,
     pub save_initial: bool,
 }
 
@@ -53,7 +53,7 @@ pub fn plan_new_run(request: &NewRun) -> Result<Plan> {
         data,
         device: request.device,
         weights: StartingWeights::Seeded,
-        run_dir: RunDirectory::New(request.destination.clone()),
+        run_dir: RunDirectory::New(request.out.clone()),
         origin: Origin::New,
         save_initial: request.save_initial,
     })

@@ -5,8 +5,9 @@
 
 use super::config::RunConfig;
 use super::layout::{CONFIG_FILE, METRICS_FILE};
+use super::training_config::TrainConfig;
 use crate::model::ModelConfig;
-use crate::optimizer::Optimizer;
+use crate::optimizer::AdamVariant;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::Path;
@@ -26,7 +27,7 @@ impl RunConfig {
             )
         })?;
         let config = parse(&text, &path)?;
-        check(&config, dir)?;
+        check_values(&config, dir)?;
         Ok(config)
     }
 }
@@ -81,7 +82,7 @@ fn plain(message: &str) -> String {
 }
 
 /// Checks the values of a parsed config of the run in `dir`, and its epoch count against `metrics.csv`.
-pub fn check(config: &RunConfig, dir: &Path) -> Result<()> {
+fn check_values(config: &RunConfig, dir: &Path) -> Result<()> {
     let path = dir.join(CONFIG_FILE);
     let problems = problems(config, dir);
     if problems.is_empty() {
@@ -92,29 +93,43 @@ pub fn check(config: &RunConfig, dir: &Path) -> Result<()> {
 
 /// Every value that no run written by mnist-tch can have, one phrase each.
 fn problems(config: &RunConfig, dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let t = &config.training;
-    let mut need = |ok: bool, phrase: String| {
+    let mut found = Problems(Vec::new());
+    training_problems(&mut found, &config.training);
+    model_problems(&mut found, config);
+    state_problems(&mut found, config, dir);
+    found.0
+}
+
+/// The phrases found so far.
+struct Problems(Vec<String>);
+
+impl Problems {
+    /// Notes `phrase` unless `ok`.
+    fn need(&mut self, ok: bool, phrase: String) {
         if !ok {
-            found.push(phrase);
+            self.0.push(phrase);
         }
-    };
-    need(t.epochs >= 1, format!("training.epochs is {}, it must be at least 1", t.epochs));
-    need(t.batch_size >= 1, format!("training.batch_size is {}, it must be at least 1", t.batch_size));
-    need(
+    }
+}
+
+/// The `training` part: settings no run can train with.
+fn training_problems(found: &mut Problems, t: &TrainConfig) {
+    found.need(t.epochs >= 1, format!("training.epochs is {}, it must be at least 1", t.epochs));
+    found.need(t.batch_size >= 1, format!("training.batch_size is {}, it must be at least 1", t.batch_size));
+    found.need(
         t.learning_rate.is_finite() && t.learning_rate > 0.0,
         format!("training.learning_rate is {}, it must be a positive number", t.learning_rate),
     );
-    need(
+    found.need(
         t.validation_split > 0.0 && t.validation_split < 1.0,
         format!("training.validation_split is {}, it must be strictly between 0 and 1", t.validation_split),
     );
-    need(
+    found.need(
         t.weight_decay.is_finite() && t.weight_decay >= 0.0,
         format!("training.weight_decay is {}, it must be 0 or more", t.weight_decay),
     );
-    let decay_means = Optimizer::for_weight_decay(t.weight_decay);
-    need(
+    let decay_means = AdamVariant::for_weight_decay(t.weight_decay);
+    found.need(
         t.optimizer == decay_means,
         format!(
             "training.optimizer is {}, but a training.weight_decay of {} trains with {decay_means}",
@@ -122,51 +137,60 @@ fn problems(config: &RunConfig, dir: &Path) -> Vec<String> {
         ),
     );
     for (name, beta) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
-        need((0.0..1.0).contains(&beta), format!("training.{name} is {beta}, it must be in [0, 1)"));
+        found.need((0.0..1.0).contains(&beta), format!("training.{name} is {beta}, it must be in [0, 1)"));
     }
-    need(t.adam_epsilon > 0.0, format!("training.adam_epsilon is {}, it must be positive", t.adam_epsilon));
+    found.need(t.adam_epsilon > 0.0, format!("training.adam_epsilon is {}, it must be positive", t.adam_epsilon));
     if let Some(stopping) = t.early_stopping {
-        need(
+        found.need(
             stopping.patience >= 1,
             format!("training.early_stopping.patience is {}, it must be at least 1", stopping.patience),
         );
-        need(
+        found.need(
             stopping.min_delta >= 0.0,
             format!("training.early_stopping.min_delta is {}, it must be 0 or more", stopping.min_delta),
         );
     }
+}
+
+/// The `model` part, and the class names the data gives it.
+fn model_problems(found: &mut Problems, config: &RunConfig) {
     let m = &config.model;
     if let Err(err) = ModelConfig::new(m.arch, m.input_shape, m.hidden.clone(), m.num_classes, m.dropout) {
-        need(false, format!("model: {err}"));
+        found.need(false, format!("model: {err}"));
     }
-    need(
+    found.need(
         config.data.class_names.len() as i64 == m.num_classes,
         format!("data.class_names has {} names for {} classes", config.data.class_names.len(), m.num_classes),
     );
-    let s = &config.state;
-    need(
+}
+
+/// The `state` part, against the settings and against `metrics.csv`.
+fn state_problems(found: &mut Problems, config: &RunConfig, dir: &Path) {
+    let (s, t) = (&config.state, &config.training);
+    found.need(
         s.epochs_completed <= t.epochs,
         format!("state.epochs_completed is {}, more than training.epochs ({})", s.epochs_completed, t.epochs),
     );
     if let Some(best) = s.best_epoch {
-        need(
+        found.need(
             (1..=s.epochs_completed).contains(&best),
             format!("state.best_epoch is {best}, not one of the {} completed epochs", s.epochs_completed),
         );
     }
-    if let Some(rows) = metrics_rows(dir) {
-        need(
+    match metrics_rows(dir) {
+        Some(rows) => found.need(
             rows >= s.epochs_completed,
             format!(
                 "state.epochs_completed is {}, but {METRICS_FILE} has {}",
                 s.epochs_completed,
                 crate::wording::epochs(rows)
             ),
-        );
-    } else if s.epochs_completed > 0 {
-        need(false, format!("state.epochs_completed is {}, but {METRICS_FILE} is missing", s.epochs_completed));
+        ),
+        None => found.need(
+            s.epochs_completed == 0,
+            format!("state.epochs_completed is {}, but {METRICS_FILE} is missing", s.epochs_completed),
+        ),
     }
-    found
 }
 
 /// The number of epoch rows in the run's `metrics.csv`, if it can be read.
@@ -213,12 +237,12 @@ mod tests {
             }
         }
         let [adam, adamw, finetuned] = WRITTEN_BEFORE.map(|(_, text)| read(text));
-        assert_eq!(adam.training.optimizer, Optimizer::Adam);
+        assert_eq!(adam.training.optimizer, AdamVariant::Adam);
         assert_eq!(adam.training.weight_init, WeightInit::PytorchDefault);
-        assert_eq!(adamw.training.optimizer, Optimizer::AdamW);
+        assert_eq!(adamw.training.optimizer, AdamVariant::AdamW);
         assert_eq!(adamw.training.weight_decay, 0.01);
         assert_eq!(adamw.data.class_names, ["three", "one"]);
-        assert_eq!(finetuned.training.optimizer, Optimizer::Adam);
+        assert_eq!(finetuned.training.optimizer, AdamVariant::Adam);
         assert_eq!(finetuned.lineage.unwrap().frozen, ["1.bias", "1.weight"]);
     }
 
@@ -247,7 +271,7 @@ mod tests {
         let found = problems(&config, dir);
         let phrase = "training.optimizer is adam, but a training.weight_decay of 0.01 trains with adamw";
         assert!(found.iter().any(|p| p == phrase) && !ok.iter().any(|p| p.contains("optimizer")), "{found:?}");
-        config.training.optimizer = Optimizer::AdamW;
+        config.training.optimizer = AdamVariant::AdamW;
         assert_eq!(problems(&config, dir), ok);
     }
 

@@ -5,7 +5,7 @@ use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
 use crate::distributed::DistributedInfo;
 use crate::engine::{AdamSettings, Engine, Precision};
 use crate::model::WeightInit;
-use crate::optimizer::Optimizer;
+use crate::optimizer::AdamVariant;
 use serde::{Deserialize, Serialize};
 
 /// Every hyperparameter of a training run; stored in `config.json`.
@@ -17,7 +17,7 @@ pub struct TrainConfig {
     #[serde(default = "fused_for_old_runs")]
     pub engine: Engine,
     /// `adam`, or `adamw` when `weight_decay` > 0 (decoupled weight decay).
-    pub optimizer: Optimizer,
+    pub optimizer: AdamVariant,
     pub learning_rate: f64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
@@ -79,7 +79,7 @@ impl Default for TrainConfig {
             epochs: 10,
             batch_size: 32,
             engine: Engine::Autograd,
-            optimizer: Optimizer::Adam,
+            optimizer: AdamVariant::Adam,
             learning_rate: 1e-3,
             adam_beta1: 0.9,
             adam_beta2: 0.999,

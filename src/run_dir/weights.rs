@@ -43,9 +43,40 @@ const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
 /// and exactly as many data bytes as the header's largest `data_offsets` end. Each problem is one plain
 /// sentence naming the file and what to do.
 fn check_safetensors_file(path: &Path) -> Result<()> {
-    use std::io::Read;
     let shown = path.display();
-    let mut file = match File::open(path) {
+    let (mut file, size) = open_weights_file(path)?;
+    let truncated = |needed: u64| {
+        anyhow::anyhow!(
+            "{shown}: truncated ({size} of the {needed} bytes its header describes): it was cut off while being \
+             written or copied; copy it again or retrain"
+        )
+    };
+    let header = read_header(&mut file, size, path, truncated)?;
+    let header_len = header.len() as u64;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|_| anyhow::anyhow!("{shown}: not a safetensors file (its header is not a JSON object)"))?;
+    let data_len = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, tensor)| tensor.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let expected = 8 + header_len + data_len;
+    if size < expected {
+        return Err(truncated(expected));
+    }
+    ensure!(
+        size == expected,
+        "{shown}: {} bytes longer than its header describes: not a file written by mnist-tch",
+        size - expected
+    );
+    Ok(())
+}
+
+/// The weights file at `path`, opened, and its size; a missing file says which command writes it.
+fn open_weights_file(path: &Path) -> Result<(File, u64)> {
+    let shown = path.display();
+    let file = match File::open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let hint = match path.file_name().and_then(|n| n.to_str()) {
@@ -65,17 +96,18 @@ fn check_safetensors_file(path: &Path) -> Result<()> {
     if metadata.is_dir() {
         bail!("{shown}: is a directory, not a weights file");
     }
-    let size = metadata.len();
-    let truncated = |needed: u64| {
-        anyhow::anyhow!(
-            "{shown}: truncated ({size} of the {needed} bytes its header describes): it was cut off while being \
-             written or copied; copy it again or retrain"
-        )
-    };
-    let mut length = [0u8; 8];
+    Ok((file, metadata.len()))
+}
+
+/// The JSON header's bytes; `truncated(n)` is the error of a file shorter than the `n` bytes its length
+/// field says.
+fn read_header(file: &mut File, size: u64, path: &Path, truncated: impl Fn(u64) -> anyhow::Error) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let shown = path.display();
     if size < 8 {
         bail!("{shown}: truncated or empty ({size} bytes): not a complete safetensors file; copy it again or retrain");
     }
+    let mut length = [0u8; 8];
     file.read_exact(&mut length).with_context(|| format!("{shown}: cannot be read"))?;
     let header_len = u64::from_le_bytes(length);
     if header_len > MAX_SAFETENSORS_HEADER {
@@ -86,24 +118,7 @@ fn check_safetensors_file(path: &Path) -> Result<()> {
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header).with_context(|| format!("{shown}: cannot be read"))?;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
-        .map_err(|_| anyhow::anyhow!("{shown}: not a safetensors file (its header is not a JSON object)"))?;
-    let data_len = header
-        .iter()
-        .filter(|(name, _)| name.as_str() != "__metadata__")
-        .filter_map(|(_, tensor)| tensor.get("data_offsets")?.get(1)?.as_u64())
-        .max()
-        .unwrap_or(0);
-    let expected = 8 + header_len + data_len;
-    if size < expected {
-        return Err(truncated(expected));
-    }
-    ensure!(
-        size == expected,
-        "{shown}: {} bytes longer than its header describes: not a file written by mnist-tch",
-        size - expected
-    );
-    Ok(())
+    Ok(header)
 }
 
 /// Loads `path` into `vs`, which must already hold the architecture's variables. Every tensor must be

@@ -107,7 +107,7 @@ pub fn start(
         .spawn(move || {
             tch::set_num_threads(batching.threads as i32);
             let loaded = Predictor::load_weights(&path, &weights, device).and_then(|p| {
-                let info = check(&p)?;
+                let info = try_blank_image(&p)?;
                 Ok((p, info))
             });
             match loaded {
@@ -129,7 +129,7 @@ pub fn start(
 }
 
 /// Runs one blank image through the model: it works, and whether it has logits.
-fn check(predictor: &Predictor) -> Result<ModelInfo> {
+fn try_blank_image(predictor: &Predictor) -> Result<ModelInfo> {
     let [rows, cols] = predictor.input_shape;
     let outputs =
         predictor.outputs(&Tensor::zeros([1, rows, cols], (tch::Kind::Float, Device::Cpu))).context("a test image")?;
