@@ -7,8 +7,9 @@
 //! - **clap stays in `src/cli/`**: the library parses its values from strings (`FromStr`), and only the
 //!   command line knows clap.
 //!
-//! The import graph is read from `crate::a::b` paths (with `{...}` groups), `super::` and `self::` paths,
-//! and a folder module naming its children; comments and `#[cfg(test)]` modules are left out.
+//! The import graph is read from every `crate::`, `super::` and `self::` path (with their `{...}` groups,
+//! nested or not), and a folder module naming its children; comments and `#[cfg(test)]` modules are left
+//! out.
 
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,49 +86,68 @@ fn resolve(files: &BTreeMap<ModulePath, String>, path: &[String]) -> Option<Modu
     (1..=path.len()).rev().map(|n| path[..n].to_vec()).find(|prefix| files.contains_key(prefix))
 }
 
+/// The paths a `use`-tree names, read from just after `crate::`, `super::` or `self::`: `a::b`,
+/// `a::{b, c::{d, e}}`, `{a, b::c}`. Returns them and how many bytes of `text` the tree took.
+fn tree_paths(text: &str) -> (Vec<Vec<String>>, usize) {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    let mut prefix = Vec::new();
+    loop {
+        let start = at;
+        while at < bytes.len() && (bytes[at].is_ascii_alphanumeric() || bytes[at] == b'_') {
+            at += 1;
+        }
+        if at > start {
+            prefix.push(text[start..at].to_string());
+        }
+        if text[at..].starts_with("::") && at > start {
+            at += 2;
+            continue;
+        }
+        if at == start && bytes.get(at) == Some(&b'{') {
+            let mut paths = Vec::new();
+            at += 1;
+            loop {
+                while bytes.get(at).is_some_and(|b| b.is_ascii_whitespace() || *b == b',') {
+                    at += 1;
+                }
+                if at >= bytes.len() || bytes[at] == b'}' {
+                    return (paths, at + 1);
+                }
+                let (inner, used) = tree_paths(&text[at..]);
+                paths.extend(inner.into_iter().map(|p| prefix.iter().cloned().chain(p).collect()));
+                at += used.max(1);
+            }
+        }
+        return (vec![prefix], at);
+    }
+}
+
 /// Which file modules each file module imports.
 fn import_graph(files: &BTreeMap<ModulePath, String>) -> BTreeMap<ModulePath, BTreeSet<ModulePath>> {
-    let crate_path = Regex::new(r"\bcrate::([A-Za-z_][\w:]*)(::\{([^}]*)\})?").unwrap();
-    let relative = Regex::new(r"\b(super|self)::([A-Za-z_]\w*)").unwrap();
-    let relative_group = Regex::new(r"\b(super|self)::\{([^}]*)\}").unwrap();
+    let anchor = Regex::new(r"\b(crate|super|self)::").unwrap();
     let mut graph = BTreeMap::new();
     for (module, text) in files {
         let mut targets: Vec<ModulePath> = Vec::new();
-        for found in crate_path.captures_iter(text) {
-            let base: Vec<String> = found[1].trim_end_matches(':').split("::").map(String::from).collect();
-            match found.get(3) {
-                Some(group) => targets.extend(
-                    group
-                        .as_str()
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(|t| base.iter().cloned().chain(t.split("::").map(String::from)).collect::<Vec<_>>()),
-                ),
-                None => targets.push(base),
+        for found in anchor.captures_iter(text) {
+            let whole = found.get(0).unwrap();
+            let (paths, _) = tree_paths(&text[whole.end()..]);
+            let base: ModulePath = match &found[1] {
+                "crate" => Vec::new(),
+                "super" => module[..module.len().saturating_sub(1)].to_vec(),
+                _ => module.clone(),
+            };
+            for path in paths {
+                // `super::super::x`: one folder up per `super`.
+                let ups = path.iter().take_while(|p| p.as_str() == "super").count();
+                let base = &base[..base.len().saturating_sub(ups)];
+                targets.push(base.iter().cloned().chain(path.into_iter().skip(ups)).collect());
             }
         }
-        let mut relative_names: Vec<(String, String)> =
-            relative.captures_iter(text).map(|c| (c[1].to_string(), c[2].to_string())).collect();
-        for found in relative_group.captures_iter(text) {
-            for name in found[2].split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                relative_names.push((found[1].to_string(), name.split("::").next().unwrap_or("").to_string()));
-            }
-        }
-        for (anchor, name) in relative_names {
-            let mut base = module.clone();
-            if anchor == "super" {
-                base.pop();
-            }
-            base.push(name);
-            targets.push(base);
-        }
-        if files.keys().any(|other| other.len() == module.len() + 1 && other.starts_with(module)) {
-            for child in files.keys().filter(|other| other.len() == module.len() + 1 && other.starts_with(module)) {
-                let bare = Regex::new(&format!(r"(?:^|[^\w:]){}::", regex::escape(child.last().unwrap()))).unwrap();
-                if bare.is_match(text) {
-                    targets.push(child.clone());
-                }
+        for child in files.keys().filter(|other| other.len() == module.len() + 1 && other.starts_with(module)) {
+            let bare = Regex::new(&format!(r"(?:^|[^\w:]){}::", regex::escape(child.last().unwrap()))).unwrap();
+            if bare.is_match(text) {
+                targets.push(child.clone());
             }
         }
         let imports: BTreeSet<ModulePath> = targets
@@ -200,17 +220,23 @@ fn no_top_level_module_imports_one_that_imports_it_back() {
 
 #[test]
 fn the_circle_check_finds_a_circle() {
+    let module = |path: &str| path.split('/').map(String::from).collect::<ModulePath>();
     let files: BTreeMap<ModulePath, String> = [
-        (vec!["a".to_string()], "use crate::b::Thing;".to_string()),
-        (vec!["b".to_string()], "fn f() { crate::c::g() }".to_string()),
-        (vec!["c".to_string()], "use crate::{a::X, d};".to_string()),
-        (vec!["d".to_string()], "// use crate::a;".to_string()),
+        ("a", "use crate::b::Thing;"),
+        ("b", "fn f() { crate::c::g() }"),
+        ("c", "use crate::{d::{self, Z}, a::X};"),
+        ("d", "// use crate::a;"),
+        ("e", ""),
+        ("e/f", "use super::super::a::Y;"),
     ]
     .into_iter()
-    .map(|(k, v)| (k, without_tests_and_comments(&v)))
+    .map(|(path, text)| (module(path), without_tests_and_comments(text)))
     .collect();
-    let found = circles(&import_graph(&files));
-    assert_eq!(found, vec![vec![vec!["a".to_string()], vec!["b".to_string()], vec!["c".to_string()]]]);
+    let graph = import_graph(&files);
+    assert_eq!(graph[&module("c")], [module("a"), module("d")].into_iter().collect());
+    assert_eq!(graph[&module("e/f")], [module("a")].into_iter().collect());
+    assert!(graph[&module("d")].is_empty(), "a comment is no import");
+    assert_eq!(circles(&graph), vec![vec![module("a"), module("b"), module("c")]]);
 }
 
 /// `(file, first line, length)` of every function outside test modules, by counting braces from its
