@@ -49,6 +49,7 @@ fn a_runs_model_as_the_binary_reads_it_also_without_layers() {
     assert_eq!(description["model"], config["model"]);
     assert_eq!(description["run"], s(&run));
     assert_eq!(description["run_files"].as_array().unwrap().len(), RUN_FILES.len());
+    assert_eq!(described(&["--model", s(&run)]), description, "--model RUN_DIR is the same");
     let text = mnist_tch(&["describe", s(&run)]);
     text.assert_ok();
     assert!(text.stdout.contains("(64-16-8-4 MLP)") && text.stdout.contains("Total params"), "{}", text.stdout);
@@ -159,6 +160,8 @@ fn flags_that_do_not_go_together_are_usage_errors() {
         &["describe", "--check-destination", "--out", "--arch", "mlp", file][..],
         &["describe", "--arch", "mlp", "runs/x"][..],
         &["describe", "runs/a", "runs/b"][..],
+        &["describe", "--model", "runs/a", "runs/b"][..],
+        &["describe", "--model", "runs/a", "--arch", "cnn"][..],
     ] {
         let run = mnist_tch(args);
         run.assert_code(2);

@@ -20,6 +20,9 @@ type InputShape = [i64; 2];
 /// The model flags: any one of them asks for the model train would build from them.
 const MODEL_FLAGS: [&str; 5] = ["arch", "hidden", "input", "num_classes", "dropout"];
 
+/// Everything that names a run or files, which the model flags do not go with.
+const NAMED_PATHS: [&str; 2] = ["paths", "model"];
+
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
     /// Print JSON for scripts: {"tool": {"name", "version"}, "run_files": [every file of a run
@@ -33,25 +36,29 @@ pub struct DescribeArgs {
     #[arg(value_name = "RUN_DIR | FILE")]
     pub paths: Vec<PathBuf>,
 
+    /// The run directory, as RUN_DIR (the spelling of the other commands that read a run).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["paths", "check_destination"])]
+    pub model: Option<PathBuf>,
+
     /// Describe the model `train --arch` would build: mlp, linear or cnn (the other model flags take
     /// train's defaults).
-    #[arg(long, value_enum, conflicts_with = "paths")]
+    #[arg(long, value_enum, conflicts_with_all = NAMED_PATHS)]
     pub arch: Option<Arch>,
 
     /// With the model flags: the MLP's hidden widths, as train's --hidden (default 128 for mlp).
-    #[arg(long, value_name = "WIDTHS", value_parser = parse_hidden, conflicts_with = "paths")]
+    #[arg(long, value_name = "WIDTHS", value_parser = parse_hidden, conflicts_with_all = NAMED_PATHS)]
     pub hidden: Option<Widths>,
 
     /// With the model flags: the images' size, ROWSxCOLS (default 28x28).
-    #[arg(long, value_name = "ROWSxCOLS", value_parser = parse_input_shape, conflicts_with = "paths")]
+    #[arg(long, value_name = "ROWSxCOLS", value_parser = parse_input_shape, conflicts_with_all = NAMED_PATHS)]
     pub input: Option<InputShape>,
 
     /// With the model flags: the number of classes (default 10).
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = class_count, conflicts_with = "paths")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = class_count, conflicts_with_all = NAMED_PATHS)]
     pub num_classes: Option<u64>,
 
     /// With the model flags: the dropout rate, as train's --dropout (default: the architecture's).
-    #[arg(long, value_name = "RATE", allow_negative_numbers = true, value_parser = unit_interval_from_zero, conflicts_with = "paths")]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, value_parser = unit_interval_from_zero, conflicts_with_all = NAMED_PATHS)]
     pub dropout: Option<f64>,
 
     /// Check that the FILEs may be written by a command whose flag FLAG named them (e.g. --out), by the
@@ -71,7 +78,8 @@ pub fn run(args: DescribeArgs) -> Result<()> {
         let files: Vec<&Path> = args.paths.iter().map(PathBuf::as_path).collect();
         return destination::check_files(&files, flag, args.overwrite);
     }
-    let description = match args.paths.as_slice() {
+    let runs: Vec<&Path> = args.model.iter().chain(&args.paths).map(PathBuf::as_path).collect();
+    let description = match runs.as_slice() {
         [] if model_flags_given(&args) => Description::of_model(jobs::new_model(
             args.arch.unwrap_or_default(),
             args.input.unwrap_or([28, 28]),
