@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BINARY, build_keras_model, build_torch_model, derive_layers, keras_split, load_raw, to_inputs  # noqa: E402
+from common import (BINARY, build_keras_model, build_torch_model, describe_model, keras_split, load_raw,  # noqa: E402
+                    to_inputs)
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -60,18 +61,17 @@ def load_config(args) -> dict:
     if getattr(args, "batch_size", None) is not None:
         config["training"]["batch_size"] = args.batch_size
     model = config["model"]
-    before = dict(model)
-    if getattr(args, "arch", None) and args.arch != model.get("arch", "mlp"):
-        model["arch"] = args.arch
-        model["hidden"] = [128] if args.arch == "mlp" else []
-        model["dropout"] = 0.5 if args.arch == "cnn" else 0.0
-    if getattr(args, "hidden", None):
-        model["hidden"] = [int(w) for w in args.hidden.split(",")]
-    if getattr(args, "dropout", None) is not None:
-        model["dropout"] = args.dropout
-    if model != before:
-        # The layer list follows the fields it is derived from (the same derivation as mnist-tch's).
-        model["layers"] = derive_layers(model)
+    arch = getattr(args, "arch", None) or model.get("arch", "mlp")
+    new_arch = arch != model.get("arch", "mlp")
+    # Another architecture takes train's defaults for what the flags leave out; the same one keeps the config's.
+    hidden = [int(w) for w in args.hidden.split(",")] if getattr(args, "hidden", None) else (
+        None if new_arch else model.get("hidden"))
+    dropout = args.dropout if getattr(args, "dropout", None) is not None else (
+        None if new_arch else model.get("dropout"))
+    if new_arch or hidden != model.get("hidden") or dropout != model.get("dropout"):
+        # The binary builds the model of the new fields, with its layer list, as train would.
+        config["model"] = describe_model(arch=arch, input_shape=model["input_shape"], hidden=hidden,
+                                         num_classes=model["num_classes"], dropout=dropout)
     return config
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the documentation against the repository and the binary: every relative link in README.md and
 docs/*.md resolves (the file exists; a #anchor into a Markdown file names one of its headings, slugged as
-GitHub does), and every --flag shown in a `mnist-tch SUBCOMMAND ...` command exists in that subcommand's
+GitHub does), every page of docs/ is reached by links from README.md, and every --flag shown in a `mnist-tch SUBCOMMAND ...` command exists in that subcommand's
 --help. Prints one line per problem (FILE:LINE: ...) and exits 1 when there is any.
 
     .venv/bin/python scripts/check_docs.py [--binary target/release/mnist-tch] [FILE.md ...]
@@ -131,16 +131,20 @@ def anchors(path: Path) -> frozenset[str]:
     return frozenset(found)
 
 
+def link_targets(line: str) -> list[str]:
+    """The relative targets of a prose line's links (Markdown, reference definitions, HTML); URLs are left out."""
+    targets = [m.group(1) for m in LINK.finditer(line)] + [m.group(1) for m in HTML_LINK.finditer(line)]
+    reference = REFERENCE.match(line)
+    if reference:
+        targets.append(reference.group(1))
+    # A URL is not checked here (no network).
+    return [t for t in targets if not (re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", t) or t.startswith("//"))]
+
+
 def check_links(path: Path, prose: list[tuple[int, str]]) -> list[Problem]:
     problems = []
     for number, line in prose:
-        targets = [m.group(1) for m in LINK.finditer(line)] + [m.group(1) for m in HTML_LINK.finditer(line)]
-        reference = REFERENCE.match(line)
-        if reference:
-            targets.append(reference.group(1))
-        for target in targets:
-            if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", target) or target.startswith("//"):
-                continue  # a URL: not checked here (no network)
+        for target in link_targets(line):
             file_part, _, anchor = target.partition("#")
             destination = (path.parent / file_part).resolve() if file_part else path.resolve()
             if not destination.exists():
@@ -201,6 +205,22 @@ def check_commands(path: Path, code: list[Code], binary: str) -> list[Problem]:
     return problems
 
 
+def unreachable_pages(readme: Path, pages: list[Path]) -> list[Problem]:
+    """The pages that no chain of links starting at `readme` reaches (a page of the manual nobody finds)."""
+    reached: set[Path] = set()
+    todo = [readme.resolve()]
+    while todo:
+        page = todo.pop()
+        if page in reached or page.suffix != ".md" or not page.is_file():
+            continue
+        reached.add(page)
+        prose, _ = split_markdown(page.read_text(encoding="utf-8"))
+        for _, line in prose:
+            todo += [(page.parent / t.partition("#")[0]).resolve() for t in link_targets(line) if t.partition("#")[0]]
+    return [Problem(p, 1, f"no link from {readme.name} (or from a page it links to) reaches this page")
+            for p in pages if p.resolve() not in reached]
+
+
 def check_file(path: Path, binary: str) -> list[Problem]:
     prose, code = split_markdown(path.read_text(encoding="utf-8"))
     return check_links(path, prose) + check_commands(path, code, binary)
@@ -219,6 +239,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {args.binary} does not exist (cargo build --release)")
     files = args.files or default_files()
     problems = [p for f in files for p in check_file(f, str(args.binary))]
+    if not args.files:
+        problems += unreachable_pages(ROOT / "README.md", [f for f in files if f.parent == ROOT / "docs"])
     for problem in problems:
         print(problem)
     print(f"{len(files)} files checked: {len(problems)} problem{'s' if len(problems) != 1 else ''}",

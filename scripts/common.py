@@ -1,13 +1,18 @@
 """What every Python script and test of mnist-tch shares, written once.
 
 - where things are: `ROOT`, `BINARY` (target/release/mnist-tch), `DEFAULT_DATA` (data/mnist);
-- the IDX format: `read_idx` and `write_idx` (raw or .gz), and the data as mnist-tch cuts it:
-  `load_raw` / `load_data` apply a run's `data.selection` (`--labels`, `--limit`), `keras_split` the
-  validation split (the LAST fraction of the training files, as Keras does);
+- what the binary says of its own rules (`mnist-tch describe`), asked instead of copied: `run_files` (the
+  files of a run directory), `check_destination` (where a script may write a file), `describe_model` and
+  `model_layers` (the model and layer list the binary builds from a model's fields);
+- the independent reference: `read_idx` / `write_idx` (the IDX format), `load_raw` / `load_data`
+  (a run's `data.selection`: `--labels` through `select_labels`, `--limit`) and `keras_split` (the
+  validation split: the LAST fraction of the training files, as Keras does). The baselines and parity
+  checks read the data with these, on their own, so that a mistake in the binary's reader shows as a
+  difference rather than being shared; the tests write their fixtures with `write_idx`. They must agree
+  with the binary (tests/python/test_common.py checks them against `train --print-config`);
 - mnist-tch's output: `parse_test_accuracy` reads its `Test accuracy: X` line;
-- the model of a run: `model_layers` (config.json's `layers`, or the layer list derived from the other
-  fields for runs that predate it), `build_torch_model` (the equivalent `nn.Sequential`, whose state dict
-  is `model.safetensors`), `load_torch_model` (a run directory's weights in it), and `build_keras_model`
+- the model of a run: `build_torch_model` (the equivalent `nn.Sequential`, whose state dict is
+  `model.safetensors`), `load_torch_model` (a run directory's weights in it), and `build_keras_model`
   (the same architecture in Keras, the Keras tutorial's framework).
 
 Imports of torch and keras are local to the functions that need them, so scripts that only read data
@@ -16,6 +21,7 @@ stay light.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -41,40 +47,68 @@ TEST_ACCURACY = re.compile(r"^Test accuracy: ([0-9.]+)$", re.M)
 EPOCH_SECONDS = re.compile(r"^Epoch \d+/\d+ - \d+ steps - ([0-9.]+)s - ", re.M)
 
 
-# --- where a script may write ----------------------------------------------------------------------
+# --- what the binary says of its own rules -----------------------------------------------------------
 
-#: The files of a run directory (src/destination.rs's RUN_FILES): no script writes over them.
-RUN_FILES = ("config.json", "model.safetensors", "best.safetensors", "initial.safetensors", "optimizer.safetensors",
-             "metrics.csv", "metrics.json", "evaluation.json", "learning_curves.png", "confusion_matrix.png", ".lock")
+@functools.lru_cache(maxsize=None)
+def _describe(binary: str, args: tuple[str, ...]) -> str:
+    done = subprocess.run([binary, "describe", "--json", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"error: {binary} describe failed (exit {done.returncode})"]
+        raise SystemExit(lines[0] if lines[0].startswith("error: ") else f"error: {lines[0]}")
+    return done.stdout
+
+
+def describe(*args, binary: Path = BINARY) -> dict:
+    """`mnist-tch describe --json ARGS`: the binary's own account of its rules (asked once per process for
+    the same arguments). A failure raises SystemExit with the binary's one line."""
+    return json.loads(_describe(str(binary), tuple(map(str, args))))  # a fresh dict: callers may edit it
+
+
+def run_files(binary: Path = BINARY) -> tuple[str, ...]:
+    """The files of a run directory (src/destination.rs's RUN_FILES, as the binary lists them): no script
+    writes over them."""
+    return tuple(describe(binary=binary)["run_files"])
 
 
 class DestinationError(Exception):
     """A file a script was asked to write cannot or may not be written there (one line)."""
 
 
-def check_destination(paths, overwrite: bool, flag: str = "--out") -> None:
-    """mnist-tch's rule for every file a command writes (src/destination.rs): never over a run
-    directory's own files, never over an existing file without --overwrite, missing parent directories
-    created, an unwritable place said in one line. Raises DestinationError."""
-    for path in map(Path, paths):
-        parent = path.parent
-        if path.is_dir():
-            raise DestinationError(f"{path}: is a directory; give {flag} a file name")
-        if path.name in RUN_FILES and (parent / "config.json").is_file():
-            raise DestinationError(f"{path}: is a file of the run directory {parent}, which {flag} never replaces "
-                                   f"(not even with --overwrite); choose another {flag}")
-        if path.exists() and not overwrite:
-            raise DestinationError(f"{path}: already exists; choose another {flag} or pass --overwrite to replace it")
-        blocking = next((a for a in [parent, *parent.parents] if a.exists()), None)
-        if blocking is not None and not blocking.is_dir():
-            raise DestinationError(f"{path}: cannot be written: {blocking} is a file, not a directory")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DestinationError(f"{path}: cannot be written: cannot create the directory {parent}: "
-                                   f"{err.strerror.lower()}") from None
-        if not os.access(parent, os.W_OK):
-            raise DestinationError(f"{path}: cannot be written (permission denied in {parent}); choose another {flag}")
+def check_destination(paths, overwrite: bool, flag: str = "--out", binary: Path = BINARY) -> None:
+    """mnist-tch's rule for every file a command writes, applied by the binary itself
+    (`mnist-tch describe --check-destination FLAG`): never over a run directory's own files, never over an
+    existing file without --overwrite, missing parent directories created, an unwritable place said in one
+    line. Raises DestinationError with that line (without `error: `)."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        return
+    command = [str(binary), "describe", "--check-destination", flag, *(["--overwrite"] if overwrite else []),
+               "--", *paths]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        line = (done.stderr.strip().splitlines() or [f"{' '.join(command)} failed (exit {done.returncode})"])[0]
+        raise DestinationError(line.removeprefix("error: "))
+
+
+def describe_model(arch: str | None = None, input_shape=None, hidden=None, num_classes: int | None = None,
+                   dropout: float | None = None, binary: Path = BINARY) -> dict:
+    """The model config (config.json's `model`, `layers` included) that mnist-tch builds from these
+    fields, train's defaults for those left out or empty (`mnist-tch describe --json --arch ...`). A
+    model the binary refuses raises SystemExit with its one line."""
+    args: list = []
+    if arch:
+        args += ["--arch", arch]
+    if input_shape:
+        args += ["--input", "x".join(str(int(d)) for d in input_shape)]
+    if hidden:
+        args += ["--hidden", ",".join(str(int(w)) for w in hidden)]
+    if num_classes is not None:
+        args += ["--num-classes", int(num_classes)]
+    if dropout is not None:
+        args += ["--dropout", repr(float(dropout))]
+    if not args:
+        raise ValueError("describe_model needs at least one of the model's fields")
+    return describe(*args, binary=binary)["model"]
 
 
 # --- IDX files ---------------------------------------------------------------------------------------
@@ -92,7 +126,8 @@ def idx_path(directory: Path, name: str) -> Path:
 
 def read_idx(path: Path, name: str | None = None) -> np.ndarray:
     """Reads an IDX file of unsigned bytes (raw or .gz) into a uint8 array shaped by its header.
-    `read_idx(directory, "train-images-idx3-ubyte")` finds the file in a data directory."""
+    `read_idx(directory, "train-images-idx3-ubyte")` finds the file in a data directory. An independent
+    reader (src/idx.rs is the binary's): what the baselines compare against must not share its bugs."""
     path = idx_path(path, name) if name is not None else Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
@@ -115,7 +150,7 @@ def read_idx(path: Path, name: str | None = None) -> np.ndarray:
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Writes `array` (values 0..255, any number of dimensions) as an IDX file of unsigned bytes;
-    gzip-compressed when `path` ends in `.gz`."""
+    gzip-compressed when `path` ends in `.gz`. The tests' fixture writer, independent of src/idx.rs."""
     array = np.asarray(array)
     if array.size and (array.min() < 0 or array.max() > 255):
         raise ValueError(f"{path}: IDX unsigned bytes hold 0..255, got {array.min()}..{array.max()}")
@@ -137,16 +172,17 @@ def write_data_dir(directory: Path, train: tuple[np.ndarray, np.ndarray], test: 
     return directory
 
 
-# --- the data as mnist-tch cuts it ---------------------------------------------------------------------
+# --- the data as mnist-tch cuts it, read independently ------------------------------------------------
 
 def keras_split(n: int, fraction: float) -> int:
-    """Number of training examples: Keras keeps the first floor(n * (1 - fraction)) for training."""
+    """Number of training examples: Keras keeps the first floor(n * (1 - fraction)) for training. The
+    independent reference for src/data.rs's `validation_split`, which must give the same count."""
     return int(math.floor(n * (1.0 - fraction)))
 
 
 def select_labels(images: np.ndarray, labels: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The examples whose label is in `keep`, in file order, relabelled to the label's position in `keep`
-    (mnist-tch's `--labels`)."""
+    (mnist-tch's `--labels`). The independent reference for src/data.rs's `select_labels`."""
     table = np.full(256, -1, dtype=np.int64)
     table[np.asarray(keep, dtype=np.int64)] = np.arange(len(keep))
     mapped = table[labels.astype(np.int64)]
@@ -158,7 +194,8 @@ def load_raw(directory: Path, selection: dict | None = None) -> dict:
     """The four arrays of a data directory as bytes: `train_x`, `test_x` uint8 [N, rows, cols], `train_y`,
     `test_y` int64 [N], with a run's `data.selection` applied the way mnist-tch applies it: `labels` to
     both parts (kept classes relabelled 0..k), then the first `limit` training images. The validation
-    split is left to the caller (`keras_split`)."""
+    split is left to the caller (`keras_split`). Read here, independently of the binary (the baselines'
+    and parity checks' own reading of the data), by the same rules."""
     train_x, test_x = (read_idx(directory, n) for n in IMAGE_FILES)
     train_y, test_y = (read_idx(directory, n).astype(np.int64) for n in LABEL_FILES)
     selection = selection or {}
@@ -217,46 +254,14 @@ def dump_logits(run_dir: Path, out: Path, binary: Path = BINARY, data: Path | No
 
 # --- the model ---------------------------------------------------------------------------------------
 
-def derive_layers(model_config: dict) -> list[dict]:
-    """The `nn.Sequential` layer list mnist-tch derives from `arch`, `input_shape`, `hidden`,
-    `num_classes` and `dropout` (src/model.rs): for runs written before config.json had `layers`
-    (they are MLPs), and for overriding those fields (baseline.py --hidden)."""
-    arch = model_config.get("arch", "mlp")
-    rows, cols = model_config["input_shape"]
-    classes, dropout = model_config["num_classes"], model_config.get("dropout", 0.0) or 0.0
-    layers: list[dict] = [{"type": "Flatten"}]
-    if arch in ("mlp", "linear"):
-        widths = [rows * cols, *(model_config.get("hidden") or []), classes]
-        for i, (inputs, outputs) in enumerate(zip(widths, widths[1:])):
-            layers.append({"type": "Linear", "in_features": inputs, "out_features": outputs})
-            if i < len(widths) - 2:
-                layers.append({"type": "ReLU"})
-                if dropout > 0:
-                    layers.append({"type": "Dropout", "p": dropout})
-        return layers
-    if arch == "cnn":
-        conv1, conv2, kernel, pool = 32, 64, 3, 2
-        side = lambda n: max(((n - kernel + 1) // pool - kernel + 1) // pool, 0)
-        layers += [
-            {"type": "Unflatten", "dim": 1, "unflattened_size": [1, rows, cols]},
-            {"type": "Conv2d", "in_channels": 1, "out_channels": conv1, "kernel_size": kernel},
-            {"type": "ReLU"},
-            {"type": "MaxPool2d", "kernel_size": pool},
-            {"type": "Conv2d", "in_channels": conv1, "out_channels": conv2, "kernel_size": kernel},
-            {"type": "ReLU"},
-            {"type": "MaxPool2d", "kernel_size": pool},
-            {"type": "Flatten"},
-        ]
-        if dropout > 0:
-            layers.append({"type": "Dropout", "p": dropout})
-        layers.append({"type": "Linear", "in_features": conv2 * side(rows) * side(cols), "out_features": classes})
-        return layers
-    raise ValueError(f"unknown architecture {arch!r} (mlp, linear or cnn)")
-
-
-def model_layers(model_config: dict) -> list[dict]:
-    """config.json's `layers`, or, for runs that predate it, the list derived from the other fields."""
-    return model_config.get("layers") or derive_layers(model_config)
+def model_layers(model_config: dict, binary: Path = BINARY) -> list[dict]:
+    """config.json's `layers`, or, for runs that predate it, the list the binary derives from the other
+    fields (asked with `describe_model`; those runs are MLPs when `arch` is missing)."""
+    if model_config.get("layers"):
+        return model_config["layers"]
+    return describe_model(arch=model_config.get("arch", "mlp"), input_shape=model_config["input_shape"],
+                          hidden=model_config.get("hidden"), num_classes=model_config["num_classes"],
+                          dropout=model_config.get("dropout") or 0.0, binary=binary)["layers"]
 
 
 def build_torch_model(model_config: dict):

@@ -243,7 +243,7 @@ def main() -> int:
     other_case("train --precision bf16 (autograd engine)", "train", "--data", str(data), "--precision", "bf16",
                "--out", str(tmp / "bf16"))
     other_case("train --labels 0,1,12 (no image of 12)", "train", "--data", str(data), "--labels", "0,1,12")
-    # The one rule for every file a command writes, and the other cases of issue 19.
+    # The one rule for every file a command writes (src/destination.rs), and the files and runs a user names.
     other_case("evaluate --dump-logits RUN/model.safetensors", "evaluate", "--model", str(run_dir), "--device", "cpu",
                "--dump-logits", str(run_dir / "model.safetensors"), "--overwrite")
     other_case("evaluate --dump-logits over an existing file", "evaluate", "--model", str(run_dir), "--device", "cpu",

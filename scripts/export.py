@@ -157,7 +157,7 @@ def export(run_dir: Path, fmt: str, out: Path, layout: str = "nhw", probabilitie
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {fmt}")
     out = Path(out)
     try:
-        check_destination([out, out.with_name(out.name + ".json")], overwrite)
+        check_destination([out, out.with_name(out.name + ".json")], overwrite, binary=binary)
     except DestinationError as err:
         raise ExportError(str(err)) from None
     config, module = exportable_module(run_dir, probabilities)
@@ -219,7 +219,8 @@ def main(argv=None) -> int:
                         help="input layout: nhw [N, rows, cols] (default), nchw [N, 1, rows, cols], flat [N, rows*cols]")
     parser.add_argument("--probabilities", action="store_true", help="output softmax probabilities, not logits")
     parser.add_argument("--data", type=Path, help="data directory for the check (default: the run's)")
-    parser.add_argument("--binary", type=Path, default=BINARY, help="the mnist-tch binary that dumps the reference logits")
+    parser.add_argument("--binary", type=Path, default=BINARY,
+                        help="the mnist-tch binary: the reference logits and the rule for where --out may be written")
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
         print(f"error: {args.model}: not a mnist-tch run directory (no config.json)", file=sys.stderr)

@@ -9,7 +9,8 @@
 //! - a place that cannot be written is one plain line (permission denied, read-only file system, a
 //!   file where a directory should be), not libtorch's or the image library's text.
 //!
-//! `scripts/common.py` (`check_destination`) applies the same rule to the Python scripts' outputs.
+//! The Python scripts apply the same rule to their outputs by asking the binary
+//! (`mnist-tch describe --check-destination`, through `check_destination` in `scripts/common.py`).
 
 use crate::error_text::io_reason;
 use crate::run_dir::{RUN_FILES, is_run_dir};

@@ -45,6 +45,8 @@
 //! - [`error_text`]: I/O and libtorch errors in plain words, an error chain on one line.
 //! - [`wording`]: counts in plain English (`1 epoch`, `3 epochs`).
 //! - [`destination`]: where a command may write a file the user named (one rule for all).
+//! - [`describe`]: `mnist-tch describe`: the run-directory layout, models and the write rule, as JSON
+//!   for scripts.
 //! - [`device`]: `--device` parsing and CUDA checks.
 //! - [`cuda_library`]: loading libtorch's CUDA backend only where a CUDA driver is.
 //! - [`progress`]: Keras-like console output.
@@ -57,6 +59,7 @@ pub mod class_names;
 pub mod cli;
 pub mod cuda_library;
 pub mod data;
+pub mod describe;
 pub mod destination;
 pub mod device;
 pub mod distributed;

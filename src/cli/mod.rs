@@ -2,6 +2,7 @@
 //! one file per subcommand. Each subcommand file only turns flags into a request for the library and
 //! says how the command ended; `main` maps that to an exit code.
 
+mod describe;
 mod evaluate;
 mod export;
 mod finetune;
@@ -56,6 +57,9 @@ enum Command {
     /// Serve a model over HTTP: a draw-a-digit page, POST /predict for pictures, the Open Inference
     /// Protocol (v2) for tensors, Prometheus metrics.
     Serve(serve::ServeArgs),
+    /// For scripts: the run-directory layout, a run's model or the one train's flags build, as JSON
+    /// (--json); --check-destination applies mnist-tch's rule for the files a command writes.
+    Describe(describe::DescribeArgs),
 }
 
 /// How a command ended when it did not fail.
@@ -107,6 +111,7 @@ pub fn run() -> Result<Finished> {
         Command::Predict(args) => predict::run(args).map(|()| Finished::Done),
         Command::Summary(args) => summary::run(args).map(|()| Finished::Done),
         Command::Serve(args) => serve::run(args, cli.threads).map(|()| Finished::Done),
+        Command::Describe(args) => describe::run(args).map(|()| Finished::Done),
     };
     // A reader that stopped reading (`| head`) ends a reporting command quietly, as a success; a
     // training run it cut short is reported by its exit code.

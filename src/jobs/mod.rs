@@ -9,7 +9,7 @@ mod new_run;
 mod resume;
 
 pub use finetune::{FinetuneRun, plan_finetune};
-pub use new_run::{NewRun, plan_new_run};
+pub use new_run::{NewRun, new_model, plan_new_run};
 pub use resume::{ResumeRun, plan_resume};
 
 use crate::callbacks;

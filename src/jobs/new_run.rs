@@ -24,19 +24,32 @@ pub struct NewRun {
     pub save_initial: bool,
 }
 
+/// The model `train` builds from its flags for images of `input_shape`: `hidden` defaults to the Keras
+/// tutorial's `[128]` for an MLP (none otherwise), `dropout` to the architecture's
+/// ([`Arch::default_dropout`]). `mnist-tch describe --arch ...` prints it for scripts.
+pub fn new_model(
+    arch: Arch,
+    input_shape: [i64; 2],
+    hidden: Option<Vec<i64>>,
+    num_classes: i64,
+    dropout: Option<f64>,
+) -> Result<ModelConfig> {
+    let hidden = match (arch, hidden) {
+        (Arch::Mlp, None) => vec![128],
+        (_, hidden) => hidden.unwrap_or_default(),
+    };
+    ModelConfig::new(arch, input_shape, hidden, num_classes, dropout.unwrap_or(arch.default_dropout()))
+}
+
 /// Loads the data and builds the config of a new run; nothing is written.
 pub fn plan_new_run(request: &NewRun) -> Result<Plan> {
     let data = request.data.load(request.num_classes)?;
-    let hidden = match (request.arch, &request.hidden) {
-        (Arch::Mlp, None) => vec![128],
-        (_, hidden) => hidden.clone().unwrap_or_default(),
-    };
-    let model = ModelConfig::new(
+    let model = new_model(
         request.arch,
         [data.image_rows as i64, data.image_cols as i64],
-        hidden,
+        request.hidden.clone(),
         data.num_classes as i64,
-        request.dropout.unwrap_or(request.arch.default_dropout()),
+        request.dropout,
     )?;
     let config = RunConfig {
         tool: ToolInfo::default(),

@@ -53,6 +53,20 @@ def test_links_and_anchors(tmp_path):
     ]
 
 
+def test_every_page_is_reached_from_the_readme(tmp_path):
+    problems_in(tmp_path, {
+        "README.md": "See [usage](docs/usage.md#usage) and [the web](https://example.com/docs/lost.md).\n",
+        "docs/usage.md": "# Usage\nMore in [notes](notes.md).\n",
+        "docs/notes.md": "Back to [usage](usage.md) and the [README](../README.md).\n",
+        "docs/lost.md": "Links to [usage](usage.md), but nothing links here.\n",
+        "docs/code-only.md": "Named in code only: `[x](docs/code-only.md)`.\n",
+    })
+    pages = sorted((tmp_path / "docs").glob("*.md"))
+    found = [f"{p.file.name}: {p.message}" for p in check_docs.unreachable_pages(tmp_path / "README.md", pages)]
+    assert found == [f"{name}: no link from README.md (or from a page it links to) reaches this page"
+                     for name in ("code-only.md", "lost.md")]
+
+
 def test_flags_of_commands_in_code(tmp_path):
     found = problems_in(tmp_path, {"page.md": """\
         Train with `mnist-tch train --epochs 3 --tensorboard logs` or `mnist-tch train --epoch 3`.

@@ -1,5 +1,7 @@
 """scripts/common.py: the IDX reader and writer, the output parser, and the model builders for every
-architecture — checked against the binary's own layer lists and logits."""
+architecture — checked against the binary's own layer lists and logits; the independent reading of the
+data (selection, validation split) against the counts the binary records; and the binary's answers
+(`mnist-tch describe`) that replace copies of its rules: the run directory's files, the write rule."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from common import (BINARY, build_keras_model, build_torch_model, derive_layers, load_raw, load_torch_model,
-                    parse_test_accuracy, read_idx, select_labels, write_idx)
+from common import (BINARY, DestinationError, build_keras_model, build_torch_model, check_destination, keras_split,
+                    load_raw, load_torch_model, model_layers, parse_test_accuracy, read_idx, run_config, run_files,
+                    select_labels, write_idx)
 from conftest import ARCHS, CLASSES, SIDE, run
 
 TOLERANCE = 1e-5
@@ -60,13 +63,60 @@ def test_test_accuracy_is_the_last_such_line():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_derived_layers_are_the_binarys(arch, data_dir):
-    """The Python derivation (for old runs and overrides) agrees with the layer list mnist-tch writes."""
+def test_layers_of_configs_without_them_are_the_binarys(arch, data_dir):
+    """The layer list of a model given by its fields alone (old runs, overrides), which the binary builds
+    (`describe --arch ...`), is the one mnist-tch writes into config.json."""
     for extra in ([], ["--dropout", "0.25"] if arch != "linear" else [], ["--hidden", "16,8"] if arch == "mlp" else []):
         done = run(BINARY, "train", "--print-config", "--data", data_dir, "--arch", arch, "--num-classes",
                    str(CLASSES), *extra)
         model = json.loads(done.stdout)["model"]
-        assert model["layers"] == derive_layers({k: v for k, v in model.items() if k != "layers"}), extra
+        assert model["layers"] == model_layers({k: v for k, v in model.items() if k != "layers"}), extra
+
+
+@pytest.mark.parametrize("flags", [[], ["--limit", "777"], ["--labels", "2,0"],
+                                   ["--labels", "3,1", "--limit", "333", "--validation-split", "0.3"]])
+def test_the_independent_reading_cuts_the_data_as_the_binary_does(flags, data_dir, tmp_path):
+    """load_raw (with select_labels) and keras_split read the data on their own, for the baselines and the
+    parity checks: they must give the training, validation and test counts the binary records."""
+    classes = [] if "--labels" in flags else ["--num-classes", str(CLASSES)]
+    config = json.loads(run(BINARY, "train", "--print-config", "--data", data_dir, *classes, *flags).stdout)
+    data = config["data"]
+    raw = load_raw(data_dir, data["selection"])
+    n = keras_split(len(raw["train_x"]), config["training"]["validation_split"])
+    counts = (n, len(raw["train_x"]) - n, len(raw["test_x"]))
+    assert counts == (data["train_examples"], data["validation_examples"], data["test_examples"]), flags
+    if "--labels" in flags:
+        # The relabelling too: the binary's per-class test counts are those of the classes in --labels order.
+        run(BINARY, "train", "--data", data_dir, "--out", tmp_path / "run", "--epochs", "1", "--device", "cpu",
+            *flags)
+        examples = [c["examples"] for c in json.loads((tmp_path / "run" / "evaluation.json").read_text())["classes"]]
+        assert examples == np.bincount(raw["test_y"]).tolist(), flags
+        assert run_config(tmp_path / "run")["data"]["selection"] == data["selection"]
+
+
+def test_the_write_rule_is_the_binarys(tmp_path, trained, monkeypatch):
+    """check_destination asks the binary: the same one-line messages as mnist-tch's own commands."""
+    assert "config.json" in run_files() and ".lock" in run_files()
+    own = trained["run_dir"] / "model.safetensors"
+    for overwrite in (False, True):
+        with pytest.raises(DestinationError, match="is a file of the run directory .* which --out never replaces"):
+            check_destination([tmp_path / "x.onnx", own], overwrite)
+    existing = tmp_path / "new" / "dirs" / "x.onnx"
+    check_destination([existing, existing.with_name("x.onnx.json")], False)
+    assert existing.parent.is_dir() and not any(existing.parent.iterdir()), "directories made, nothing written"
+    existing.write_bytes(b"mine")
+    with pytest.raises(DestinationError) as refused:
+        check_destination([existing], False, flag="--dump-logits")
+    message = str(refused.value)
+    assert message == f"{existing}: already exists; choose another --dump-logits or pass --overwrite to replace it"
+    check_destination([existing], True)
+    with pytest.raises(DestinationError, match="is a directory; give --out a file name"):
+        check_destination([tmp_path], True)
+    with pytest.raises(DestinationError, match="is a file, not a directory"):
+        check_destination([existing / "y.onnx"], True)
+    # A name that looks like a flag is a file name all the same.
+    monkeypatch.chdir(tmp_path)
+    check_destination(["--out"], False)
 
 
 def test_old_runs_without_layers_build_an_mlp():
