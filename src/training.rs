@@ -1,9 +1,10 @@
-//! The training loop, generic over the engine's [`TrainStep`]: Keras's `fit` with `validation_split` and
-//! its usual callbacks (learning-rate schedule, early stopping, best checkpoint, TerminateOnNaN).
+//! The training loop over any engine's [`TrainStep`]: Keras's `fit` with `validation_split` and its usual
+//! callbacks (learning-rate schedule, early stopping, best checkpoint, TerminateOnNaN).
 //!
-//! Three phases per epoch, each a function: [`train_epoch`] walks the shuffled mini-batches and keeps
-//! the per-step losses and predictions on the device; [`validate`] scores the held-out part; the end of
-//! the epoch feeds the callbacks and hands everything to the [`Observer`], which saves the checkpoint.
+//! [`train`] reads like pytorch/examples' `train()`: the epoch loop, with three phases per epoch, each a
+//! function beside it: `train_epoch` walks the shuffled mini-batches and keeps the per-step losses and
+//! predictions on the device; `validate` scores the held-out part; `Callbacks` takes the epoch's
+//! metrics, and the [`Observer`] gets everything (it saves the checkpoint, or only listens for Ctrl-C).
 //!
 //! Under torchrun each process walks its [`distributed::shard`] of the epoch's order; the epoch's training
 //! loss and accuracy are summed over the processes, and every process validates on the whole held-out
@@ -109,16 +110,7 @@ pub fn train(
         let metrics =
             EpochMetrics { epoch, steps: buffers.steps, loss, accuracy, val_loss, val_accuracy, lr: rate, seconds };
         let verdict = callbacks.observe(&metrics, &model.vs);
-        let optimizer_state = step.optimizer_state()?;
-        let callbacks_state = callbacks.state();
-        let vs = &model.vs;
-        observer.end_epoch(EpochEnd {
-            metrics: &metrics,
-            vs,
-            optimizer_state,
-            callbacks: callbacks_state,
-            improved: verdict.improved,
-        })?;
+        observer.end_epoch(callbacks.epoch_end(&metrics, &model.vs, step.optimizer_state()?, verdict))?;
         report.record(metrics, callbacks.best.best_epoch());
         if verdict.stop {
             report.outcome = Outcome::EarlyStopped;
@@ -175,9 +167,16 @@ impl Callbacks {
         verdict
     }
 
-    /// Their progress, saved with the epoch.
-    fn state(&self) -> CallbackState {
-        CallbackState { plateau: self.lr.progress(), best: self.best.progress() }
+    /// The finished epoch as the observer receives it, with the callbacks' progress to save.
+    fn epoch_end<'a>(
+        &self,
+        metrics: &'a EpochMetrics,
+        vs: &'a nn::VarStore,
+        optimizer_state: Weights,
+        verdict: Verdict,
+    ) -> EpochEnd<'a> {
+        let callbacks = CallbackState { plateau: self.lr.progress(), best: self.best.progress() };
+        EpochEnd { metrics, vs, optimizer_state, callbacks, improved: verdict.improved }
     }
 
     /// Keras's restore_best_weights: with early stopping the model ends with the best epoch's weights.
