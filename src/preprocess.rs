@@ -200,10 +200,25 @@ pub fn fit_into_frame(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert:
         } else {
             imageops::resize(&ink, cols, rows, imageops::FilterType::Triangle)
         };
-        let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-        return Ok(ModelInput { pixels, image: frame, inverted, fit, warning: None });
+        return Ok(ModelInput { pixels: unit_pixels(&frame), image: frame, inverted, fit, warning: None });
     }
-    // The content: pixels clearly above the background (which is now dark).
+    let content = crop_to_content(ink)?;
+    let (cw, ch) = content.dimensions();
+    let scaled = scale_into_box(&content, rows, cols, fit);
+    let warning = too_small(w, h, cw, ch);
+    let frame = place_in_frame(&scaled, rows, cols, fit);
+    Ok(ModelInput { pixels: unit_pixels(&frame), image: frame, inverted, fit, warning })
+}
+
+/// The pixels as the network's input: row-major, in [0, 1].
+fn unit_pixels(frame: &GrayImage) -> Vec<f32> {
+    frame.pixels().map(|p| p[0] as f32 / 255.0).collect()
+}
+
+/// The content of `ink` (light on dark): the bounding box of the pixels clearly above the background,
+/// with the background taken down to black, so the scaled content sits on the zero background the
+/// network knows.
+fn crop_to_content(mut ink: GrayImage) -> Result<GrayImage> {
     let background = border_mean(&ink);
     let threshold = (background + 30.0).min(250.0) as u8;
     let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
@@ -218,12 +233,16 @@ pub fn fit_into_frame(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert:
     if x0 > x1 {
         bail!("the image is blank: no content stands out from its background");
     }
-    // Background to black, so the scaled content sits on the zero background the network knows.
     let floor = background.round() as u8;
     for p in ink.pixels_mut() {
         p[0] = p[0].saturating_sub(floor);
     }
-    let content = imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+    Ok(imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image())
+}
+
+/// `content` scaled, aspect kept, so its longer side fills the box of `fit`: the whole frame
+/// (fashion) or 20/28 of it (digits); its ink at full brightness.
+fn scale_into_box(content: &GrayImage, rows: u32, cols: u32, fit: Fit) -> GrayImage {
     let (cw, ch) = content.dimensions();
     let box_size = match fit {
         Fit::Fashion => rows.min(cols),
@@ -231,24 +250,26 @@ pub fn fit_into_frame(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert:
     };
     let scale = box_size as f64 / cw.max(ch) as f64;
     let (sw, sh) = (((cw as f64 * scale).round() as u32).max(1), ((ch as f64 * scale).round() as u32).max(1));
-    let mut scaled = imageops::resize(&content, sw, sh, imageops::FilterType::Triangle);
+    let mut scaled = imageops::resize(content, sw, sh, imageops::FilterType::Triangle);
     // A thin pen on a large canvas comes out faint once scaled down (a 3 px stroke on 1000 px is a tenth
     // of a pixel in the 20-pixel box): the ink is stretched back to full brightness, as MNIST's strokes are.
     stretch_contrast(&mut scaled);
-    let warning = too_small(w, h, cw, ch);
+    scaled
+}
 
-    // Where the scaled content goes: centre of mass (digits) or bounding-box centre (fashion) at the
-    // frame's centre.
+/// A black `rows × cols` frame with `scaled` in it: its centre of mass (digits) or bounding-box centre
+/// (fashion) at the frame's centre.
+fn place_in_frame(scaled: &GrayImage, rows: u32, cols: u32, fit: Fit) -> GrayImage {
+    let (sw, sh) = scaled.dimensions();
     let (cx, cy) = match fit {
         Fit::Fashion => (sw as f64 / 2.0, sh as f64 / 2.0),
-        _ => centre_of_mass(&scaled).unwrap_or((sw as f64 / 2.0, sh as f64 / 2.0)),
+        _ => centre_of_mass(scaled).unwrap_or((sw as f64 / 2.0, sh as f64 / 2.0)),
     };
     let offset_x = (cols as f64 / 2.0 - cx).round() as i64;
     let offset_y = (rows as f64 / 2.0 - cy).round() as i64;
     let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
-    imageops::overlay(&mut frame, &scaled, offset_x, offset_y);
-    let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-    Ok(ModelInput { pixels, image: frame, inverted, fit, warning })
+    imageops::overlay(&mut frame, scaled, offset_x, offset_y);
+    frame
 }
 
 /// Scales the pixels so the brightest is 255 (nothing to do for a black image).
