@@ -47,6 +47,7 @@
 //! - [`progress`]: Keras-like console output.
 //! - [`output`]: standard output that a reader may close early.
 //! - [`signals`]: Ctrl-C and SIGTERM.
+//! - [`spelling`]: how flags that take a keyword or a list of names read and print their value.
 //! - [`cli`]: the command line, one file per subcommand.
 
 pub mod callbacks;
@@ -81,6 +82,7 @@ pub mod run_dir;
 pub mod run_replace;
 pub mod serve;
 pub mod signals;
+pub mod spelling;
 pub mod tensorboard;
 pub mod training;
 

@@ -334,14 +334,18 @@ pub fn centre_of_mass(image: &GrayImage) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Range;
+
+    /// A `width × height` picture of `background` with the rectangle `xs × ys` in `ink`.
+    fn rectangle(width: u32, height: u32, xs: Range<u32>, ys: Range<u32>, ink: u8, background: u8) -> GrayImage {
+        GrayImage::from_fn(width, height, |x, y| {
+            Luma([if xs.contains(&x) && ys.contains(&y) { ink } else { background }])
+        })
+    }
 
     /// A dark 6×10 bar on white, off-centre in a 100×80 picture.
     fn dark_bar_on_white() -> GrayImage {
-        GrayImage::from_fn(
-            100,
-            80,
-            |x, y| if (70..76).contains(&x) && (5..15).contains(&y) { Luma([0]) } else { Luma([255]) },
-        )
+        rectangle(100, 80, 70..76, 5..15, 0, 255)
     }
 
     #[test]
@@ -370,11 +374,7 @@ mod tests {
 
     /// A 28×28 picture in MNIST's layout: black, a stroke inside the central 20×20 box, centred.
     fn mnist_like() -> GrayImage {
-        GrayImage::from_fn(
-            28,
-            28,
-            |x, y| if (12..16).contains(&x) && (6..22).contains(&y) { Luma([250]) } else { Luma([0]) },
-        )
+        rectangle(28, 28, 12..16, 6..22, 250, 0)
     }
 
     #[test]
@@ -390,11 +390,10 @@ mod tests {
         let refitted = fit_into_frame(&picture, 28, 28, Fit::Digits, Invert::Auto).unwrap();
         assert_ne!(refitted.image, picture);
         // Off-centre or touching the border: not the layout, so auto fits it.
-        let shifted = GrayImage::from_fn(28, 28, |x, y| if x < 4 && y < 10 { Luma([250]) } else { Luma([0]) });
+        let shifted = rectangle(28, 28, 0..4, 0..10, 250, 0);
         assert_eq!(fit_into_frame(&shifted, 28, 28, Fit::Auto, Invert::Auto).unwrap().fit, Fit::Digits);
         // For Fashion-MNIST, whose items touch the frame, a dark background on average is the layout.
-        let item =
-            GrayImage::from_fn(28, 28, |x, y| if (6..22).contains(&x) && y > 2 { Luma([200]) } else { Luma([0]) });
+        let item = rectangle(28, 28, 6..22, 3..28, 200, 0);
         assert_eq!(resolve_fit(Fit::Auto, &item, Invert::Auto, 28, 28, Fit::Fashion), Fit::AsIs);
         assert_eq!(resolve_fit(Fit::Auto, &item, Invert::Auto, 28, 28, Fit::Digits), Fit::Digits);
         // Another size: not the layout either.
@@ -440,15 +439,11 @@ mod tests {
     #[test]
     fn a_faint_thin_stroke_is_stretched_and_a_dot_is_warned_about() {
         // A 3-pixel pen on a 1000-pixel canvas, 700 pixels tall.
-        let thin = GrayImage::from_fn(1000, 1000, |x, y| {
-            Luma([if (500..503).contains(&x) && (150..850).contains(&y) { 0 } else { 255 }])
-        });
+        let thin = rectangle(1000, 1000, 500..503, 150..850, 0, 255);
         let input = fit_into_frame(&thin, 28, 28, Fit::Digits, Invert::Auto).unwrap();
         assert_eq!(input.image.pixels().map(|p| p[0]).max(), Some(255), "stretched to full brightness");
         assert!(input.warning.is_none());
-        let dot = GrayImage::from_fn(1000, 1000, |x, y| {
-            Luma([if (500..510).contains(&x) && (500..510).contains(&y) { 0 } else { 255 }])
-        });
+        let dot = rectangle(1000, 1000, 500..510, 500..510, 0, 255);
         let warning = fit_into_frame(&dot, 28, 28, Fit::Digits, Invert::Auto).unwrap().warning.unwrap();
         assert!(warning.contains("10x10 pixels of a 1000x1000 picture"), "{warning}");
     }
