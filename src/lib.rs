@@ -47,7 +47,8 @@
 //! - [`progress`]: Keras-like console output.
 //! - [`output`]: standard output that a reader may close early.
 //! - [`signals`]: Ctrl-C and SIGTERM.
-//! - [`spelling`]: how flags that take a keyword or a list of names read and print their value.
+//! - [`spelling`]: how the library's choices are spelled (`--arch mlp`, `--class-names a,b`), read and
+//!   printed without clap.
 //! - [`cli`]: the command line, one file per subcommand.
 
 pub mod callbacks;

@@ -22,7 +22,7 @@ use tch::nn;
 pub const MAX_PARAMETERS: i64 = 1_000_000_000;
 
 /// The architectures `--arch` offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// Flatten → Dense(hidden, relu)... → Dense(classes): the Keras tutorial's model (--hidden 128).
@@ -34,6 +34,8 @@ pub enum Arch {
     /// MaxPool(2) → Flatten → Dropout(0.5) → Dense(classes).
     Cnn,
 }
+
+crate::spelling::named_values!(Arch, "architecture", { Mlp => "mlp", Linear => "linear", Cnn => "cnn" });
 
 impl Arch {
     pub fn name(self) -> &'static str {

@@ -16,7 +16,7 @@ use image::{GrayImage, Luma, imageops};
 use std::path::Path;
 
 /// How content is fitted into the frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fit {
     /// As it is when the picture already has the data set's layout (the model's size on a dark
     /// background; for digits a wholly dark border and the content centred); otherwise fashion for a
@@ -28,9 +28,10 @@ pub enum Fit {
     /// Crop to the content, scale its longer side to the frame, centre it (as Fashion-MNIST was made).
     Fashion,
     /// The pixels as they are: only grayscale, --invert and a resize when the size differs.
-    #[value(name = "none")]
     AsIs,
 }
+
+crate::spelling::named_values!(Fit, "fit", { Auto => "auto", Digits => "digits", Fashion => "fashion", AsIs => "none" });
 
 impl Fit {
     /// The name `--fit` takes.
@@ -45,7 +46,7 @@ impl Fit {
 }
 
 /// Whether to turn dark-on-light pictures into light-on-dark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invert {
     /// Invert when the picture's border is mostly light (a dark drawing on paper).
     Auto,
@@ -54,6 +55,8 @@ pub enum Invert {
     /// Never invert: the picture is already light on dark, as MNIST.
     No,
 }
+
+crate::spelling::named_values!(Invert, "inversion", { Auto => "auto", Yes => "yes", No => "no" });
 
 /// The network's input for one picture and what was done to get it.
 pub struct ModelInput {

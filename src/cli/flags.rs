@@ -99,7 +99,7 @@ pub struct FitFlags {
 
     /// Metric for early stopping, --save-best and the plateau schedule (Keras's spellings val_loss and
     /// val_accuracy work too).
-    #[arg(long, value_enum, default_value_t = Monitor::ValLoss)]
+    #[arg(long, value_parser = super::choices::monitor(), default_value_t = Monitor::ValLoss)]
     pub monitor: Monitor,
 
     #[command(flatten)]
@@ -108,13 +108,13 @@ pub struct FitFlags {
     /// Arithmetic of training's forward and backward passes: f32, or bf16 (bfloat16 matrix products,
     /// float32 master weights, loss and Adam — mixed precision; fastest on GPUs and CPUs with bf16 units).
     /// Default: f32 for a new run, the parent's precision when fine-tuning.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choices::precision())]
     pub precision: Option<Precision>,
 
     /// Which code computes a training step: autograd (libtorch's autograd and tch's nn::Adam, any
     /// architecture) or fused (hand-written MLP backward pass and flat Adam, MLP and linear only).
     /// Default: autograd for a new run, the run's own engine when continuing or fine-tuning one.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choices::engine())]
     pub engine: Option<Engine>,
 
     /// Walk the training part in file order every epoch instead of reshuffling it (Keras's

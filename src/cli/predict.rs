@@ -40,11 +40,11 @@ pub struct PredictArgs {
     pub top_k: u64,
 
     /// Whether to invert pictures to light ink on dark, as the data sets are.
-    #[arg(long, value_enum, default_value_t = Invert::Auto)]
+    #[arg(long, value_parser = super::choices::invert(), default_value_t = Invert::Auto)]
     pub invert: Invert,
 
     /// How a picture's content is fitted into the model's frame.
-    #[arg(long, value_enum, default_value_t = Fit::Auto)]
+    #[arg(long, value_parser = super::choices::fit(), default_value_t = Fit::Auto)]
     pub fit: Fit,
 
     /// Save what the network saw (the preprocessed image) as a PNG; with several pictures, FILE-1.png,

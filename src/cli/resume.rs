@@ -25,7 +25,7 @@ pub struct ResumeArgs {
     pub epochs: Option<u64>,
 
     /// Which code computes a training step from now on: autograd or fused [default: the run's own].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choices::engine())]
     pub engine: Option<Engine>,
 
     #[command(flatten)]

@@ -20,7 +20,7 @@ pub struct TrainArgs {
 
     /// The network: mlp (the Keras tutorial's Flatten → Dense(128, relu) → Dense(10)), linear (softmax
     /// regression) or cnn (Keras's Simple MNIST convnet: two 3x3 conv + max-pool blocks, dropout, dense).
-    #[arg(long, value_enum, default_value_t = Arch::Mlp)]
+    #[arg(long, value_parser = super::choices::arch(), default_value_t = Arch::Mlp)]
     pub arch: Arch,
 
     /// Hidden layer widths of --arch mlp, comma-separated: 128 (the default) is the tutorial's

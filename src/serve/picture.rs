@@ -14,9 +14,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use clap::ValueEnum;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::str::FromStr;
 use tch::Tensor;
 
 /// The query string of `/predict`.
@@ -38,8 +38,8 @@ pub async fn predict(
     if body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty: send a PNG, JPEG or PNM picture"));
     }
-    let fit = choice(query.fit.as_deref(), "fit", Fit::Auto)?;
-    let invert = choice(query.invert.as_deref(), "invert", Invert::Auto)?;
+    let fit = choice(query.fit.as_deref(), "fit", &Fit::NAMES, Fit::Auto)?;
+    let invert = choice(query.invert.as_deref(), "invert", &Invert::NAMES, Invert::Auto)?;
     let top = query.top.unwrap_or(3);
     if top == 0 {
         return Err(ApiError::bad_request("top must be at least 1"));
@@ -81,17 +81,13 @@ pub async fn predict(
     Ok(Json(answer_json))
 }
 
-/// A query value naming one of a flag's choices, as the command line spells them.
-fn choice<T: ValueEnum>(value: Option<&str>, name: &str, default: T) -> Result<T, ApiError> {
+/// A query value naming one of a flag's choices (`names`), as the command line spells them, in any case.
+fn choice<T: FromStr>(value: Option<&str>, name: &str, names: &[&str], default: T) -> Result<T, ApiError> {
     let Some(value) = value else { return Ok(default) };
-    T::from_str(value, true).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value())
-            .map(|v| v.get_name().to_string())
-            .collect();
-        ApiError::bad_request(format!("{name}={value} is not one of: {}", names.join(", ")))
-    })
+    value
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{name}={value} is not one of: {}", names.join(", "))))
 }
 
 /// The picture in `bytes` as the network's input, the way `predict` turns a file into one.
