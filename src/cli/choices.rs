@@ -6,7 +6,7 @@
 use crate::callbacks::Monitor;
 use crate::engine::{Engine, Precision};
 use crate::model::Arch;
-use crate::preprocess::{Fit, Invert};
+use crate::preprocess::{Framing, Invert};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use std::ffi::OsStr;
@@ -95,9 +95,9 @@ pub fn monitor() -> Named<Monitor> {
 }
 
 /// `--fit`.
-pub fn fit() -> Named<Fit> {
+pub fn fit() -> Named<Framing> {
     Named::described(
-        Fit::NAMES,
+        Framing::NAMES,
         [
             "As it is when the picture already has the data set's layout (the model's size on a dark background; \
              for digits a wholly dark border and the content centred); otherwise fashion for a Fashion-MNIST \
@@ -144,7 +144,7 @@ mod tests {
         offers_every_name(engine(), Engine::NAMES);
         offers_every_name(precision(), Precision::NAMES);
         offers_every_name(monitor(), Monitor::NAMES);
-        offers_every_name(fit(), Fit::NAMES);
+        offers_every_name(fit(), Framing::NAMES);
         offers_every_name(invert(), Invert::NAMES);
     }
 

@@ -71,9 +71,9 @@ impl DataFlags {
     }
 }
 
-/// How to train.
+/// How to train: the training settings of a new or a fine-tuned run.
 #[derive(Debug, Args)]
-pub struct FitFlags {
+pub struct TrainingFlags {
     /// Passes over the training set [default: 10].
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub epochs: Option<u64>,
@@ -127,7 +127,7 @@ pub struct FitFlags {
     pub save_initial: bool,
 }
 
-impl FitFlags {
+impl TrainingFlags {
     /// The training config for these flags, with `learning_rate` and `validation_split` from the
     /// command (the device is filled in by the job).
     pub fn train_config(&self, learning_rate: f64, validation_split: f64) -> TrainConfig {
@@ -198,9 +198,9 @@ impl OutputFlags {
     }
 }
 
-/// Where a training session runs and what it shows: every training command, `resume` included.
+/// Where a training job runs and what it shows: every training command, `resume` included.
 #[derive(Debug, Args)]
-pub struct SessionFlags {
+pub struct JobFlags {
     /// auto (CUDA when libtorch sees a GPU, else CPU), cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
     pub device: DeviceSpec,
@@ -221,7 +221,7 @@ pub struct SessionFlags {
     pub tensorboard: Option<PathBuf>,
 }
 
-impl SessionFlags {
+impl JobFlags {
     /// The output of this process's training job; under torchrun it joins the other processes first
     /// (only rank 0 then prints and writes).
     pub fn job_output(&self) -> anyhow::Result<JobOutput> {
