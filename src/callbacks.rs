@@ -9,15 +9,19 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The metric that decides "better": early stopping, the best checkpoint and the plateau schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Monitor {
     #[default]
-    #[value(alias = "val_loss")]
     ValLoss,
-    #[value(alias = "val_accuracy")]
     ValAccuracy,
 }
+
+// Read under Keras's spellings too (`val_loss`, as [`Monitor::name`] gives them).
+crate::spelling::named_values!(Monitor, "monitored metric", {
+    ValLoss => "val-loss" | "val_loss",
+    ValAccuracy => "val-accuracy" | "val_accuracy",
+});
 
 impl Monitor {
     /// Whether `value` beats `best` by more than `min_delta` (lower loss, higher accuracy).

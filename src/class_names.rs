@@ -3,9 +3,7 @@
 //! parsed once by clap into [`ClassNames`] and turned into names only when the data is known.
 
 use anyhow::{Result, ensure};
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 /// Class names of Fashion-MNIST, in label order.
 pub const FASHION_CLASSES: [&str; 10] =
@@ -57,32 +55,9 @@ fn looks_fashion(path: &Path) -> bool {
         .contains("fashion")
 }
 
-/// `auto`, `digits` or `fashion`, else a comma-separated list whose names are trimmed. Every text is a
-/// valid spec: whether a list fits is known only with the data ([`ClassNames::names`]).
-impl FromStr for ClassNames {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "auto" => ClassNames::Auto,
-            "digits" => ClassNames::Digits,
-            "fashion" => ClassNames::Fashion,
-            list => ClassNames::Listed(list.split(',').map(|name| name.trim().to_string()).collect()),
-        })
-    }
-}
-
-/// The command-line spelling (a list joined by commas).
-impl fmt::Display for ClassNames {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClassNames::Auto => write!(f, "auto"),
-            ClassNames::Digits => write!(f, "digits"),
-            ClassNames::Fashion => write!(f, "fashion"),
-            ClassNames::Listed(names) => write!(f, "{}", names.join(",")),
-        }
-    }
-}
+// `auto`, `digits` or `fashion`, else a comma-separated list whose names are trimmed. Every text is a
+// valid spec: whether a list fits is known only with the data ([`ClassNames::names`]).
+crate::spelling::keyword_or_list!(ClassNames { "auto" => Auto, "digits" => Digits, "fashion" => Fashion } else Listed);
 
 #[cfg(test)]
 mod tests {

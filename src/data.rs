@@ -284,69 +284,83 @@ fn check_part(part: &Part, bound: LabelBound) -> Result<()> {
 /// Reads the `splits` of the data set at `path` (IDX directory or `.npz`) and checks them: each part
 /// on its own ([`check_part`]), then that all parts hold images of one size.
 fn read_splits(path: &Path, splits: &[Split], bound: LabelBound) -> Result<Vec<Part>> {
-    let check_sizes = |parts: &[Part]| -> Result<()> {
-        for pair in parts.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            ensure!(
-                (a.rows, a.cols) == (b.rows, b.cols),
-                "{} holds {}x{} images but {} holds {}x{}",
-                a.images_origin,
-                a.rows,
-                a.cols,
-                b.images_origin,
-                b.rows,
-                b.cols
-            );
-        }
-        Ok(())
-    };
     match locate_source(path)? {
         Source::IdxDir(dir) => {
-            // Every file located before any is read: a missing one is reported at once.
-            let files = splits
-                .iter()
-                .map(|split| {
-                    let (images, labels) = split.idx_files();
-                    Ok((locate_idx(&dir, images)?, locate_idx(&dir, labels)?))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let mut parts = Vec::with_capacity(files.len());
-            for (images_path, labels_path) in files {
-                let (header, images) = idx::read_images(&images_path)?;
-                let (_, label_bytes) = idx::read_file(&labels_path, IdxKind::Labels)?;
-                let part = Part {
-                    examples: Examples { images, labels: Tensor::from_slice(&label_bytes).to_kind(Kind::Int64) },
-                    rows: header.rows,
-                    cols: header.cols,
-                    images_origin: images_path.display().to_string(),
-                    labels_origin: labels_path.display().to_string(),
-                };
-                check_part(&part, bound)?;
-                parts.push(part);
-            }
+            let parts = read_idx_parts(&dir, splits, bound)?;
             check_sizes(&parts)?;
             Ok(parts)
         }
         Source::Npz(file) => {
-            let keys: Vec<(&str, &str)> = splits.iter().map(|split| split.npz_keys()).collect();
-            let arrays = npz::read_parts(&file, &keys)?;
-            let parts = arrays
-                .into_iter()
-                .zip(keys)
-                .map(|(array, (images_key, labels_key))| Part {
-                    examples: Examples { images: array.images, labels: array.labels },
-                    rows: array.rows,
-                    cols: array.cols,
-                    images_origin: images_key.to_string(),
-                    labels_origin: labels_key.to_string(),
-                })
-                .collect::<Vec<_>>();
+            let parts = read_npz_parts(&file, splits)?;
             // The arrays are named by key; the file once, in front.
             parts.iter().try_for_each(|part| check_part(part, bound)).with_context(|| file.display().to_string())?;
             check_sizes(&parts).with_context(|| file.display().to_string())?;
             Ok(parts)
         }
     }
+}
+
+/// The `splits` of the IDX files in `dir`, each part checked as it is read.
+fn read_idx_parts(dir: &Path, splits: &[Split], bound: LabelBound) -> Result<Vec<Part>> {
+    // Every file located before any is read: a missing one is reported at once.
+    let files = splits
+        .iter()
+        .map(|split| {
+            let (images, labels) = split.idx_files();
+            Ok((locate_idx(dir, images)?, locate_idx(dir, labels)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut parts = Vec::with_capacity(files.len());
+    for (images_path, labels_path) in files {
+        let (header, images) = idx::read_images(&images_path)?;
+        let (_, label_bytes) = idx::read_file(&labels_path, IdxKind::Labels)?;
+        let part = Part {
+            examples: Examples { images, labels: Tensor::from_slice(&label_bytes).to_kind(Kind::Int64) },
+            rows: header.rows,
+            cols: header.cols,
+            images_origin: images_path.display().to_string(),
+            labels_origin: labels_path.display().to_string(),
+        };
+        check_part(&part, bound)?;
+        parts.push(part);
+    }
+    Ok(parts)
+}
+
+/// The `splits` of the `.npz` archive `file`, not yet checked.
+fn read_npz_parts(file: &Path, splits: &[Split]) -> Result<Vec<Part>> {
+    let keys: Vec<(&str, &str)> = splits.iter().map(|split| split.npz_keys()).collect();
+    let arrays = npz::read_parts(file, &keys)?;
+    let parts = arrays
+        .into_iter()
+        .zip(keys)
+        .map(|(array, (images_key, labels_key))| Part {
+            examples: Examples { images: array.images, labels: array.labels },
+            rows: array.rows,
+            cols: array.cols,
+            images_origin: images_key.to_string(),
+            labels_origin: labels_key.to_string(),
+        })
+        .collect();
+    Ok(parts)
+}
+
+/// Checks that all `parts` hold images of one size.
+fn check_sizes(parts: &[Part]) -> Result<()> {
+    for pair in parts.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        ensure!(
+            (a.rows, a.cols) == (b.rows, b.cols),
+            "{} holds {}x{} images but {} holds {}x{}",
+            a.images_origin,
+            a.rows,
+            a.cols,
+            b.images_origin,
+            b.rows,
+            b.cols
+        );
+    }
+    Ok(())
 }
 
 /// A whole data set: the training part and the test part, images of one size.
@@ -443,52 +457,9 @@ pub fn load_training_data(
             let data = load(path, LabelBound::Classes(num_classes))?;
             (data, num_classes, class_names.names(path, num_classes)?)
         }
-        Some(labels) => {
-            ensure!(labels.len() >= 2, "--labels needs at least 2 classes, got {labels:?}");
-            let mut sorted = labels.clone();
-            sorted.sort_unstable();
-            sorted.dedup();
-            ensure!(sorted.len() == labels.len(), "--labels {labels:?} names a class twice");
-            // Labels outside the selection are dropped, so any byte value is acceptable here.
-            let data = load(path, LabelBound::AnyByte)?;
-            let all_names = match class_names {
-                ClassNames::Listed(_) => class_names.names(path, labels.len())?,
-                _ => {
-                    let source = (*sorted.last().unwrap_or(&0) as usize + 1).max(10);
-                    let names = class_names.names(path, source).or_else(|_| ClassNames::Digits.names(path, source))?;
-                    labels.iter().map(|&l| names[l as usize].clone()).collect()
-                }
-            };
-            let keep = |examples: &Examples, what: &str| -> Result<Examples> {
-                let kept = select_labels(examples, labels)?;
-                ensure!(!kept.is_empty(), "{}: no {what} images with labels {labels:?}", path.display());
-                Ok(kept)
-            };
-            let train = keep(&data.train, "training")?;
-            // A class without a single training image would be an output unit nothing ever trains.
-            let counts = Vec::<i64>::try_from(&train.labels.f_bincount::<Tensor>(None, labels.len() as i64)?)?;
-            if let Some(empty) = counts.iter().position(|&count| count == 0) {
-                bail!(
-                    "--labels {}: label {} has no training images in {}",
-                    labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","),
-                    labels[empty],
-                    path.display()
-                );
-            }
-            let test = keep(&data.test, "test")?;
-            (DataSet { train, test, ..data }, labels.len(), all_names)
-        }
+        Some(labels) => load_selected_labels(path, labels, class_names)?,
     };
-    let mut train_all = data.train;
-    if let Some(limit) = selection.limit {
-        ensure!(limit > 0, "--limit must be at least 1");
-        ensure!(
-            limit as i64 <= train_all.len(),
-            "--limit {limit} is more than the {} training images available",
-            train_all.len()
-        );
-        train_all = train_all.slice(0, limit as i64);
-    }
+    let train_all = first_images(data.train, selection.limit)?;
     let (train_len, valid_len) = validation_split(train_all.len() as usize, validation_split_fraction)?;
     Ok(TrainingData {
         train: train_all.slice(0, train_len as i64),
@@ -499,6 +470,57 @@ pub fn load_training_data(
         num_classes,
         class_names: names,
     })
+}
+
+/// The data set at `path` cut to the classes `labels` (`--labels`), relabelled 0..k in that order,
+/// with the number of classes and their names.
+fn load_selected_labels(path: &Path, labels: &[u8], class_names: &ClassNames) -> Result<(DataSet, usize, Vec<String>)> {
+    ensure!(labels.len() >= 2, "--labels needs at least 2 classes, got {labels:?}");
+    let mut sorted = labels.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    ensure!(sorted.len() == labels.len(), "--labels {labels:?} names a class twice");
+    // Labels outside the selection are dropped, so any byte value is acceptable here.
+    let data = load(path, LabelBound::AnyByte)?;
+    let names = match class_names {
+        ClassNames::Listed(_) => class_names.names(path, labels.len())?,
+        _ => {
+            let source = (*sorted.last().unwrap_or(&0) as usize + 1).max(10);
+            let names = class_names.names(path, source).or_else(|_| ClassNames::Digits.names(path, source))?;
+            labels.iter().map(|&l| names[l as usize].clone()).collect()
+        }
+    };
+    let keep = |examples: &Examples, what: &str| -> Result<Examples> {
+        let kept = select_labels(examples, labels)?;
+        ensure!(!kept.is_empty(), "{}: no {what} images with labels {labels:?}", path.display());
+        Ok(kept)
+    };
+    let train = keep(&data.train, "training")?;
+    check_every_class_trains(&train, labels, path)?;
+    let test = keep(&data.test, "test")?;
+    Ok((DataSet { train, test, ..data }, labels.len(), names))
+}
+
+/// A class without a single training image would be an output unit nothing ever trains.
+fn check_every_class_trains(train: &Examples, labels: &[u8], path: &Path) -> Result<()> {
+    let counts = Vec::<i64>::try_from(&train.labels.f_bincount::<Tensor>(None, labels.len() as i64)?)?;
+    if let Some(empty) = counts.iter().position(|&count| count == 0) {
+        bail!(
+            "--labels {}: label {} has no training images in {}",
+            labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","),
+            labels[empty],
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The first `limit` training images (`--limit`), or all of them without one.
+fn first_images(train: Examples, limit: Option<usize>) -> Result<Examples> {
+    let Some(limit) = limit else { return Ok(train) };
+    ensure!(limit > 0, "--limit must be at least 1");
+    ensure!(limit as i64 <= train.len(), "--limit {limit} is more than the {} training images available", train.len());
+    Ok(train.slice(0, limit as i64))
 }
 
 /// The examples whose label is in `labels`, in their original order, relabelled to the label's

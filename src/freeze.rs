@@ -4,8 +4,6 @@
 
 use crate::model::ModelConfig;
 use anyhow::{Result, bail};
-use std::fmt;
-use std::str::FromStr;
 
 /// What `--freeze` keeps fixed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -59,30 +57,9 @@ impl Freeze {
     }
 }
 
-/// `none`, `hidden`, or a comma-separated list of layer and tensor names (trimmed). Every text is a
-/// valid spec: whether the model has those names is known only once it is built ([`Freeze::tensors`]).
-impl FromStr for Freeze {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "none" => Freeze::Nothing,
-            "hidden" => Freeze::Hidden,
-            list => Freeze::Named(list.split(',').map(|name| name.trim().to_string()).collect()),
-        })
-    }
-}
-
-/// The command-line spelling (a list joined by commas).
-impl fmt::Display for Freeze {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Freeze::Nothing => write!(f, "none"),
-            Freeze::Hidden => write!(f, "hidden"),
-            Freeze::Named(names) => write!(f, "{}", names.join(",")),
-        }
-    }
-}
+// `none`, `hidden`, or a comma-separated list of layer and tensor names (trimmed). Every text is a
+// valid spec: whether the model has those names is known only once it is built ([`Freeze::tensors`]).
+crate::spelling::keyword_or_list!(Freeze { "none" => Nothing, "hidden" => Hidden } else Named);
 
 #[cfg(test)]
 mod tests {

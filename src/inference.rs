@@ -3,7 +3,7 @@
 //! type that answers class probabilities.
 
 use crate::error_text::torch_error;
-use crate::preprocess::Fit;
+use crate::preprocess::Framing;
 use crate::run_dir;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -204,11 +204,11 @@ pub fn top_k(probabilities: &Tensor, k: u64) -> Result<Vec<Vec<(i64, f32)>>> {
 }
 
 /// One picture's answer as `predict --json` prints it and `serve`'s `/predict` starts from.
-/// `inverted`, `fit` and `warning` say how the picture was prepared.
+/// `inverted`, `framing` and `warning` say how the picture was prepared.
 pub fn prediction_json(
     input: &str,
     inverted: bool,
-    fit: Fit,
+    framing: Framing,
     warning: Option<&str>,
     best: &[(i64, f32)],
     class_names: &[String],
@@ -217,7 +217,8 @@ pub fn prediction_json(
         .iter()
         .map(|&(label, p)| json!({"label": label, "name": class_names[label as usize], "probability": p}))
         .collect();
-    let mut answer = json!({"input": input, "inverted": inverted, "fit": fit.name(), "predictions": predictions});
+    let mut answer =
+        json!({"input": input, "inverted": inverted, "fit": framing.to_string(), "predictions": predictions});
     if let Some(warning) = warning {
         answer["warning"] = json!(warning);
     }

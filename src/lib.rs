@@ -52,6 +52,8 @@
 //! - [`progress`]: Keras-like console output.
 //! - [`output`]: standard output that a reader may close early.
 //! - [`signals`]: Ctrl-C and SIGTERM.
+//! - [`spelling`]: how the library's choices are spelled (`--arch mlp`, `--class-names a,b`), read and
+//!   printed without clap.
 //! - [`cli`]: the command line, one file per subcommand.
 
 pub mod callbacks;
@@ -84,6 +86,7 @@ pub mod progress;
 pub mod run_dir;
 pub mod serve;
 pub mod signals;
+pub mod spelling;
 pub mod tensorboard;
 pub mod training;
 pub mod wording;

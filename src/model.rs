@@ -22,7 +22,7 @@ use tch::nn;
 pub const MAX_PARAMETERS: i64 = 1_000_000_000;
 
 /// The architectures `--arch` offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// Flatten → Dense(hidden, relu)... → Dense(classes): the Keras tutorial's model (--hidden 128).
@@ -34,6 +34,8 @@ pub enum Arch {
     /// MaxPool(2) → Flatten → Dropout(0.5) → Dense(classes).
     Cnn,
 }
+
+crate::spelling::named_values!(Arch, "architecture", { Mlp => "mlp", Linear => "linear", Cnn => "cnn" });
 
 impl Arch {
     pub fn name(self) -> &'static str {
@@ -608,6 +610,11 @@ mod tests {
         vars
     }
 
+    /// `(name, shape)` pairs as [`variables`] gives them.
+    fn named_shapes(pairs: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
+        pairs.iter().map(|(name, shape)| (name.to_string(), shape.to_vec())).collect()
+    }
+
     #[test]
     fn seed_model_has_pytorch_sequential_names_and_shapes() {
         let vs = nn::VarStore::new(Device::Cpu);
@@ -616,12 +623,7 @@ mod tests {
         let net = config.init(&vs.root());
         assert_eq!(
             variables(&vs),
-            vec![
-                ("1.bias".to_string(), vec![128]),
-                ("1.weight".to_string(), vec![128, 784]),
-                ("3.bias".to_string(), vec![10]),
-                ("3.weight".to_string(), vec![10, 128]),
-            ]
+            named_shapes(&[("1.bias", &[128]), ("1.weight", &[128, 784]), ("3.bias", &[10]), ("3.weight", &[10, 128])])
         );
         assert_eq!(config.parameter_count(), 101_770);
         let logits = net.forward_t(&Tensor::zeros([5, 28, 28], (Kind::Float, Device::Cpu)), false);
@@ -677,14 +679,14 @@ mod tests {
         assert_eq!(config.tensor_names(), built);
         assert_eq!(
             variables(&vs),
-            vec![
-                ("10.bias".to_string(), vec![10]),
-                ("10.weight".to_string(), vec![10, 1600]),
-                ("2.bias".to_string(), vec![32]),
-                ("2.weight".to_string(), vec![32, 1, 3, 3]),
-                ("5.bias".to_string(), vec![64]),
-                ("5.weight".to_string(), vec![64, 32, 3, 3]),
-            ]
+            named_shapes(&[
+                ("10.bias", &[10]),
+                ("10.weight", &[10, 1600]),
+                ("2.bias", &[32]),
+                ("2.weight", &[32, 1, 3, 3]),
+                ("5.bias", &[64]),
+                ("5.weight", &[64, 32, 3, 3]),
+            ])
         );
         let images = Tensor::rand([3, 28, 28], (Kind::Float, Device::Cpu));
         let logits = net.forward_t(&images, false);

@@ -14,8 +14,12 @@ use crate::evaluation::Evaluation;
 use crate::files::write_atomically;
 use crate::run_dir::{CONFUSION_FILE, CURVES_FILE, EpochMetrics, RunConfig};
 use anyhow::{Context, Result, anyhow, bail};
+use plotters::coord::Shift;
+use plotters::coord::cartesian::Cartesian2d;
+use plotters::coord::types::RangedCoordi32;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -117,6 +121,18 @@ pub fn learning_curves(
     let root =
         root.titled(&format!("Learning curves - {run_name}"), ("sans-serif", 28)).map_err(drawing_error(path))?;
     let (legend, panels_area) = root.split_vertically(LEGEND_HEIGHT);
+    draw_legend(&legend, &curves_legend(restored)).map_err(drawing_error(path))?;
+    let (left, right) = panels_area.split_horizontally(CURVES_SIZE.0 / 2);
+    let loss = Panel { name: "loss", train: |m| m.loss, valid: |m| m.val_loss };
+    let accuracy = Panel { name: "accuracy", train: |m| m.accuracy, valid: |m| m.val_accuracy };
+    for (panel, area) in [(loss, left), (accuracy, right)] {
+        draw_panel(&area, &panel, history, restored.map(|(epoch, _)| epoch)).map_err(drawing_error(path))?;
+    }
+    root.present().map_err(drawing_error(path)).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The curves' legend: the two series and, when early stopping restored an epoch, its marker.
+fn curves_legend(restored: Option<(usize, &str)>) -> Vec<LegendEntry> {
     let mut entries = vec![
         LegendEntry { color: TRAINING_COLOR, text: "training".into(), vertical: false },
         LegendEntry { color: VALIDATION_COLOR, text: "validation".into(), vertical: false },
@@ -125,56 +141,62 @@ pub fn learning_curves(
         let text = format!("epoch {epoch} restored by early stopping (best {monitor})");
         entries.push(LegendEntry { color: RESTORED_COLOR, text, vertical: true });
     }
-    draw_legend(&legend, &entries).map_err(drawing_error(path))?;
-    let (left, right) = panels_area.split_horizontally(CURVES_SIZE.0 / 2);
+    entries
+}
+
+/// One panel of the learning curves: a metric, training vs validation.
+struct Panel {
+    name: &'static str,
+    train: Metric,
+    valid: Metric,
+}
+
+/// Draws `panel`'s two series per epoch into `area`, over a dashed marker at the `restored` epoch.
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    history: &[EpochMetrics],
+    restored: Option<usize>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let epochs = history.len() as f64;
     let x_range = 0.5..(history.last().map_or(1.0, |m| m.epoch as f64) + 0.5).max(epochs + 0.5);
-    let panels: [(&str, Metric, Metric, _); 2] =
-        [("loss", |m| m.loss, |m| m.val_loss, left), ("accuracy", |m| m.accuracy, |m| m.val_accuracy, right)];
-    for (name, train, valid, area) in panels {
-        let values: Vec<f64> = history.iter().flat_map(|m| [train(m), valid(m)]).filter(|v| v.is_finite()).collect();
-        let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let pad = ((hi - lo) * 0.1).max(1e-3);
-        let y_range = (lo - pad)..(hi + pad);
-        let mut chart = ChartBuilder::on(&area)
-            .caption(name, ("sans-serif", 22))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(65)
-            .build_cartesian_2d(x_range.clone(), y_range.clone())
-            .map_err(drawing_error(path))?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc(name)
-            .x_labels(history.len().min(12))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.3}"))
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
-            .draw()
-            .map_err(drawing_error(path))?;
-        if let Some((epoch, _)) = restored {
-            // Under the curves, so it never hides a point.
-            let x = epoch as f64;
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x, y_range.start), (x, y_range.end)],
-                    8,
-                    5,
-                    RESTORED_COLOR.stroke_width(3),
-                ))
-                .map_err(drawing_error(path))?;
-        }
-        for (metric, color) in [(train, TRAINING_COLOR), (valid, VALIDATION_COLOR)] {
-            let points: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, metric(m))).collect();
-            chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))).map_err(drawing_error(path))?;
-            chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-                .map_err(drawing_error(path))?;
-        }
+    let y_range = value_range(history, panel);
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.name, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(x_range, y_range.clone())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(panel.name)
+        .x_labels(history.len().min(12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.3}"))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()?;
+    if let Some(epoch) = restored {
+        // Under the curves, so it never hides a point.
+        let x = epoch as f64;
+        let marker = [(x, y_range.start), (x, y_range.end)];
+        chart.draw_series(DashedLineSeries::new(marker, 8, 5, RESTORED_COLOR.stroke_width(3)))?;
     }
-    root.present().map_err(drawing_error(path)).with_context(|| format!("writing {}", path.display()))
+    for (metric, color) in [(panel.train, TRAINING_COLOR), (panel.valid, VALIDATION_COLOR)] {
+        let points: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, metric(m))).collect();
+        chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+    }
+    Ok(())
+}
+
+/// The y axis of `panel`: its finite values, with a tenth of their spread (at least 0.001) either side.
+fn value_range(history: &[EpochMetrics], panel: &Panel) -> Range<f64> {
+    let values = history.iter().flat_map(|m| [(panel.train)(m), (panel.valid)(m)]).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    (lo - pad)..(hi + pad)
 }
 
 /// A legend entry: a sample of the series (a line with a dot, or a vertical marker) and its label.
@@ -186,7 +208,7 @@ struct LegendEntry {
 
 /// One row of legend entries, centred in `area`.
 fn draw_legend<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
+    area: &DrawingArea<DB, Shift>,
     entries: &[LegendEntry],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     const SAMPLE: i32 = 30;
@@ -228,16 +250,35 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
     }
     let root = BitMapBackend::new(path, CONFUSION_SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(drawing_error(path))?;
-    let longest = class_names.iter().map(|n| n.len()).max().unwrap_or(1) as u32;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = confusion_chart(&root, class_names, run_name).map_err(drawing_error(path))?;
+    draw_class_names(&root, chart.plotting_area(), class_names).map_err(drawing_error(path))?;
+    draw_cells(&root, &mut chart, confusion).map_err(drawing_error(path))?;
+    root.present().map_err(drawing_error(path)).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The confusion matrix's cells: column `p`, row `y` is the square `(p, y)..(p + 1, y + 1)`.
+type Cells = Cartesian2d<RangedCoordi32, RangedCoordi32>;
+
+/// Length of the longest class name, which sizes the label areas.
+fn longest_name(class_names: &[String]) -> u32 {
+    class_names.iter().map(|n| n.len()).max().unwrap_or(1) as u32
+}
+
+/// The titled chart of `class_names.len()` square cells, its axes described but unlabelled (the class
+/// names are drawn by [`draw_class_names`]).
+fn confusion_chart<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    class_names: &[String],
+    run_name: &str,
+) -> Result<ChartContext<'a, DB, Cells>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let k = class_names.len() as i32;
+    let longest = longest_name(class_names);
+    let mut chart = ChartBuilder::on(root)
         .caption(format!("Test confusion matrix - {run_name} (shade: log scale)"), ("sans-serif", 26))
         .margin(20)
         .x_label_area_size(60 + 7 * longest)
         .y_label_area_size(40 + 8 * longest)
-        .build_cartesian_2d(0i32..k as i32, 0i32..k as i32)
-        .map_err(drawing_error(path))?;
-    // Row 0 at the top, like a printed matrix.
-    let name_of = |i: i32| class_names.get(i as usize).cloned().unwrap_or_default();
+        .build_cartesian_2d(0i32..k, 0i32..k)?;
     chart
         .configure_mesh()
         .disable_mesh()
@@ -248,12 +289,21 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
         .x_desc("predicted class")
         .y_desc("true class")
         .axis_desc_style(("sans-serif", 17))
-        .draw()
-        .map_err(drawing_error(path))?;
-    // The class names are drawn here, at the middle of each row and column: plotters puts tick labels
-    // on the cell boundaries (and its rotated ones clip).
-    let area = chart.plotting_area();
-    for index in 0..k as i32 {
+        .draw()?;
+    Ok(chart)
+}
+
+/// The class names at the middle of each row and column of `area`: plotters puts tick labels on the
+/// cell boundaries (and its rotated ones clip). Row 0 is at the top, like a printed matrix.
+fn draw_class_names<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    area: &DrawingArea<DB, Cells>,
+    class_names: &[String],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let k = class_names.len() as i32;
+    let longest = longest_name(class_names);
+    let name_of = |i: i32| class_names.get(i as usize).cloned().unwrap_or_default();
+    for index in 0..k {
         // Column `index`, left to right: its name under it, upright when short (digits), else written
         // downwards.
         let (x0, bottom) = area.map_coordinate(&(index, 0));
@@ -267,14 +317,24 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
                 .color(&BLACK)
                 .pos(Pos::new(HPos::Left, VPos::Center))
         };
-        root.draw(&Text::new(name_of(index), ((x0 + x1) / 2, bottom + 8), style)).map_err(drawing_error(path))?;
+        root.draw(&Text::new(name_of(index), ((x0 + x1) / 2, bottom + 8), style))?;
         // Row `index`, top to bottom (y = k - 1 - index): its name right-aligned left of it.
-        let y = k as i32 - 1 - index;
+        let y = k - 1 - index;
         let (left, top) = area.map_coordinate(&(0, y + 1));
         let (_, bottom) = area.map_coordinate(&(0, y));
         let style = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
-        root.draw(&Text::new(name_of(index), (left - 8, (top + bottom) / 2), style)).map_err(drawing_error(path))?;
+        root.draw(&Text::new(name_of(index), (left - 8, (top + bottom) / 2), style))?;
     }
+    Ok(())
+}
+
+/// Each cell of the matrix: shaded by its count, the count written in it.
+fn draw_cells<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &mut ChartContext<DB, Cells>,
+    confusion: &[Vec<i64>],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let k = confusion.len();
     let row_totals: Vec<i64> = confusion.iter().map(|r| r.iter().sum::<i64>().max(1)).collect();
     let cells =
         confusion.iter().enumerate().flat_map(|(t, row)| row.iter().enumerate().map(move |(p, &count)| (t, p, count)));
@@ -286,16 +346,13 @@ pub fn confusion_matrix(confusion: &[Vec<i64>], class_names: &[String], run_name
         let x = p as i32;
         let shade = (255.0 * (1.0 - share)) as u8;
         let color = RGBColor(shade, shade, 255);
-        chart
-            .draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1, y + 1)], color.filled())))
-            .map_err(drawing_error(path))?;
+        chart.draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1, y + 1)], color.filled())))?;
         let text_color = if share > 0.5 { WHITE } else { BLACK };
         let style = ("sans-serif", 15).into_font().color(&text_color).pos(Pos::new(HPos::Center, VPos::Center));
         let area = chart.plotting_area();
         let (px0, py0) = area.map_coordinate(&(x, y + 1));
         let (px1, py1) = area.map_coordinate(&(x + 1, y));
-        root.draw(&Text::new(count.to_string(), ((px0 + px1) / 2, (py0 + py1) / 2), style))
-            .map_err(drawing_error(path))?;
+        root.draw(&Text::new(count.to_string(), ((px0 + px1) / 2, (py0 + py1) / 2), style))?;
     }
-    root.present().map_err(drawing_error(path)).with_context(|| format!("writing {}", path.display()))
+    Ok(())
 }

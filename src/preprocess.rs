@@ -15,9 +15,9 @@ use anyhow::{Context, Result, bail};
 use image::{GrayImage, Luma, imageops};
 use std::path::Path;
 
-/// How content is fitted into the frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Fit {
+/// How a picture's content is placed in the model's frame (`--fit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
     /// As it is when the picture already has the data set's layout (the model's size on a dark
     /// background; for digits a wholly dark border and the content centred); otherwise fashion for a
     /// Fashion-MNIST model, else digits.
@@ -28,24 +28,13 @@ pub enum Fit {
     /// Crop to the content, scale its longer side to the frame, centre it (as Fashion-MNIST was made).
     Fashion,
     /// The pixels as they are: only grayscale, --invert and a resize when the size differs.
-    #[value(name = "none")]
     AsIs,
 }
 
-impl Fit {
-    /// The name `--fit` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Fit::Auto => "auto",
-            Fit::Digits => "digits",
-            Fit::Fashion => "fashion",
-            Fit::AsIs => "none",
-        }
-    }
-}
+crate::spelling::named_values!(Framing, "framing", { Auto => "auto", Digits => "digits", Fashion => "fashion", AsIs => "none" });
 
 /// Whether to turn dark-on-light pictures into light-on-dark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invert {
     /// Invert when the picture's border is mostly light (a dark drawing on paper).
     Auto,
@@ -55,14 +44,16 @@ pub enum Invert {
     No,
 }
 
+crate::spelling::named_values!(Invert, "inversion", { Auto => "auto", Yes => "yes", No => "no" });
+
 /// The network's input for one picture and what was done to get it.
 pub struct ModelInput {
     /// `rows × cols` pixels in [0, 1], row-major.
     pub pixels: Vec<f32>,
     pub image: GrayImage,
     pub inverted: bool,
-    /// The fit applied (never `Auto`).
-    pub fit: Fit,
+    /// The framing applied (never `Auto`).
+    pub framing: Framing,
     /// Why the prediction may mean little (content too small to be a digit).
     pub warning: Option<String>,
 }
@@ -106,28 +97,28 @@ pub fn flatten_alpha(decoded: &image::DynamicImage) -> GrayImage {
     })
 }
 
-/// A picture as the input of a model of `rows × cols` images with these classes: `fit` resolved for the
-/// picture and the model's data set ([`resolve_fit`]), then [`fit_into_frame`]. What `predict` does with
+/// A picture as the input of a model of `rows × cols` images with these classes: `framing` resolved for
+/// the picture and the model's data set ([`resolve_framing`]), then [`fit_into_frame`]. What `predict` does with
 /// a file and `serve` with an upload, so both see the same pixels.
 pub fn to_model_input(
     image: &GrayImage,
     rows: u32,
     cols: u32,
     class_names: &[String],
-    fit: Fit,
+    framing: Framing,
     invert: Invert,
 ) -> Result<ModelInput> {
-    let fit = resolve_fit(fit, image, invert, rows, cols, dataset_fit(class_names));
-    fit_into_frame(image, rows, cols, fit, invert)
+    let framing = resolve_framing(framing, image, invert, rows, cols, dataset_framing(class_names));
+    fit_into_frame(image, rows, cols, framing, invert)
 }
 
-/// The fit `Fit::Auto` falls back to for a model with these classes: fashion for Fashion-MNIST's, else
+/// The framing `Framing::Auto` falls back to for a model with these classes: fashion for Fashion-MNIST's, else
 /// digits.
-fn dataset_fit(class_names: &[String]) -> Fit {
+fn dataset_framing(class_names: &[String]) -> Framing {
     if class_names.iter().map(String::as_str).eq(crate::class_names::FASHION_CLASSES) {
-        Fit::Fashion
+        Framing::Fashion
     } else {
-        Fit::Digits
+        Framing::Digits
     }
 }
 
@@ -158,17 +149,17 @@ fn decide_invert(image: &GrayImage, invert: Invert) -> bool {
 /// a Fashion-MNIST picture may be on average (out of 255; 99% of Fashion-MNIST's test images are below).
 const DARK_BORDER: u8 = 40;
 
-/// Whether `ink` (white on black already) looks like an image of the data set `dataset_fit` stands for:
+/// Whether `ink` (white on black already) looks like an image of the data set `dataset_framing` stands for:
 /// `rows × cols`, some content, and
 /// - digits: every outermost pixel dark, the content's centre of mass within a seventh of the frame of
 ///   the centre (MNIST centres it exactly);
 /// - fashion: the outermost pixels dark on average (Fashion-MNIST's items fill the frame and touch it).
-fn has_frame_layout(ink: &GrayImage, rows: u32, cols: u32, dataset_fit: Fit) -> bool {
+fn has_frame_layout(ink: &GrayImage, rows: u32, cols: u32, dataset_framing: Framing) -> bool {
     let (w, h) = ink.dimensions();
     if (w, h) != (cols, rows) || !ink.pixels().any(|p| p[0] > DARK_BORDER + 30) {
         return false;
     }
-    if dataset_fit == Fit::Fashion {
+    if dataset_framing == Framing::Fashion {
         return border_mean(ink) <= DARK_BORDER as f64;
     }
     let border_dark =
@@ -180,30 +171,45 @@ fn has_frame_layout(ink: &GrayImage, rows: u32, cols: u32, dataset_fit: Fit) -> 
 }
 
 /// A picture as the input of a model taking `rows × cols` images: inverted when needed, its content
-/// fitted into the frame. `Fit::Auto` uses the picture as it is
-/// when it already has the frame's layout, else the digits fit; callers that know the model's data set
-/// resolve it first with [`resolve_fit`].
-pub fn fit_into_frame(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert: Invert) -> Result<ModelInput> {
+/// fitted into the frame. `Framing::Auto` uses the picture as it is when it already has the frame's
+/// layout, else the digits framing; callers that know the model's data set resolve it first with
+/// [`resolve_framing`].
+pub fn fit_into_frame(image: &GrayImage, rows: u32, cols: u32, framing: Framing, invert: Invert) -> Result<ModelInput> {
     let (w, h) = image.dimensions();
     if w == 0 || h == 0 {
         bail!("the image is empty");
     }
-    let fit = resolve_fit(fit, image, invert, rows, cols, Fit::Digits);
+    let framing = resolve_framing(framing, image, invert, rows, cols, Framing::Digits);
     let inverted = decide_invert(image, invert);
     let mut ink = image.clone();
     if inverted {
         imageops::invert(&mut ink);
     }
-    if fit == Fit::AsIs {
+    if framing == Framing::AsIs {
         let frame = if (w, h) == (cols, rows) {
             ink
         } else {
             imageops::resize(&ink, cols, rows, imageops::FilterType::Triangle)
         };
-        let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-        return Ok(ModelInput { pixels, image: frame, inverted, fit, warning: None });
+        return Ok(ModelInput { pixels: unit_pixels(&frame), image: frame, inverted, framing, warning: None });
     }
-    // The content: pixels clearly above the background (which is now dark).
+    let content = crop_to_content(ink)?;
+    let (cw, ch) = content.dimensions();
+    let scaled = scale_into_box(&content, rows, cols, framing);
+    let warning = too_small(w, h, cw, ch);
+    let frame = place_in_frame(&scaled, rows, cols, framing);
+    Ok(ModelInput { pixels: unit_pixels(&frame), image: frame, inverted, framing, warning })
+}
+
+/// The pixels as the network's input: row-major, in [0, 1].
+fn unit_pixels(frame: &GrayImage) -> Vec<f32> {
+    frame.pixels().map(|p| p[0] as f32 / 255.0).collect()
+}
+
+/// The content of `ink` (light on dark): the bounding box of the pixels clearly above the background,
+/// with the background taken down to black, so the scaled content sits on the zero background the
+/// network knows.
+fn crop_to_content(mut ink: GrayImage) -> Result<GrayImage> {
     let background = border_mean(&ink);
     let threshold = (background + 30.0).min(250.0) as u8;
     let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
@@ -218,37 +224,43 @@ pub fn fit_into_frame(image: &GrayImage, rows: u32, cols: u32, fit: Fit, invert:
     if x0 > x1 {
         bail!("the image is blank: no content stands out from its background");
     }
-    // Background to black, so the scaled content sits on the zero background the network knows.
     let floor = background.round() as u8;
     for p in ink.pixels_mut() {
         p[0] = p[0].saturating_sub(floor);
     }
-    let content = imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+    Ok(imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image())
+}
+
+/// `content` scaled, aspect kept, so its longer side fills the box of `framing`: the whole frame
+/// (fashion) or 20/28 of it (digits); its ink at full brightness.
+fn scale_into_box(content: &GrayImage, rows: u32, cols: u32, framing: Framing) -> GrayImage {
     let (cw, ch) = content.dimensions();
-    let box_size = match fit {
-        Fit::Fashion => rows.min(cols),
+    let box_size = match framing {
+        Framing::Fashion => rows.min(cols),
         _ => ((rows.min(cols) as f64) * 20.0 / 28.0).round() as u32,
     };
     let scale = box_size as f64 / cw.max(ch) as f64;
     let (sw, sh) = (((cw as f64 * scale).round() as u32).max(1), ((ch as f64 * scale).round() as u32).max(1));
-    let mut scaled = imageops::resize(&content, sw, sh, imageops::FilterType::Triangle);
+    let mut scaled = imageops::resize(content, sw, sh, imageops::FilterType::Triangle);
     // A thin pen on a large canvas comes out faint once scaled down (a 3 px stroke on 1000 px is a tenth
     // of a pixel in the 20-pixel box): the ink is stretched back to full brightness, as MNIST's strokes are.
     stretch_contrast(&mut scaled);
-    let warning = too_small(w, h, cw, ch);
+    scaled
+}
 
-    // Where the scaled content goes: centre of mass (digits) or bounding-box centre (fashion) at the
-    // frame's centre.
-    let (cx, cy) = match fit {
-        Fit::Fashion => (sw as f64 / 2.0, sh as f64 / 2.0),
-        _ => centre_of_mass(&scaled).unwrap_or((sw as f64 / 2.0, sh as f64 / 2.0)),
+/// A black `rows × cols` frame with `scaled` in it: its centre of mass (digits) or bounding-box centre
+/// (fashion) at the frame's centre.
+fn place_in_frame(scaled: &GrayImage, rows: u32, cols: u32, framing: Framing) -> GrayImage {
+    let (sw, sh) = scaled.dimensions();
+    let (cx, cy) = match framing {
+        Framing::Fashion => (sw as f64 / 2.0, sh as f64 / 2.0),
+        _ => centre_of_mass(scaled).unwrap_or((sw as f64 / 2.0, sh as f64 / 2.0)),
     };
     let offset_x = (cols as f64 / 2.0 - cx).round() as i64;
     let offset_y = (rows as f64 / 2.0 - cy).round() as i64;
     let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
-    imageops::overlay(&mut frame, &scaled, offset_x, offset_y);
-    let pixels = frame.pixels().map(|p| p[0] as f32 / 255.0).collect();
-    Ok(ModelInput { pixels, image: frame, inverted, fit, warning })
+    imageops::overlay(&mut frame, scaled, offset_x, offset_y);
+    frame
 }
 
 /// Scales the pixels so the brightest is 255 (nothing to do for a black image).
@@ -279,11 +291,18 @@ fn too_small(w: u32, h: u32, cw: u32, ch: u32) -> Option<String> {
     })
 }
 
-/// The fit `requested` stands for with this picture: `Auto` is as it is when the picture (inverted as
-/// `invert` says) already has the layout of the data set `dataset_fit` stands for, else `dataset_fit`;
-/// any other fit is itself.
-pub fn resolve_fit(requested: Fit, image: &GrayImage, invert: Invert, rows: u32, cols: u32, dataset_fit: Fit) -> Fit {
-    if requested != Fit::Auto {
+/// The framing `requested` stands for with this picture: `Auto` is as it is when the picture (inverted as
+/// `invert` says) already has the layout of the data set `dataset_framing` stands for, else `dataset_framing`;
+/// any other framing is itself.
+pub fn resolve_framing(
+    requested: Framing,
+    image: &GrayImage,
+    invert: Invert,
+    rows: u32,
+    cols: u32,
+    dataset_framing: Framing,
+) -> Framing {
+    if requested != Framing::Auto {
         return requested;
     }
     if image.dimensions() == (cols, rows) {
@@ -291,11 +310,11 @@ pub fn resolve_fit(requested: Fit, image: &GrayImage, invert: Invert, rows: u32,
         if decide_invert(image, invert) {
             imageops::invert(&mut ink);
         }
-        if has_frame_layout(&ink, rows, cols, dataset_fit) {
-            return Fit::AsIs;
+        if has_frame_layout(&ink, rows, cols, dataset_framing) {
+            return Framing::AsIs;
         }
     }
-    dataset_fit
+    dataset_framing
 }
 
 /// Intensity-weighted centre `(x, y)` in pixel units (pixel centres at +0.5); `None` for a black image.
@@ -313,19 +332,23 @@ pub fn centre_of_mass(image: &GrayImage) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Range;
+
+    /// A `width × height` picture of `background` with the rectangle `xs × ys` in `ink`.
+    fn rectangle(width: u32, height: u32, xs: Range<u32>, ys: Range<u32>, ink: u8, background: u8) -> GrayImage {
+        GrayImage::from_fn(width, height, |x, y| {
+            Luma([if xs.contains(&x) && ys.contains(&y) { ink } else { background }])
+        })
+    }
 
     /// A dark 6×10 bar on white, off-centre in a 100×80 picture.
     fn dark_bar_on_white() -> GrayImage {
-        GrayImage::from_fn(
-            100,
-            80,
-            |x, y| if (70..76).contains(&x) && (5..15).contains(&y) { Luma([0]) } else { Luma([255]) },
-        )
+        rectangle(100, 80, 70..76, 5..15, 0, 255)
     }
 
     #[test]
     fn dark_on_light_is_inverted_and_centred_by_mass() {
-        let input = fit_into_frame(&dark_bar_on_white(), 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        let input = fit_into_frame(&dark_bar_on_white(), 28, 28, Framing::Digits, Invert::Auto).unwrap();
         assert!(input.inverted);
         let (cx, cy) = centre_of_mass(&input.image).unwrap();
         assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "centre of mass at ({cx}, {cy})");
@@ -341,7 +364,7 @@ mod tests {
     fn light_on_dark_is_left_alone_and_fashion_fills_the_frame() {
         let mut picture = dark_bar_on_white();
         imageops::invert(&mut picture);
-        let input = fit_into_frame(&picture, 28, 28, Fit::Fashion, Invert::Auto).unwrap();
+        let input = fit_into_frame(&picture, 28, 28, Framing::Fashion, Invert::Auto).unwrap();
         assert!(!input.inverted);
         let rows_with_ink = (0..28).filter(|&y| (0..28).any(|x| input.image.get_pixel(x, y)[0] > 64)).count();
         assert_eq!(rows_with_ink, 28);
@@ -349,36 +372,31 @@ mod tests {
 
     /// A 28×28 picture in MNIST's layout: black, a stroke inside the central 20×20 box, centred.
     fn mnist_like() -> GrayImage {
-        GrayImage::from_fn(
-            28,
-            28,
-            |x, y| if (12..16).contains(&x) && (6..22).contains(&y) { Luma([250]) } else { Luma([0]) },
-        )
+        rectangle(28, 28, 12..16, 6..22, 250, 0)
     }
 
     #[test]
     fn auto_leaves_a_picture_in_the_frame_layout_alone() {
         let picture = mnist_like();
-        for fit in [Fit::Auto, Fit::AsIs] {
-            let input = fit_into_frame(&picture, 28, 28, fit, Invert::Auto).unwrap();
-            assert_eq!(input.fit, Fit::AsIs);
+        for framing in [Framing::Auto, Framing::AsIs] {
+            let input = fit_into_frame(&picture, 28, 28, framing, Invert::Auto).unwrap();
+            assert_eq!(input.framing, Framing::AsIs);
             assert!(!input.inverted);
-            assert_eq!(input.image, picture, "{fit:?} changed the picture");
+            assert_eq!(input.image, picture, "{framing:?} changed the picture");
         }
-        // The digits fit re-crops it: the 16-pixel stroke becomes 20 pixels tall.
-        let refitted = fit_into_frame(&picture, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        // The digits framing re-crops it: the 16-pixel stroke becomes 20 pixels tall.
+        let refitted = fit_into_frame(&picture, 28, 28, Framing::Digits, Invert::Auto).unwrap();
         assert_ne!(refitted.image, picture);
         // Off-centre or touching the border: not the layout, so auto fits it.
-        let shifted = GrayImage::from_fn(28, 28, |x, y| if x < 4 && y < 10 { Luma([250]) } else { Luma([0]) });
-        assert_eq!(fit_into_frame(&shifted, 28, 28, Fit::Auto, Invert::Auto).unwrap().fit, Fit::Digits);
+        let shifted = rectangle(28, 28, 0..4, 0..10, 250, 0);
+        assert_eq!(fit_into_frame(&shifted, 28, 28, Framing::Auto, Invert::Auto).unwrap().framing, Framing::Digits);
         // For Fashion-MNIST, whose items touch the frame, a dark background on average is the layout.
-        let item =
-            GrayImage::from_fn(28, 28, |x, y| if (6..22).contains(&x) && y > 2 { Luma([200]) } else { Luma([0]) });
-        assert_eq!(resolve_fit(Fit::Auto, &item, Invert::Auto, 28, 28, Fit::Fashion), Fit::AsIs);
-        assert_eq!(resolve_fit(Fit::Auto, &item, Invert::Auto, 28, 28, Fit::Digits), Fit::Digits);
+        let item = rectangle(28, 28, 6..22, 3..28, 200, 0);
+        assert_eq!(resolve_framing(Framing::Auto, &item, Invert::Auto, 28, 28, Framing::Fashion), Framing::AsIs);
+        assert_eq!(resolve_framing(Framing::Auto, &item, Invert::Auto, 28, 28, Framing::Digits), Framing::Digits);
         // Another size: not the layout either.
         let small = imageops::resize(&picture, 20, 20, imageops::FilterType::Triangle);
-        assert_eq!(resolve_fit(Fit::Auto, &small, Invert::Auto, 28, 28, Fit::Fashion), Fit::Fashion);
+        assert_eq!(resolve_framing(Framing::Auto, &small, Invert::Auto, 28, 28, Framing::Fashion), Framing::Fashion);
     }
 
     #[test]
@@ -386,7 +404,7 @@ mod tests {
         let mut picture = mnist_like();
         imageops::invert(&mut picture);
         let big = imageops::resize(&picture, 56, 56, imageops::FilterType::Nearest);
-        let input = fit_into_frame(&big, 28, 28, Fit::AsIs, Invert::Auto).unwrap();
+        let input = fit_into_frame(&big, 28, 28, Framing::AsIs, Invert::Auto).unwrap();
         assert!(input.inverted);
         assert_eq!(input.image.dimensions(), (28, 28));
         // The stroke stays where it was: columns 12..16 lit, column 4 dark.
@@ -403,7 +421,7 @@ mod tests {
             RgbaImage::from_fn(20, 20, |x, y| if stroke(x, y) { Rgba([0, 0, 0, 255]) } else { Rgba([0, 0, 0, 0]) });
         let gray = flatten_alpha(&DynamicImage::ImageRgba8(canvas));
         assert_eq!((gray.get_pixel(0, 0)[0], gray.get_pixel(10, 10)[0]), (255, 0));
-        let input = fit_into_frame(&gray, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        let input = fit_into_frame(&gray, 28, 28, Framing::Digits, Invert::Auto).unwrap();
         assert!(input.inverted);
         // White ink on transparent: the paper is black.
         let light =
@@ -419,23 +437,19 @@ mod tests {
     #[test]
     fn a_faint_thin_stroke_is_stretched_and_a_dot_is_warned_about() {
         // A 3-pixel pen on a 1000-pixel canvas, 700 pixels tall.
-        let thin = GrayImage::from_fn(1000, 1000, |x, y| {
-            Luma([if (500..503).contains(&x) && (150..850).contains(&y) { 0 } else { 255 }])
-        });
-        let input = fit_into_frame(&thin, 28, 28, Fit::Digits, Invert::Auto).unwrap();
+        let thin = rectangle(1000, 1000, 500..503, 150..850, 0, 255);
+        let input = fit_into_frame(&thin, 28, 28, Framing::Digits, Invert::Auto).unwrap();
         assert_eq!(input.image.pixels().map(|p| p[0]).max(), Some(255), "stretched to full brightness");
         assert!(input.warning.is_none());
-        let dot = GrayImage::from_fn(1000, 1000, |x, y| {
-            Luma([if (500..510).contains(&x) && (500..510).contains(&y) { 0 } else { 255 }])
-        });
-        let warning = fit_into_frame(&dot, 28, 28, Fit::Digits, Invert::Auto).unwrap().warning.unwrap();
+        let dot = rectangle(1000, 1000, 500..510, 500..510, 0, 255);
+        let warning = fit_into_frame(&dot, 28, 28, Framing::Digits, Invert::Auto).unwrap().warning.unwrap();
         assert!(warning.contains("10x10 pixels of a 1000x1000 picture"), "{warning}");
     }
 
     #[test]
     fn blank_pictures_are_an_error() {
         let blank = GrayImage::from_pixel(30, 30, Luma([255]));
-        let err = fit_into_frame(&blank, 28, 28, Fit::Digits, Invert::Auto).err().unwrap().to_string();
+        let err = fit_into_frame(&blank, 28, 28, Framing::Digits, Invert::Auto).err().unwrap().to_string();
         assert!(err.contains("blank"), "{err}");
     }
 }

@@ -122,6 +122,8 @@ fn report_json(run: &Path, data: &Path, device: tch::Device, names: &[String], e
     })
 }
 
+/// The report as tables: what was evaluated, the test loss and accuracy, per-class metrics and the
+/// confusion matrix.
 fn print_report(
     weights: &str,
     run: &Path,
@@ -141,6 +143,13 @@ fn print_report(
     crate::say!("Test loss: {:.4}", e.loss)?;
     crate::say!("Test accuracy: {:.4}", e.accuracy)?;
     crate::say!()?;
+    print_class_metrics(names, e)?;
+    crate::say!()?;
+    print_confusion_matrix(names, e)
+}
+
+/// One row per class (accuracy, precision, recall, f1, examples), then the macro averages.
+fn print_class_metrics(names: &[String], e: &Evaluation) -> Result<()> {
     let name_width = names.iter().map(|n| n.len()).max().unwrap_or(0).max(5);
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     crate::say!("Per-class metrics:")?;
@@ -180,7 +189,11 @@ fn print_report(
         cell(macro_avg(|s| s.f1)),
         e.class_counts().iter().sum::<i64>()
     )?;
-    crate::say!()?;
+    Ok(())
+}
+
+/// The confusion matrix, rows the true class, its cells as wide as the largest count.
+fn print_confusion_matrix(names: &[String], e: &Evaluation) -> Result<()> {
     crate::say!("Confusion matrix (rows: true class, columns: predicted class):")?;
     let cell = e.confusion.iter().flatten().map(|c| c.to_string().len()).max().unwrap_or(1).max(3);
     let header: String = (0..names.len()).map(|c| format!(" {c:>cell$}")).collect();

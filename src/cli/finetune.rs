@@ -3,7 +3,7 @@
 //! `--freeze` keeps layers bit-identical; the output layer is re-initialised when the new data has another
 //! number of classes, or on `--reinit-head`.
 
-use super::flags::{DataFlags, FitFlags, OutputFlags, SessionFlags};
+use super::flags::{DataFlags, JobFlags, OutputFlags, TrainingFlags};
 use super::{Finished, positive_f64};
 use crate::freeze::Freeze;
 use crate::jobs::{self, FinetuneRun};
@@ -38,31 +38,31 @@ pub struct FinetuneArgs {
     pub lr: f64,
 
     #[command(flatten)]
-    pub fit: FitFlags,
+    pub training: TrainingFlags,
 
     #[command(flatten)]
     pub output: OutputFlags,
 
     #[command(flatten)]
-    pub session: SessionFlags,
+    pub job: JobFlags,
 }
 
 pub fn run(args: FinetuneArgs) -> Result<Finished> {
     if let Some(out) = &args.output.out {
         refuse_parent_as_out(&args.from, out)?;
     }
-    let output = args.session.job_output()?;
+    let output = args.job.job_output()?;
     let request = FinetuneRun {
         from: args.from.clone(),
         data: args.data.request()?,
         freeze: args.freeze.clone(),
         reinit_head: args.reinit_head,
-        engine: args.fit.engine,
-        precision: args.fit.precision,
-        training: args.fit.train_config(args.lr, args.data.validation_split),
-        device: args.session.device.resolve()?,
+        engine: args.training.engine,
+        precision: args.training.precision,
+        training: args.training.train_config(args.lr, args.data.validation_split),
+        device: args.job.device.resolve()?,
         out: args.output.new_run_dir("finetune"),
-        save_initial: args.fit.save_initial,
+        save_initial: args.training.save_initial,
     };
     Ok(super::finished(&jobs::start(jobs::plan_finetune(&request)?, output)?))
 }

@@ -71,9 +71,9 @@ impl DataFlags {
     }
 }
 
-/// How to train.
+/// How to train: the training settings of a new or a fine-tuned run.
 #[derive(Debug, Args)]
-pub struct FitFlags {
+pub struct TrainingFlags {
     /// Passes over the training set [default: 10].
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub epochs: Option<u64>,
@@ -99,7 +99,7 @@ pub struct FitFlags {
 
     /// Metric for early stopping, --save-best and the plateau schedule (Keras's spellings val_loss and
     /// val_accuracy work too).
-    #[arg(long, value_enum, default_value_t = Monitor::ValLoss)]
+    #[arg(long, value_parser = super::choices::monitor(), default_value_t = Monitor::ValLoss)]
     pub monitor: Monitor,
 
     #[command(flatten)]
@@ -108,13 +108,13 @@ pub struct FitFlags {
     /// Arithmetic of training's forward and backward passes: f32, or bf16 (bfloat16 matrix products,
     /// float32 master weights, loss and Adam — mixed precision; fastest on GPUs and CPUs with bf16 units).
     /// Default: f32 for a new run, the parent's precision when fine-tuning.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choices::precision())]
     pub precision: Option<Precision>,
 
     /// Which code computes a training step: autograd (libtorch's autograd and tch's nn::Adam, any
     /// architecture) or fused (hand-written MLP backward pass and flat Adam, MLP and linear only).
     /// Default: autograd for a new run, the run's own engine when continuing or fine-tuning one.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choices::engine())]
     pub engine: Option<Engine>,
 
     /// Walk the training part in file order every epoch instead of reshuffling it (Keras's
@@ -127,7 +127,7 @@ pub struct FitFlags {
     pub save_initial: bool,
 }
 
-impl FitFlags {
+impl TrainingFlags {
     /// The training config for these flags, with `learning_rate` and `validation_split` from the
     /// command (the device is filled in by the job).
     pub fn train_config(&self, learning_rate: f64, validation_split: f64) -> TrainConfig {
@@ -198,9 +198,9 @@ impl OutputFlags {
     }
 }
 
-/// Where a training session runs and what it shows: every training command, `resume` included.
+/// Where a training job runs and what it shows: every training command, `resume` included.
 #[derive(Debug, Args)]
-pub struct SessionFlags {
+pub struct JobFlags {
     /// auto (CUDA when libtorch sees a GPU, else CPU), cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
     pub device: DeviceSpec,
@@ -221,7 +221,7 @@ pub struct SessionFlags {
     pub tensorboard: Option<PathBuf>,
 }
 
-impl SessionFlags {
+impl JobFlags {
     /// The output of this process's training job; under torchrun it joins the other processes first
     /// (only rank 0 then prints and writes).
     pub fn job_output(&self) -> anyhow::Result<JobOutput> {

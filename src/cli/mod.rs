@@ -2,6 +2,7 @@
 //! one file per subcommand. Each subcommand file only turns flags into a request for the library and
 //! says how the command ended; `main` maps that to an exit code.
 
+mod choices;
 mod describe;
 mod evaluate;
 mod export;

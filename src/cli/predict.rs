@@ -5,7 +5,7 @@ use crate::data;
 use crate::device::DeviceSpec;
 use crate::files::write_atomically;
 use crate::inference::{Predictor, prediction_json};
-use crate::preprocess::{self, Fit, Invert};
+use crate::preprocess::{self, Framing, Invert};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
@@ -40,12 +40,12 @@ pub struct PredictArgs {
     pub top_k: u64,
 
     /// Whether to invert pictures to light ink on dark, as the data sets are.
-    #[arg(long, value_enum, default_value_t = Invert::Auto)]
+    #[arg(long, value_parser = super::choices::invert(), default_value_t = Invert::Auto)]
     pub invert: Invert,
 
     /// How a picture's content is fitted into the model's frame.
-    #[arg(long, value_enum, default_value_t = Fit::Auto)]
-    pub fit: Fit,
+    #[arg(long, value_parser = super::choices::fit(), default_value_t = Framing::Auto)]
+    pub fit: Framing,
 
     /// Save what the network saw (the preprocessed image) as a PNG; with several pictures, FILE-1.png,
     /// FILE-2.png, ... Missing directories are created; a run directory's own files are never replaced.
@@ -72,8 +72,8 @@ struct Input {
     /// `[rows * cols]` in [0, 1], or the error that stopped it.
     pixels: Result<Vec<f32>>,
     inverted: bool,
-    /// How it was fitted into the frame (IDX images: as they are).
-    fit: Fit,
+    /// How it was placed in the frame (IDX images: as they are).
+    framing: Framing,
     /// Why its prediction may mean little.
     warning: Option<String>,
 }
@@ -137,7 +137,13 @@ fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>
                     let target = numbered(show, inputs.len() + 1, several);
                     write_atomically(&target, |tmp| Ok(p.image.save(tmp)?))?;
                 }
-                inputs.push(Input { name, pixels: Ok(p.pixels), inverted: p.inverted, fit: p.fit, warning: p.warning });
+                inputs.push(Input {
+                    name,
+                    pixels: Ok(p.pixels),
+                    inverted: p.inverted,
+                    framing: p.framing,
+                    warning: p.warning,
+                });
             }
             Err(err) => inputs.push(Input::failed(name, err)),
         }
@@ -161,7 +167,7 @@ fn read_idx_inputs(idx_path: &Path, [rows, cols]: [i64; 2]) -> Result<Vec<Input>
             name: format!("{}#{i}", idx_path.display()),
             pixels: Ok(image.iter().map(|&p| p as f32 / 255.0).collect()),
             inverted: false,
-            fit: Fit::AsIs,
+            framing: Framing::AsIs,
             warning: None,
         })
         .collect())
@@ -198,8 +204,14 @@ fn report(args: &PredictArgs, class_names: &[String], inputs: &[Input], best: &[
             Ok(_) => answers.next().with_context(|| format!("{}: the network gave no answer for it", input.name))?,
         };
         if args.json {
-            let line =
-                prediction_json(&input.name, input.inverted, input.fit, input.warning.as_deref(), best, class_names);
+            let line = prediction_json(
+                &input.name,
+                input.inverted,
+                input.framing,
+                input.warning.as_deref(),
+                best,
+                class_names,
+            );
             crate::say!("{line}")?;
         } else {
             if let Some(warning) = &input.warning {
@@ -233,7 +245,7 @@ fn summarise(args: &PredictArgs, inputs: usize, failures: usize, started: Instan
 impl Input {
     /// An input that could not be read or prepared.
     fn failed(name: String, err: anyhow::Error) -> Input {
-        Input { name, pixels: Err(err), inverted: false, fit: Fit::Auto, warning: None }
+        Input { name, pixels: Err(err), inverted: false, framing: Framing::Auto, warning: None }
     }
 }
 

@@ -3,7 +3,7 @@
 //! run's config.json, so clap refuses any other flag.
 
 use super::Finished;
-use super::flags::{SessionFlags, StoppingFlags, at_least_one};
+use super::flags::{JobFlags, StoppingFlags, at_least_one};
 use crate::engine::Engine;
 use crate::jobs::{self, ResumeRun};
 use crate::run_dir::RunConfig;
@@ -25,14 +25,14 @@ pub struct ResumeArgs {
     pub epochs: Option<u64>,
 
     /// Which code computes a training step from now on: autograd or fused [default: the run's own].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choices::engine())]
     pub engine: Option<Engine>,
 
     #[command(flatten)]
     pub stopping: StoppingFlags,
 
     #[command(flatten)]
-    pub session: SessionFlags,
+    pub job: JobFlags,
 
     /// Print the config.json the run would continue with (its own, with --epochs applied), and stop
     /// without training.
@@ -44,11 +44,11 @@ pub fn run(args: ResumeArgs) -> Result<Finished> {
     if args.print_config {
         return print_resumed_config(&args.run, args.epochs).map(|()| Finished::Done);
     }
-    let output = args.session.job_output()?;
+    let output = args.job.job_output()?;
     let request = ResumeRun {
         dir: args.run.clone(),
         epochs: args.epochs.map(|n| n as usize),
-        device: args.session.device.resolve()?,
+        device: args.job.device.resolve()?,
         engine: args.engine,
         save_best: args.stopping.save_best,
         early_stopping: args.stopping.early_stopping(),

@@ -39,10 +39,10 @@ pub fn as_resume(args: TrainArgs, given: &GivenFlags) -> Result<ResumeArgs> {
     }
     Ok(ResumeArgs {
         run: dir,
-        epochs: args.fit.epochs,
-        engine: args.fit.engine,
-        stopping: args.fit.stopping,
-        session: args.session,
+        epochs: args.training.epochs,
+        engine: args.training.engine,
+        stopping: args.training.stopping,
+        job: args.job,
         print_config: args.print_config,
     })
 }
@@ -52,12 +52,12 @@ fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool {
     let t = &config.training;
     match flag {
         "--lr" => args.lr == t.learning_rate,
-        "--batch-size" => args.fit.batch_size as usize == t.batch_size,
-        "--seed" => args.fit.seed == t.seed,
-        "--weight-decay" => args.fit.weight_decay == t.weight_decay,
-        "--lr-schedule" => args.fit.lr_schedule == t.lr_schedule,
-        "--monitor" => args.fit.monitor == t.monitor,
-        "--precision" => args.fit.precision.unwrap_or_default() == t.precision,
+        "--batch-size" => args.training.batch_size as usize == t.batch_size,
+        "--seed" => args.training.seed == t.seed,
+        "--weight-decay" => args.training.weight_decay == t.weight_decay,
+        "--lr-schedule" => args.training.lr_schedule == t.lr_schedule,
+        "--monitor" => args.training.monitor == t.monitor,
+        "--precision" => args.training.precision.unwrap_or_default() == t.precision,
         "--no-shuffle" => !t.shuffle,
         "--validation-split" => args.data.validation_split == t.validation_split,
         "--num-classes" => args.num_classes as i64 == config.model.num_classes,

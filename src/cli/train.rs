@@ -1,7 +1,7 @@
 //! `mnist-tch train`: a new run from the flags (`jobs::plan_new_run`, then `jobs::start`). `--resume
 //! RUN_DIR` is `mnist-tch resume RUN_DIR` under its older spelling: `cli::run` hands it to `resume_flags`.
 
-use super::flags::{DataFlags, FitFlags, OutputFlags, SessionFlags};
+use super::flags::{DataFlags, JobFlags, OutputFlags, TrainingFlags};
 use super::{Finished, GivenFlags, UsageError, positive_f64, unit_interval_from_zero};
 use crate::jobs::{self, NewRun};
 use crate::model::{Arch, parse_hidden};
@@ -20,7 +20,7 @@ pub struct TrainArgs {
 
     /// The network: mlp (the Keras tutorial's Flatten → Dense(128, relu) → Dense(10)), linear (softmax
     /// regression) or cnn (Keras's Simple MNIST convnet: two 3x3 conv + max-pool blocks, dropout, dense).
-    #[arg(long, value_enum, default_value_t = Arch::Mlp)]
+    #[arg(long, value_parser = super::choices::arch(), default_value_t = Arch::Mlp)]
     pub arch: Arch,
 
     /// Hidden layer widths of --arch mlp, comma-separated: 128 (the default) is the tutorial's
@@ -44,13 +44,13 @@ pub struct TrainArgs {
     pub num_classes: u64,
 
     #[command(flatten)]
-    pub fit: FitFlags,
+    pub training: TrainingFlags,
 
     #[command(flatten)]
     pub output: OutputFlags,
 
     #[command(flatten)]
-    pub session: SessionFlags,
+    pub job: JobFlags,
 
     /// Check the data and flags, print the config.json this run would write, and stop without
     /// training (scripts/baseline.py reads its hyperparameters from it).
@@ -83,15 +83,15 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         arch: args.arch,
         hidden: args.hidden.clone(),
         dropout: args.dropout,
-        training: args.fit.train_config(args.lr, args.data.validation_split),
-        device: args.session.device.resolve()?,
+        training: args.training.train_config(args.lr, args.data.validation_split),
+        device: args.job.device.resolve()?,
         out: args.output.new_run_dir("train"),
-        save_initial: args.fit.save_initial,
+        save_initial: args.training.save_initial,
     };
     let plan = jobs::plan_new_run(&request)?;
     if args.print_config {
         crate::say!("{}", serde_json::to_string_pretty(&plan.config)?)?;
         return Ok(Finished::Done);
     }
-    Ok(super::finished(&jobs::start(plan, args.session.job_output()?)?))
+    Ok(super::finished(&jobs::start(plan, args.job.job_output()?)?))
 }

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use tch::{Tensor, nn};
 
 /// `--engine`: which code computes a training step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// libtorch's autograd and tch's nn::Adam, on any architecture (the default, as tch's MNIST example trains).
@@ -32,6 +32,8 @@ pub enum Engine {
     /// MLP and linear models only.
     Fused,
 }
+
+crate::spelling::named_values!(Engine, "engine", { Autograd => "autograd", Fused => "fused" });
 
 impl Engine {
     pub fn name(self) -> &'static str {
@@ -43,7 +45,7 @@ impl Engine {
 }
 
 /// The arithmetic of the forward and backward passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// float32 throughout (the Keras tutorial).
@@ -53,6 +55,8 @@ pub enum Precision {
     /// (mixed precision, as torch.autocast does). Fused engine only.
     Bf16,
 }
+
+crate::spelling::named_values!(Precision, "precision", { F32 => "f32", Bf16 => "bf16" });
 
 /// Adam's hyperparameters (from the run's training config).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -8,15 +8,15 @@ use super::error::{ApiError, body_rejection};
 use super::state::Shared;
 use super::worker::ModelInfo;
 use crate::inference;
-use crate::preprocess::{self, Fit, Invert, ModelInput};
+use crate::preprocess::{self, Framing, Invert, ModelInput};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use clap::ValueEnum;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::str::FromStr;
 use tch::Tensor;
 
 /// The query string of `/predict`.
@@ -38,8 +38,8 @@ pub async fn predict(
     if body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty: send a PNG, JPEG or PNM picture"));
     }
-    let fit = choice(query.fit.as_deref(), "fit", Fit::Auto)?;
-    let invert = choice(query.invert.as_deref(), "invert", Invert::Auto)?;
+    let framing = choice(query.fit.as_deref(), "fit", &Framing::NAMES, Framing::Auto)?;
+    let invert = choice(query.invert.as_deref(), "invert", &Invert::NAMES, Invert::Auto)?;
     let top = query.top.unwrap_or(3);
     if top == 0 {
         return Err(ApiError::bad_request("top must be at least 1"));
@@ -51,7 +51,7 @@ pub async fn predict(
             .await
             .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?;
         let (info, max_pixels) = (app.info.clone(), app.config.limits.max_pixels);
-        tokio::task::spawn_blocking(move || to_model_input(&body, &info, fit, invert, max_pixels))
+        tokio::task::spawn_blocking(move || prepare_upload(&body, &info, framing, invert, max_pixels))
             .await
             .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "preparing the picture failed"))??
     };
@@ -64,7 +64,7 @@ pub async fn predict(
     let mut answer_json = inference::prediction_json(
         "request body",
         input.inverted,
-        input.fit,
+        input.framing,
         input.warning.as_deref(),
         best,
         class_names,
@@ -81,24 +81,21 @@ pub async fn predict(
     Ok(Json(answer_json))
 }
 
-/// A query value naming one of a flag's choices, as the command line spells them.
-fn choice<T: ValueEnum>(value: Option<&str>, name: &str, default: T) -> Result<T, ApiError> {
+/// A query value naming one of a flag's choices (`names`), as the command line spells them, in any case.
+fn choice<T: FromStr>(value: Option<&str>, name: &str, names: &[&str], default: T) -> Result<T, ApiError> {
     let Some(value) = value else { return Ok(default) };
-    T::from_str(value, true).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value())
-            .map(|v| v.get_name().to_string())
-            .collect();
-        ApiError::bad_request(format!("{name}={value} is not one of: {}", names.join(", ")))
-    })
+    value
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{name}={value} is not one of: {}", names.join(", "))))
 }
 
-/// The picture in `bytes` as the network's input, the way `predict` turns a file into one.
-fn to_model_input(
+/// The uploaded picture in `bytes` as the network's input: refused when larger than `max_pixels`, else
+/// decoded and made the input the way `predict` turns a file into one ([`preprocess::to_model_input`]).
+fn prepare_upload(
     bytes: &[u8],
     info: &ModelInfo,
-    fit: Fit,
+    framing: Framing,
     invert: Invert,
     max_pixels: u64,
 ) -> Result<ModelInput, ApiError> {
@@ -116,6 +113,6 @@ fn to_model_input(
     }
     let image = preprocess::decode_gray(bytes).map_err(|err| ApiError::bad_request(format!("{err:#}")))?;
     let [rows, cols] = info.input_shape;
-    preprocess::to_model_input(&image, rows as u32, cols as u32, &info.class_names, fit, invert)
+    preprocess::to_model_input(&image, rows as u32, cols as u32, &info.class_names, framing, invert)
         .map_err(|err| ApiError::bad_request(format!("{err:#}")))
 }

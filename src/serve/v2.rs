@@ -253,24 +253,44 @@ fn read_input(request: &InferRequest, binary: &[u8], info: &ModelInfo) -> Result
             request.inputs.len()
         )));
     };
-    let name = &input.name;
-    let datatype = Datatype::parse(&input.datatype, name)?;
+    let datatype = Datatype::parse(&input.datatype, &input.name)?;
+    let count = image_count(input, info)?;
+    let values = count.checked_mul(info.pixels_per_image()).ok_or_else(|| {
+        ApiError::bad_request(format!("input '{}': shape {:?} is too large", input.name, input.shape))
+    })?;
+    let pixels = input_pixels(input, binary, datatype, values)?;
+    if input.parameters.binary_data_size.is_none() && !binary.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} bytes of binary data follow the JSON but no input uses them",
+            binary.len()
+        )));
+    }
+    Ok((pixels, count))
+}
+
+/// How many images `input`'s shape holds: `[N, rows, cols]` or `[N, rows * cols]` of the model's size.
+fn image_count(input: &RequestInput, info: &ModelInfo) -> Result<usize, ApiError> {
     let [rows, cols] = info.input_shape;
     let count = match input.shape.as_slice() {
         [n, r, c] if *n > 0 && [*r, *c] == [rows, cols] => *n,
         [n, flat] if *n > 0 && *flat == rows * cols => *n,
         _ => {
             return Err(ApiError::bad_request(format!(
-                "input '{name}': shape {:?} is not [N, {rows}, {cols}] or [N, {}] with N >= 1",
+                "input '{}': shape {:?} is not [N, {rows}, {cols}] or [N, {}] with N >= 1",
+                input.name,
                 input.shape,
                 rows * cols
             )));
         }
-    } as usize;
-    let values = count
-        .checked_mul(info.pixels_per_image())
-        .ok_or_else(|| ApiError::bad_request(format!("input '{name}': shape {:?} is too large", input.shape)))?;
-    let pixels = match (&input.data, input.parameters.binary_data_size) {
+    };
+    Ok(count as usize)
+}
+
+/// `input`'s `values` pixels, from its JSON `data` or from the `binary` tensor after the JSON (the one
+/// its `binary_data_size` announces).
+fn input_pixels(input: &RequestInput, binary: &[u8], datatype: Datatype, values: usize) -> Result<Vec<f32>, ApiError> {
+    let name = &input.name;
+    match (&input.data, input.parameters.binary_data_size) {
         (Some(data), None) => {
             if data.0.len() != values {
                 return Err(ApiError::bad_request(format!(
@@ -279,7 +299,7 @@ fn read_input(request: &InferRequest, binary: &[u8], info: &ModelInfo) -> Result
                     data.0.len()
                 )));
             }
-            from_json(&data.0, datatype, name)?
+            from_json(&data.0, datatype, name)
         }
         (None, Some(size)) => {
             let expected = values * datatype.size();
@@ -292,20 +312,13 @@ fn read_input(request: &InferRequest, binary: &[u8], info: &ModelInfo) -> Result
                     binary.len()
                 )));
             }
-            from_bytes(binary, datatype, name)?
+            from_bytes(binary, datatype, name)
         }
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(format!("input '{name}': both data and binary_data_size given")));
+            Err(ApiError::bad_request(format!("input '{name}': both data and binary_data_size given")))
         }
-        (None, None) => return Err(ApiError::bad_request(format!("input '{name}': no data"))),
-    };
-    if input.parameters.binary_data_size.is_none() && !binary.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "{} bytes of binary data follow the JSON but no input uses them",
-            binary.len()
-        )));
+        (None, None) => Err(ApiError::bad_request(format!("input '{name}': no data"))),
     }
-    Ok((pixels, count))
 }
 
 fn from_json(values: &[f64], datatype: Datatype, name: &str) -> Result<Vec<f32>, ApiError> {
