@@ -20,12 +20,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct EventFile {
     file: File,
     path: PathBuf,
+    /// The wall time each event records, in seconds since the Unix epoch.
+    clock: fn() -> f64,
 }
 
 impl EventFile {
     /// Creates a new event file in `dir` (created if needed), named so that files sort in the order they
     /// were created (TensorBoard reads a directory's files in name order), and writes the version event.
     pub fn create(dir: &Path) -> Result<EventFile> {
+        EventFile::create_with_clock(dir, now)
+    }
+
+    /// [`EventFile::create`], with events stamped by `clock` (tests give a fixed time).
+    fn create_with_clock(dir: &Path, clock: fn() -> f64) -> Result<EventFile> {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", dir.display()))?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let name = format!(
@@ -41,7 +48,7 @@ impl EventFile {
             .create_new(true)
             .open(&path)
             .with_context(|| format!("{}: cannot create the TensorBoard event file", path.display()))?;
-        let mut events = EventFile { file, path };
+        let mut events = EventFile { file, path, clock };
         events.write(0, &proto::bytes(3, b"brain.Event:2"))?;
         Ok(events)
     }
@@ -91,10 +98,14 @@ impl EventFile {
 
     /// An `Event` with its wall time, step and `what` (fields already encoded), as one record.
     fn write(&mut self, step: usize, what: &[u8]) -> Result<()> {
-        let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        let event = [proto::double(1, wall_time), proto::varint(2, step as u64), what.to_vec()].concat();
+        let event = [proto::double(1, (self.clock)()), proto::varint(2, step as u64), what.to_vec()].concat();
         self.file.write_all(&record(&event)).with_context(|| format!("{}: cannot write", self.path.display()))
     }
+}
+
+/// Seconds since the Unix epoch, as TensorFlow stamps events.
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
 /// `DataType.DT_STRING` (tensorflow/core/framework/types.proto).
@@ -219,6 +230,36 @@ mod tests {
         assert_eq!(&framed[12..17], b"hello");
         assert_eq!(framed[17..], HELLO_RECORD_TAIL);
         assert_eq!(framed[8..12], HELLO_LENGTH_CRC);
+    }
+
+    /// Writes one event of every kind [`crate::tensorboard`] writes, with a fixed wall time, into a new
+    /// file in `dir`; returns its path. Lengths above 127 bytes (two-byte varints), step 0 and a 0.0
+    /// value (fields protobuf would leave out as defaults) and non-ASCII text are among them.
+    fn write_fixed_events(dir: &Path) -> PathBuf {
+        let mut events = EventFile::create_with_clock(dir, || 1_765_000_000.123_456_7).unwrap();
+        events.session_start(0).unwrap();
+        let config = format!("    {{\n      \"seed\": 42,\n      \"note\": \"é {}\"\n    }}\n", "x".repeat(150));
+        events.text(0, "config", &config).unwrap();
+        events.scalar(0, "epoch_loss", 0.326_457_123_456).unwrap();
+        events.scalar(0, "epoch_accuracy", 0.0).unwrap();
+        events.scalar(1, "epoch_learning_rate", 1e-3).unwrap();
+        events.scalar(300, "epoch_loss", -2.5).unwrap();
+        let png: Vec<u8> = (0..=255u8).cycle().take(400).collect();
+        events.image(300, "confusion_matrix", &png, (640, 480)).unwrap();
+        events.session_start(7).unwrap();
+        events.text(7, "config", "").unwrap();
+        events.path().to_path_buf()
+    }
+
+    /// The file [`write_fixed_events`] writes, byte for byte, as recorded: a change in how events are
+    /// encoded shows here.
+    const FIXED_EVENTS: &[u8] = include_bytes!("../tests/fixtures/events.out.tfevents");
+
+    #[test]
+    fn events_are_written_as_the_recorded_fixture() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = std::fs::read(write_fixed_events(dir.path())).unwrap();
+        assert_eq!(written, FIXED_EVENTS);
     }
 
     const MASKED_CHECK: u32 = 0xc78a_b0e5;
