@@ -5,7 +5,9 @@
 //! A file is a sequence of TFRecords — `u64` little-endian length, masked CRC32C of those 8 bytes, the
 //! payload, masked CRC32C of the payload — each holding one `Event` protocol buffer
 //! (tensorflow/core/util/event.proto). The first event names the format version (`brain.Event:2`).
-//! Only the few protobuf fields used are encoded, by hand (see [`proto`]).
+//! Only the few protobuf fields used are encoded, by hand (see [`proto`]). The checksum is the `crc32c`
+//! crate's: a kept implementation of TFRecord's CRC-32C (Castagnoli), using the CPU's CRC32C instruction
+//! where there is one.
 //!
 //! Files are append-only logs, as TensorBoard expects to read them while training runs: each writer
 //! creates a new file (never an existing one) and appends one record per event.
@@ -129,20 +131,7 @@ pub fn record(data: &[u8]) -> Vec<u8> {
 /// TFRecord's checksum: CRC32C, rotated right by 15 bits plus a constant, so that a CRC stored inside
 /// checksummed data does not checksum to a fixed point.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
-    let crc = crc32c(data);
-    crc.rotate_right(15).wrapping_add(0xa282_ead8)
-}
-
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: event records are small.
-pub fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
-        }
-    }
-    !crc
+    crc32c::crc32c(data).rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// The machine's name, as TensorFlow puts it in event file names ("localhost" when unknown).
@@ -215,8 +204,8 @@ mod tests {
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         // The CRC catalogue's check value of CRC-32C ("123456789"), and RFC 3720's 32 zero bytes.
-        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
-        assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c::crc32c(&[0u8; 32]), 0x8a91_36aa);
     }
 
     #[test]
