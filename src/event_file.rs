@@ -5,9 +5,9 @@
 //! A file is a sequence of TFRecords — `u64` little-endian length, masked CRC32C of those 8 bytes, the
 //! payload, masked CRC32C of the payload — each holding one `Event` protocol buffer
 //! (tensorflow/core/util/event.proto). The first event names the format version (`brain.Event:2`).
-//! Only the few protobuf fields used are encoded, by hand (see [`proto`]). The checksum is the `crc32c`
-//! crate's: a kept implementation of TFRecord's CRC-32C (Castagnoli), using the CPU's CRC32C instruction
-//! where there is one.
+//! Kept crates do the encoding: `prost` the protocol buffers, from the few messages and fields used,
+//! declared in [`proto`] with its derive (no `protoc`, no generated code); `crc32c` the checksum (the
+//! CPU's CRC32C instruction where there is one).
 //!
 //! Files are append-only logs, as TensorBoard expects to read them while training runs: each writer
 //! creates a new file (never an existing one) and appends one record per event.
@@ -51,7 +51,7 @@ impl EventFile {
             .open(&path)
             .with_context(|| format!("{}: cannot create the TensorBoard event file", path.display()))?;
         let mut events = EventFile { file, path, clock };
-        events.write(0, &proto::bytes(3, b"brain.Event:2"))?;
+        events.write(0, proto::What::FileVersion("brain.Event:2".into()))?;
         Ok(events)
     }
 
@@ -61,47 +61,60 @@ impl EventFile {
 
     /// A scalar (`simple_value`, as PyTorch's SummaryWriter writes them): TensorBoard's Scalars tab.
     pub fn scalar(&mut self, step: usize, tag: &str, value: f64) -> Result<()> {
-        let value = [proto::bytes(1, tag.as_bytes()), proto::float(2, value as f32)].concat();
-        self.summary(step, &value)
+        self.summary(step, tag, None, proto::Kind::SimpleValue(value as f32))
     }
 
     /// Markdown text (the text plugin's string tensor): TensorBoard's Text tab.
     pub fn text(&mut self, step: usize, tag: &str, markdown: &str) -> Result<()> {
-        let plugin = proto::bytes(1, &proto::bytes(1, b"text"));
-        let shape = proto::bytes(2, &proto::bytes(2, &proto::varint(1, 1)));
-        let tensor = [proto::varint(1, DT_STRING), shape, proto::bytes(8, markdown.as_bytes())].concat();
-        let value = [proto::bytes(1, tag.as_bytes()), proto::bytes(9, &plugin), proto::bytes(8, &tensor)].concat();
-        self.summary(step, &value)
+        let plugin = proto::PluginData { plugin_name: "text".into() };
+        let metadata = proto::SummaryMetadata { plugin_data: Some(plugin) };
+        let tensor = proto::TensorProto {
+            dtype: proto::DT_STRING,
+            tensor_shape: Some(proto::TensorShapeProto { dim: vec![proto::Dim { size: 1 }] }),
+            string_val: vec![markdown.as_bytes().to_vec()],
+        };
+        self.summary(step, tag, Some(metadata), proto::Kind::Tensor(tensor))
     }
 
     /// An RGB PNG picture: TensorBoard's Images tab.
     pub fn image(&mut self, step: usize, tag: &str, png: &[u8], (width, height): (u32, u32)) -> Result<()> {
-        let image = [
-            proto::varint(1, u64::from(height)),
-            proto::varint(2, u64::from(width)),
-            proto::varint(3, COLORSPACE_RGB),
-            proto::bytes(4, png),
-        ]
-        .concat();
-        let value = [proto::bytes(1, tag.as_bytes()), proto::bytes(4, &image)].concat();
-        self.summary(step, &value)
+        let side = |pixels: u32| i32::try_from(pixels).context("a picture too large for TensorBoard");
+        let image = proto::Image {
+            height: side(height)?,
+            width: side(width)?,
+            colorspace: proto::COLORSPACE_RGB,
+            encoded_image_string: png.to_vec(),
+        };
+        self.summary(step, tag, None, proto::Kind::Image(image))
     }
 
     /// `SessionLog.START` at `step`: TensorBoard drops the events of earlier files at `step` and later —
     /// what a run resumed from an earlier epoch (or a new run in the same directory) replaces.
     pub fn session_start(&mut self, step: usize) -> Result<()> {
-        self.write(step, &proto::bytes(6, &proto::varint(1, SESSION_START)))
+        self.write(step, proto::What::LogMessage(proto::LogMessage { level: proto::SESSION_START }))
     }
 
     /// An `Event { summary { value } }` at `step`.
-    fn summary(&mut self, step: usize, value: &[u8]) -> Result<()> {
-        self.write(step, &proto::bytes(5, &proto::bytes(1, value)))
+    fn summary(
+        &mut self,
+        step: usize,
+        tag: &str,
+        metadata: Option<proto::SummaryMetadata>,
+        value: proto::Kind,
+    ) -> Result<()> {
+        let value = proto::Value { tag: tag.into(), metadata, value: Some(value) };
+        self.write(step, proto::What::Summary(proto::Summary { value: vec![value] }))
     }
 
-    /// An `Event` with its wall time, step and `what` (fields already encoded), as one record.
-    fn write(&mut self, step: usize, what: &[u8]) -> Result<()> {
-        let event = [proto::double(1, (self.clock)()), proto::varint(2, step as u64), what.to_vec()].concat();
-        self.file.write_all(&record(&event)).with_context(|| format!("{}: cannot write", self.path.display()))
+    /// An `Event` with its wall time, step and `what`, as one record.
+    fn write(&mut self, step: usize, what: proto::What) -> Result<()> {
+        let event = proto::Event {
+            wall_time: Some((self.clock)()),
+            step: Some(i64::try_from(step).unwrap_or(i64::MAX)),
+            what: Some(what),
+        };
+        let record = record(&prost::Message::encode_to_vec(&event));
+        self.file.write_all(&record).with_context(|| format!("{}: cannot write", self.path.display()))
     }
 }
 
@@ -109,13 +122,6 @@ impl EventFile {
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
-
-/// `DataType.DT_STRING` (tensorflow/core/framework/types.proto).
-const DT_STRING: u64 = 7;
-/// `Summary.Image.colorspace` of RGB pictures.
-const COLORSPACE_RGB: u64 = 3;
-/// `SessionLog.SessionStatus.START`.
-const SESSION_START: u64 = 1;
 
 /// `data` framed as a TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data.
 pub fn record(data: &[u8]) -> Vec<u8> {
@@ -144,57 +150,127 @@ fn hostname() -> String {
     if ok && !name.is_empty() { name } else { "localhost".into() }
 }
 
-/// Protocol-buffer fields in the wire format: a key (field number and wire type), then the value.
+/// The messages of TensorFlow's protocol buffers that event files hold, with the fields written here
+/// (tensorboard/compat/proto: event.proto, summary.proto, tensor.proto, tensor_shape.proto); `prost`
+/// encodes them. Fields prost would leave out when zero (proto3) are `optional` where a zero can occur,
+/// so that every event is laid out as files earlier versions of mnist-tch wrote.
 mod proto {
-    fn key(field: u32, wire_type: u8) -> Vec<u8> {
-        encode_varint(u64::from(field) << 3 | u64::from(wire_type))
+    /// `tensorflow.Event`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Event {
+        #[prost(double, optional, tag = "1")]
+        pub wall_time: Option<f64>,
+        #[prost(int64, optional, tag = "2")]
+        pub step: Option<i64>,
+        #[prost(oneof = "What", tags = "3, 5, 6")]
+        pub what: Option<What>,
     }
 
-    fn encode_varint(mut value: u64) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(10);
-        while value >= 0x80 {
-            bytes.push(value as u8 | 0x80);
-            value >>= 7;
-        }
-        bytes.push(value as u8);
-        bytes
+    /// `Event.what`.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum What {
+        #[prost(string, tag = "3")]
+        FileVersion(String),
+        #[prost(message, tag = "5")]
+        Summary(Summary),
+        #[prost(message, tag = "6")]
+        LogMessage(LogMessage),
     }
 
-    /// An integer or enum field (wire type 0).
-    pub fn varint(field: u32, value: u64) -> Vec<u8> {
-        [key(field, 0), encode_varint(value)].concat()
+    /// `tensorflow.LogMessage`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LogMessage {
+        #[prost(int32, tag = "1")]
+        pub level: i32,
     }
 
-    /// A `double` field (wire type 1).
-    pub fn double(field: u32, value: f64) -> Vec<u8> {
-        [key(field, 1), value.to_le_bytes().to_vec()].concat()
+    /// `tensorflow.Summary`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Summary {
+        #[prost(message, repeated, tag = "1")]
+        pub value: Vec<Value>,
     }
 
-    /// A string, bytes or embedded-message field (wire type 2).
-    pub fn bytes(field: u32, value: &[u8]) -> Vec<u8> {
-        [key(field, 2), encode_varint(value.len() as u64), value.to_vec()].concat()
+    /// `Summary.Value`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Value {
+        #[prost(string, tag = "1")]
+        pub tag: String,
+        #[prost(message, optional, tag = "9")]
+        pub metadata: Option<SummaryMetadata>,
+        #[prost(oneof = "Kind", tags = "2, 4, 8")]
+        pub value: Option<Kind>,
     }
 
-    /// A `float` field (wire type 5).
-    pub fn float(field: u32, value: f32) -> Vec<u8> {
-        [key(field, 5), value.to_le_bytes().to_vec()].concat()
+    /// `Summary.Value.value`.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(float, tag = "2")]
+        SimpleValue(f32),
+        #[prost(message, tag = "4")]
+        Image(Image),
+        #[prost(message, tag = "8")]
+        Tensor(TensorProto),
     }
 
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn fields_encode_as_the_protobuf_documentation_shows() {
-            // protobuf.dev/programming-guides/encoding: field 1 = 150 is 08 96 01.
-            assert_eq!(varint(1, 150), [0x08, 0x96, 0x01]);
-            // Field 2 = "testing" is 12 07 74 65 73 74 69 6e 67.
-            assert_eq!(bytes(2, b"testing"), [&[0x12, 0x07][..], b"testing"].concat());
-            assert_eq!(float(2, 1.0), [0x15, 0x00, 0x00, 0x80, 0x3f]);
-            assert_eq!(double(1, 1.0), [0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]);
-            assert_eq!(varint(9, 300), [0x48, 0xac, 0x02]);
-        }
+    /// `Summary.Image`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Image {
+        #[prost(int32, tag = "1")]
+        pub height: i32,
+        #[prost(int32, tag = "2")]
+        pub width: i32,
+        #[prost(int32, tag = "3")]
+        pub colorspace: i32,
+        #[prost(bytes = "vec", tag = "4")]
+        pub encoded_image_string: Vec<u8>,
     }
+
+    /// `tensorflow.SummaryMetadata`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SummaryMetadata {
+        #[prost(message, optional, tag = "1")]
+        pub plugin_data: Option<PluginData>,
+    }
+
+    /// `SummaryMetadata.PluginData`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PluginData {
+        #[prost(string, tag = "1")]
+        pub plugin_name: String,
+    }
+
+    /// `tensorflow.TensorProto`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(int32, tag = "1")]
+        pub dtype: i32,
+        #[prost(message, optional, tag = "2")]
+        pub tensor_shape: Option<TensorShapeProto>,
+        #[prost(bytes = "vec", repeated, tag = "8")]
+        pub string_val: Vec<Vec<u8>>,
+    }
+
+    /// `tensorflow.TensorShapeProto`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorShapeProto {
+        #[prost(message, repeated, tag = "2")]
+        pub dim: Vec<Dim>,
+    }
+
+    /// `TensorShapeProto.Dim`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Dim {
+        #[prost(int64, tag = "1")]
+        pub size: i64,
+    }
+
+    /// `DataType.DT_STRING` (types.proto).
+    pub const DT_STRING: i32 = 7;
+    /// `Summary.Image.colorspace` of RGB pictures.
+    pub const COLORSPACE_RGB: i32 = 3;
+    /// `SessionLog.SessionStatus.START`.
+    pub const SESSION_START: i32 = 1;
 }
 
 #[cfg(test)]
@@ -244,11 +320,83 @@ mod tests {
     /// encoded shows here.
     const FIXED_EVENTS: &[u8] = include_bytes!("../tests/fixtures/events.out.tfevents");
 
+    /// The payloads of a file's records, each checked against its length and both CRCs.
+    fn records(mut file: &[u8]) -> Vec<&[u8]> {
+        let mut payloads = Vec::new();
+        while !file.is_empty() {
+            let length = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+            assert_eq!(file[8..12], masked_crc32c(&file[..8]).to_le_bytes());
+            let payload = &file[12..12 + length];
+            assert_eq!(file[12 + length..16 + length], masked_crc32c(payload).to_le_bytes());
+            payloads.push(payload);
+            file = &file[16 + length..];
+        }
+        payloads
+    }
+
+    /// A message's fields as they are written — (field number, key and value bytes) — in file order.
+    fn fields(mut message: &[u8]) -> Vec<(u32, &[u8])> {
+        use prost::encoding::{WireType, decode_key, decode_varint};
+        let mut found = Vec::new();
+        while !message.is_empty() {
+            let start = message;
+            let (tag, wire_type) = decode_key(&mut message).unwrap();
+            let skip = match wire_type {
+                WireType::Varint => decode_varint(&mut message).map(|_| 0).unwrap(),
+                WireType::SixtyFourBit => 8,
+                WireType::ThirtyTwoBit => 4,
+                WireType::LengthDelimited => decode_varint(&mut message).unwrap() as usize,
+                other => panic!("wire type {other:?}"),
+            };
+            message = &message[skip..];
+            found.push((tag, &start[..start.len() - message.len()]));
+        }
+        found
+    }
+
+    /// The contents of the length-delimited field `tag` of `message`.
+    fn field(message: &[u8], tag: u32) -> &[u8] {
+        let (_, bytes) = fields(message).into_iter().find(|&(t, _)| t == tag).unwrap();
+        let mut contents = &bytes[1..];
+        let length = prost::encoding::decode_varint(&mut contents).unwrap() as usize;
+        assert_eq!(contents.len(), length);
+        contents
+    }
+
+    /// Every record is the recorded one byte for byte, except that a text summary's `Summary.Value` now
+    /// has its fields in field-number order (tag, tensor, metadata: as TensorFlow's and PyTorch's
+    /// writers order them), where the recorded file has tag, metadata, tensor. Both decode to the same
+    /// event, and have the same length (no field gained or lost).
     #[test]
     fn events_are_written_as_the_recorded_fixture() {
+        use prost::Message;
         let dir = tempfile::tempdir().unwrap();
         let written = std::fs::read(write_fixed_events(dir.path())).unwrap();
-        assert_eq!(written, FIXED_EVENTS);
+        let (recorded, written) = (records(FIXED_EVENTS), records(&written));
+        assert_eq!(recorded.len(), written.len());
+        let mut reordered = 0;
+        for (index, (&old, &new)) in recorded.iter().zip(&written).enumerate() {
+            let event = proto::Event::decode(new).unwrap();
+            assert_eq!(proto::Event::decode(old).unwrap(), event, "record {index}");
+            assert_eq!(old.len(), new.len(), "record {index}");
+            let Some(proto::What::Summary(summary)) = &event.what else {
+                assert_eq!(old, new, "record {index}");
+                continue;
+            };
+            let Some(proto::Kind::Tensor(_)) = summary.value[0].value else {
+                assert_eq!(old, new, "record {index}");
+                continue;
+            };
+            let (old_value, new_value) = (field(field(old, 5), 1), field(field(new, 5), 1));
+            assert_eq!(fields(new_value).iter().map(|f| f.0).collect::<Vec<_>>(), [1, 8, 9]);
+            assert_eq!(fields(old_value).iter().map(|f| f.0).collect::<Vec<_>>(), [1, 9, 8]);
+            let mut old_fields = fields(old_value);
+            old_fields.sort();
+            assert_eq!(old_fields, fields(new_value), "record {index}: the same fields, byte for byte");
+            assert_eq!(old[..old.len() - old_value.len()], new[..new.len() - new_value.len()]);
+            reordered += 1;
+        }
+        assert_eq!(reordered, 2, "the two text summaries");
     }
 
     const MASKED_CHECK: u32 = 0xc78a_b0e5;
