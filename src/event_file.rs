@@ -7,7 +7,7 @@
 //! (tensorflow/core/util/event.proto). The first event names the format version (`brain.Event:2`).
 //! Kept crates do the encoding: `prost` the protocol buffers, from the few messages and fields used,
 //! declared in [`proto`] with its derive (no `protoc`, no generated code); `crc32c` the checksum (the
-//! CPU's CRC32C instruction where there is one).
+//! CPU's CRC32C instruction where there is one); `gethostname` the machine's name in file names.
 //!
 //! Files are append-only logs, as TensorBoard expects to read them while training runs: each writer
 //! creates a new file (never an existing one) and appends one record per event.
@@ -142,12 +142,8 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
 
 /// The machine's name, as TensorFlow puts it in event file names ("localhost" when unknown).
 fn hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: gethostname writes at most buffer.len() bytes into the buffer.
-    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
-    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
-    let name = String::from_utf8_lossy(&buffer[..end]).replace(['/', '\\'], "_");
-    if ok && !name.is_empty() { name } else { "localhost".into() }
+    let name = gethostname::gethostname().to_string_lossy().replace(['/', '\\'], "_");
+    if name.is_empty() { "localhost".into() } else { name }
 }
 
 /// The messages of TensorFlow's protocol buffers that event files hold, with the fields written here
@@ -276,6 +272,23 @@ mod proto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_names_carry_the_machine_name_and_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = EventFile::create(dir.path()).unwrap();
+        let name = events.path().file_name().unwrap().to_str().unwrap().to_string();
+        let host = hostname();
+        assert!(!host.is_empty() && !host.contains('/'), "{host}");
+        // The name gethostname(2) gives, as libc hands it over.
+        let mut buffer = [0u8; 256];
+        // SAFETY: gethostname writes at most buffer.len() bytes into the buffer.
+        assert_eq!(unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) }, 0);
+        let end = buffer.iter().position(|&b| b == 0).unwrap();
+        assert_eq!(host, String::from_utf8_lossy(&buffer[..end]).replace(['/', '\\'], "_"));
+        assert!(name.starts_with("events.out.tfevents."), "{name}");
+        assert!(name.ends_with(&format!(".{host}.{}", std::process::id())), "{name}");
+    }
 
     #[test]
     fn crc32c_matches_the_standard_check_value() {
