@@ -91,7 +91,7 @@ impl EventFile {
     /// `SessionLog.START` at `step`: TensorBoard drops the events of earlier files at `step` and later —
     /// what a run resumed from an earlier epoch (or a new run in the same directory) replaces.
     pub fn session_start(&mut self, step: usize) -> Result<()> {
-        self.write(step, proto::What::LogMessage(proto::LogMessage { level: proto::SESSION_START }))
+        self.write(step, proto::What::SessionLog(proto::SessionLog { status: proto::SESSION_START }))
     }
 
     /// An `Event { summary { value } }` at `step`.
@@ -158,7 +158,7 @@ mod proto {
         pub wall_time: Option<f64>,
         #[prost(int64, optional, tag = "2")]
         pub step: Option<i64>,
-        #[prost(oneof = "What", tags = "3, 5, 6")]
+        #[prost(oneof = "What", tags = "3, 5, 7")]
         pub what: Option<What>,
     }
 
@@ -169,15 +169,15 @@ mod proto {
         FileVersion(String),
         #[prost(message, tag = "5")]
         Summary(Summary),
-        #[prost(message, tag = "6")]
-        LogMessage(LogMessage),
+        #[prost(message, tag = "7")]
+        SessionLog(SessionLog),
     }
 
-    /// `tensorflow.LogMessage`.
+    /// `tensorflow.SessionLog`.
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct LogMessage {
+    pub struct SessionLog {
         #[prost(int32, tag = "1")]
-        pub level: i32,
+        pub status: i32,
     }
 
     /// `tensorflow.Summary`.
@@ -376,10 +376,12 @@ mod tests {
         contents
     }
 
-    /// Every record is the recorded one byte for byte, except that a text summary's `Summary.Value` now
-    /// has its fields in field-number order (tag, tensor, metadata: as TensorFlow's and PyTorch's
-    /// writers order them), where the recorded file has tag, metadata, tensor. Both decode to the same
-    /// event, and have the same length (no field gained or lost).
+    /// Every record is the recorded one byte for byte, except:
+    /// - a text summary's `Summary.Value` has its fields in field-number order (tag, tensor, metadata: as
+    ///   TensorFlow's and PyTorch's writers order them), where the recorded file has tag, metadata,
+    ///   tensor. Both decode to the same event, and have the same length (no field gained or lost);
+    /// - a session start is `SessionLog { status: START }` in `Event` field 7, where the recorded file
+    ///   has the same contents in field 6 (`log_message`, which TensorBoard does not act on).
     #[test]
     fn events_are_written_as_the_recorded_fixture() {
         use prost::Message;
@@ -387,9 +389,19 @@ mod tests {
         let written = std::fs::read(write_fixed_events(dir.path())).unwrap();
         let (recorded, written) = (records(FIXED_EVENTS), records(&written));
         assert_eq!(recorded.len(), written.len());
-        let mut reordered = 0;
+        let (mut reordered, mut sessions) = (0, 0);
         for (index, (&old, &new)) in recorded.iter().zip(&written).enumerate() {
             let event = proto::Event::decode(new).unwrap();
+            if let Some(proto::What::SessionLog(log)) = &event.what {
+                assert_eq!(log.status, proto::SESSION_START);
+                let (old_fields, new_fields) = (fields(old), fields(new));
+                assert_eq!(old_fields.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2, 6], "record {index}");
+                assert_eq!(new_fields.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2, 7], "record {index}");
+                assert_eq!(old_fields[..2], new_fields[..2], "record {index}");
+                assert_eq!(old_fields[2].1[1..], new_fields[2].1[1..], "record {index}: the same contents");
+                sessions += 1;
+                continue;
+            }
             assert_eq!(proto::Event::decode(old).unwrap(), event, "record {index}");
             assert_eq!(old.len(), new.len(), "record {index}");
             let Some(proto::What::Summary(summary)) = &event.what else {
@@ -409,7 +421,7 @@ mod tests {
             assert_eq!(old[..old.len() - old_value.len()], new[..new.len() - new_value.len()]);
             reordered += 1;
         }
-        assert_eq!(reordered, 2, "the two text summaries");
+        assert_eq!((reordered, sessions), (2, 2), "the two text summaries and the two session starts");
     }
 
     const MASKED_CHECK: u32 = 0xc78a_b0e5;
