@@ -14,9 +14,14 @@
 //! A driver without a loadable `libtorch_cuda.so` is the tch-rs "CUDA silently missing" failure (tch-rs
 //! issues 787, 907, 980); it is kept as [`CudaLibrary::Failed`] for `--device` to report instead of
 //! training on the CPU without a word.
+//!
+//! The loading is `libloading`'s (`os::unix::Library::open`, `dlopen` with the flags given here, and
+//! `dlerror`'s message on failure). It has no `dlinfo`, so [`torch_lib_dir`] asks `dlinfo` itself,
+//! through libc, on the handle libloading opened.
 
-use std::ffi::{CStr, CString, c_char, c_int};
-use std::path::{Path, PathBuf};
+use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_LAZY, RTLD_LOCAL, RTLD_NOW};
+use std::ffi::{CStr, OsStr, c_char, c_int};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// What [`load`] found.
@@ -45,14 +50,14 @@ pub fn load() -> &'static CudaLibrary {
 
 fn load_now() -> CudaLibrary {
     // The handle stays open: the CUDA runtime opens the same library again later.
-    if open(DRIVER, libc::RTLD_LAZY | libc::RTLD_LOCAL).is_err() {
+    if open(DRIVER, RTLD_LAZY | RTLD_LOCAL).is_err() {
         return CudaLibrary::NoDriver;
     }
     let library = match torch_lib_dir() {
         Ok(dir) => dir.join(TORCH_CUDA),
         Err(why) => return CudaLibrary::Failed(format!("a CUDA driver is installed but {why}")),
     };
-    match open_path(&library, libc::RTLD_NOW | libc::RTLD_GLOBAL) {
+    match open(library.as_os_str(), RTLD_NOW | RTLD_GLOBAL) {
         Ok(()) => CudaLibrary::Loaded(library),
         // The loader's message names the file.
         Err(why) => CudaLibrary::Failed(format!(
@@ -65,48 +70,43 @@ fn load_now() -> CudaLibrary {
 /// resolved through symlinks: `libtorch_cuda.so` finds the CUDA libraries it needs relative to the
 /// directory it is opened from (`$ORIGIN/../../nvidia/...` in the PyTorch wheel).
 pub fn torch_lib_dir() -> Result<PathBuf, String> {
-    let name = CString::new(TORCH_CPU).map_err(|e| e.to_string())?;
     // SAFETY: RTLD_NOLOAD only looks up an already-loaded library (taking a reference, released below);
-    // `origin` has room for PATH_MAX bytes, the most RTLD_DI_ORIGIN writes.
-    unsafe {
-        let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
-        if handle.is_null() {
-            return Err(format!("{TORCH_CPU} is not loaded in this process"));
-        }
-        let mut origin = vec![0 as c_char; libc::PATH_MAX as usize + 1];
-        let found = libc::dlinfo(handle, libc::RTLD_DI_ORIGIN, origin.as_mut_ptr().cast());
-        libc::dlclose(handle);
-        if found != 0 {
-            return Err(format!("the directory of {TORCH_CPU} is unknown: {}", last_error()));
-        }
-        let dir = PathBuf::from(CStr::from_ptr(origin.as_ptr()).to_string_lossy().into_owned());
-        Ok(std::fs::canonicalize(&dir).unwrap_or(dir))
-    }
-}
-
-fn open_path(path: &Path, flags: c_int) -> Result<(), String> {
-    open(&path.to_string_lossy(), flags)
-}
-
-/// `dlopen`, keeping the library loaded for the life of the process.
-fn open(name: &str, flags: c_int) -> Result<(), String> {
-    let name = CString::new(name).map_err(|e| e.to_string())?;
-    // SAFETY: a valid NUL-terminated name; the handle is deliberately never closed. Loading runs the
-    // library's initialisers, which is what loading the CUDA backend is for.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), flags) };
-    if handle.is_null() { Err(last_error()) } else { Ok(()) }
-}
-
-/// `dlerror()`'s message for the last failed `dl*` call on this thread.
-fn last_error() -> String {
-    // SAFETY: dlerror returns null or a NUL-terminated string valid until the next dl* call here.
-    unsafe {
-        let message = libc::dlerror();
-        if message.is_null() {
-            "unknown dynamic loader error".into()
+    // no initialiser runs.
+    let loaded = unsafe { Library::open(Some(TORCH_CPU), RTLD_LAZY | libc::RTLD_NOLOAD) }
+        .map_err(|_| format!("{TORCH_CPU} is not loaded in this process"))?;
+    let handle = loaded.into_raw();
+    let mut origin = vec![0 as c_char; libc::PATH_MAX as usize + 1];
+    // SAFETY: `handle` is a live dlopen handle; `origin` has room for PATH_MAX bytes, the most
+    // RTLD_DI_ORIGIN writes; dlerror's message is copied before the next dl* call.
+    let found = unsafe {
+        if libc::dlinfo(handle, libc::RTLD_DI_ORIGIN, origin.as_mut_ptr().cast()) == 0 {
+            Ok(CStr::from_ptr(origin.as_ptr()).to_string_lossy().into_owned())
         } else {
-            CStr::from_ptr(message).to_string_lossy().into_owned()
+            let message = libc::dlerror();
+            Err(if message.is_null() {
+                "unknown dynamic loader error".into()
+            } else {
+                CStr::from_ptr(message).to_string_lossy().into_owned()
+            })
         }
+    };
+    // SAFETY: the handle came from `into_raw` above; dropping the Library closes it (dlclose).
+    drop(unsafe { Library::from_raw(handle) });
+    let dir = PathBuf::from(found.map_err(|why| format!("the directory of {TORCH_CPU} is unknown: {why}"))?);
+    Ok(std::fs::canonicalize(&dir).unwrap_or(dir))
+}
+
+/// `dlopen`, keeping the library loaded for the life of the process; on failure, the loader's message.
+fn open(name: impl AsRef<OsStr>, flags: c_int) -> Result<(), String> {
+    // SAFETY: loading runs the library's initialisers, which is what loading the CUDA backend is for.
+    match unsafe { Library::open(Some(name.as_ref()), flags) } {
+        // Never closed: libtorch's CUDA hooks and the CUDA runtime use it until the process ends.
+        Ok(library) => {
+            std::mem::forget(library);
+            Ok(())
+        }
+        // dlerror's own text (libloading's error says only "dlopen failed" around it).
+        Err(err) => Err(std::error::Error::source(&err).map_or_else(|| err.to_string(), |why| why.to_string())),
     }
 }
 
@@ -123,7 +123,8 @@ mod tests {
 
     #[test]
     fn a_missing_library_is_an_error_with_the_loaders_reason() {
-        let why = open("/nonexistent/libtorch_cuda.so", libc::RTLD_NOW).unwrap_err();
+        let why = open("/nonexistent/libtorch_cuda.so", RTLD_NOW).unwrap_err();
+        assert_eq!(why, "/nonexistent/libtorch_cuda.so: cannot open shared object file: No such file or directory");
         assert!(why.contains("/nonexistent/libtorch_cuda.so"), "{why}");
     }
 }

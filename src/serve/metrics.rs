@@ -1,10 +1,19 @@
 //! What `GET /metrics` reports, in Prometheus's text format: requests and errors by route and status,
 //! request latency, the batches the inference thread ran and how many requests wait for it.
+//!
+//! The metrics are `prometheus-client`'s (the Prometheus project's own Rust client): its counters, gauge
+//! and histograms, kept in its registry and written by its Prometheus text encoder (format 0.0.4, served
+//! as `text/plain; version=0.0.4`, `prometheus_text::CONTENT_TYPE`). That encoder, rather than the client's
+//! OpenMetrics one, writes what every Prometheus scrapes and what this endpoint has always answered:
+//! counters named `…_total` in their `# TYPE` lines too, `le="2"` (not `"2.0"`) in histogram buckets,
+//! no `# EOF` line. Counters are registered without their `_total`, which the encoder appends.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -13,133 +22,115 @@ const LATENCY_BUCKETS: [f64; 14] =
 /// Upper bounds of the batch-size buckets, in images.
 const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
-/// A Prometheus histogram: cumulative counts are made when it is rendered.
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    /// Observations per bucket (not cumulative); the last one is +Inf.
-    counts: Vec<u64>,
-    sum: f64,
+/// The labels of a request count: `{route="…",code="…"}`, in that order.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteCode {
+    route: String,
+    code: u16,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0 }
-    }
-
-    fn observe(&mut self, value: f64) {
-        let bucket = self.bounds.iter().position(|&bound| value <= bound).unwrap_or(self.bounds.len());
-        self.counts[bucket] += 1;
-        self.sum += value;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count;
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.counts[self.bounds.len()];
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
-    }
+/// `{route="…"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
 }
 
-#[derive(Debug, Default)]
-struct Counts {
-    /// Requests by (route, status code).
-    requests: BTreeMap<(String, u16), u64>,
-    /// Latency by route.
-    latency: BTreeMap<String, Histogram>,
-    batch_images: Option<Histogram>,
-    batch_seconds: Option<Histogram>,
-    images: u64,
-}
+type LatencyFamily = Family<Route, Histogram, fn() -> Histogram>;
 
 /// The server's counters, shared by the request handlers and the inference thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    counts: Mutex<Counts>,
+    registry: Registry,
+    requests: Family<RouteCode, Counter>,
+    errors: Family<Route, Counter>,
+    latency: LatencyFamily,
+    batch_images: Histogram,
+    batch_seconds: Histogram,
+    images: Counter,
     /// Requests handed to the inference thread and not yet taken by it.
-    queued: AtomicI64,
+    queued: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let latency: LatencyFamily = Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let metrics = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            errors: Family::default(),
+            latency,
+            batch_images: Histogram::new(BATCH_BUCKETS),
+            batch_seconds: Histogram::new(LATENCY_BUCKETS),
+            images: Counter::default(),
+            queued: Gauge::default(),
+        };
+        metrics.registered()
+    }
 }
 
 impl Metrics {
+    /// Registers every metric under its exposed name, in the order they are written. The registry
+    /// appends the full stop to each help text.
+    fn registered(mut self) -> Metrics {
+        let registry = &mut self.registry;
+        registry.register(
+            "mnist_tch_requests",
+            "HTTP requests answered, by route and status code",
+            self.requests.clone(),
+        );
+        registry.register(
+            "mnist_tch_errors",
+            "Requests answered with a 4xx or 5xx status, by route",
+            self.errors.clone(),
+        );
+        registry.register_with_unit(
+            "mnist_tch_request_duration",
+            "Time from request to answer, by route",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+        registry.register(
+            "mnist_tch_batch_size",
+            "Images per batch run by the inference thread",
+            self.batch_images.clone(),
+        );
+        registry.register_with_unit(
+            "mnist_tch_batch_duration",
+            "Time the model took per batch",
+            Unit::Seconds,
+            self.batch_seconds.clone(),
+        );
+        registry.register("mnist_tch_images", "Images classified", self.images.clone());
+        registry.register("mnist_tch_queue_depth", "Requests waiting for the inference thread", self.queued.clone());
+        self
+    }
+
     /// One answered request.
     pub fn record_request(&self, route: &str, status: u16, elapsed: Duration) {
-        let mut counts = self.lock();
-        *counts.requests.entry((route.to_string(), status)).or_default() += 1;
-        counts
-            .latency
-            .entry(route.to_string())
-            .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
-            .observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&RouteCode { route: route.to_string(), code: status }).inc();
+        let route = Route { route: route.to_string() };
+        if status >= 400 {
+            self.errors.get_or_create(&route).inc();
+        }
+        self.latency.get_or_create(&route).observe(elapsed.as_secs_f64());
     }
 
     /// One batch the inference thread ran.
     pub fn record_batch(&self, images: usize, elapsed: Duration) {
-        let mut counts = self.lock();
-        counts.images += images as u64;
-        counts.batch_images.get_or_insert_with(|| Histogram::new(&BATCH_BUCKETS)).observe(images as f64);
-        counts.batch_seconds.get_or_insert_with(|| Histogram::new(&LATENCY_BUCKETS)).observe(elapsed.as_secs_f64());
+        self.images.inc_by(images as u64);
+        self.batch_images.observe(images as f64);
+        self.batch_seconds.observe(elapsed.as_secs_f64());
     }
 
     pub fn queued(&self, change: i64) {
-        self.queued.fetch_add(change, Ordering::Relaxed);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        // A panic while the lock was held cannot leave the counters inconsistent beyond one count.
-        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queued.inc_by(change);
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let counts = self.lock();
         let mut out = String::new();
-        out.push_str("# HELP mnist_tch_requests_total HTTP requests answered, by route and status code.\n");
-        out.push_str("# TYPE mnist_tch_requests_total counter\n");
-        for ((route, status), n) in &counts.requests {
-            let _ = writeln!(out, "mnist_tch_requests_total{{route=\"{route}\",code=\"{status}\"}} {n}");
-        }
-        out.push_str("# HELP mnist_tch_errors_total Requests answered with a 4xx or 5xx status, by route.\n");
-        out.push_str("# TYPE mnist_tch_errors_total counter\n");
-        let mut errors: BTreeMap<&str, u64> = BTreeMap::new();
-        for ((route, status), n) in &counts.requests {
-            if *status >= 400 {
-                *errors.entry(route).or_default() += n;
-            }
-        }
-        for (route, n) in errors {
-            let _ = writeln!(out, "mnist_tch_errors_total{{route=\"{route}\"}} {n}");
-        }
-        out.push_str("# HELP mnist_tch_request_duration_seconds Time from request to answer, by route.\n");
-        out.push_str("# TYPE mnist_tch_request_duration_seconds histogram\n");
-        for (route, histogram) in &counts.latency {
-            histogram.render(&mut out, "mnist_tch_request_duration_seconds", &format!("route=\"{route}\""));
-        }
-        out.push_str("# HELP mnist_tch_batch_size Images per batch run by the inference thread.\n");
-        out.push_str("# TYPE mnist_tch_batch_size histogram\n");
-        counts.batch_images.clone().unwrap_or_else(|| Histogram::new(&BATCH_BUCKETS)).render(
-            &mut out,
-            "mnist_tch_batch_size",
-            "",
-        );
-        out.push_str("# HELP mnist_tch_batch_duration_seconds Time the model took per batch.\n");
-        out.push_str("# TYPE mnist_tch_batch_duration_seconds histogram\n");
-        counts.batch_seconds.clone().unwrap_or_else(|| Histogram::new(&LATENCY_BUCKETS)).render(
-            &mut out,
-            "mnist_tch_batch_duration_seconds",
-            "",
-        );
-        out.push_str("# HELP mnist_tch_images_total Images classified.\n# TYPE mnist_tch_images_total counter\n");
-        let _ = writeln!(out, "mnist_tch_images_total {}", counts.images);
-        out.push_str("# HELP mnist_tch_queue_depth Requests waiting for the inference thread.\n");
-        out.push_str("# TYPE mnist_tch_queue_depth gauge\n");
-        let _ = writeln!(out, "mnist_tch_queue_depth {}", self.queued.load(Ordering::Relaxed));
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -147,6 +138,11 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_content_type_served_is_the_formats() {
+        assert_eq!(prometheus_text::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    }
 
     #[test]
     fn histograms_are_cumulative_and_counters_split_by_status() {
@@ -163,5 +159,70 @@ mod tests {
         assert!(text.contains("mnist_tch_request_duration_seconds_count{route=\"/predict\"} 3\n"));
         assert!(text.contains("mnist_tch_batch_size_bucket{le=\"2\"} 0\nmnist_tch_batch_size_bucket{le=\"4\"} 1\n"));
         assert!(text.contains("mnist_tch_images_total 3\n"));
+    }
+
+    /// The events behind `tests/fixtures/metrics.txt`: a bucket bound hit exactly (0.0005 s), values
+    /// beyond the last bucket, several routes and statuses, a queue that went up and down.
+    fn record_fixed_events(metrics: &Metrics) {
+        let us = Duration::from_micros;
+        metrics.record_request("/predict", 200, us(3_000));
+        metrics.record_request("/predict", 200, us(30_000));
+        metrics.record_request("/predict", 400, us(1_000));
+        metrics.record_request("/predict", 413, us(200));
+        metrics.record_request("/v2/models/{model}/infer", 200, Duration::from_secs(12));
+        metrics.record_request("unmatched", 404, us(500));
+        metrics.record_request("/metrics", 200, us(70));
+        metrics.record_batch(3, us(2_000));
+        metrics.record_batch(1, us(250));
+        metrics.record_batch(600, us(1_500_000));
+        metrics.queued(3);
+        metrics.queued(-1);
+    }
+
+    /// A line of the exposition: a comment as it stands, or a sample as its name and labels (exact
+    /// text) and its value (as a number: `0.00007` and `7e-5`, `604` and `604.0` are the same sample).
+    fn parsed(line: &str) -> (String, Option<f64>) {
+        if line.starts_with('#') {
+            return (line.to_string(), None);
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        (series.to_string(), Some(value.parse().unwrap()))
+    }
+
+    /// Against the exposition recorded in `tests/fixtures/metrics.txt` for the same events: the same
+    /// `# HELP`/`# TYPE` lines in the same order, and the same samples — names and labels character for
+    /// character, values as numbers. Within a family, samples may come in another order (the client
+    /// keeps label sets in a hash map); a histogram's lines stay together and in order.
+    #[test]
+    fn the_exposition_is_the_recorded_one() {
+        let metrics = Metrics::default();
+        record_fixed_events(&metrics);
+        let text = metrics.render();
+        let recorded = include_str!("../../tests/fixtures/metrics.txt");
+        let comments = |text: &str| text.lines().filter(|l| l.starts_with('#')).map(String::from).collect::<Vec<_>>();
+        assert_eq!(comments(&text), comments(recorded));
+        let mut written: Vec<_> = text.lines().map(parsed).collect();
+        let mut expected: Vec<_> = recorded.lines().map(parsed).collect();
+        for lines in [&mut written, &mut expected] {
+            lines.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        assert_eq!(written, expected, "{text}");
+        // Each histogram's buckets, then its sum and count, as one block.
+        let block = "mnist_tch_request_duration_seconds_bucket{route=\"/predict\",le=\"10\"} 4\n\
+                     mnist_tch_request_duration_seconds_bucket{route=\"/predict\",le=\"+Inf\"} 4\n\
+                     mnist_tch_request_duration_seconds_sum{route=\"/predict\"} ";
+        assert!(text.contains(block), "{text}");
+    }
+
+    /// Before the first request, the request families have no sample and so no `# HELP`/`# TYPE` lines
+    /// either (the recorded exposition had them, empty); the rest is there from the start.
+    #[test]
+    fn a_fresh_server_exposes_its_batch_and_queue_metrics() {
+        let text = Metrics::default().render();
+        assert!(!text.contains("mnist_tch_requests_total"), "{text}");
+        assert!(text.contains("# TYPE mnist_tch_batch_size histogram\nmnist_tch_batch_size_bucket{le=\"1\"} 0\n"));
+        assert!(text.contains("mnist_tch_batch_duration_seconds_count 0\n"), "{text}");
+        assert!(text.contains("# TYPE mnist_tch_images_total counter\nmnist_tch_images_total 0\n"), "{text}");
+        assert!(text.ends_with("# TYPE mnist_tch_queue_depth gauge\nmnist_tch_queue_depth 0\n"), "{text}");
     }
 }
