@@ -21,21 +21,22 @@ use tch::nn;
 /// Largest model accepted: 10⁹ parameters, 4 GB of float32 weights (Adam needs three times that again).
 pub const MAX_PARAMETERS: i64 = 1_000_000_000;
 
-/// The architectures `--arch` offers.
+/// The architectures `--arch` offers, each described in [`Arch::HELP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
-    /// Flatten → Dense(hidden, relu)... → Dense(classes): the Keras tutorial's model (--hidden 128).
     #[default]
     Mlp,
-    /// Flatten → Dense(classes): softmax regression, the tutorial's y = Wx + b alone.
     Linear,
-    /// Keras's "Simple MNIST convnet": Conv2D(32, 3x3, relu) → MaxPool(2) → Conv2D(64, 3x3, relu) →
-    /// MaxPool(2) → Flatten → Dropout(0.5) → Dense(classes).
     Cnn,
 }
 
-crate::spelling::named_values!(Arch, "architecture", { Mlp => "mlp", Linear => "linear", Cnn => "cnn" });
+crate::spelling::named_values!(Arch, "architecture", {
+    Mlp => "mlp": "Flatten → Dense(hidden, relu)... → Dense(classes): the Keras tutorial's model (--hidden 128)",
+    Linear => "linear": "Flatten → Dense(classes): softmax regression, the tutorial's y = Wx + b alone",
+    Cnn => "cnn": "Keras's \"Simple MNIST convnet\": Conv2D(32, 3x3, relu) → MaxPool(2) → Conv2D(64, 3x3, relu) → \
+        MaxPool(2) → Flatten → Dropout(0.5) → Dense(classes)",
+});
 
 impl Arch {
     pub fn name(self) -> &'static str {

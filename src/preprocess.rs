@@ -15,36 +15,39 @@ use anyhow::{Context, Result, bail};
 use image::{GrayImage, Luma, imageops};
 use std::path::Path;
 
-/// How a picture's content is placed in the model's frame (`--fit`).
+/// How a picture's content is placed in the model's frame (`--fit`), each way described in [`Framing::HELP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
-    /// As it is when the picture already has the data set's layout (the model's size on a dark
-    /// background; for digits a wholly dark border and the content centred); otherwise fashion for a
-    /// Fashion-MNIST model, else digits.
     Auto,
-    /// Crop to the content, scale it into a 20x20 box, centre it by centre of mass (as digit MNIST was
-    /// made).
     Digits,
-    /// Crop to the content, scale its longer side to the frame, centre it (as Fashion-MNIST was made).
     Fashion,
-    /// The pixels as they are: only grayscale, --invert and a resize when the size differs.
     AsIs,
 }
 
-crate::spelling::named_values!(Framing, "framing", { Auto => "auto", Digits => "digits", Fashion => "fashion", AsIs => "none" });
+crate::spelling::named_values!(Framing, "framing", {
+    Auto => "auto": "As it is when the picture already has the data set's layout (the model's size on a dark \
+        background; for digits a wholly dark border and the content centred); otherwise fashion for a \
+        Fashion-MNIST model, else digits",
+    Digits => "digits": "Crop to the content, scale it into a 20x20 box, centre it by centre of mass (as digit \
+        MNIST was made)",
+    Fashion => "fashion": "Crop to the content, scale its longer side to the frame, centre it (as Fashion-MNIST \
+        was made)",
+    AsIs => "none": "The pixels as they are: only grayscale, --invert and a resize when the size differs",
+});
 
-/// Whether to turn dark-on-light pictures into light-on-dark.
+/// Whether to turn dark-on-light pictures into light-on-dark, each choice described in [`Invert::HELP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invert {
-    /// Invert when the picture's border is mostly light (a dark drawing on paper).
     Auto,
-    /// Always invert: dark ink on a light background becomes light on dark.
     Yes,
-    /// Never invert: the picture is already light on dark, as MNIST.
     No,
 }
 
-crate::spelling::named_values!(Invert, "inversion", { Auto => "auto", Yes => "yes", No => "no" });
+crate::spelling::named_values!(Invert, "inversion", {
+    Auto => "auto": "Invert when the picture's border is mostly light (a dark drawing on paper)",
+    Yes => "yes": "Always invert: dark ink on a light background becomes light on dark",
+    No => "no": "Never invert: the picture is already light on dark, as MNIST",
+});
 
 /// The network's input for one picture and what was done to get it.
 pub struct ModelInput {

@@ -2,7 +2,8 @@
 //! without the command-line parser: clap lives in `cli/` alone, which wraps these for `--help`.
 //!
 //! - [`named_values!`]: an enum of named values (`--arch mlp`, `--engine fused`) gets its `NAMES`, its
-//!   reading (`FromStr`, with an error naming the accepted values) and its name (`Display`).
+//!   reading (`FromStr`, with an error naming the accepted values), its name (`Display`) and, where its
+//!   values are described, their descriptions (`HELP`).
 //! - [`keyword_or_list!`]: a spec that is one of a few keywords or else a comma-separated list of names
 //!   (`--class-names auto` or `--class-names cat,dog`, `--freeze hidden` or `--freeze 1,3.weight`) gets
 //!   its reading (`FromStr`) and its spelling (`Display`), the one the other reads back.
@@ -10,7 +11,23 @@
 /// `NAMES`, `FromStr` and `Display` for an enum of unit variants, each spelled by a name (and maybe
 /// read under other spellings too): `named_values!(Type, "what it is", { Variant => "name" | "alias",
 /// ... })`. `NAMES` lists the names in the order given; the aliases are read but never printed.
+///
+/// Given each value's description too, `Variant => "name" | "alias": "what this value does"`, it also
+/// gives `HELP`, the descriptions in `NAMES`' order: the one place a value is described, both for the
+/// reader of the enum and for `--help`, which shows each beside its name. All values are described or
+/// none.
 macro_rules! named_values {
+    (
+        $type:ident, $what:literal,
+        { $($variant:ident => $name:literal $(| $alias:literal)*: $help:literal),+ $(,)? }
+    ) => {
+        impl $type {
+            /// What each value does, one line per value in `NAMES`' order, as `--help` shows it.
+            pub const HELP: [&'static str; [$($name),+].len()] = [$($help),+];
+        }
+
+        $crate::spelling::named_values!($type, $what, { $($variant => $name $(| $alias)*),+ });
+    };
     ($type:ident, $what:literal, { $($variant:ident => $name:literal $(| $alias:literal)*),+ $(,)? }) => {
         impl $type {
             /// The names this is spelled with, one per value, in the order `--help` lists them.

@@ -1,7 +1,7 @@
 //! The library's named values as clap arguments: `--arch`, `--engine`, `--precision`, `--monitor`,
-//! `--fit` and `--invert`. The library spells them (`NAMES`, `FromStr`, `Display`: `crate::spelling`);
-//! this module adds what only `--help` shows, each value's description, and lets clap refuse any other
-//! text with its usual message, the names listed.
+//! `--fit` and `--invert`. The library spells and describes them (`NAMES`, `HELP`, `FromStr`, `Display`:
+//! `crate::spelling`); this module hands clap each name with its description for `--help` and lets clap
+//! refuse any other text with its usual message, the names listed.
 
 use crate::callbacks::Monitor;
 use crate::engine::{Engine, Precision};
@@ -48,40 +48,17 @@ impl<T: FromStr<Err = String> + Clone + Send + Sync + 'static> TypedValueParser 
 
 /// `--arch`.
 pub fn arch() -> Named<Arch> {
-    Named::described(
-        Arch::NAMES,
-        [
-            "Flatten → Dense(hidden, relu)... → Dense(classes): the Keras tutorial's model (--hidden 128)",
-            "Flatten → Dense(classes): softmax regression, the tutorial's y = Wx + b alone",
-            "Keras's \"Simple MNIST convnet\": Conv2D(32, 3x3, relu) → MaxPool(2) → Conv2D(64, 3x3, relu) → \
-             MaxPool(2) → Flatten → Dropout(0.5) → Dense(classes)",
-        ],
-    )
+    Named::described(Arch::NAMES, Arch::HELP)
 }
 
 /// `--engine`.
 pub fn engine() -> Named<Engine> {
-    Named::described(
-        Engine::NAMES,
-        [
-            "libtorch's autograd and tch's nn::Adam, on any architecture (the default, as tch's MNIST example \
-             trains)",
-            "The MLP's backward pass written out and Adam over one flat buffer: fewer libtorch calls per step; MLP \
-             and linear models only",
-        ],
-    )
+    Named::described(Engine::NAMES, Engine::HELP)
 }
 
 /// `--precision`.
 pub fn precision() -> Named<Precision> {
-    Named::described(
-        Precision::NAMES,
-        [
-            "float32 throughout (the Keras tutorial)",
-            "bfloat16 matrix products and activations; master weights, loss, gradients and Adam in float32 (mixed \
-             precision, as torch.autocast does). Fused engine only",
-        ],
-    )
+    Named::described(Precision::NAMES, Precision::HELP)
 }
 
 /// Keras's spellings of the monitored metrics, in [`Monitor::NAMES`]' order: accepted, not listed.
@@ -96,29 +73,12 @@ pub fn monitor() -> Named<Monitor> {
 
 /// `--fit`.
 pub fn fit() -> Named<Framing> {
-    Named::described(
-        Framing::NAMES,
-        [
-            "As it is when the picture already has the data set's layout (the model's size on a dark background; \
-             for digits a wholly dark border and the content centred); otherwise fashion for a Fashion-MNIST \
-             model, else digits",
-            "Crop to the content, scale it into a 20x20 box, centre it by centre of mass (as digit MNIST was made)",
-            "Crop to the content, scale its longer side to the frame, centre it (as Fashion-MNIST was made)",
-            "The pixels as they are: only grayscale, --invert and a resize when the size differs",
-        ],
-    )
+    Named::described(Framing::NAMES, Framing::HELP)
 }
 
 /// `--invert`.
 pub fn invert() -> Named<Invert> {
-    Named::described(
-        Invert::NAMES,
-        [
-            "Invert when the picture's border is mostly light (a dark drawing on paper)",
-            "Always invert: dark ink on a light background becomes light on dark",
-            "Never invert: the picture is already light on dark, as MNIST",
-        ],
-    )
+    Named::described(Invert::NAMES, Invert::HELP)
 }
 
 #[cfg(test)]
@@ -146,6 +106,25 @@ mod tests {
         offers_every_name(monitor(), Monitor::NAMES);
         offers_every_name(fit(), Framing::NAMES);
         offers_every_name(invert(), Invert::NAMES);
+    }
+
+    /// Every name of `T` offered with its description from `T::HELP`.
+    fn describes_every_name<T, const N: usize>(parser: Named<T>, help: [&str; N])
+    where
+        T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+    {
+        let shown: Vec<String> =
+            parser.possible_values().unwrap().map(|value| value.get_help().unwrap().to_string()).collect();
+        assert_eq!(shown, help);
+    }
+
+    #[test]
+    fn each_described_flag_shows_the_librarys_descriptions() {
+        describes_every_name(arch(), Arch::HELP);
+        describes_every_name(engine(), Engine::HELP);
+        describes_every_name(precision(), Precision::HELP);
+        describes_every_name(fit(), Framing::HELP);
+        describes_every_name(invert(), Invert::HELP);
     }
 
     #[test]

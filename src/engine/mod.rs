@@ -21,19 +21,21 @@ use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 use tch::{Tensor, nn};
 
-/// `--engine`: which code computes a training step.
+/// `--engine`: which code computes a training step, each described in [`Engine::HELP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// libtorch's autograd and tch's nn::Adam, on any architecture (the default, as tch's MNIST example trains).
     #[default]
     Autograd,
-    /// The MLP's backward pass written out and Adam over one flat buffer: fewer libtorch calls per step;
-    /// MLP and linear models only.
     Fused,
 }
 
-crate::spelling::named_values!(Engine, "engine", { Autograd => "autograd", Fused => "fused" });
+crate::spelling::named_values!(Engine, "engine", {
+    Autograd => "autograd": "libtorch's autograd and tch's nn::Adam, on any architecture (the default, as tch's \
+        MNIST example trains)",
+    Fused => "fused": "The MLP's backward pass written out and Adam over one flat buffer: fewer libtorch calls per \
+        step; MLP and linear models only",
+});
 
 impl Engine {
     pub fn name(self) -> &'static str {
@@ -44,19 +46,20 @@ impl Engine {
     }
 }
 
-/// The arithmetic of the forward and backward passes.
+/// The arithmetic of the forward and backward passes, each described in [`Precision::HELP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// float32 throughout (the Keras tutorial).
     #[default]
     F32,
-    /// bfloat16 matrix products and activations; master weights, loss, gradients and Adam in float32
-    /// (mixed precision, as torch.autocast does). Fused engine only.
     Bf16,
 }
 
-crate::spelling::named_values!(Precision, "precision", { F32 => "f32", Bf16 => "bf16" });
+crate::spelling::named_values!(Precision, "precision", {
+    F32 => "f32": "float32 throughout (the Keras tutorial)",
+    Bf16 => "bf16": "bfloat16 matrix products and activations; master weights, loss, gradients and Adam in \
+        float32 (mixed precision, as torch.autocast does). Fused engine only",
+});
 
 /// Adam's hyperparameters (from the run's training config).
 #[derive(Debug, Clone, Copy, PartialEq)]
