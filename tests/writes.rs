@@ -264,3 +264,34 @@ fn train_writes_into_an_existing_empty_directory_and_never_onto_a_file() {
         assert_eq!(bytes(&file), b"my model");
     }
 }
+
+#[test]
+fn a_config_json_of_the_users_own_is_no_run_and_is_never_replaced() {
+    let fixture = Fixture::new(false);
+    let project = fixture.path("project");
+    let files: [(&str, &[u8]); 2] =
+        [("config.json", b"{\"my\": \"project settings\"}"), ("metrics.csv", b"a,b\n1,2\n")];
+    user_dir(&project, &files);
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let mut args = vec!["--epochs", "1"];
+        args.extend_from_slice(extra);
+        let refused = fixture.train("project", &args);
+        refused.assert_clean_error(&[&format!(
+            "{}: is not empty and holds no mnist-tch run: config.json, metrics.csv (its config.json is not an \
+             mnist-tch run's); mnist-tch writes a run only into a new or empty directory, or over its own run with \
+             --overwrite; choose another --out",
+            s(&project)
+        )]);
+        assert!(!refused.stderr.contains("already holds a run"), "{}", refused.stderr);
+        assert_untouched(&project, &files);
+    }
+    mnist_tch(&["resume", s(&project)]).assert_clean_error(&["not a valid mnist-tch config"]);
+    assert_untouched(&project, &files);
+    // A config.json naming another tool is not mnist-tch's either.
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let run = fixture.path("run");
+    let theirs = std::fs::read_to_string(run.join("config.json")).unwrap().replace("\"mnist-tch\"", "\"other-tool\"");
+    std::fs::write(run.join("config.json"), &theirs).unwrap();
+    fixture.train("run", &["--epochs", "1", "--overwrite"]).assert_clean_error(&["holds no mnist-tch run"]);
+    assert_eq!(std::fs::read_to_string(run.join("config.json")).unwrap(), theirs);
+}

@@ -114,9 +114,14 @@ pub fn create_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
     take_for_writing(dir)
 }
 
-/// Whether `dir` holds a run (its `config.json`).
+/// Whether `dir` holds a run of mnist-tch's own: a `config.json` that reads back as an mnist-tch config
+/// (its values may have been edited; the file is still the run's) and names mnist-tch as its tool.
 fn holds_own_run(dir: &Path) -> bool {
-    dir.join(CONFIG_FILE).is_file()
+    let path = dir.join(CONFIG_FILE);
+    fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| check::parse(&text, &path).ok())
+        .is_some_and(|config| config.tool.name == ToolInfo::default().name)
 }
 
 /// Refuses the existing directory `dir` unless it holds nothing but what an interrupted mnist-tch
@@ -134,8 +139,10 @@ fn refuse_unless_empty(dir: &Path) -> Result<()> {
         return Ok(());
     }
     names.sort();
+    let not_ours =
+        if names.iter().any(|n| n == CONFIG_FILE) { " (its config.json is not an mnist-tch run's)" } else { "" };
     bail!(
-        "{shown}: is not empty and holds no mnist-tch run: {}; mnist-tch writes a run only into a new or \
+        "{shown}: is not empty and holds no mnist-tch run: {}{not_ours}; mnist-tch writes a run only into a new or \
          empty directory, or over its own run with --overwrite; choose another --out",
         listing(&names)
     )
