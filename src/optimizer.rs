@@ -3,6 +3,11 @@
 //! decay, Loshchilov & Hutter). The engines apply the same rule to [`crate::engine::AdamSettings`]'s
 //! `weight_decay`; [`AdamVariant::for_weight_decay`] is where the config's name comes from, and
 //! `run_dir`'s check refuses a config whose name and decay disagree.
+//!
+//! libtorch's Adam takes its step size as a C `float`: a finite number beyond the largest 32-bit float
+//! fails the step (`value cannot be converted to type float without overflow`), which tch's optimizer
+//! turns into a panic. [`learning_rate_fits`] is that bound, applied to the flags, to a config read back
+//! and by the engine before it steps.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -39,9 +44,31 @@ impl fmt::Display for AdamVariant {
     }
 }
 
+/// The largest finite 32-bit float: what libtorch takes as a C `float` without overflow.
+pub const LARGEST_FLOAT: f64 = f32::MAX as f64;
+
+/// Whether Adam with `beta1` can step at the learning rate `lr`: libtorch's first step size,
+/// lr / (1 - beta1) (later steps' are smaller), is a C `float`. With beta1 0.9: lr up to 3.4e37.
+pub fn learning_rate_fits(lr: f64, beta1: f64) -> bool {
+    lr / (1.0 - beta1) <= LARGEST_FLOAT
+}
+
+/// The largest learning rate [`learning_rate_fits`] accepts with `beta1`, for messages (`3.4e37`).
+pub fn largest_learning_rate(beta1: f64) -> String {
+    format!("{:.1e}", LARGEST_FLOAT * (1.0 - beta1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_learning_rate_bound_is_adams_first_step_as_a_float() {
+        assert!(learning_rate_fits(3.4e37, 0.9));
+        assert!(!learning_rate_fits(3.41e37, 0.9) && !learning_rate_fits(1e38, 0.9));
+        assert!(learning_rate_fits(1e30, 0.999) && !learning_rate_fits(1e36, 0.999));
+        assert_eq!(largest_learning_rate(0.9), "3.4e37");
+    }
 
     #[test]
     fn weight_decay_above_zero_means_adamw() {

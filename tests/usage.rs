@@ -209,3 +209,63 @@ fn resume_is_a_subcommand_whose_flags_clap_knows_and_train_resume_takes_the_same
     assert_eq!(json(&run.join("config.json"))["state"]["epochs_completed"], 2);
     assert_eq!(json(&run.join("config.json"))["state"]["resumes"][0]["after_epoch"], 1);
 }
+
+#[test]
+fn a_learning_rate_libtorch_cannot_step_with_is_refused_in_one_line_and_never_panics() {
+    let fixture = Fixture::new(false);
+    let first_line = |run: &common::Run| run.stderr.lines().next().unwrap_or_default().to_string();
+    for lr in ["1e38", "3e38", "1e39", "1e300"] {
+        let run = fixture.train("run", &["--lr", lr, "--epochs", "1"]);
+        assert_eq!(run.code(), Some(2), "--lr {lr}: {}", run.stderr);
+        assert_eq!(
+            first_line(&run),
+            format!(
+                "error: invalid value '{lr}' for '--lr <RATE>': '{lr}' is too large: Adam's first step, lr / (1 - beta1) \
+                 with beta1 0.9, must fit a 32-bit float, so the learning rate can be at most 3.4e37"
+            )
+        );
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert!(!fixture.path("run").exists(), "nothing written for --lr {lr}");
+    }
+    let run = fixture.train("run", &["--weight-decay", "1e39"]);
+    assert_eq!(run.code(), Some(2), "{}", run.stderr);
+    assert_eq!(
+        first_line(&run),
+        "error: invalid value '1e39' for '--weight-decay <DECAY>': '1e39' is too large: the weight decay must fit a \
+         32-bit float (at most 3.4e38)"
+    );
+    // The largest rate that fits trains (to a NaN loss, said in one line), and fine-tuning takes the same bound.
+    fixture.train("big", &["--lr", "3.4e37", "--epochs", "1"]).assert_clean_error(&["loss became NaN"]);
+    fixture.train("run", &["--epochs", "2", "--lr-schedule", "plateau:1:0.5"]).assert_ok();
+    let run_dir = fixture.path("run");
+    let data = fixture.data();
+    let finetune =
+        mnist_tch(&["finetune", "--from", s(&run_dir), "--data", s(&data), "--lr", "1e38", "--device", "cpu"]);
+    assert_eq!(finetune.code(), Some(2), "{}", finetune.stderr);
+    assert!(first_line(&finetune).contains("'--lr <RATE>': '1e38' is too large"), "{}", finetune.stderr);
+    // A config.json edited by hand: resume refuses it in plain words and leaves the run as it was.
+    let original = std::fs::read(run_dir.join("config.json")).unwrap();
+    let files = ["model.safetensors", "metrics.csv"].map(|f| std::fs::read(run_dir.join(f)).unwrap());
+    for (pointer, phrase) in [
+        (
+            "/training/learning_rate",
+            "training.learning_rate is 1e39, more than Adam can step with: lr / (1 - adam_beta1) must fit a 32-bit \
+             float, so at most 3.4e37",
+        ),
+        (
+            "/state/callbacks/plateau/lr",
+            "state.callbacks.plateau.lr is 1e39, it must be a positive number Adam can step with (at most 3.4e37)",
+        ),
+    ] {
+        edit_config(&run_dir, |config| *config.pointer_mut(pointer).unwrap() = Value::from(1e39));
+        let edited = std::fs::read(run_dir.join("config.json")).unwrap();
+        mnist_tch(&["resume", s(&run_dir), "--epochs", "3", "--device", "cpu"]).assert_clean_error(&[
+            "config.json: ",
+            phrase,
+            "(was it edited by hand?)",
+        ]);
+        assert_eq!(std::fs::read(run_dir.join("config.json")).unwrap(), edited);
+        assert_eq!(["model.safetensors", "metrics.csv"].map(|f| std::fs::read(run_dir.join(f)).unwrap()), files);
+        std::fs::write(run_dir.join("config.json"), &original).unwrap();
+    }
+}

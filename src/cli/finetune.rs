@@ -3,8 +3,8 @@
 //! `--freeze` keeps layers bit-identical; the output layer is re-initialised when the new data has another
 //! number of classes, or on `--reinit-head`.
 
+use super::Finished;
 use super::flags::{DataFlags, JobFlags, OutputFlags, TrainingFlags};
-use super::{Finished, positive_f64};
 use crate::freeze::Freeze;
 use crate::jobs::{self, FinetuneRun};
 use anyhow::Result;
@@ -34,7 +34,7 @@ pub struct FinetuneArgs {
 
     /// Adam learning rate; lower than training's 1e-3, as fine-tuning should move the weights
     /// gently (Keras's guide uses 1e-5 for full unfreezing).
-    #[arg(long, value_name = "RATE", allow_negative_numbers = true, default_value_t = 1e-4, value_parser = positive_f64)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, default_value_t = 1e-4, value_parser = super::learning_rate)]
     pub lr: f64,
 
     #[command(flatten)]

@@ -88,7 +88,7 @@ pub struct TrainingFlags {
     pub seed: i64,
 
     /// Decoupled weight decay: > 0 switches Adam to AdamW; 0 keeps plain Adam, as the Keras tutorial.
-    #[arg(long, value_name = "DECAY", allow_negative_numbers = true, default_value_t = 0.0, value_parser = parse_min_delta_flag)]
+    #[arg(long, value_name = "DECAY", allow_negative_numbers = true, default_value_t = 0.0, value_parser = super::weight_decay)]
     pub weight_decay: f64,
 
     /// Learning-rate schedule: constant, step:EVERY:GAMMA (multiply by GAMMA every EVERY epochs),

@@ -168,9 +168,33 @@ fn positive_f64(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Parses a non-negative number (weight decay, min-delta).
+/// Parses a learning rate: a positive number Adam can step with (its first step, lr / (1 - beta1), is
+/// a 32-bit float in libtorch).
+fn learning_rate(s: &str) -> Result<f64, String> {
+    let lr = positive_f64(s)?;
+    let beta1 = crate::run_dir::TrainConfig::default().adam_beta1;
+    if !crate::optimizer::learning_rate_fits(lr, beta1) {
+        return Err(format!(
+            "'{s}' is too large: Adam's first step, lr / (1 - beta1) with beta1 {beta1}, must fit a 32-bit float, \
+             so the learning rate can be at most {}",
+            crate::optimizer::largest_learning_rate(beta1)
+        ));
+    }
+    Ok(lr)
+}
+
+/// Parses a non-negative number (min-delta).
 fn parse_min_delta_flag(s: &str) -> Result<f64, String> {
     crate::callbacks::parse_min_delta(s)
+}
+
+/// Parses a weight decay: a non-negative number that fits a 32-bit float, as the weights it scales.
+fn weight_decay(s: &str) -> Result<f64, String> {
+    let decay = crate::callbacks::parse_min_delta(s)?;
+    if decay > crate::optimizer::LARGEST_FLOAT {
+        return Err(format!("'{s}' is too large: the weight decay must fit a 32-bit float (at most 3.4e38)"));
+    }
+    Ok(decay)
 }
 
 /// Parses a rate in [0, 1) (dropout).

@@ -2,7 +2,7 @@
 //! RUN_DIR` is `mnist-tch resume RUN_DIR` under its older spelling: `cli::run` hands it to `resume_flags`.
 
 use super::flags::{DataFlags, JobFlags, OutputFlags, TrainingFlags};
-use super::{Finished, GivenFlags, UsageError, positive_f64, unit_interval_from_zero};
+use super::{Finished, GivenFlags, UsageError, unit_interval_from_zero};
 use crate::jobs::{self, NewRun};
 use crate::model::{Arch, parse_hidden};
 use anyhow::Result;
@@ -35,7 +35,7 @@ pub struct TrainArgs {
 
     /// Adam learning rate. Adam uses beta1 0.9, beta2 0.999 and Keras's epsilon 1e-7 (PyTorch's
     /// default is 1e-8).
-    #[arg(long, value_name = "RATE", allow_negative_numbers = true, default_value_t = 1e-3, value_parser = positive_f64)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, default_value_t = 1e-3, value_parser = super::learning_rate)]
     pub lr: f64,
 
     /// Number of classes (output units); every label in the data must be below it. With --labels,

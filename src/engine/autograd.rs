@@ -17,7 +17,8 @@
 use super::flat_buffer::FlatParameters;
 use super::{AdamSettings, Engine, StepOutput, StepSettings, TrainStep};
 use crate::distributed::ProcessGroup;
-use anyhow::Result;
+use crate::optimizer;
+use anyhow::{Result, ensure};
 use std::rc::Rc;
 use tch::{Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
 
@@ -31,6 +32,8 @@ pub struct AutogradStep<'a> {
     optimizer: nn::Optimizer,
     /// The other processes whose gradients are averaged with ours (torchrun).
     group: Option<Rc<ProcessGroup>>,
+    /// Adam's beta1, which bounds the learning rate libtorch can step with.
+    beta1: f64,
 }
 
 impl<'a> AutogradStep<'a> {
@@ -39,7 +42,7 @@ impl<'a> AutogradStep<'a> {
     pub fn new(vs: &nn::VarStore, net: &'a nn::SequentialT, settings: StepSettings) -> Result<AutogradStep<'a>> {
         let parameters = FlatParameters::new(vs, &settings.frozen)?;
         let optimizer = adam(settings.adam, parameters.var_store())?;
-        Ok(AutogradStep { net, parameters, optimizer, group: settings.group })
+        Ok(AutogradStep { net, parameters, optimizer, group: settings.group, beta1: settings.adam.beta1 })
     }
 
     /// Under torchrun, the gradients' mean over every process, in place.
@@ -74,6 +77,15 @@ impl TrainStep for AutogradStep<'_> {
     }
 
     fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        // Above this bound tch's step would panic; every path that sets a rate is checked before, this
+        // is the last word.
+        ensure!(
+            optimizer::learning_rate_fits(lr, self.beta1),
+            "the learning rate {} is more than Adam can step with: lr / (1 - beta1) must fit a 32-bit float, so \
+             at most {}",
+            crate::wording::number(lr),
+            optimizer::largest_learning_rate(self.beta1)
+        );
         self.optimizer.set_lr(lr);
         Ok(())
     }

@@ -31,9 +31,9 @@ pub struct ResumeRun {
 /// back, and applies what the request changes.
 pub fn plan_resume(request: &ResumeRun, writes_run: bool) -> Result<Plan> {
     let dir = &request.dir;
-    if !dir.join(run_dir::CONFIG_FILE).is_file() {
-        RunConfig::load(dir)?; // says why this is not a run directory, before anything is written there
-    }
+    // Says why this is not a run (no config.json, or one that is not mnist-tch's) before anything, the
+    // lock included, is written there; read again once locked.
+    RunConfig::load(dir)?;
     // Under torchrun only rank 0 writes; the others read the same files.
     let lock = if writes_run { Some(run_dir::take_for_writing(dir)?) } else { None };
     let mut config = RunConfig::load(dir)?;

@@ -7,7 +7,7 @@ use super::config::RunConfig;
 use super::layout::{CONFIG_FILE, METRICS_FILE};
 use super::training_config::TrainConfig;
 use crate::model::ModelConfig;
-use crate::optimizer::AdamVariant;
+use crate::optimizer::{AdamVariant, LARGEST_FLOAT, largest_learning_rate, learning_rate_fits};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::Path;
@@ -120,6 +120,7 @@ fn training_problems(found: &mut Problems, t: &TrainConfig) {
         t.learning_rate.is_finite() && t.learning_rate > 0.0,
         format!("training.learning_rate is {}, it must be a positive number", t.learning_rate),
     );
+    float_problems(found, t);
     found.need(
         t.validation_split > 0.0 && t.validation_split < 1.0,
         format!("training.validation_split is {}, it must be strictly between 0 and 1", t.validation_split),
@@ -152,6 +153,36 @@ fn training_problems(found: &mut Problems, t: &TrainConfig) {
     }
 }
 
+/// Values too large for libtorch, which takes Adam's step size and its epsilon as 32-bit floats.
+fn float_problems(found: &mut Problems, t: &TrainConfig) {
+    let (lr, beta1) = (t.learning_rate, t.adam_beta1);
+    if lr > 0.0 && (0.0..1.0).contains(&beta1) {
+        found.need(
+            learning_rate_fits(lr, beta1),
+            format!(
+                "training.learning_rate is {}, more than Adam can step with: lr / (1 - adam_beta1) must fit a \
+                 32-bit float, so at most {}",
+                crate::wording::number(lr),
+                largest_learning_rate(beta1)
+            ),
+        );
+    }
+    found.need(
+        t.weight_decay <= LARGEST_FLOAT,
+        format!(
+            "training.weight_decay is {}, it must fit a 32-bit float (at most 3.4e38)",
+            crate::wording::number(t.weight_decay)
+        ),
+    );
+    found.need(
+        t.adam_epsilon <= LARGEST_FLOAT,
+        format!(
+            "training.adam_epsilon is {}, it must fit a 32-bit float (at most 3.4e38)",
+            crate::wording::number(t.adam_epsilon)
+        ),
+    );
+}
+
 /// The `model` part, and the class names the data gives it.
 fn model_problems(found: &mut Problems, config: &RunConfig) {
     let m = &config.model;
@@ -171,6 +202,16 @@ fn state_problems(found: &mut Problems, config: &RunConfig, dir: &Path) {
         s.epochs_completed <= t.epochs,
         format!("state.epochs_completed is {}, more than training.epochs ({})", s.epochs_completed, t.epochs),
     );
+    if let Some(plateau) = s.callbacks.plateau {
+        found.need(
+            plateau.lr > 0.0 && learning_rate_fits(plateau.lr, t.adam_beta1),
+            format!(
+                "state.callbacks.plateau.lr is {}, it must be a positive number Adam can step with (at most {})",
+                crate::wording::number(plateau.lr),
+                largest_learning_rate(t.adam_beta1)
+            ),
+        );
+    }
     if let Some(best) = s.best_epoch {
         found.need(
             (1..=s.epochs_completed).contains(&best),

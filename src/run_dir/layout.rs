@@ -42,6 +42,12 @@ pub fn is_run_dir(dir: &Path) -> bool {
     dir.join(CONFIG_FILE).is_file()
 }
 
+/// Whether the entry `name` is the temporary file of a write in progress (or of one a kill interrupted):
+/// `.NAME.tmp-PID`, or the `.probe-PID` a writability check creates.
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && (name.contains(".tmp-") || name.contains(".probe-"))
+}
+
 /// Picks `runs/trainN` (`runs/finetuneN`, ...) with the smallest N not taken yet.
 pub fn next_free_run_dir(parent: &Path, name: &str) -> PathBuf {
     (1..).map(|n| parent.join(format!("{name}{n}"))).find(|p| !p.exists()).unwrap_or_else(|| parent.join(name))

@@ -29,7 +29,8 @@ pub use config::{
 pub use evaluation_report::{ClassReport, EvaluationReport};
 pub use layout::{
     BEST_WEIGHTS_FILE, CONFIG_FILE, CONFUSION_FILE, CURVES_FILE, EVALUATION_FILE, INITIAL_WEIGHTS_FILE, LOCK_FILE,
-    METRICS_FILE, METRICS_JSON_FILE, OPTIMIZER_FILE, RUN_FILES, WEIGHTS_FILE, is_run_dir, next_free_run_dir,
+    METRICS_FILE, METRICS_JSON_FILE, OPTIMIZER_FILE, RUN_FILES, WEIGHTS_FILE, is_run_dir, is_temporary,
+    next_free_run_dir,
 };
 pub use metrics::{EpochMetrics, load_metrics, save_metrics};
 pub use training_config::TrainConfig;
@@ -80,23 +81,80 @@ pub fn load_run_weights(dir: &Path, weights_file: &str, device: tch::Device) -> 
     Ok(LoadedRun { config, model })
 }
 
-/// Creates `dir` for a new run and locks it for writing, refusing to overwrite a previous run's files
-/// unless asked to, and a run another process is writing in any case.
-/// With `overwrite`, an earlier run there is replaced as a whole ([`replace`]).
+/// Creates `dir` for a new run and locks it for writing. mnist-tch writes a new run only into a new or
+/// empty directory, or over its own run (one whose `config.json` it wrote) with `overwrite`, which
+/// replaces that run as a whole ([`replace`]). Anything else — a file, a directory holding other files
+/// (a user's `metrics.json`, their own `config.json`, `/`, a data set) — is refused whatever the flags,
+/// and a run another process is writing in any case.
 pub fn create_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
     // Said first: --overwrite would not help.
     if let Some(pid) = lock::writer(dir) {
         bail!("{}: being trained by process {pid}; wait for it to finish or choose another --out", dir.display());
     }
-    let holds_run = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE].iter().any(|f| dir.join(f).exists());
-    if holds_run && !overwrite {
-        bail!("{}: already holds a run; choose another --out or pass --overwrite", dir.display());
+    if let Some(blocking) = dir.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
+        if blocking == dir {
+            bail!("{}: is a file, not a directory; give --out a new or empty directory", dir.display());
+        }
+        bail!(
+            "{}: cannot be created: {} is a file, not a directory; choose another --out",
+            dir.display(),
+            blocking.display()
+        );
     }
-    if holds_run {
+    if dir.is_dir() && holds_own_run(dir) {
+        if !overwrite {
+            bail!("{}: already holds a run; choose another --out or pass --overwrite", dir.display());
+        }
         return replace::replace_run_dir(dir);
+    }
+    if dir.is_dir() {
+        refuse_unless_empty(dir)?;
     }
     fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the run directory", dir.display()))?;
     take_for_writing(dir)
+}
+
+/// Whether `dir` holds a run of mnist-tch's own: a `config.json` that reads back as an mnist-tch config
+/// (its values may have been edited; the file is still the run's) and names mnist-tch as its tool.
+fn holds_own_run(dir: &Path) -> bool {
+    let path = dir.join(CONFIG_FILE);
+    fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| check::parse(&text, &path).ok())
+        .is_some_and(|config| config.tool.name == ToolInfo::default().name)
+}
+
+/// Refuses the existing directory `dir` unless it holds nothing but what an interrupted mnist-tch
+/// start leaves (its `.lock`, temporary files).
+fn refuse_unless_empty(dir: &Path) -> Result<()> {
+    let shown = dir.display();
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("{shown}: cannot list"))? {
+        let name = entry.with_context(|| format!("{shown}: cannot list"))?.file_name().to_string_lossy().into_owned();
+        if name != LOCK_FILE && !is_temporary(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let not_ours =
+        if names.iter().any(|n| n == CONFIG_FILE) { " (its config.json is not an mnist-tch run's)" } else { "" };
+    bail!(
+        "{shown}: is not empty and holds no mnist-tch run: {}{not_ours}; mnist-tch writes a run only into a new or \
+         empty directory, or over its own run with --overwrite; choose another --out",
+        listing(&names)
+    )
+}
+
+/// Up to five names, then how many more.
+fn listing(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match names.len() {
+        n if n <= SHOWN => names.join(", "),
+        n => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
+    }
 }
 
 /// Locks the run directory `dir` for this process's writes, then removes the temporary files a

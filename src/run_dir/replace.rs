@@ -7,7 +7,7 @@
 //! old contents are removed. A reader sees either the old run or the new empty one, never a mixture.
 //! A directory holding files mnist-tch did not write is refused rather than deleted.
 
-use super::layout::RUN_FILES;
+use super::layout::{RUN_FILES, is_temporary};
 use super::lock::{self, RunLock};
 use anyhow::{Context, Result, bail};
 use std::ffi::CString;
@@ -86,8 +86,7 @@ fn foreign_entries(dir: &Path) -> Result<Vec<String>> {
     let mut foreign = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        let temporary = name.starts_with('.') && (name.contains(".tmp-") || name.contains(".probe-"));
-        if !RUN_FILES.contains(&name.as_str()) && !temporary {
+        if !RUN_FILES.contains(&name.as_str()) && !is_temporary(&name) {
             foreign.push(name);
         }
     }
