@@ -93,6 +93,24 @@ fn bodies_over_the_limit_are_refused_with_413() {
     assert_healthy(&server);
 }
 
+#[test]
+fn an_announced_length_over_the_limit_is_413_before_the_body_is_read() {
+    let server = Server::start(&run_dir(), &["--body-limit", "1M"]);
+    for path in ["/predict", "/v2/models/mnist/infer"] {
+        // Only the head is sent: the answer must come without waiting for the body, and without `100
+        // Continue` (the first status line read is the answer's).
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.write_all(head("POST", path, &[("Expect", "100-continue")], 100_000_000).as_bytes()).unwrap();
+        let refused = read_response(&mut stream);
+        assert_eq!(refused.status, 413, "{path}: {:?}", String::from_utf8_lossy(&refused.body));
+        assert!(refused.error().contains("larger than 1048576 bytes"), "{}", refused.error());
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}: {:?}", started.elapsed());
+    }
+    assert_healthy(&server);
+}
+
 /// The first bytes of a grayscale PNG of `width × height`: its signature and a valid IHDR chunk.
 fn png_header(width: u32, height: u32) -> Vec<u8> {
     let ihdr = [width.to_be_bytes().as_slice(), &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();

@@ -1,7 +1,7 @@
-//! The routes and what every request goes through: the body-size limit, the per-request timeout (408)
-//! and the metrics.
+//! The routes and what every request goes through: the body-size limit (an announced `Content-Length`
+//! over it is refused before any of the body is read), the per-request timeout (408) and the metrics.
 
-use super::error::ApiError;
+use super::error::{ApiError, body_too_large};
 use super::state::Shared;
 use super::{page, picture, v2};
 use axum::Router;
@@ -30,6 +30,7 @@ pub fn router(app: Shared) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), refuse_announced_overflow))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }
@@ -50,6 +51,22 @@ async fn observe(State(app): State<Shared>, request: Request, next: Next) -> Res
     };
     app.metrics.record_request(&route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// 413 at once for a request whose `Content-Length` is over the body limit: nothing of its body is read,
+/// so hyper never sends `100 Continue` for it. Bodies without a length (chunked) are limited while they
+/// are read ([`DefaultBodyLimit`]).
+async fn refuse_announced_overflow(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let limit = app.config.limits.body_bytes;
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return body_too_large(limit).into_response();
+    }
+    next.run(request).await
 }
 
 async fn metrics(State(app): State<Shared>) -> Response {
