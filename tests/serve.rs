@@ -103,6 +103,16 @@ fn routes_answer_as_the_protocol_says() {
     assert_eq!(server.post_json("/v2/models/mnist/versions/2/infer", &json!({})).status, 404);
     assert_eq!(server.get("/nowhere").status, 404);
     assert_eq!(server.get("/predict").status, 405);
+    // A wrong method: 405 with the JSON error of every other error, and the methods it takes in `Allow`.
+    for (method, path, allowed) in
+        [("GET", "/predict", "POST"), ("DELETE", "/v2/models/mnist/infer", "POST"), ("POST", "/v2/health/live", "GET")]
+    {
+        let refused = common::server::request(server.addr, method, path, &[], b"");
+        assert_eq!(refused.status, 405, "{method} {path}");
+        assert!(refused.header("allow").is_some_and(|a| a.contains(allowed)), "{method} {path}: {:?}", refused.headers);
+        assert!(refused.error().contains(&format!("{method} is not allowed on {path}")), "{}", refused.error());
+        assert!(refused.error().contains(allowed), "{}", refused.error());
+    }
     // The page is embedded, with no outside resource.
     let page = server.get("/");
     assert_eq!(page.status, 200);

@@ -1,5 +1,6 @@
 //! The routes and what every request goes through: the body-size limit (an announced `Content-Length`
-//! over it is refused before any of the body is read), the per-request timeout (408) and the metrics.
+//! over it is refused before any of the body is read), the per-request timeout (408), the metrics, and
+//! a JSON error for a wrong method (405) as for every other error.
 
 use super::error::{ApiError, body_too_large};
 use super::state::Shared;
@@ -15,7 +16,7 @@ use std::time::Instant;
 /// Every route of the server.
 pub fn router(app: Shared) -> Router {
     let body_limit = app.config.limits.body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/", get(page::index))
         .route("/predict", post(picture::predict))
         .route("/metrics", get(metrics))
@@ -32,7 +33,27 @@ pub fn router(app: Shared) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(app.clone(), refuse_announced_overflow))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
-        .with_state(app)
+        .with_state(app);
+    // The router sets `Allow` on a 405 around its routes' layers: the JSON is made outside it.
+    Router::new().fallback_service(routes).layer(middleware::from_fn(method_not_allowed))
+}
+
+/// A 405 (a known path, another method) as a JSON error naming the methods the path takes, with the
+/// router's `Allow` header kept.
+async fn method_not_allowed(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let takes = allow.as_ref().and_then(|value| value.to_str().ok()).unwrap_or_default().replace(',', ", ");
+    let message = format!("{method} is not allowed on {path}: it takes {takes}");
+    let mut answer = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 /// The per-request timeout and the metrics around every request. Unknown paths share one label, so
