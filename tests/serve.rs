@@ -336,3 +336,76 @@ fn sigterm_stops_accepting_finishes_requests_in_flight_and_exits_0() {
     assert_eq!(status.code(), Some(0));
     assert!(server.wait_for_stderr("stopped", Duration::from_secs(5)), "{:?}", server.stderr_seen);
 }
+
+/// A form field: its name, its file name if it is a file, its content.
+type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// A `multipart/form-data` body of `parts` and its Content-Type.
+fn form(parts: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "------------------------d74496d66958873e";
+    let mut body = Vec::new();
+    for (name, file_name, content) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());
+        if let Some(file_name) = file_name {
+            body.extend_from_slice(format!("; filename=\"{file_name}\"\r\nContent-Type: image/png").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn predict_takes_a_multipart_form_with_one_file_field() {
+    let server = Server::start(&run_dir(), &["--body-limit", "64K"]);
+    let png = png_bytes(&GrayImage::from_raw(SIDE, SIDE, test_images(1)).unwrap());
+    let raw = server.post("/predict?top=4", &png);
+    assert_eq!(raw.status, 200);
+    // As `curl -F file=@digit.png` sends it, with a text field beside it: the raw body's answer.
+    let (content_type, body) = form(&[("note", None, b"hello"), ("file", Some("digit.png"), &png)]);
+    let sent =
+        common::server::request(server.addr, "POST", "/predict?top=4", &[("Content-Type", &content_type)], &body);
+    assert_eq!(sent.status, 200, "{:?}", String::from_utf8_lossy(&sent.body));
+    for key in ["predictions", "probabilities", "logits", "fit", "inverted"] {
+        assert_eq!(sent.json()[key], raw.json()[key], "{key}");
+    }
+    assert_eq!(sent.json()["input"], "digit.png");
+    // Two file fields, none, an empty one, a broken form: 400 naming the problem.
+    let cases: Vec<(Vec<Part>, &str)> = vec![
+        (vec![("a", Some("a.png"), &png), ("b", Some("b.png"), &png)], "more than one file field ('a' and 'b')"),
+        (vec![("file", None, &png)], "no file field (only 'file')"),
+        (vec![], "no file field"),
+        (vec![("file", Some("digit.png"), b"")], "file field 'file' is empty"),
+    ];
+    for (parts, fragment) in cases {
+        let (content_type, body) = form(&parts);
+        let refused =
+            common::server::request(server.addr, "POST", "/predict", &[("Content-Type", &content_type)], &body);
+        assert_eq!(refused.status, 400, "{fragment}: {:?}", String::from_utf8_lossy(&refused.body));
+        assert!(refused.error().contains(fragment), "{fragment}: {}", refused.error());
+    }
+    let no_boundary = common::server::request(
+        server.addr,
+        "POST",
+        "/predict",
+        &[("Content-Type", "multipart/form-data")],
+        &form(&[("file", Some("digit.png"), &png)]).1,
+    );
+    assert_eq!(no_boundary.status, 400);
+    assert!(no_boundary.error().contains("not a multipart form"), "{}", no_boundary.error());
+    // The body limit applies to a form sent chunked, with no length announced.
+    let (content_type, body) = form(&[("file", Some("big.png"), &vec![7u8; 100 << 10])]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        body.len()
+    );
+    let _ = stream.write_all([head.as_bytes(), &body, b"\r\n0\r\n\r\n"].concat().as_slice());
+    let refused = read_response(&mut stream);
+    assert_eq!(refused.status, 413, "{:?}", String::from_utf8_lossy(&refused.body));
+    assert!(refused.error().contains("larger than 65536 bytes"), "{}", refused.error());
+}
