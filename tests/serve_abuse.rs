@@ -265,6 +265,40 @@ fn wrong_tensors_are_400_naming_the_problem() {
     assert_healthy(&server);
 }
 
+#[test]
+fn fp32_values_outside_0_1_are_400_naming_the_first() {
+    let server = Server::start(&run_dir(), &[]);
+    let fp32 =
+        |data: Vec<f64>| json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": data}]});
+    let cases = [
+        (
+            [vec![0.5; 5], vec![1e30, 2.0], vec![0.0; 57]].concat(),
+            "input 'pixels': the value 1e30 at index 5 is outside [0, 1]",
+        ),
+        ([vec![1.0; 63], vec![-0.5]].concat(), "the value -0.5 at index 63 is outside [0, 1]"),
+        ([vec![0.0; 10], vec![1e300], vec![0.0; 53]].concat(), "the value at index 10 is not a finite FP32 number"),
+    ];
+    for (data, fragment) in cases {
+        let response = server.post_json("/v2/models/mnist/infer", &fp32(data));
+        assert_eq!(response.status, 400, "{fragment}: {:?}", String::from_utf8_lossy(&response.body));
+        assert!(response.error().contains(fragment), "{fragment}: {}", response.error());
+    }
+    // The same check on binary tensor data (Triton's extension).
+    let header = json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 256}}]})
+    .to_string();
+    let length = header.len().to_string();
+    let values: Vec<u8> = (0..64).flat_map(|i| if i == 7 { f32::NAN } else { 0.25f32 }.to_le_bytes()).collect();
+    let body = [header.as_bytes(), &values].concat();
+    let headers = [("Inference-Header-Content-Length", length.as_str())];
+    let response = common::server::request(server.addr, "POST", "/v2/models/mnist/infer", &headers, &body);
+    assert_eq!(response.status, 400);
+    assert!(response.error().contains("'pixels': the value at index 7 is not a finite"), "{}", response.error());
+    // The edges of [0, 1] are pixels.
+    assert_eq!(server.post_json("/v2/models/mnist/infer", &fp32([vec![0.0; 32], vec![1.0; 32]].concat())).status, 200);
+    assert_healthy(&server);
+}
+
 /// How many connections the concurrency test opens at once.
 const CONNECTIONS: usize = 10_000;
 
