@@ -409,3 +409,24 @@ fn predict_takes_a_multipart_form_with_one_file_field() {
     assert_eq!(refused.status, 413, "{:?}", String::from_utf8_lossy(&refused.body));
     assert!(refused.error().contains("larger than 65536 bytes"), "{}", refused.error());
 }
+
+#[test]
+fn v2_takes_nchw_tensors_as_the_cnn_and_torchscript_do() {
+    let server = Server::start(&run_dir(), &[]);
+    let images = test_images(3);
+    let want = output(&infer_uint8(&server, &images, 3), "logits");
+    let pixels: Vec<f32> = images.iter().map(|&p| p as f32 / 255.0).collect();
+    let nchw = json!({"inputs": [{"name": "input", "shape": [3, 1, SIDE, SIDE], "datatype": "FP32", "data": pixels}]});
+    let answer = server.post_json("/v2/models/mnist/infer", &nchw);
+    assert_eq!(answer.status, 200, "{:?}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.json()["outputs"][0]["shape"], json!([3, 4]));
+    assert_close(&output(&answer.json(), "logits"), &want, 1e-6, "[N, 1, rows, cols]");
+    let metadata = server.get("/v2/models/mnist").json();
+    assert_eq!(metadata["parameters"]["input_shapes"][2], json!([-1, 1, SIDE, SIDE]));
+    // Two channels are not a picture of this model.
+    let two = json!({"inputs": [{"name": "input", "shape": [1, 2, SIDE, SIDE], "datatype": "UINT8",
+                                  "data": vec![0u8; 2 * (SIDE * SIDE) as usize]}]});
+    let refused = server.post_json("/v2/models/mnist/infer", &two);
+    assert_eq!(refused.status, 400);
+    assert!(refused.error().contains("or [N, 1, 8, 8]"), "{}", refused.error());
+}

@@ -1,9 +1,9 @@
 //! The Open Inference Protocol (KServe v2, spoken by Triton and Seldon) over HTTP/JSON: health, server
-//! and model metadata, readiness, and inference on `[N, rows, cols]` or `[N, rows*cols]` FP32 (pixels in
-//! [0, 1]; other values are refused) or UINT8 (0–255) tensors, answering `logits` and `probabilities` `[N, classes]`. Tensors come
-//! as JSON (flat or nested) or, with Triton's binary tensor data extension (`binary_data_size`,
-//! `Inference-Header-Content-Length`), as raw little-endian bytes after the JSON — what tritonclient
-//! sends by default.
+//! and model metadata, readiness, and inference on `[N, rows, cols]`, `[N, rows*cols]` or
+//! `[N, 1, rows, cols]` FP32 (pixels in [0, 1]; other values are refused) or UINT8 (0–255) tensors,
+//! answering `logits` and `probabilities` `[N, classes]`. Tensors come as JSON (flat or nested) or, with
+//! Triton's binary tensor data extension (`binary_data_size`, `Inference-Header-Content-Length`), as raw
+//! little-endian bytes after the JSON — what tritonclient sends by default.
 
 use super::error::{ApiError, body_rejection};
 use super::state::Shared;
@@ -84,7 +84,7 @@ pub async fn model_metadata(State(app): State<Shared>, Path(path): Path<ModelPat
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, rows, cols]}],
         "outputs": outputs,
         "parameters": {"class_names": info.class_names, "input_datatypes": ["FP32", "UINT8"],
-                       "input_shapes": [[-1, rows, cols], [-1, rows * cols]]},
+                       "input_shapes": [[-1, rows, cols], [-1, rows * cols], [-1, 1, rows, cols]]},
     })))
 }
 
@@ -268,15 +268,17 @@ fn read_input(request: &InferRequest, binary: &[u8], info: &ModelInfo) -> Result
     Ok((pixels, count))
 }
 
-/// How many images `input`'s shape holds: `[N, rows, cols]` or `[N, rows * cols]` of the model's size.
+/// How many images `input`'s shape holds: `[N, rows, cols]`, `[N, rows * cols]` or `[N, 1, rows, cols]`
+/// (NCHW, one channel: a CNN's and the TorchScript export's layout) of the model's size.
 fn image_count(input: &RequestInput, info: &ModelInfo) -> Result<usize, ApiError> {
     let [rows, cols] = info.input_shape;
     let count = match input.shape.as_slice() {
         [n, r, c] if *n > 0 && [*r, *c] == [rows, cols] => *n,
         [n, flat] if *n > 0 && *flat == rows * cols => *n,
+        [n, 1, r, c] if *n > 0 && [*r, *c] == [rows, cols] => *n,
         _ => {
             return Err(ApiError::bad_request(format!(
-                "input '{}': shape {:?} is not [N, {rows}, {cols}] or [N, {}] with N >= 1",
+                "input '{}': shape {:?} is not [N, {rows}, {cols}] or [N, {}] or [N, 1, {rows}, {cols}], with N >= 1",
                 input.name,
                 input.shape,
                 rows * cols
