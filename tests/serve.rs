@@ -430,3 +430,16 @@ fn v2_takes_nchw_tensors_as_the_cnn_and_torchscript_do() {
     assert_eq!(refused.status, 400);
     assert!(refused.error().contains("or [N, 1, 8, 8]"), "{}", refused.error());
 }
+
+#[test]
+fn host_names_that_resolve_are_listened_on() {
+    // localhost: a loopback address, as the default.
+    let server = Server::start(&run_dir(), &["--host", "localhost"]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert_eq!(server.get("/v2/health/ready").json(), json!({"ready": true}));
+    assert_eq!(infer_uint8(&server, &test_images(1), 1)["outputs"][0]["shape"], json!([1, 4]));
+    // Not a host at all: a usage error, as for any other flag.
+    let refused = mnist_tch(&["serve", "--model", run_dir().to_str().unwrap(), "--port", "0", "--host", "local host"]);
+    refused.assert_code(2);
+    assert!(refused.stderr.contains("'local host' is not a host"), "{}", refused.stderr);
+}
