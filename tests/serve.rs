@@ -103,6 +103,16 @@ fn routes_answer_as_the_protocol_says() {
     assert_eq!(server.post_json("/v2/models/mnist/versions/2/infer", &json!({})).status, 404);
     assert_eq!(server.get("/nowhere").status, 404);
     assert_eq!(server.get("/predict").status, 405);
+    // A wrong method: 405 with the JSON error of every other error, and the methods it takes in `Allow`.
+    for (method, path, allowed) in
+        [("GET", "/predict", "POST"), ("DELETE", "/v2/models/mnist/infer", "POST"), ("POST", "/v2/health/live", "GET")]
+    {
+        let refused = common::server::request(server.addr, method, path, &[], b"");
+        assert_eq!(refused.status, 405, "{method} {path}");
+        assert!(refused.header("allow").is_some_and(|a| a.contains(allowed)), "{method} {path}: {:?}", refused.headers);
+        assert!(refused.error().contains(&format!("{method} is not allowed on {path}")), "{}", refused.error());
+        assert!(refused.error().contains(allowed), "{}", refused.error());
+    }
     // The page is embedded, with no outside resource.
     let page = server.get("/");
     assert_eq!(page.status, 200);
@@ -325,4 +335,111 @@ fn sigterm_stops_accepting_finishes_requests_in_flight_and_exits_0() {
     let status = server.wait_exit(Duration::from_secs(30)).expect("the server ends");
     assert_eq!(status.code(), Some(0));
     assert!(server.wait_for_stderr("stopped", Duration::from_secs(5)), "{:?}", server.stderr_seen);
+}
+
+/// A form field: its name, its file name if it is a file, its content.
+type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// A `multipart/form-data` body of `parts` and its Content-Type.
+fn form(parts: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "------------------------d74496d66958873e";
+    let mut body = Vec::new();
+    for (name, file_name, content) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());
+        if let Some(file_name) = file_name {
+            body.extend_from_slice(format!("; filename=\"{file_name}\"\r\nContent-Type: image/png").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn predict_takes_a_multipart_form_with_one_file_field() {
+    let server = Server::start(&run_dir(), &["--body-limit", "64K"]);
+    let png = png_bytes(&GrayImage::from_raw(SIDE, SIDE, test_images(1)).unwrap());
+    let raw = server.post("/predict?top=4", &png);
+    assert_eq!(raw.status, 200);
+    // As `curl -F file=@digit.png` sends it, with a text field beside it: the raw body's answer.
+    let (content_type, body) = form(&[("note", None, b"hello"), ("file", Some("digit.png"), &png)]);
+    let sent =
+        common::server::request(server.addr, "POST", "/predict?top=4", &[("Content-Type", &content_type)], &body);
+    assert_eq!(sent.status, 200, "{:?}", String::from_utf8_lossy(&sent.body));
+    for key in ["predictions", "probabilities", "logits", "fit", "inverted"] {
+        assert_eq!(sent.json()[key], raw.json()[key], "{key}");
+    }
+    assert_eq!(sent.json()["input"], "digit.png");
+    // Two file fields, none, an empty one, a broken form: 400 naming the problem.
+    let cases: Vec<(Vec<Part>, &str)> = vec![
+        (vec![("a", Some("a.png"), &png), ("b", Some("b.png"), &png)], "more than one file field ('a' and 'b')"),
+        (vec![("file", None, &png)], "no file field (only 'file')"),
+        (vec![], "no file field"),
+        (vec![("file", Some("digit.png"), b"")], "file field 'file' is empty"),
+    ];
+    for (parts, fragment) in cases {
+        let (content_type, body) = form(&parts);
+        let refused =
+            common::server::request(server.addr, "POST", "/predict", &[("Content-Type", &content_type)], &body);
+        assert_eq!(refused.status, 400, "{fragment}: {:?}", String::from_utf8_lossy(&refused.body));
+        assert!(refused.error().contains(fragment), "{fragment}: {}", refused.error());
+    }
+    let no_boundary = common::server::request(
+        server.addr,
+        "POST",
+        "/predict",
+        &[("Content-Type", "multipart/form-data")],
+        &form(&[("file", Some("digit.png"), &png)]).1,
+    );
+    assert_eq!(no_boundary.status, 400);
+    assert!(no_boundary.error().contains("not a multipart form"), "{}", no_boundary.error());
+    // The body limit applies to a form sent chunked, with no length announced.
+    let (content_type, body) = form(&[("file", Some("big.png"), &vec![7u8; 100 << 10])]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        body.len()
+    );
+    let _ = stream.write_all([head.as_bytes(), &body, b"\r\n0\r\n\r\n"].concat().as_slice());
+    let refused = read_response(&mut stream);
+    assert_eq!(refused.status, 413, "{:?}", String::from_utf8_lossy(&refused.body));
+    assert!(refused.error().contains("larger than 65536 bytes"), "{}", refused.error());
+}
+
+#[test]
+fn v2_takes_nchw_tensors_as_the_cnn_and_torchscript_do() {
+    let server = Server::start(&run_dir(), &[]);
+    let images = test_images(3);
+    let want = output(&infer_uint8(&server, &images, 3), "logits");
+    let pixels: Vec<f32> = images.iter().map(|&p| p as f32 / 255.0).collect();
+    let nchw = json!({"inputs": [{"name": "input", "shape": [3, 1, SIDE, SIDE], "datatype": "FP32", "data": pixels}]});
+    let answer = server.post_json("/v2/models/mnist/infer", &nchw);
+    assert_eq!(answer.status, 200, "{:?}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.json()["outputs"][0]["shape"], json!([3, 4]));
+    assert_close(&output(&answer.json(), "logits"), &want, 1e-6, "[N, 1, rows, cols]");
+    let metadata = server.get("/v2/models/mnist").json();
+    assert_eq!(metadata["parameters"]["input_shapes"][2], json!([-1, 1, SIDE, SIDE]));
+    // Two channels are not a picture of this model.
+    let two = json!({"inputs": [{"name": "input", "shape": [1, 2, SIDE, SIDE], "datatype": "UINT8",
+                                  "data": vec![0u8; 2 * (SIDE * SIDE) as usize]}]});
+    let refused = server.post_json("/v2/models/mnist/infer", &two);
+    assert_eq!(refused.status, 400);
+    assert!(refused.error().contains("or [N, 1, 8, 8]"), "{}", refused.error());
+}
+
+#[test]
+fn host_names_that_resolve_are_listened_on() {
+    // localhost: a loopback address, as the default.
+    let server = Server::start(&run_dir(), &["--host", "localhost"]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert_eq!(server.get("/v2/health/ready").json(), json!({"ready": true}));
+    assert_eq!(infer_uint8(&server, &test_images(1), 1)["outputs"][0]["shape"], json!([1, 4]));
+    // Not a host at all: a usage error, as for any other flag.
+    let refused = mnist_tch(&["serve", "--model", run_dir().to_str().unwrap(), "--port", "0", "--host", "local host"]);
+    refused.assert_code(2);
+    assert!(refused.stderr.contains("'local host' is not a host"), "{}", refused.stderr);
 }

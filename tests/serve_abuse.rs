@@ -93,6 +93,24 @@ fn bodies_over_the_limit_are_refused_with_413() {
     assert_healthy(&server);
 }
 
+#[test]
+fn an_announced_length_over_the_limit_is_413_before_the_body_is_read() {
+    let server = Server::start(&run_dir(), &["--body-limit", "1M"]);
+    for path in ["/predict", "/v2/models/mnist/infer"] {
+        // Only the head is sent: the answer must come without waiting for the body, and without `100
+        // Continue` (the first status line read is the answer's).
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.write_all(head("POST", path, &[("Expect", "100-continue")], 100_000_000).as_bytes()).unwrap();
+        let refused = read_response(&mut stream);
+        assert_eq!(refused.status, 413, "{path}: {:?}", String::from_utf8_lossy(&refused.body));
+        assert!(refused.error().contains("larger than 1048576 bytes"), "{}", refused.error());
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}: {:?}", started.elapsed());
+    }
+    assert_healthy(&server);
+}
+
 /// The first bytes of a grayscale PNG of `width × height`: its signature and a valid IHDR chunk.
 fn png_header(width: u32, height: u32) -> Vec<u8> {
     let ihdr = [width.to_be_bytes().as_slice(), &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
@@ -244,6 +262,40 @@ fn wrong_tensors_are_400_naming_the_problem() {
     let gzip =
         common::server::request(server.addr, "POST", "/v2/models/mnist/infer", &[("Content-Encoding", "gzip")], b"x");
     assert_eq!(gzip.status, 415);
+    assert_healthy(&server);
+}
+
+#[test]
+fn fp32_values_outside_0_1_are_400_naming_the_first() {
+    let server = Server::start(&run_dir(), &[]);
+    let fp32 =
+        |data: Vec<f64>| json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": data}]});
+    let cases = [
+        (
+            [vec![0.5; 5], vec![1e30, 2.0], vec![0.0; 57]].concat(),
+            "input 'pixels': the value 1e30 at index 5 is outside [0, 1]",
+        ),
+        ([vec![1.0; 63], vec![-0.5]].concat(), "the value -0.5 at index 63 is outside [0, 1]"),
+        ([vec![0.0; 10], vec![1e300], vec![0.0; 53]].concat(), "the value at index 10 is not a finite FP32 number"),
+    ];
+    for (data, fragment) in cases {
+        let response = server.post_json("/v2/models/mnist/infer", &fp32(data));
+        assert_eq!(response.status, 400, "{fragment}: {:?}", String::from_utf8_lossy(&response.body));
+        assert!(response.error().contains(fragment), "{fragment}: {}", response.error());
+    }
+    // The same check on binary tensor data (Triton's extension).
+    let header = json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 256}}]})
+    .to_string();
+    let length = header.len().to_string();
+    let values: Vec<u8> = (0..64).flat_map(|i| if i == 7 { f32::NAN } else { 0.25f32 }.to_le_bytes()).collect();
+    let body = [header.as_bytes(), &values].concat();
+    let headers = [("Inference-Header-Content-Length", length.as_str())];
+    let response = common::server::request(server.addr, "POST", "/v2/models/mnist/infer", &headers, &body);
+    assert_eq!(response.status, 400);
+    assert!(response.error().contains("'pixels': the value at index 7 is not a finite"), "{}", response.error());
+    // The edges of [0, 1] are pixels.
+    assert_eq!(server.post_json("/v2/models/mnist/infer", &fp32([vec![0.0; 32], vec![1.0; 32]].concat())).status, 200);
     assert_healthy(&server);
 }
 

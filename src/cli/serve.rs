@@ -4,7 +4,6 @@ use crate::device::DeviceSpec;
 use crate::serve::{self, Batching, Config, Limits};
 use anyhow::Result;
 use clap::Args;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,9 +17,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", default_value = crate::run_dir::WEIGHTS_FILE)]
     pub weights: String,
 
-    /// Address to listen on. The default answers this machine only; 0.0.0.0 listens on every interface.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: IpAddr,
+    /// Address to listen on: an IP address or a host name (localhost). The default answers this machine
+    /// only; 0.0.0.0 listens on every interface.
+    #[arg(long, default_value = "127.0.0.1", value_parser = serve::config::parse_host)]
+    pub host: String,
 
     /// Port to listen on; 0 picks a free one (printed at start).
     #[arg(long, default_value_t = 8080)]

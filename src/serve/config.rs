@@ -1,7 +1,6 @@
 //! What `mnist-tch serve` is told: the model, where to listen, and the limits a production server needs.
 //! Built by the command line (`cli/serve.rs`), read by every other part of the server.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +12,9 @@ pub struct Config {
     /// The weights file inside a run directory.
     pub weights: String,
     pub device: tch::Device,
-    pub host: IpAddr,
+    /// An IP address, or a host name that resolves (`localhost`): the server listens on the first of
+    /// its addresses it can bind.
+    pub host: String,
     /// 0 picks a free port.
     pub port: u16,
     /// The model's name in the Open Inference Protocol's URLs (`/v2/models/NAME`).
@@ -45,6 +46,19 @@ pub struct Limits {
     pub body_bytes: usize,
     /// Pictures above it (width × height) are refused before they are decoded.
     pub max_pixels: u64,
+}
+
+/// Checks `--host`: an IP address or a host name, as written (`[::1]` without its brackets); whether
+/// it resolves is known when the server starts.
+pub fn parse_host(text: &str) -> Result<String, String> {
+    let host = text.trim();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+        return Err(format!(
+            "'{text}' is not a host: write an IP address (127.0.0.1, 0.0.0.0, ::1) or a name (localhost)"
+        ));
+    }
+    Ok(host.to_string())
 }
 
 /// Parses a byte count: `4194304`, `512K`, `4M` (binary units, as `--body-limit` takes them).
@@ -79,6 +93,16 @@ mod tests {
         assert_eq!(parse_byte_count("1gib"), Ok(1 << 30));
         for bad in ["", "0", "M", "4X", "-1", "99999999999999999999G"] {
             assert!(parse_byte_count(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_addresses_or_names() {
+        assert_eq!(parse_host("localhost"), Ok("localhost".to_string()));
+        assert_eq!(parse_host("0.0.0.0"), Ok("0.0.0.0".to_string()));
+        assert_eq!(parse_host("[::1]"), Ok("::1".to_string()));
+        for bad in ["", " ", "[]", "local host", "http://localhost"] {
+            assert!(parse_host(bad).is_err(), "{bad}");
         }
     }
 }

@@ -42,7 +42,15 @@ impl IntoResponse for ApiError {
 pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection, limit: usize) -> ApiError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(status, format!("the request body is larger than {limit} bytes (--body-limit)"));
+        return body_too_large(limit);
     }
     ApiError::new(status, format!("the request body could not be read: {}", rejection.body_text()))
+}
+
+/// 413 for a body over `limit` bytes, announced or read.
+pub fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {limit} bytes (--body-limit)"),
+    )
 }

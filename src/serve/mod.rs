@@ -56,7 +56,8 @@ pub fn run(config: Config) -> Result<()> {
 
 async fn listen(app: Arc<App>) -> Result<()> {
     let config = &app.config;
-    let listener = tokio::net::TcpListener::bind((config.host, config.port))
+    // A name is resolved here, and the first of its addresses that can be bound is used.
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let address = listener.local_addr().context("the listening address")?;
@@ -70,7 +71,7 @@ async fn listen(app: Arc<App>) -> Result<()> {
         app.info.class_names.len(),
         crate::device::device_name(config.device)
     );
-    let reach = if config.host.is_loopback() {
+    let reach = if address.ip().is_loopback() {
         "only this machine can connect; --host 0.0.0.0 listens on every interface"
     } else {
         "listening on a non-loopback address: reachable from other machines"

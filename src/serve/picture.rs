@@ -1,19 +1,21 @@
-//! `POST /predict`: a picture (PNG, JPEG, PNM, ... any size) in the body, the answer of
+//! `POST /predict`: a picture (PNG, JPEG, PNM, ... any size) as the body or as the one file field of a
+//! `multipart/form-data` form (`curl -F file=@digit.png`), the answer of
 //! `mnist-tch predict --json` out — decoded and made the network's input by the same functions of
 //! `preprocess` as `predict`, so both see the same pixels — plus every class's probability and the logits.
 //! Query: `top=K` (default 3), `fit=`, `invert=` (as predict's flags), `show_input=true` (the
 //! `rows × cols` picture the model saw, as 0–255 values).
 
-use super::error::{ApiError, body_rejection};
+use super::error::{ApiError, body_rejection, body_too_large};
 use super::state::Shared;
 use super::worker::ModelInfo;
 use crate::inference;
 use crate::preprocess::{self, Framing, Invert, ModelInput};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::str::FromStr;
@@ -31,13 +33,10 @@ pub struct PictureQuery {
 pub async fn predict(
     State(app): State<Shared>,
     query: Result<Query<PictureQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::bad_request(format!("bad query string: {}", err.body_text())))?;
-    let body = body.map_err(|err| body_rejection(err, app.config.limits.body_bytes))?;
-    if body.is_empty() {
-        return Err(ApiError::bad_request("the request body is empty: send a PNG, JPEG or PNM picture"));
-    }
+    let (source, body) = read_upload(&app, request).await?;
     let framing = choice(query.fit.as_deref(), "fit", &Framing::NAMES, Framing::Auto)?;
     let invert = choice(query.invert.as_deref(), "invert", &Invert::NAMES, Invert::Auto)?;
     let top = query.top.unwrap_or(3);
@@ -61,14 +60,8 @@ pub async fn predict(
     let probabilities = Tensor::from_slice(&answer.probabilities).f_view([1, -1]).map_err(|e| internal(e.into()))?;
     let best = inference::top_k(&probabilities, top).map_err(internal)?;
     let best = best.first().map(Vec::as_slice).unwrap_or_default();
-    let mut answer_json = inference::prediction_json(
-        "request body",
-        input.inverted,
-        input.framing,
-        input.warning.as_deref(),
-        best,
-        class_names,
-    );
+    let mut answer_json =
+        inference::prediction_json(&source, input.inverted, input.framing, input.warning.as_deref(), best, class_names);
     answer_json["probabilities"] = json!(answer.probabilities);
     answer_json["class_names"] = json!(class_names);
     if let Some(logits) = answer.logits {
@@ -79,6 +72,51 @@ pub async fn predict(
         answer_json["image"] = json!({"rows": rows, "cols": cols, "pixels": input.image.as_raw()});
     }
     Ok(Json(answer_json))
+}
+
+/// The uploaded picture and what it is called in the answer's `input`: the whole body ("request body"),
+/// or the one file field of a `multipart/form-data` body (its file name). `--body-limit` applies to both.
+async fn read_upload(app: &Shared, request: Request) -> Result<(String, Bytes), ApiError> {
+    let limit = app.config.limits.body_bytes;
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !content_type.is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data")) {
+        let body = Bytes::from_request(request, app).await.map_err(|err| body_rejection(err, limit))?;
+        if body.is_empty() {
+            return Err(ApiError::bad_request("the request body is empty: send a PNG, JPEG or PNM picture"));
+        }
+        return Ok(("request body".to_string(), body));
+    }
+    let mut form = Multipart::from_request(request, app)
+        .await
+        .map_err(|err| ApiError::bad_request(format!("not a multipart form: {}", err.body_text())))?;
+    let form_error = |err: MultipartError| match err.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => body_too_large(limit),
+        status => ApiError::new(status, format!("the multipart form could not be read: {}", err.body_text())),
+    };
+    let (mut picture, mut other_fields) = (None::<(String, String, Bytes)>, Vec::new());
+    while let Some(field) = form.next_field().await.map_err(form_error)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let Some(file_name) = field.file_name().map(str::to_string) else {
+            other_fields.push(format!("'{name}'"));
+            continue;
+        };
+        if let Some((first, _, _)) = &picture {
+            return Err(ApiError::bad_request(format!(
+                "the form has more than one file field ('{first}' and '{name}'): send one picture per request"
+            )));
+        }
+        picture = Some((name, file_name, field.bytes().await.map_err(form_error)?));
+    }
+    match picture {
+        Some((name, _, bytes)) if bytes.is_empty() => {
+            Err(ApiError::bad_request(format!("the form's file field '{name}' is empty: send a picture in it")))
+        }
+        Some((_, file_name, bytes)) => Ok((file_name, bytes)),
+        None => Err(ApiError::bad_request(format!(
+            "the form has no file field{}: send the picture as one (curl -F file=@digit.png)",
+            if other_fields.is_empty() { String::new() } else { format!(" (only {})", other_fields.join(", ")) }
+        ))),
+    }
 }
 
 /// A query value naming one of a flag's choices (`names`), as the command line spells them, in any case.

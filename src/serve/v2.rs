@@ -1,9 +1,9 @@
 //! The Open Inference Protocol (KServe v2, spoken by Triton and Seldon) over HTTP/JSON: health, server
-//! and model metadata, readiness, and inference on `[N, rows, cols]` or `[N, rows*cols]` FP32 (pixels in
-//! [0, 1]) or UINT8 (0–255) tensors, answering `logits` and `probabilities` `[N, classes]`. Tensors come
-//! as JSON (flat or nested) or, with Triton's binary tensor data extension (`binary_data_size`,
-//! `Inference-Header-Content-Length`), as raw little-endian bytes after the JSON — what tritonclient
-//! sends by default.
+//! and model metadata, readiness, and inference on `[N, rows, cols]`, `[N, rows*cols]` or
+//! `[N, 1, rows, cols]` FP32 (pixels in [0, 1]; other values are refused) or UINT8 (0–255) tensors,
+//! answering `logits` and `probabilities` `[N, classes]`. Tensors come as JSON (flat or nested) or, with
+//! Triton's binary tensor data extension (`binary_data_size`, `Inference-Header-Content-Length`), as raw
+//! little-endian bytes after the JSON — what tritonclient sends by default.
 
 use super::error::{ApiError, body_rejection};
 use super::state::Shared;
@@ -84,7 +84,7 @@ pub async fn model_metadata(State(app): State<Shared>, Path(path): Path<ModelPat
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, rows, cols]}],
         "outputs": outputs,
         "parameters": {"class_names": info.class_names, "input_datatypes": ["FP32", "UINT8"],
-                       "input_shapes": [[-1, rows, cols], [-1, rows * cols]]},
+                       "input_shapes": [[-1, rows, cols], [-1, rows * cols], [-1, 1, rows, cols]]},
     })))
 }
 
@@ -268,15 +268,17 @@ fn read_input(request: &InferRequest, binary: &[u8], info: &ModelInfo) -> Result
     Ok((pixels, count))
 }
 
-/// How many images `input`'s shape holds: `[N, rows, cols]` or `[N, rows * cols]` of the model's size.
+/// How many images `input`'s shape holds: `[N, rows, cols]`, `[N, rows * cols]` or `[N, 1, rows, cols]`
+/// (NCHW, one channel: a CNN's and the TorchScript export's layout) of the model's size.
 fn image_count(input: &RequestInput, info: &ModelInfo) -> Result<usize, ApiError> {
     let [rows, cols] = info.input_shape;
     let count = match input.shape.as_slice() {
         [n, r, c] if *n > 0 && [*r, *c] == [rows, cols] => *n,
         [n, flat] if *n > 0 && *flat == rows * cols => *n,
+        [n, 1, r, c] if *n > 0 && [*r, *c] == [rows, cols] => *n,
         _ => {
             return Err(ApiError::bad_request(format!(
-                "input '{}': shape {:?} is not [N, {rows}, {cols}] or [N, {}] with N >= 1",
+                "input '{}': shape {:?} is not [N, {rows}, {cols}] or [N, {}] or [N, 1, {rows}, {cols}], with N >= 1",
                 input.name,
                 input.shape,
                 rows * cols
@@ -323,7 +325,7 @@ fn input_pixels(input: &RequestInput, binary: &[u8], datatype: Datatype, values:
 
 fn from_json(values: &[f64], datatype: Datatype, name: &str) -> Result<Vec<f32>, ApiError> {
     match datatype {
-        Datatype::Fp32 => values.iter().map(|&v| finite(v as f32, name)).collect(),
+        Datatype::Fp32 => values.iter().enumerate().map(|(at, &v)| pixel(v as f32, at, name)).collect(),
         Datatype::Uint8 => values
             .iter()
             .map(|&v| {
@@ -340,18 +342,28 @@ fn from_json(values: &[f64], datatype: Datatype, name: &str) -> Result<Vec<f32>,
 fn from_bytes(bytes: &[u8], datatype: Datatype, name: &str) -> Result<Vec<f32>, ApiError> {
     match datatype {
         Datatype::Fp32 => {
-            bytes.chunks_exact(4).map(|b| finite(f32::from_le_bytes([b[0], b[1], b[2], b[3]]), name)).collect()
+            let values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            values.enumerate().map(|(at, v)| pixel(v, at, name)).collect()
         }
         Datatype::Uint8 => Ok(bytes.iter().map(|&b| b as f32 / 255.0).collect()),
     }
 }
 
-fn finite(v: f32, name: &str) -> Result<f32, ApiError> {
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(ApiError::bad_request(format!("input '{name}': holds a value that is not a finite FP32 number")))
+/// An FP32 pixel, the `at`-th value (row-major) of input `name`: a finite number in [0, 1], as the
+/// model was trained on (a value far outside gives logits without meaning, not an error of the model).
+fn pixel(v: f32, at: usize, name: &str) -> Result<f32, ApiError> {
+    if !v.is_finite() {
+        return Err(ApiError::bad_request(format!(
+            "input '{name}': the value at index {at} is not a finite FP32 number"
+        )));
     }
+    if !(0.0..=1.0).contains(&v) {
+        return Err(ApiError::bad_request(format!(
+            "input '{name}': the value {v:?} at index {at} is outside [0, 1]: FP32 pixels are in [0, 1] (send UINT8 \
+             for 0-255)"
+        )));
+    }
+    Ok(v)
 }
 
 /// The outputs to answer, each as JSON or binary.
@@ -454,5 +466,15 @@ mod tests {
             assert!(from_json(&[bad], Datatype::Uint8, "x").is_err(), "{bad}");
         }
         assert!(from_json(&[1e300], Datatype::Fp32, "x").is_err());
+    }
+
+    #[test]
+    fn fp32_values_must_be_pixels_in_0_1() {
+        assert_eq!(from_json(&[0.0, 0.5, 1.0], Datatype::Fp32, "x").unwrap(), vec![0.0, 0.5, 1.0]);
+        let error = from_json(&[0.0, 1.5, -1.0], Datatype::Fp32, "x").unwrap_err().message;
+        assert!(error.contains("'x'") && error.contains("1.5 at index 1") && error.contains("[0, 1]"), "{error}");
+        let bytes: Vec<u8> = [0.25f32, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let error = from_bytes(&bytes, Datatype::Fp32, "x").unwrap_err().message;
+        assert!(error.contains("index 1 is not a finite"), "{error}");
     }
 }
