@@ -33,7 +33,7 @@ pub struct ResumePoint {
     /// The optimizer state saved with the last completed epoch, when there is one.
     pub optimizer_state: Option<Vec<(String, Tensor)>>,
     /// With early stopping: the best epoch's weights so far (`best.safetensors`).
-    pub best_weights: Option<Vec<(String, Tensor)>>,
+    pub best_weights: Option<Weights>,
 }
 
 /// How a job reports itself and where it can be stopped.
@@ -106,9 +106,10 @@ pub fn fit(
     let mut step = engine::new_step(config.training.engine, &model.vs, &model.net, &config.model, settings)?;
     let (history, best_weights) = continue_from(&mut config, &mut *step, resume, output.mode)?;
     let run = config.clone();
-    let mut observer: Box<dyn JobObserver + '_> = match output.writes_run() {
-        true => Box::new(RunRecorder::begin(config, out, history, output)?),
-        false => Box::new(Follower { config, interrupt: &output.interrupt }),
+    let mut observer: Box<dyn JobObserver + '_> = if output.writes_run() {
+        Box::new(RunRecorder::begin(config, out, history, output)?)
+    } else {
+        Box::new(Follower { config, interrupt: &output.interrupt })
     };
     let trained = training::train(&mut *step, model, &data, &run, best_weights, &mut *observer);
     observer.conclude(trained, model, &data)
