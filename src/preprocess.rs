@@ -68,11 +68,15 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
     decode_gray(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
 }
 
-/// Decodes a picture held in memory (an uploaded file) to grayscale, transparency counted as paper
-/// ([`flatten_alpha`]): the one decoder behind both `predict` and `serve`, so they see the same pixels.
+/// Decodes a picture held in memory (an uploaded file) to grayscale, turned upright as a JPEG's EXIF
+/// orientation says ([`crate::orientation`]) and transparency counted as paper ([`flatten_alpha`]): the one
+/// decoder behind both `predict` and `serve`, so they see the same pixels.
 pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage> {
     let reader = image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().context("cannot read")?;
-    let decoded = reader.decode().map_err(|e| anyhow::anyhow!("not a readable image: {e}"))?;
+    let mut decoded = reader.decode().map_err(|e| anyhow::anyhow!("not a readable image: {e}"))?;
+    if let Some(value) = crate::orientation::jpeg_orientation(bytes) {
+        decoded = crate::orientation::apply(decoded, value);
+    }
     Ok(flatten_alpha(&decoded))
 }
 
