@@ -100,3 +100,19 @@ fn predict_json(fixture: &Fixture, inputs: &[&Path], extra: &[&str]) -> Vec<Valu
     run.assert_ok();
     run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+#[test]
+fn a_speck_in_a_scans_corner_changes_nothing() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "2"]).assert_ok();
+    let clean = seven(1000);
+    let mut specked = clean.clone();
+    for (x, y) in (8..12).flat_map(|x| (8..12).map(move |y| (x, y))) {
+        specked.put_pixel(x, y, Luma([0]));
+    }
+    let (clean_path, specked_path) = (fixture.path("clean.png"), fixture.path("specked.png"));
+    clean.save(&clean_path).unwrap();
+    specked.save(&specked_path).unwrap();
+    let lines = predict_json(&fixture, &[&clean_path, &specked_path], &[]);
+    assert_eq!(lines[1]["predictions"], lines[0]["predictions"], "{lines:?}");
+}
