@@ -1,8 +1,10 @@
 //! Pictures read as people see them: a phone JPEG stored sideways with an EXIF orientation is turned
-//! upright before it is classified.
+//! upright before it is classified, a speck in a scan's corner does not move the digit, and an answer
+//! can be "unknown": content too small to be a digit, or under `--min-confidence`.
 
 mod common;
 
+use common::server::Server;
 use common::{Fixture, mnist_tch};
 use image::{DynamicImage, GrayImage, Luma};
 use mnist_tch::preprocess::{self, Framing, Invert};
@@ -115,4 +117,69 @@ fn a_speck_in_a_scans_corner_changes_nothing() {
     specked.save(&specked_path).unwrap();
     let lines = predict_json(&fixture, &[&clean_path, &specked_path], &[]);
     assert_eq!(lines[1]["predictions"], lines[0]["predictions"], "{lines:?}");
+}
+
+/// A 20 px dot on a white 1000×1000 page: too little ink to be a digit.
+fn dot() -> GrayImage {
+    GrayImage::from_fn(1000, 1000, |x, y| {
+        Luma([if (490..510).contains(&x) && (490..510).contains(&y) { 0 } else { 255 }])
+    })
+}
+
+#[test]
+fn under_min_confidence_or_with_too_little_ink_the_answer_is_unknown() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "2"]).assert_ok();
+    let (seven_path, dot_path) = (fixture.path("seven.png"), fixture.path("dot.png"));
+    seven(200).save(&seven_path).unwrap();
+    dot().save(&dot_path).unwrap();
+    // By default the most likely class is the answer; the dot is unknown, its classes still listed.
+    let lines = predict_json(&fixture, &[&seven_path, &dot_path], &[]);
+    assert_eq!(lines[0]["label"], lines[0]["predictions"][0]["label"], "{}", lines[0]);
+    assert_eq!(lines[0]["name"], lines[0]["predictions"][0]["name"]);
+    assert!(lines[0].get("unknown").is_none());
+    assert_eq!((&lines[1]["label"], &lines[1]["name"]), (&Value::Null, &serde_json::json!("unknown")));
+    assert_eq!(lines[1]["unknown"], "too little ink to be a digit");
+    assert!(lines[1]["warning"].is_string() && lines[1]["predictions"].as_array().unwrap().len() == 3);
+    // A threshold above the seven's top probability makes it unknown too.
+    let top = lines[0]["predictions"][0]["probability"].as_f64().unwrap();
+    assert!(top < 1.0, "the seven is certain: {top}");
+    let threshold = format!("{}", (top + 1.0) / 2.0);
+    let strict = predict_json(&fixture, &[&seven_path], &["--min-confidence", &threshold]);
+    assert_eq!(strict[0]["label"], Value::Null, "{}", strict[0]);
+    assert!(strict[0]["unknown"].as_str().unwrap().contains("below the minimum confidence"), "{}", strict[0]);
+    assert_eq!(strict[0]["predictions"], lines[0]["predictions"]);
+    // In text, a line that says unknown and why, then the top classes.
+    let run_dir = fixture.path("run");
+    let args = ["predict", "--model", run_dir.to_str().unwrap(), "--device", "cpu", "--min-confidence", &threshold];
+    let text = mnist_tch(&[&args[..], &[seven_path.to_str().unwrap()]].concat());
+    text.assert_ok();
+    assert!(text.stdout.contains("seven.png: unknown (the top probability"), "{}", text.stdout);
+    // Not a probability: refused.
+    let bad = mnist_tch(&[&args[..6], &["--min-confidence", "1.5", seven_path.to_str().unwrap()]].concat());
+    assert_eq!(bad.code(), Some(2), "{}", bad.stderr);
+}
+
+#[test]
+fn serve_answers_unknown_under_its_min_confidence_and_the_query_overrides_it() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "2"]).assert_ok();
+    let mut png = Vec::new();
+    DynamicImage::ImageLuma8(seven(200))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let server = Server::start(&fixture.path("run"), &["--min-confidence", "1"]);
+    let strict = server.post("/predict", &png).json();
+    let top = strict["predictions"][0]["probability"].as_f64().unwrap();
+    assert!(top < 1.0, "the seven is certain: {top}");
+    assert_eq!((&strict["label"], &strict["name"]), (&Value::Null, &serde_json::json!("unknown")), "{strict}");
+    let relaxed = server.post("/predict?min_confidence=0", &png).json();
+    assert_eq!(relaxed["label"], relaxed["predictions"][0]["label"], "{relaxed}");
+    assert_eq!(relaxed["predictions"], strict["predictions"]);
+    let bad = server.post("/predict?min_confidence=abc", &png);
+    assert_eq!(bad.status, 400);
+    assert!(bad.error().contains("min_confidence"), "{}", bad.error());
+    // The page sends the value typed in its control and shows why an answer is unknown.
+    let page = String::from_utf8(server.get("/").body).unwrap();
+    assert!(page.contains("min_confidence=") && page.contains("answer.unknown") && page.contains("answer.warning"));
 }
