@@ -203,8 +203,32 @@ pub fn top_k(probabilities: &Tensor, k: u64) -> Result<Vec<Vec<(i64, f32)>>> {
         .collect())
 }
 
+/// Why a picture's answer is "unknown" rather than its most likely class: content too small to be a
+/// digit (its `warning`), or a top probability under `min_confidence` (0: never). `None`: the top class is
+/// the answer.
+pub fn unknown_reason(best: &[(i64, f32)], warning: Option<&str>, min_confidence: f32) -> Option<String> {
+    if warning.is_some() {
+        return Some("too little ink to be a digit".to_string());
+    }
+    let top = best.first().map_or(0.0, |&(_, p)| p);
+    (top < min_confidence)
+        .then(|| format!("the top probability {top:.2} is below the minimum confidence {min_confidence}"))
+}
+
+/// Parses `--min-confidence` (and the `min_confidence` query value): a probability from 0 to 1.
+pub fn parse_min_confidence(text: &str) -> Result<f32, String> {
+    let value: f32 =
+        text.trim().parse().map_err(|_| format!("'{text}' is not a number (a probability from 0 to 1)"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("{text} is not a probability: give a number from 0 to 1"));
+    }
+    Ok(value)
+}
+
 /// One picture's answer as `predict --json` prints it and `serve`'s `/predict` starts from.
-/// `inverted`, `framing` and `warning` say how the picture was prepared.
+/// `inverted`, `framing` and `warning` say how the picture was prepared; `label` and `name` are the answer:
+/// the most likely class, or `null` and "unknown" with an `unknown` key saying why ([`unknown_reason`]),
+/// the top classes listed either way.
 pub fn prediction_json(
     input: &str,
     inverted: bool,
@@ -212,6 +236,7 @@ pub fn prediction_json(
     warning: Option<&str>,
     best: &[(i64, f32)],
     class_names: &[String],
+    min_confidence: f32,
 ) -> serde_json::Value {
     let predictions: Vec<_> = best
         .iter()
@@ -219,6 +244,17 @@ pub fn prediction_json(
         .collect();
     let mut answer =
         json!({"input": input, "inverted": inverted, "fit": framing.to_string(), "predictions": predictions});
+    match (unknown_reason(best, warning, min_confidence), best.first()) {
+        (None, Some(&(label, _))) => {
+            answer["label"] = json!(label);
+            answer["name"] = json!(class_names[label as usize]);
+        }
+        (reason, _) => {
+            answer["label"] = serde_json::Value::Null;
+            answer["name"] = json!("unknown");
+            answer["unknown"] = json!(reason.unwrap_or_else(|| "the model gave no answer".to_string()));
+        }
+    }
     if let Some(warning) = warning {
         answer["warning"] = json!(warning);
     }

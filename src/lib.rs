@@ -79,6 +79,7 @@ pub mod jobs;
 pub mod model;
 pub mod npz;
 pub mod optimizer;
+pub mod orientation;
 pub mod output;
 pub mod plot;
 pub mod preprocess;

@@ -68,11 +68,15 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
     decode_gray(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
 }
 
-/// Decodes a picture held in memory (an uploaded file) to grayscale, transparency counted as paper
-/// ([`flatten_alpha`]): the one decoder behind both `predict` and `serve`, so they see the same pixels.
+/// Decodes a picture held in memory (an uploaded file) to grayscale, turned upright as a JPEG's EXIF
+/// orientation says ([`crate::orientation`]) and transparency counted as paper ([`flatten_alpha`]): the one
+/// decoder behind both `predict` and `serve`, so they see the same pixels.
 pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage> {
     let reader = image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().context("cannot read")?;
-    let decoded = reader.decode().map_err(|e| anyhow::anyhow!("not a readable image: {e}"))?;
+    let mut decoded = reader.decode().map_err(|e| anyhow::anyhow!("not a readable image: {e}"))?;
+    if let Some(value) = crate::orientation::jpeg_orientation(bytes) {
+        decoded = crate::orientation::apply(decoded, value);
+    }
     Ok(flatten_alpha(&decoded))
 }
 
@@ -209,29 +213,113 @@ fn unit_pixels(frame: &GrayImage) -> Vec<f32> {
     frame.pixels().map(|p| p[0] as f32 / 255.0).collect()
 }
 
-/// The content of `ink` (light on dark): the bounding box of the pixels clearly above the background,
-/// with the background taken down to black, so the scaled content sits on the zero background the
-/// network knows.
+/// The content of `ink` (light on dark): the bounding box of the digit's pixels clearly above the
+/// background ([`digit_box`]: specks far from the ink's mass left out), with the background taken down to
+/// black, so the scaled content sits on the zero background the network knows.
 fn crop_to_content(mut ink: GrayImage) -> Result<GrayImage> {
     let background = border_mean(&ink);
     let threshold = (background + 30.0).min(250.0) as u8;
-    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
-    for (x, y, p) in ink.enumerate_pixels() {
-        if p[0] > threshold {
-            x0 = x0.min(x);
-            y0 = y0.min(y);
-            x1 = x1.max(x);
-            y1 = y1.max(y);
-        }
-    }
-    if x0 > x1 {
+    let Some(Bounds { x0, y0, x1, y1 }) = digit_box(&ink_components(&ink, threshold)) else {
         bail!("the image is blank: no content stands out from its background");
-    }
+    };
     let floor = background.round() as u8;
     for p in ink.pixels_mut() {
         p[0] = p[0].saturating_sub(floor);
     }
     Ok(imageops::crop_imm(&ink, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image())
+}
+
+/// An inclusive pixel rectangle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bounds {
+    x0: u32,
+    y0: u32,
+    x1: u32,
+    y1: u32,
+}
+
+impl Bounds {
+    fn union(self, other: Bounds) -> Bounds {
+        Bounds {
+            x0: self.x0.min(other.x0),
+            y0: self.y0.min(other.y0),
+            x1: self.x1.max(other.x1),
+            y1: self.y1.max(other.y1),
+        }
+    }
+
+    /// The gap between two rectangles along the axis where they are farther apart (0 when they touch).
+    fn gap(self, other: Bounds) -> u32 {
+        let dx = other.x0.saturating_sub(self.x1).max(self.x0.saturating_sub(other.x1));
+        let dy = other.y0.saturating_sub(self.y1).max(self.y0.saturating_sub(other.y1));
+        dx.max(dy)
+    }
+
+    fn longer_side(self) -> u32 {
+        (self.x1 - self.x0 + 1).max(self.y1 - self.y0 + 1)
+    }
+}
+
+/// A connected group of ink pixels (8-neighbours): how many and their bounding box.
+#[derive(Debug, Clone, Copy)]
+struct Component {
+    pixels: u64,
+    bounds: Bounds,
+}
+
+/// The connected groups of pixels brighter than `threshold`.
+fn ink_components(ink: &GrayImage, threshold: u8) -> Vec<Component> {
+    let (w, h) = ink.dimensions();
+    let is_ink: Vec<bool> = ink.pixels().map(|p| p[0] > threshold).collect();
+    let mut seen = vec![false; is_ink.len()];
+    let mut components = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..is_ink.len() {
+        if !is_ink[start] || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let (x, y) = ((start % w as usize) as u32, (start / w as usize) as u32);
+        let mut component = Component { pixels: 0, bounds: Bounds { x0: x, y0: y, x1: x, y1: y } };
+        while let Some(at) = stack.pop() {
+            let (x, y) = ((at % w as usize) as u32, (at / w as usize) as u32);
+            component.pixels += 1;
+            component.bounds = component.bounds.union(Bounds { x0: x, y0: y, x1: x, y1: y });
+            for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                    let next = ny as usize * w as usize + nx as usize;
+                    if is_ink[next] && !seen[next] {
+                        seen[next] = true;
+                        stack.push(next);
+                    }
+                }
+            }
+        }
+        components.push(component);
+    }
+    components
+}
+
+/// A group with under this share of the largest group's pixels is small...
+const SPECK_SHARE: f64 = 0.1;
+/// ...and a speck when it is also farther from the digit's box than this share of the box's longer side.
+const SPECK_DISTANCE: f64 = 0.25;
+
+/// The bounding box of the digit: every group of ink pixels except specks — groups with under
+/// [`SPECK_SHARE`] of the largest group's pixels lying farther than [`SPECK_DISTANCE`] of the box's longer
+/// side from the box of the large groups. A speck of dust in a scan's corner is left out; the dot of an
+/// "i", a separate top bar of a "5" or a broken stroke, near the rest, is kept. `None` without ink.
+fn digit_box(components: &[Component]) -> Option<Bounds> {
+    let largest = components.iter().map(|c| c.pixels).max()?;
+    let is_large = |c: &&Component| c.pixels as f64 >= SPECK_SHARE * largest as f64;
+    let main = components.iter().filter(is_large).map(|c| c.bounds).reduce(Bounds::union)?;
+    let reach = SPECK_DISTANCE * main.longer_side() as f64;
+    components
+        .iter()
+        .filter(|c| is_large(c) || main.gap(c.bounds) as f64 <= reach)
+        .map(|c| c.bounds)
+        .reduce(Bounds::union)
 }
 
 /// `content` scaled, aspect kept, so its longer side fills the box of `framing`: the whole frame
@@ -447,6 +535,52 @@ mod tests {
         let dot = rectangle(1000, 1000, 500..510, 500..510, 0, 255);
         let warning = fit_into_frame(&dot, 28, 28, Framing::Digits, Invert::Auto).unwrap().warning.unwrap();
         assert!(warning.contains("10x10 pixels of a 1000x1000 picture"), "{warning}");
+    }
+
+    /// A dark stroke on a white 1000×1000 scan: a bar across the top and a stem down from its right end.
+    fn scanned_seven() -> GrayImage {
+        GrayImage::from_fn(1000, 1000, |x, y| {
+            let bar = (300..700).contains(&x) && (200..240).contains(&y);
+            let stem = (660..700).contains(&x) && (200..800).contains(&y);
+            Luma([if bar || stem { 0 } else { 255 }])
+        })
+    }
+
+    #[test]
+    fn a_speck_far_from_the_digit_is_left_out_of_the_crop() {
+        let clean = fit_into_frame(&scanned_seven(), 28, 28, Framing::Digits, Invert::Auto).unwrap();
+        for (xs, ys) in [(10..14, 10..14), (980..984, 990..994), (20..24, 900..904)] {
+            let mut specked = scanned_seven();
+            for (x, y) in xs.clone().flat_map(|x| ys.clone().map(move |y| (x, y))) {
+                specked.put_pixel(x, y, Luma([0]));
+            }
+            let input = fit_into_frame(&specked, 28, 28, Framing::Digits, Invert::Auto).unwrap();
+            assert_eq!(input.image, clean.image, "a speck at {xs:?} x {ys:?} moved the digit");
+        }
+    }
+
+    #[test]
+    fn the_parts_of_a_digit_near_its_mass_are_kept() {
+        // An "i": a stem and, 60 px above it, a dot with 8% of its ink.
+        let stem = |x: u32, y: u32| (480..520).contains(&x) && (400..900).contains(&y);
+        let dot = |x: u32, y: u32| (480..520).contains(&x) && (300..340).contains(&y);
+        let i = GrayImage::from_fn(1000, 1000, |x, y| Luma([if stem(x, y) || dot(x, y) { 0 } else { 255 }]));
+        let stem_only = GrayImage::from_fn(1000, 1000, |x, y| Luma([if stem(x, y) { 0 } else { 255 }]));
+        let with_dot = fit_into_frame(&i, 28, 28, Framing::Digits, Invert::Auto).unwrap();
+        let without = fit_into_frame(&stem_only, 28, 28, Framing::Digits, Invert::Auto).unwrap();
+        assert_ne!(with_dot.image, without.image, "the dot was dropped");
+        // The dot is in the frame, above the stem with a gap between them.
+        let column: Vec<u8> = (0..28).map(|y| with_dot.image.get_pixel(14, y)[0]).collect();
+        assert!(column.windows(3).any(|w| w[0] > 128 && w[1] < 64), "no gap between dot and stem: {column:?}");
+        // A "5" whose top bar is separate from its body: both kept.
+        let bar = |x: u32, y: u32| (300..700).contains(&x) && (150..190).contains(&y);
+        let body = |x: u32, y: u32| (300..340).contains(&x) && (230..850).contains(&y);
+        let five = GrayImage::from_fn(1000, 1000, |x, y| Luma([if bar(x, y) || body(x, y) { 0 } else { 255 }]));
+        let mut inverted = five.clone();
+        imageops::invert(&mut inverted);
+        let parts = ink_components(&inverted, 30);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(digit_box(&parts), Some(Bounds { x0: 300, y0: 150, x1: 699, y1: 849 }));
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub struct PredictArgs {
     #[arg(long, value_parser = super::choices::fit(), default_value_t = Framing::Auto)]
     pub fit: Framing,
 
+    /// Answer "unknown" (label null in --json, the top classes still listed) when the most likely class's
+    /// probability is under P; 0 (the default) always answers the most likely class, as Keras's predict
+    /// does. Content too small to be a digit is answered unknown whatever P is.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = crate::inference::parse_min_confidence)]
+    pub min_confidence: f32,
+
     /// Save what the network saw (the preprocessed image) as a PNG; with several pictures, FILE-1.png,
     /// FILE-2.png, ... Missing directories are created; a run directory's own files are never replaced.
     #[arg(long, value_name = "FILE.png")]
@@ -211,6 +217,7 @@ fn report(args: &PredictArgs, class_names: &[String], inputs: &[Input], best: &[
                 input.warning.as_deref(),
                 best,
                 class_names,
+                args.min_confidence,
             );
             crate::say!("{line}")?;
         } else {
@@ -219,7 +226,11 @@ fn report(args: &PredictArgs, class_names: &[String], inputs: &[Input], best: &[
             }
             let text: Vec<String> =
                 best.iter().map(|&(label, p)| format!("{} {p:.2}", class_names[label as usize])).collect();
-            crate::say!("{}: {}{}", input.name, text.join(", "), if input.inverted { " (inverted)" } else { "" })?;
+            let unknown = crate::inference::unknown_reason(best, input.warning.as_deref(), args.min_confidence)
+                .map(|reason| format!("unknown ({reason}); "))
+                .unwrap_or_default();
+            let inverted = if input.inverted { " (inverted)" } else { "" };
+            crate::say!("{}: {unknown}{}{inverted}", input.name, text.join(", "))?;
         }
     }
     Ok(failures)

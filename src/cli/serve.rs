@@ -58,6 +58,12 @@ pub struct ServeArgs {
     /// Largest picture /predict decodes, in megapixels; larger ones are answered 413.
     #[arg(long, value_name = "MP", default_value_t = 16, value_parser = super::flags::at_least_one)]
     pub max_megapixels: u64,
+
+    /// /predict answers "unknown" (label null, the top classes still listed) when the most likely class's
+    /// probability is under P; a request's min_confidence query value overrides it. 0 (the default): always
+    /// the most likely class. Content too small to be a digit is answered unknown whatever P is.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = crate::inference::parse_min_confidence)]
+    pub min_confidence: f32,
 }
 
 /// `threads`: the global `--threads`. The server's default is 1, not libtorch's one per core: more help
@@ -72,6 +78,7 @@ pub fn run(args: ServeArgs, threads: Option<u64>) -> Result<()> {
         host: args.host,
         port: args.port,
         model_name: args.model_name,
+        min_confidence: args.min_confidence,
         batching: Batching {
             max_batch: args.max_batch as usize,
             max_wait: Duration::from_millis(args.max_wait_ms),

@@ -19,6 +19,8 @@ pub struct Config {
     pub port: u16,
     /// The model's name in the Open Inference Protocol's URLs (`/v2/models/NAME`).
     pub model_name: String,
+    /// `/predict` answers "unknown" under this top probability unless the request says otherwise (0: never).
+    pub min_confidence: f32,
     pub batching: Batching,
     pub limits: Limits,
 }

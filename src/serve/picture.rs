@@ -3,7 +3,8 @@
 //! `mnist-tch predict --json` out — decoded and made the network's input by the same functions of
 //! `preprocess` as `predict`, so both see the same pixels — plus every class's probability and the logits.
 //! Query: `top=K` (default 3), `fit=`, `invert=` (as predict's flags), `show_input=true` (the
-//! `rows × cols` picture the model saw, as 0–255 values).
+//! `rows × cols` picture the model saw, as 0–255 values), `min_confidence=P` (the answer is "unknown"
+//! under it; default `--min-confidence`).
 
 use super::error::{ApiError, body_rejection, body_too_large};
 use super::state::Shared;
@@ -28,6 +29,7 @@ pub struct PictureQuery {
     fit: Option<String>,
     invert: Option<String>,
     show_input: Option<bool>,
+    min_confidence: Option<String>,
 }
 
 pub async fn predict(
@@ -39,6 +41,11 @@ pub async fn predict(
     let (source, body) = read_upload(&app, request).await?;
     let framing = choice(query.fit.as_deref(), "fit", &Framing::NAMES, Framing::Auto)?;
     let invert = choice(query.invert.as_deref(), "invert", &Invert::NAMES, Invert::Auto)?;
+    let min_confidence = match query.min_confidence.as_deref() {
+        None => app.config.min_confidence,
+        Some(text) => inference::parse_min_confidence(text)
+            .map_err(|reason| ApiError::bad_request(format!("min_confidence: {reason}")))?,
+    };
     let top = query.top.unwrap_or(3);
     if top == 0 {
         return Err(ApiError::bad_request("top must be at least 1"));
@@ -60,8 +67,9 @@ pub async fn predict(
     let probabilities = Tensor::from_slice(&answer.probabilities).f_view([1, -1]).map_err(|e| internal(e.into()))?;
     let best = inference::top_k(&probabilities, top).map_err(internal)?;
     let best = best.first().map(Vec::as_slice).unwrap_or_default();
+    let warning = input.warning.as_deref();
     let mut answer_json =
-        inference::prediction_json(&source, input.inverted, input.framing, input.warning.as_deref(), best, class_names);
+        inference::prediction_json(&source, input.inverted, input.framing, warning, best, class_names, min_confidence);
     answer_json["probabilities"] = json!(answer.probabilities);
     answer_json["class_names"] = json!(class_names);
     if let Some(logits) = answer.logits {
