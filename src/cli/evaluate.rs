@@ -53,6 +53,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         crate::destination::check_files(&[path], "--dump-logits", args.overwrite)?;
     }
     super::note_if_being_trained(args.run.path());
+    super::note_if_unfinished(args.run.path());
     let run = load_run_weights(args.run.path(), &args.weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());

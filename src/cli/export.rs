@@ -51,6 +51,7 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = args.device.resolve()?;
     super::note_if_being_trained(args.run.path());
+    super::note_if_unfinished(args.run.path());
     let mut run = load_run(args.run.path(), device)?;
     let sidecar = sidecar_path(&args.out);
     crate::destination::check_files(&[&args.out, &sidecar], "--out", args.overwrite)?;
