@@ -144,3 +144,51 @@ fn a_run_that_failed_after_completed_epochs_says_how_to_continue() {
     let expected = format!("keeps the last completed epoch (1); continue with `mnist-tch resume {}`", run.display());
     assert!(stderr.contains(&expected), "{stderr}");
 }
+
+#[test]
+fn evaluate_takes_a_path_inside_the_run_and_notes_other_class_names() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1", "--save-best", "--num-classes", "10"]).assert_ok();
+    let run = fixture.path("run");
+    let best = run.join("best.safetensors");
+    let text = mnist_tch(&["evaluate", s(&run), "--device", "cpu", "--weights", s(&best)]);
+    text.assert_ok();
+    assert!(text.stdout.contains(&format!("Weights: {}", s(&best))), "{}", text.stdout);
+    assert!(!text.stderr.contains("other classes"), "{}", text.stderr);
+    // The same files under a name that says Fashion-MNIST: `--class-names auto` would name them so.
+    let fashion = fixture.path("fashion");
+    std::fs::create_dir(&fashion).unwrap();
+    for entry in std::fs::read_dir(fixture.data()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), fashion.join(entry.file_name())).unwrap();
+    }
+    let other = mnist_tch(&["evaluate", s(&run), "--device", "cpu", "--data", s(&fashion)]);
+    other.assert_ok();
+    assert!(
+        other.stderr.contains("has other classes (T-shirt/top, Trouser, ...) than the run (0, 1, ...)"),
+        "{}",
+        other.stderr
+    );
+    let same = mnist_tch(&["evaluate", s(&run), "--device", "cpu", "--data", s(&fixture.data())]);
+    assert!(!same.stderr.contains("other classes"), "{}", same.stderr);
+}
+
+#[test]
+fn export_refuses_a_name_predict_would_not_load() {
+    let fixture = Fixture::new(false);
+    fixture.train("run", &["--epochs", "1"]).assert_ok();
+    let run = fixture.path("run");
+    for name in ["m.json", "m.onnx", "m.pt2", "m.safetensors"] {
+        let out = fixture.path(name);
+        let refused = mnist_tch(&["export", s(&run), "--out", s(&out)]);
+        assert_eq!(refused.code(), Some(2), "{name}: {}", refused.stderr);
+        assert!(refused.stderr.contains("name the module model.pt"), "{}", refused.stderr);
+        assert!(!out.exists(), "{name} was written");
+    }
+    for name in ["m.pt", "m.pth", "m.ts"] {
+        let out = fixture.path(name);
+        mnist_tch(&["export", s(&run), "--out", s(&out)]).assert_ok();
+        let idx = fixture.data().join("t10k-images-idx3-ubyte");
+        mnist_tch(&["predict", "--model", s(&out), "--idx", s(&idx)]).assert_ok();
+    }
+}
