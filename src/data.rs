@@ -549,13 +549,18 @@ pub fn parse_labels(spec: &str) -> Result<Vec<u8>, String> {
 /// Splits `n` examples like Keras's `validation_split`: the **last** `fraction` of them, before any
 /// shuffling, is for validation. Returns `(train_len, validation_len)`.
 pub fn validation_split(n: usize, fraction: f64) -> Result<(usize, usize)> {
-    ensure!(fraction > 0.0 && fraction < 1.0, "--validation-split must be between 0 and 1 (exclusive), got {fraction}");
+    ensure!(
+        fraction > 0.0 && fraction < 1.0,
+        "--validation-split must be between 0 and 1 (exclusive), got {}",
+        crate::wording::number(fraction)
+    );
     // Keras: split_at = floor(n * (1 - validation_split)).
     let train_len = (n as f64 * (1.0 - fraction)).floor() as usize;
     ensure!(
         train_len > 0 && train_len < n,
-        "--validation-split {fraction} of {n} training examples leaves {train_len} for training and {} for \
+        "--validation-split {} of {n} training examples leaves {train_len} for training and {} for \
          validation; both need at least one",
+        crate::wording::number(fraction),
         n - train_len
     );
     Ok((train_len, n - train_len))

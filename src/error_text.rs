@@ -33,6 +33,18 @@ pub fn torch_error(err: tch::TchError) -> anyhow::Error {
     anyhow::anyhow!("{}", first_line(&err.to_string()))
 }
 
+/// A tch error from writing a file, an I/O failure (a full disk, a file-size limit) in plain words:
+/// safetensors reports those as Rust debug dumps (`IoError(Os { code: 28, .. })`).
+pub fn torch_write_error(err: tch::TchError) -> anyhow::Error {
+    match err {
+        tch::TchError::Io(io)
+        | tch::TchError::SafeTensorError { err: safetensors::SafeTensorError::IoError(io), .. } => {
+            anyhow::anyhow!("{}", io_reason(&io))
+        }
+        other => torch_error(other),
+    }
+}
+
 /// The error and its context chain on one line (`{:#}`), cut to the first line of each part:
 /// libtorch appends multi-line C++ backtraces to its messages.
 pub fn one_line(err: &anyhow::Error) -> String {

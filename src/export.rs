@@ -37,7 +37,7 @@ pub fn trace(run: &LoadedRun, probabilities: bool) -> Result<CModule> {
 /// Writes `module` to `path` atomically, then loads it back and checks that it reproduces the eager
 /// model on a batch of every accepted input shape.
 pub fn save_and_verify(module: &CModule, run: &LoadedRun, probabilities: bool, path: &Path) -> Result<()> {
-    write_atomically(path, |tmp| Ok(module.save(tmp)?))?;
+    write_atomically(path, |tmp| module.save(tmp).map_err(crate::error_text::torch_write_error))?;
     let device = run.model.vs.device();
     let reloaded = CModule::load_on_device(path, device)
         .map_err(torch_error)

@@ -226,11 +226,11 @@ impl<'a> RunRecorder<'a> {
     fn record_failure(mut self, err: anyhow::Error) -> anyhow::Error {
         self.config.state.status = RunStatus::Failed;
         let _ = self.config.save(self.out);
-        err.context(format!(
-            "{} keeps the last completed epoch ({})",
-            self.out.display(),
-            self.config.state.epochs_completed
-        ))
+        let completed = self.config.state.epochs_completed;
+        let out = self.out.display();
+        // A run with epochs behind it goes on from them (a peer killed under torchrun, a disk since freed).
+        let resume = if completed > 0 { format!("; continue with `mnist-tch resume {out}`") } else { String::new() };
+        err.context(format!("{out} keeps the last completed epoch ({completed}){resume}"))
     }
 
     /// Ctrl-C: the run directory holds the last completed epoch; says how to continue.

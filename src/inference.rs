@@ -86,7 +86,7 @@ const MODEL_INPUTS: &str =
     "--model takes a run directory (from train or finetune) or a TorchScript file from `mnist-tch export` (model.pt)";
 
 /// Files people give `--model` that are known not to be TorchScript, by their extension.
-fn not_torchscript(path: &Path) -> Option<&'static str> {
+pub fn not_torchscript(path: &Path) -> Option<&'static str> {
     let ext = path.extension()?.to_string_lossy().to_lowercase();
     Some(match ext.as_str() {
         "pt2" => "a torch.export archive (scripts/export.py --format pt2, for torch.export.load)",

@@ -48,16 +48,20 @@ pub struct EvaluateArgs {
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let device = args.device.resolve()?;
-    check_weights_name(&args.weights)?;
+    let weights = weights_name(args.run.path(), &args.weights)?;
     if let Some(path) = &args.dump_logits {
         crate::destination::check_files(&[path], "--dump-logits", args.overwrite)?;
     }
     super::note_if_being_trained(args.run.path());
-    let run = load_run_weights(args.run.path(), &args.weights, device)?;
+    super::note_if_unfinished(args.run.path());
+    let run = load_run_weights(args.run.path(), &weights, device)?;
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
     let selection = &run.config.data.selection;
     let data = data::load_test(&data_dir, selection, model.num_classes as usize)?;
+    if args.data.is_some() {
+        note_if_other_classes(&data_dir, &run.config.data.class_names);
+    }
     if let Some(labels) = &selection.labels {
         eprintln!(
             "note: the test images of classes {} only, relabelled as the run was trained (data.selection in config.json)",
@@ -88,10 +92,10 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         let mut report = report_json(args.run.path(), &data_dir, device, names, &result);
         report["seconds"] = json!(seconds);
         report["threads"] = json!(tch::get_num_threads());
-        report["weights"] = json!(args.run.path().join(&args.weights));
+        report["weights"] = json!(args.run.path().join(&weights));
         crate::say!("{report}")?;
     } else {
-        print_report(&args.weights, args.run.path(), &data_dir, device, model.describe(), names, &result)?;
+        print_report(&weights, args.run.path(), &data_dir, device, model.describe(), names, &result)?;
         crate::say!("\nEvaluated {} images in {:.1} ms", test.len(), seconds * 1e3)?;
     }
     Ok(())
@@ -205,19 +209,42 @@ fn print_confusion_matrix(names: &[String], e: &Evaluation) -> Result<()> {
     Ok(())
 }
 
-/// `--weights` names a file of the run directory: a path elsewhere would pair weights with a config
-/// they do not belong to.
-fn check_weights_name(weights: &str) -> Result<()> {
+/// A note on stderr when the data's classes, as `--class-names auto` names them, are not the run's (a
+/// digits run on Fashion-MNIST): the accuracy then compares labels by number only.
+fn note_if_other_classes(data_dir: &Path, run_names: &[String]) {
+    let Ok(names) = crate::class_names::ClassNames::Auto.names(data_dir, run_names.len()) else { return };
+    if names != run_names {
+        let first = |names: &[String]| format!("{}, ...", names.iter().take(2).cloned().collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "note: {} has other classes ({}) than the run ({}): labels are compared by number, not by name",
+            data_dir.display(),
+            first(&names),
+            first(run_names)
+        );
+    }
+}
+
+/// `--weights` names a file of the run directory, by its name or by a path to it; a path elsewhere would
+/// pair weights with a config they do not belong to. Returns the file's name in the run.
+fn weights_name(run: &Path, weights: &str) -> Result<String> {
     let path = Path::new(weights);
     let plain_name =
         path.components().count() == 1 && matches!(path.components().next(), Some(std::path::Component::Normal(_)));
-    if !plain_name {
-        return Err(super::UsageError(format!(
-            "--weights {weights}: give the name of a weights file of the run directory (model.safetensors or \
-             best.safetensors), not a path; to evaluate weights kept elsewhere, copy them into a run directory \
-             with the same config.json"
-        ))
-        .into());
+    if plain_name {
+        return Ok(weights.to_string());
     }
-    Ok(())
+    let in_run = |file: &Path| {
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = std::fs::canonicalize(parent).ok();
+        file.is_file() && parent.is_some() && parent == std::fs::canonicalize(run).ok()
+    };
+    if let Some(name) = path.file_name().filter(|_| in_run(path)) {
+        return Ok(name.to_string_lossy().into_owned());
+    }
+    Err(super::UsageError(format!(
+        "--weights {weights}: give the name of a weights file of the run directory (model.safetensors or \
+         best.safetensors) or a path to one inside it, not a path elsewhere; to evaluate weights kept \
+         elsewhere, copy them into a run directory with the same config.json"
+    ))
+    .into())
 }

@@ -6,7 +6,7 @@ use crate::inference::{ExportInfo, ExportOutput, sidecar_path};
 use crate::run_dir::load_run;
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The contract of the exported module, shown by `mnist-tch export --help`.
 const CONTRACT: &str = "\
@@ -51,7 +51,9 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = args.device.resolve()?;
     super::note_if_being_trained(args.run.path());
+    super::note_if_unfinished(args.run.path());
     let mut run = load_run(args.run.path(), device)?;
+    refuse_a_name_predict_refuses(&args.out)?;
     let sidecar = sidecar_path(&args.out);
     crate::destination::check_files(&[&args.out, &sidecar], "--out", args.overwrite)?;
     // Frozen: the traced graph then holds plain constants with no autograd history.
@@ -94,6 +96,21 @@ fn human_size(bytes: u64) -> String {
     } else {
         format!("{:.2} GB", b / (KB * KB * KB))
     }
+}
+
+/// `--out` with an extension that `predict --model` and `serve` take for another kind of file (`.json`,
+/// `.onnx`, `.pt2`, `.safetensors`) would write a module those then refuse; any other name (`.pt`, `.pth`,
+/// `.ts`, none) is TorchScript to them and to `torch.jit.load`.
+fn refuse_a_name_predict_refuses(out: &Path) -> Result<()> {
+    let Some(what) = crate::inference::not_torchscript(out) else { return Ok(()) };
+    let ext = out.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let what = what.split(':').next().unwrap_or(what);
+    Err(super::UsageError(format!(
+        "--out {}: `predict --model` and `serve` take a .{ext} name for {what}, not TorchScript, and would \
+         refuse it; name the module model.pt (or .pth)",
+        out.display()
+    ))
+    .into())
 }
 
 #[cfg(test)]

@@ -242,6 +242,11 @@ pub fn class_count(s: &str) -> Result<u64, String> {
     whole_number_in(s, 2, 256)
 }
 
+/// Parses a TCP port: 0 (a free one) to 65535.
+pub fn port(s: &str) -> Result<u16, String> {
+    whole_number_in(s, 0, u64::from(u16::MAX)).and_then(|port| u16::try_from(port).map_err(|_| "too large".into()))
+}
+
 /// A whole number in `min..=max`, or a plain sentence saying what is wrong with it.
 fn whole_number_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
     let wanted =

@@ -90,7 +90,7 @@ impl std::error::Error for UsageError {}
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<Finished> {
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command().try_get_matches().map_err(refuse_train_flag_on_resume)?;
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let given = matches.subcommand().map(|(name, sub)| GivenFlags::of(name, sub)).unwrap_or_default();
     if let Some(threads) = cli.threads {
@@ -122,6 +122,31 @@ pub fn run() -> Result<Finished> {
         }
         other => other,
     }
+}
+
+/// A parse error as it ends the process, except a flag of `train` given to `resume` (`resume RUN --lr
+/// 0.1`): clap would offer to pass it as a value; resume keeps the run's settings, so say that.
+fn refuse_train_flag_on_resume(err: clap::Error) -> anyhow::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let command = Cli::command();
+    let subcommand = std::env::args().skip(1).find(|a| command.find_subcommand(a).is_some());
+    let on_resume = subcommand.as_deref() == Some("resume");
+    let flag = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if err.kind() == ErrorKind::UnknownArgument => arg.clone(),
+        _ => err.exit(),
+    };
+    let name = flag.split('=').next().unwrap_or(&flag).to_string();
+    let of_train = command
+        .find_subcommand("train")
+        .is_some_and(|train| train.get_arguments().any(|a| a.get_long().is_some_and(|l| format!("--{l}") == name)));
+    if !on_resume || !of_train {
+        err.exit()
+    }
+    UsageError(format!(
+        "unexpected argument '{name}' for resume: resume keeps the run's settings (its config.json); start a new run with \
+         `mnist-tch train`, or fine-tune it with `mnist-tch finetune --from RUN`, to change them"
+    ))
+    .into()
 }
 
 /// The flags a subcommand was given on the command line itself (not defaults, not the environment),
@@ -157,6 +182,29 @@ impl GivenFlags {
 fn note_if_being_trained(run: &std::path::Path) {
     if let Some(pid) = crate::run_dir::lock::writer(run) {
         eprintln!("note: {} is still being trained by process {pid}: reading its last completed epoch", run.display());
+    }
+}
+
+/// For `evaluate`, `summary`, `export` and `plot`: a note on stderr when the run stopped short of its
+/// epochs (interrupted, failed, killed), so its numbers are not taken for a finished run's. A run another
+/// process is training has [`note_if_being_trained`]'s note instead.
+fn note_if_unfinished(run: &std::path::Path) {
+    if crate::run_dir::lock::writer(run).is_some() {
+        return;
+    }
+    let config = crate::run_dir::RunConfig::load(run).ok();
+    let Some(config) = config.filter(|c| c.state.epochs_completed > 0) else { return };
+    if let Some((completed, planned)) = config.unfinished() {
+        eprintln!(
+            "note: {} is incomplete ({} after epoch {completed} of {planned}): reading its last completed epoch; \
+             `mnist-tch resume {}` continues it",
+            run.display(),
+            match config.state.status {
+                crate::run_dir::RunStatus::Training => "stopped",
+                status => status.name(),
+            },
+            run.display()
+        );
     }
 }
 

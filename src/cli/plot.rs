@@ -28,6 +28,7 @@ pub struct PlotArgs {
 pub fn run(args: PlotArgs) -> Result<()> {
     let run = args.run.path().to_path_buf();
     super::note_if_being_trained(&run);
+    super::note_if_unfinished(&run);
     let config = RunConfig::load(&run)?;
     let history = load_metrics(&run)?;
     // An interrupted run has curves but no test evaluation yet.

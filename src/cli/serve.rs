@@ -23,7 +23,7 @@ pub struct ServeArgs {
     pub host: String,
 
     /// Port to listen on; 0 picks a free one (printed at start).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, allow_negative_numbers = true, value_parser = super::flags::port)]
     pub port: u16,
 
     /// auto, cpu, cuda or cuda:N.

@@ -13,6 +13,7 @@ pub struct SummaryArgs {
 
 pub fn run(args: SummaryArgs) -> Result<()> {
     super::note_if_being_trained(args.run.path());
+    super::note_if_unfinished(args.run.path());
     let config = RunConfig::load(args.run.path())?;
     let title = args.run.path().display().to_string();
     crate::say!("{}", model::summary(&config.model, &title, &config.frozen_tensors()).trim_end())?;

@@ -8,7 +8,7 @@ use crate::device::device_name;
 use crate::engine::Engine;
 use crate::fit::ResumePoint;
 use crate::run_dir::{self, RunConfig};
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -35,6 +35,10 @@ pub fn plan_resume(request: &ResumeRun, writes_run: bool) -> Result<Plan> {
     // lock included, is written there; read again once locked.
     RunConfig::load(dir)?;
     // Under torchrun only rank 0 writes; the others read the same files.
+    // Said first, in resume's words: the lock's own refusal suggests another --out, which resume has not.
+    if writes_run && let Some(pid) = run_dir::lock::writer(dir) {
+        bail!("{}: being trained by process {pid}; wait for it to finish, then resume it", dir.display());
+    }
     let lock = if writes_run { Some(run_dir::take_for_writing(dir)?) } else { None };
     let mut config = RunConfig::load(dir)?;
     let completed = config.state.epochs_completed;

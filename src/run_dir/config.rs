@@ -158,6 +158,15 @@ impl RunConfig {
         if restored { state.best_epoch } else { None }
     }
 
+    /// `(completed, planned)` epochs when the run stopped short of its planned epochs (interrupted, failed,
+    /// or killed while training) and `mnist-tch resume` can continue it; `None` for a finished run.
+    pub fn unfinished(&self) -> Option<(usize, usize)> {
+        let state = &self.state;
+        let stopped = matches!(state.status, RunStatus::Interrupted | RunStatus::Failed | RunStatus::Training);
+        (stopped && state.epochs_completed < self.training.epochs)
+            .then_some((state.epochs_completed, self.training.epochs))
+    }
+
     pub fn save(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self)?;
         write_bytes_atomically(&dir.join(CONFIG_FILE), format!("{json}\n").as_bytes())

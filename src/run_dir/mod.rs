@@ -103,7 +103,11 @@ pub fn create_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
     }
     if dir.is_dir() && holds_own_run(dir) {
         if !overwrite {
-            bail!("{}: already holds a run; choose another --out or pass --overwrite", dir.display());
+            bail!(
+                "{}: already holds a run; choose another --out or pass --overwrite{}",
+                dir.display(),
+                resume_hint(dir)
+            );
         }
         return replace::replace_run_dir(dir);
     }
@@ -112,6 +116,18 @@ pub fn create_new_run_dir(dir: &Path, overwrite: bool) -> Result<RunLock> {
     }
     fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the run directory", dir.display()))?;
     take_for_writing(dir)
+}
+
+/// For a run that stopped short of its epochs, the way on that keeps its progress (--overwrite throws it away).
+fn resume_hint(dir: &Path) -> String {
+    match RunConfig::load(dir).ok().and_then(|config| config.unfinished()) {
+        Some((completed, planned)) => format!(
+            " (which starts afresh); it stopped after {} of {planned}: continue it with `mnist-tch resume {}`",
+            crate::wording::epochs(completed),
+            dir.display()
+        ),
+        None => String::new(),
+    }
 }
 
 /// Whether `dir` holds a run of mnist-tch's own: a `config.json` that reads back as an mnist-tch config

@@ -4,7 +4,7 @@
 //! `config.json`, so a checkpoint from another model is one clear error naming the tensor.
 
 use super::layout::{BEST_WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE};
-use crate::error_text::{io_reason, torch_error};
+use crate::error_text::{io_reason, torch_error, torch_write_error};
 use crate::files::write_atomically;
 use anyhow::{Context, Result, bail, ensure};
 use std::fs::{self, File};
@@ -16,14 +16,14 @@ const OPTIMIZER_EPOCH: &str = "epoch";
 
 /// Saves every variable of `vs` to `path` (safetensors, names as in the variable store).
 pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    write_atomically(path, |tmp| Ok(vs.save(tmp)?))
+    write_atomically(path, |tmp| vs.save(tmp).map_err(torch_write_error))
 }
 
 /// Saves named tensors to `path` (safetensors).
 pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
     let on_cpu: Vec<(String, Tensor)> =
         tensors.iter().map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu))).collect();
-    write_atomically(path, |tmp| Ok(Tensor::write_safetensors(&on_cpu, tmp)?))
+    write_atomically(path, |tmp| Tensor::write_safetensors(&on_cpu, tmp).map_err(torch_write_error))
 }
 
 /// Reads named tensors from a safetensors file. The file is checked first (present, readable, as long
