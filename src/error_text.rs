@@ -1,6 +1,7 @@
 //! Errors in plain words: the reason of an I/O error without Rust's `(os error N)` suffix, and libtorch's
 //! messages without their C++ backtraces. Every module that reports a file or a tensor op uses these, so
-//! they live apart from any one file format.
+//! they live apart from any one file format. [`UsageError`] marks the errors that are the command line's
+//! (flags that do not apply together), wherever they are found, so the binary exits 2 for them.
 
 /// An I/O error's reason in plain words, without Rust's `(os error N)` suffix.
 pub fn io_reason(err: &std::io::Error) -> String {
@@ -50,3 +51,17 @@ pub fn torch_write_error(err: tch::TchError) -> anyhow::Error {
 pub fn one_line(err: &anyhow::Error) -> String {
     err.chain().map(|cause| first_line(&cause.to_string()).to_string()).collect::<Vec<_>>().join(": ")
 }
+
+/// A command line that parsed but asks for something that cannot be done (flags that do not apply
+/// together): one line on stderr, exit code 2 like the parser's own errors, and no usage line that
+/// would echo the user's flags back as if they were the syntax.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -14,6 +14,7 @@
 //! Every network ends in logits. Training applies cross-entropy to them (the numerically stable form
 //! of softmax followed by sparse categorical cross-entropy); the softmax belongs to inference.
 
+use crate::error_text::UsageError;
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -271,11 +272,14 @@ impl ModelConfig {
         ensure!((0.0..1.0).contains(&dropout), "dropout {dropout} must be in [0, 1)");
         match arch {
             Arch::Mlp => ensure!(!hidden.is_empty(), "an MLP needs at least one hidden layer (--arch linear has none)"),
-            Arch::Linear | Arch::Cnn => {
-                ensure!(hidden.is_empty(), "--hidden applies to --arch mlp, not {}", arch.name())
+            Arch::Linear | Arch::Cnn if !hidden.is_empty() => {
+                bail!(UsageError(format!("--hidden applies to --arch mlp, not {}", arch.name())));
             }
+            Arch::Linear | Arch::Cnn => {}
         }
-        ensure!(arch != Arch::Linear || dropout == 0.0, "--dropout applies to --arch mlp and cnn, not linear");
+        if arch == Arch::Linear && dropout != 0.0 {
+            bail!(UsageError("--dropout applies to --arch mlp and cnn, not linear".into()));
+        }
         let inputs = input_shape[0].checked_mul(input_shape[1]).filter(|&n| n <= MAX_PARAMETERS);
         let Some(inputs) = inputs else { bail!("input shape {input_shape:?} is too large") };
         let layers = match arch {

@@ -72,6 +72,9 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
 /// orientation says ([`crate::orientation`]) and transparency counted as paper ([`flatten_alpha`]): the one
 /// decoder behind both `predict` and `serve`, so they see the same pixels.
 pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage> {
+    if bytes.is_empty() {
+        bail!("empty file: 0 bytes, no picture in it");
+    }
     let reader = image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().context("cannot read")?;
     let mut decoded = reader.decode().map_err(|e| anyhow::anyhow!("not a readable image: {e}"))?;
     if let Some(value) = crate::orientation::jpeg_orientation(bytes) {
@@ -435,6 +438,14 @@ mod tests {
     /// A dark 6×10 bar on white, off-centre in a 100×80 picture.
     fn dark_bar_on_white() -> GrayImage {
         rectangle(100, 80, 70..76, 5..15, 0, 255)
+    }
+
+    #[test]
+    fn an_empty_file_is_said_to_be_empty() {
+        let err = decode_gray(&[]).unwrap_err().to_string();
+        assert!(err.starts_with("empty file"), "{err}");
+        let err = decode_gray(b"not a picture").unwrap_err().to_string();
+        assert!(err.contains("not a readable image") || err.contains("cannot read"), "{err}");
     }
 
     #[test]

@@ -153,8 +153,8 @@ fn a_checkpoint_of_another_architecture_and_a_fused_cnn_are_one_clear_line() {
         .assert_clean_error(&["model.safetensors", "not part of the architecture"]);
     fixture
         .train("fused", &["--arch", "cnn", "--engine", "fused"])
-        .assert_clean_error(&["--engine fused trains MLP and linear models only, not a CNN"]);
-    fixture.train("bf16", &["--precision", "bf16"]).assert_clean_error(&["--precision bf16", "--engine fused"]);
+        .assert_usage_error(&["--engine fused trains MLP and linear models only, not a CNN"]);
+    fixture.train("bf16", &["--precision", "bf16"]).assert_usage_error(&["--precision bf16", "--engine fused"]);
     for refused in ["fused", "bf16"] {
         assert!(!fixture.path(refused).join("config.json").exists(), "{refused}: a refused run left a config behind");
     }
@@ -163,5 +163,8 @@ fn a_checkpoint_of_another_architecture_and_a_fused_cnn_are_one_clear_line() {
     tiny.train("cnn", &["--arch", "cnn"]).assert_clean_error(&["CNN does not fit 8x8 images"]);
     fixture
         .train("hidden", &["--arch", "cnn", "--hidden", "64"])
-        .assert_clean_error(&["--hidden applies to --arch mlp"]);
+        .assert_usage_error(&["--hidden applies to --arch mlp"]);
+    fixture
+        .train("dropout", &["--arch", "linear", "--dropout", "0.2"])
+        .assert_usage_error(&["--dropout applies to --arch mlp and cnn, not linear"]);
 }

@@ -95,7 +95,7 @@ fn the_model_flags_build_what_train_builds() {
     assert_eq!(described(&["--hidden", "512,256"])["model"]["layers"].as_array().unwrap().len(), 6);
     // A model train would refuse is refused in the same words.
     mnist_tch(&["describe", "--json", "--arch", "linear", "--hidden", "8"])
-        .assert_clean_error(&["--hidden applies to --arch mlp, not linear"]);
+        .assert_usage_error(&["--hidden applies to --arch mlp, not linear"]);
     mnist_tch(&["describe", "--json", "--arch", "cnn", "--input", "4x4"]).assert_clean_error(&["does not fit 4x4"]);
     for bad in [&["--input", "28"][..], &["--num-classes", "1"][..], &["--dropout", "1"][..]] {
         let mut args = vec!["describe", "--json"];

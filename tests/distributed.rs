@@ -195,7 +195,7 @@ fn the_fused_engine_and_bad_variables_are_refused_before_anything_starts() {
         stderr: String::from_utf8_lossy(&refused.stderr).into_owned(),
         output: refused,
     };
-    run.assert_clean_error(&["--engine fused trains in one process only"]);
+    run.assert_usage_error(&["--engine fused trains in one process only"]);
     assert!(!out.exists());
 
     let args = train_args(&fixture, &out, &[]);

@@ -74,19 +74,7 @@ pub enum Finished {
     OutputClosed,
 }
 
-/// A command line that parsed but asks for something that cannot be done (flags that do not apply
-/// together): one line on stderr, exit code 2 like the parser's own errors, and no usage line that
-/// would echo the user's flags back as if they were the syntax.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+pub use crate::error_text::UsageError;
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<Finished> {

@@ -15,6 +15,7 @@ pub mod flat_buffer;
 pub mod fused;
 
 use crate::distributed::ProcessGroup;
+use crate::error_text::UsageError;
 use crate::model::ModelConfig;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -123,16 +124,22 @@ pub trait TrainStep {
 /// the step is made.
 pub fn check_supported(engine: Engine, precision: Precision, model: &ModelConfig, distributed: bool) -> Result<()> {
     if engine == Engine::Fused && model.dense_layers().is_none() {
-        bail!("--engine fused trains MLP and linear models only, not a {}; use --engine autograd", model.arch.name());
+        bail!(UsageError(format!(
+            "--engine fused trains MLP and linear models only, not a {}; use --engine autograd",
+            model.arch.name()
+        )));
     }
     if engine == Engine::Fused && distributed {
-        bail!("--engine fused trains in one process only; under torchrun use --engine autograd (the default)");
+        bail!(UsageError(
+            "--engine fused trains in one process only; under torchrun use --engine autograd (the default)".into()
+        ));
     }
     if engine == Engine::Autograd && precision == Precision::Bf16 {
-        bail!(
+        bail!(UsageError(
             "--precision bf16 is implemented by --engine fused (mixed precision with float32 master weights); \
              tch has no CPU autocast for the autograd engine"
-        );
+                .into()
+        ));
     }
     Ok(())
 }

@@ -190,7 +190,17 @@ impl Run {
     /// A failure the way users must see it: exit code 1, exactly one line on stderr starting with
     /// `error:` and containing every fragment, and no panic or C++ abort.
     pub fn assert_clean_error(&self, fragments: &[&str]) -> &Run {
-        assert_eq!(self.code(), Some(1), "expected exit 1\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self.assert_error_line(1, fragments)
+    }
+
+    /// Flags that do not apply together, refused the way clap refuses a bad flag: exit code 2, and
+    /// otherwise as [`Run::assert_clean_error`].
+    pub fn assert_usage_error(&self, fragments: &[&str]) -> &Run {
+        self.assert_error_line(2, fragments)
+    }
+
+    fn assert_error_line(&self, code: i32, fragments: &[&str]) -> &Run {
+        assert_eq!(self.code(), Some(code), "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         let lines: Vec<&str> = self.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{}", self.stderr);
         assert!(lines[0].starts_with("error: "), "{}", self.stderr);
