@@ -99,12 +99,16 @@ fn the_description_never_replaces_the_module() {
     let fixture = Fixture::new(false);
     fixture.train("run", &["--epochs", "1"]).assert_ok();
     let run = fixture.path("run");
-    // --out model.json: the module is model.json, its description model.json.json.
+    // --out model.json would be a module that predict --model takes for a JSON file: refused, nothing written.
     let module = fixture.path("model.json");
+    export(&run, &module, &[]).assert_usage_error(&["model.json", "name the module model.pt"]);
+    assert!(!module.exists() && !fixture.path("model.json.json").exists());
+    // The usual name: model.pt beside its description model.pt.json, each its own file.
+    let module = fixture.path("model.pt");
     let exported = export(&run, &module, &[]);
     exported.assert_ok();
-    assert!(loads_as_torchscript(&module), "model.json must still be the TorchScript module: {}", exported.stdout);
-    let description = fixture.path("model.json.json");
+    assert!(loads_as_torchscript(&module) && fixture.path("model.pt.json").is_file());
+    let description = fixture.path("model.pt.json");
     let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&description).unwrap()).unwrap();
     assert_eq!(info["output"], "logits");
     assert!(
@@ -112,10 +116,6 @@ fn the_description_never_replaces_the_module() {
         "{}",
         exported.stdout
     );
-    // The usual name: model.pt beside model.pt.json.
-    let module = fixture.path("model.pt");
-    export(&run, &module, &[]).assert_ok();
-    assert!(loads_as_torchscript(&module) && fixture.path("model.pt.json").is_file());
     assert!(!fixture.path("model.json.pt").exists());
 }
 

@@ -53,9 +53,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
     super::note_if_being_trained(args.run.path());
     super::note_if_unfinished(args.run.path());
     let mut run = load_run(args.run.path(), device)?;
-    refuse_a_name_predict_refuses(&args.out)?;
+    // A run directory's own files are the first refusal: that is what the user must hear about.
     let sidecar = sidecar_path(&args.out);
     crate::destination::check_files(&[&args.out, &sidecar], "--out", args.overwrite)?;
+    refuse_a_name_predict_refuses(&args.out)?;
     // Frozen: the traced graph then holds plain constants with no autograd history.
     run.model.vs.freeze();
     let module = export::trace(&run, args.probabilities)?;
