@@ -1,7 +1,9 @@
-//! torchrun's elastic restarts: `torchrun --max-restarts N ... mnist-tch train --out RUN` whose worker is
+//! torchrun's elastic side: `torchrun --max-restarts N ... mnist-tch train --out RUN` whose worker is
 //! killed restarts every worker with the same command line, and they continue RUN from its last
 //! completed epoch, ending with the weights of a run never killed; outside a restart (or for a run of
-//! another configuration) the write rule stands.
+//! another configuration) the write rule stands. And two nodes: two torchrun agents of one process each
+//! (c10d rendezvous, loopback) train as one agent of two processes does, and a node that dies ends the
+//! other in one line.
 
 mod common;
 
@@ -85,8 +87,12 @@ fn wait_for_epochs(run: &Path, epochs: usize, child: &mut Child) {
 }
 
 /// The pid of the worker of rank `rank` in torchrun attempt `attempt` (found by the environment
-/// torchrun gave it, which holds the test's mark), waiting for it to exist.
+/// torchrun gave it, which holds the test's mark).
 fn worker_pid(mark: &Path, rank: usize, attempt: usize) -> u32 {
+    find_worker(mark, rank, attempt).unwrap_or_else(|| panic!("no worker of rank {rank} in attempt {attempt}"))
+}
+
+fn find_worker(mark: &Path, rank: usize, attempt: usize) -> Option<u32> {
     let wanted = [
         format!("MNIST_TCH_TEST_MARK={}", mark.display()),
         format!("RANK={rank}"),
@@ -100,10 +106,10 @@ fn worker_pid(mark: &Path, rank: usize, attempt: usize) -> u32 {
         let is_worker = std::fs::read_link(entry.path().join("exe"))
             .is_ok_and(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mnist-tch")));
         if is_worker && wanted.iter().all(|w| variables.contains(w)) {
-            return pid;
+            return Some(pid);
         }
     }
-    panic!("no worker of rank {rank} in attempt {attempt}");
+    None
 }
 
 /// Every column of metrics.csv but the last (`seconds`, wall time).
@@ -213,4 +219,110 @@ fn only_a_restart_continues_and_only_a_run_of_the_same_configuration() {
     assert_eq!(metric_columns(&straight), metric_columns(&run));
     let bytes = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
     assert!(bytes(&straight) == bytes(&run), "the continued run's weights differ from the uninterrupted run's");
+}
+
+/// One torchrun agent of a 2-node job (1 process, c10d rendezvous at 127.0.0.1:`port`), its output in
+/// files of `dir` named `name`, its worker marked with `dir/name`.
+fn spawn_node(dir: &Path, name: &str, port: u16, args: &[String]) -> Child {
+    Command::new(torchrun())
+        .args(["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"])
+        .args(["--rdzv-endpoint", &format!("127.0.0.1:{port}"), "--rdzv-id", "two-nodes"])
+        .args(["--no-python", binary()])
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .env("MNIST_TCH_DIST_TIMEOUT", "20")
+        .env("MNIST_TCH_TEST_MARK", dir.join(name))
+        .env_remove("MNIST_TCH_DATA")
+        .env_remove("TORCHELASTIC_RESTART_COUNT")
+        .stdout(File::create(dir.join(format!("{name}.out"))).unwrap())
+        .stderr(File::create(dir.join(format!("{name}.err"))).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// 6,000 synthetic 28×28 images: `--limit 6000` keeps 4,800 for training, 150 steps of 2 × 16.
+fn mnist_sized() -> Fixture {
+    Fixture::with_files(&Files::synthetic_of_side(6000, 200, 28), false)
+}
+
+fn two_node_args(fixture: &Fixture, out: &Path, epochs: &str) -> Vec<String> {
+    let data = fixture.data();
+    ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--num-classes", "4"]
+        .iter()
+        .chain(&["--device", "cpu", "--limit", "6000", "--batch-size", "16", "--epochs", epochs, "--quiet"])
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn largest_difference(a: &Path, b: &Path) -> f64 {
+    let sorted = |dir: &Path| {
+        let mut tensors = tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
+        tensors.sort_by(|x, y| x.0.cmp(&y.0));
+        tensors
+    };
+    let (left, right) = (sorted(a), sorted(b));
+    assert_eq!(left.len(), right.len());
+    left.iter().zip(&right).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
+}
+
+#[test]
+fn two_agents_of_one_process_train_as_one_agent_of_two() {
+    let fixture = mnist_sized();
+    let dir = fixture.tmp.path();
+    let one_agent = fixture.path("one-agent");
+    let mut launcher = spawn_torchrun(dir, "one-agent", 0, &two_node_args(&fixture, &one_agent, "1"));
+    assert!(wait_within(&mut launcher, Duration::from_secs(120)).success());
+
+    let two_nodes = fixture.path("two-nodes");
+    let port = free_port();
+    let args = two_node_args(&fixture, &two_nodes, "1");
+    let mut nodes = [spawn_node(dir, "node-a", port, &args), spawn_node(dir, "node-b", port, &args)];
+    for (node, name) in nodes.iter_mut().zip(["node-a", "node-b"]) {
+        let status = wait_within(node, Duration::from_secs(120));
+        let stderr = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap();
+        assert!(status.success(), "{name}: {status:?}\n{stderr}");
+    }
+    let config = RunConfig::load(&two_nodes).unwrap();
+    let distributed = config.training.distributed.as_ref().unwrap();
+    assert_eq!((distributed.world_size, distributed.global_batch_size), (2, 32));
+    assert_eq!(
+        std::fs::read_to_string(two_nodes.join("metrics.csv")).unwrap().lines().nth(1).unwrap().split(',').nth(1),
+        Some("150")
+    );
+    let difference = largest_difference(&one_agent, &two_nodes);
+    println!("2 agents x 1 process vs 1 agent x 2, 150 steps: max abs difference {difference:e}");
+    assert!(difference <= 1e-6, "2 agents × 1 ended {difference} from 1 agent × 2 after 150 steps");
+}
+
+#[test]
+fn a_node_that_dies_ends_the_other_within_the_timeout_in_one_line() {
+    let fixture = fixture();
+    let dir = fixture.tmp.path();
+    let run = fixture.path("run");
+    let port = free_port();
+    let args = train_args(&fixture, &run, &["--epochs", "100"]);
+    let mut survivor = spawn_node(dir, "node-a", port, &args);
+    let mut victim = spawn_node(dir, "node-b", port, &args);
+    wait_for_epochs(&run, 1, &mut survivor);
+    // The whole node: its agent and its worker, at once.
+    let worker =
+        [0, 1].into_iter().find_map(|rank| find_worker(&dir.join("node-b"), rank, 0)).expect("node b's worker");
+    let killed_at = Instant::now();
+    for pid in [victim.id(), worker] {
+        assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    }
+    let _ = victim.wait();
+    let status = wait_within(&mut survivor, Duration::from_secs(60));
+    let took = killed_at.elapsed();
+    assert!(!status.success(), "the surviving agent exited {status:?}");
+    assert!(took < Duration::from_secs(40), "the survivor took {took:?} (timeout 20 s)");
+    let stderr = std::fs::read_to_string(dir.join("node-a.err")).unwrap();
+    let says: Vec<&str> =
+        stderr.lines().filter(|l| l.contains("holds the last completed epoch") || l.starts_with("error: ")).collect();
+    assert_eq!(says.len(), 1, "{stderr}");
+    println!("the surviving node ended after {took:?}, exit {status:?}: {}", says[0]);
 }
