@@ -8,15 +8,16 @@
 //! loads it at start-up only where a CUDA driver exists — a CPU run then carries ~355 MB less.
 //!
 //! It also compiles `src/c10d.cpp`, the shim over libtorch's distributed engine (`distributed.rs`),
-//! against the same libtorch headers and C++ ABI as torch-sys, and links it with `libtorch_cpu` and
-//! `libc10`, which hold c10d's symbols.
+//! and `src/adam_state.cpp`, which reads and writes the state of libtorch's Adam
+//! (`engine/libtorch_adam.rs`), against the same libtorch headers and C++ ABI as torch-sys, and links
+//! them with `libtorch_cpu` and `libc10`, which hold c10d's and the optimizers' symbols.
 //!
 //! `DEP_TCH_LIBTORCH_LIB` is exported by torch-sys (`links = "tch"`); it only reaches us because
 //! torch-sys is a direct dependency in Cargo.toml.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    compile_c10d_shim();
+    compile_shims();
     if let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
         // The canonical path, not a symlink to it: libtorch_cuda.so finds its CUDA libraries through
         // `$ORIGIN/../../nvidia/...`, and `$ORIGIN` is the directory the loader opened it from.
@@ -33,10 +34,12 @@ fn main() {
     }
 }
 
-/// `src/c10d.cpp` into a static library, with Gloo's headers (Debian's libgloo-dev, in /usr/include) and
-/// libtorch's: `DEP_TCH_LIBTORCH_LIB`'s sibling `include/`, or `$LIBTORCH/include`.
-fn compile_c10d_shim() {
+/// `src/c10d.cpp` and `src/adam_state.cpp` into static libraries, with Gloo's headers (Debian's
+/// libgloo-dev, in /usr/include) and libtorch's: `DEP_TCH_LIBTORCH_LIB`'s sibling `include/`, or
+/// `$LIBTORCH/include`.
+fn compile_shims() {
     println!("cargo:rerun-if-changed=src/c10d.cpp");
+    println!("cargo:rerun-if-changed=src/adam_state.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(std::path::PathBuf::from);
@@ -53,17 +56,20 @@ fn compile_c10d_shim() {
     }
     // torch-sys's default: the PyPI wheels use the C++11 ABI.
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .define("USE_C10D_GLOO", None)
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .file("src/c10d.cpp")
-        .compile("mnist_c10d");
+    let build = || {
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .pic(true)
+            .warnings(false)
+            .include(&include)
+            .include(include.join("torch/csrc/api/include"))
+            .flag("-std=c++17")
+            .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"));
+        build
+    };
+    build().define("USE_C10D_GLOO", None).file("src/c10d.cpp").compile("mnist_c10d");
+    build().file("src/adam_state.cpp").compile("mnist_adam_state");
     if let Some(lib) = lib {
         println!("cargo:rustc-link-search=native={}", lib.display());
     }

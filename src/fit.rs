@@ -149,14 +149,14 @@ fn restore_optimizer(
         Some(state) => step.restore_optimizer_state(state)?,
         None => false,
     };
-    let line = match (restored, step.engine()) {
-        (true, _) => "Optimizer: Adam's moment estimates and step count restored from optimizer.safetensors".into(),
-        (false, engine::Engine::Autograd) => "Optimizer: nn::Adam continues with fresh moment estimates: tch cannot save \
-                                              or restore them (tch-rs issue 360); weights, schedule and data order continue"
-            .to_string(),
-        (false, engine) => {
-            format!("Optimizer: no saved {} optimizer state for this epoch: Adam continues with fresh moment estimates", engine.name())
-        }
+    let line = if restored {
+        "Optimizer: Adam's moment estimates and step count restored from optimizer.safetensors".to_string()
+    } else {
+        format!(
+            "Optimizer: no saved {} optimizer state for this epoch (optimizer.safetensors is missing or of another \
+             epoch): Adam continues with fresh moment estimates; weights, schedule and data order continue",
+            step.engine().name()
+        )
     };
     if mode != OutputMode::Quiet {
         crate::say!("{line}").or_else(crate::output::unless_closed)?;

@@ -189,17 +189,59 @@ fn the_fused_engine_refuses_a_cnn_and_autograd_refuses_bf16() {
 }
 
 #[test]
-fn only_the_fused_engine_hands_over_its_optimizer_state() {
+fn both_engines_hand_over_their_optimizer_state_under_the_same_names() {
     let config = mlp();
-    for (engine, keeps_state) in [(Engine::Autograd, false), (Engine::Fused, true)] {
+    let mut names = Vec::new();
+    for engine in [Engine::Autograd, Engine::Fused] {
         let (vs, net) = model(&config);
         let mut step = engine::new_step(engine, &vs, &net, &config, settings(ADAM, &[])).unwrap();
         step.set_learning_rate(1e-3).unwrap();
+        assert!(step.optimizer_state().unwrap().is_empty(), "{engine:?}: no state before the first step");
         let (x, y) = batches(&config, 1).remove(0);
         step.step(&x, &y).unwrap();
         let state = step.optimizer_state().unwrap();
-        assert_eq!(!state.is_empty(), keeps_state, "{engine:?}");
-        assert_eq!(step.restore_optimizer_state(&state).unwrap(), keeps_state, "{engine:?}");
+        let mut these: Vec<String> = state.iter().map(|(n, _)| n.clone()).collect();
+        these.sort();
+        assert!(these.contains(&"1.weight.exp_avg_sq".to_string()), "{engine:?}: {these:?}");
+        names.push(these);
+        assert!(step.restore_optimizer_state(&state).unwrap(), "{engine:?}");
         assert_eq!(step.engine(), engine);
+    }
+    assert_eq!(names[0], names[1]);
+}
+
+#[test]
+fn a_restored_autograd_step_continues_as_the_uninterrupted_one() {
+    let config = mlp();
+    for weight_decay in [0.0, 0.01] {
+        let adam = AdamSettings { weight_decay, ..ADAM };
+        let data = batches(&config, 4);
+        let (vs, net) = model(&config);
+        let mut straight = engine::new_step(Engine::Autograd, &vs, &net, &config, settings(adam, &[])).unwrap();
+        straight.set_learning_rate(1e-2).unwrap();
+        for (x, y) in &data[..3] {
+            straight.step(x, y).unwrap();
+        }
+        let (state, after_three) = (straight.optimizer_state().unwrap(), weights(&vs));
+        straight.step(&data[3].0, &data[3].1).unwrap();
+        // The fourth step from the first three's weights, with their optimizer state and without it.
+        let mut ends = Vec::new();
+        for restore in [true, false] {
+            let (vs2, net2) = model(&config);
+            tch::no_grad(|| {
+                for (name, tensor) in &after_three {
+                    vs2.variables()[name].shallow_clone().copy_(tensor);
+                }
+            });
+            let mut step = engine::new_step(Engine::Autograd, &vs2, &net2, &config, settings(adam, &[])).unwrap();
+            step.set_learning_rate(1e-2).unwrap();
+            if restore {
+                assert!(step.restore_optimizer_state(&state).unwrap());
+            }
+            step.step(&data[3].0, &data[3].1).unwrap();
+            ends.push(max_difference(&weights(&vs), &weights(&vs2)));
+        }
+        assert_eq!(ends[0], 0.0, "weight decay {weight_decay}: restored, the step is the uninterrupted one");
+        assert!(ends[1] > 1e-6, "weight decay {weight_decay}: fresh moments step elsewhere ({})", ends[1]);
     }
 }

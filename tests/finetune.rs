@@ -224,23 +224,42 @@ fn an_interrupted_and_resumed_fused_run_equals_an_uninterrupted_one() {
 }
 
 #[test]
-fn a_resumed_autograd_run_continues_with_fresh_adam_moments_and_says_so() {
+fn a_resumed_autograd_run_is_the_uninterrupted_one_with_adams_state_restored() {
     let fixture = Fixture::new(false);
     fixture.train("straight", &["--epochs", "4"]).assert_ok();
     fixture.train("split", &["--epochs", "2"]).assert_ok();
     let split = fixture.path("split");
+    assert!(split.join("optimizer.safetensors").exists(), "the autograd engine saves libtorch's Adam state");
     let resumed = mnist_tch(&["train", "--resume", split.to_str().unwrap(), "--epochs", "4", "--device", "cpu"]);
     resumed.assert_ok();
     assert!(resumed.stdout.contains("(engine: autograd)"), "{}", resumed.stdout);
     let line = resumed.stdout.lines().find(|l| l.starts_with("Optimizer: ")).unwrap_or_default();
-    assert!(line.contains("fresh moment estimates") && line.contains("tch-rs issue 360"), "{}", resumed.stdout);
+    assert!(line.contains("restored from optimizer.safetensors"), "{}", resumed.stdout);
     let config = json(&split.join("config.json"));
     assert_eq!(
         config["state"]["resumes"],
-        serde_json::json!([{"after_epoch": 2, "engine": "autograd", "optimizer": "fresh"}])
+        serde_json::json!([{"after_epoch": 2, "engine": "autograd", "optimizer": "restored"}])
     );
     assert_eq!(config["state"]["epochs_completed"], 4);
-    assert!(!split.join("optimizer.safetensors").exists(), "the autograd engine saves no optimizer state");
+    assert_eq!(metric_columns(&fixture.path("straight")), metric_columns(&split));
+    let weights = |run: &str| std::fs::read(fixture.path(run).join("model.safetensors")).unwrap();
+    assert!(weights("straight") == weights("split"), "model.safetensors differs from the uninterrupted run's");
+}
+
+#[test]
+fn a_resumed_autograd_run_without_its_optimizer_state_continues_with_fresh_moments_and_says_so() {
+    let fixture = Fixture::new(false);
+    fixture.train("straight", &["--epochs", "4"]).assert_ok();
+    fixture.train("split", &["--epochs", "2"]).assert_ok();
+    let split = fixture.path("split");
+    // As a run of an earlier mnist-tch, which saved no state for this engine.
+    std::fs::remove_file(split.join("optimizer.safetensors")).unwrap();
+    let resumed = mnist_tch(&["train", "--resume", split.to_str().unwrap(), "--epochs", "4", "--device", "cpu"]);
+    resumed.assert_ok();
+    let line = resumed.stdout.lines().find(|l| l.starts_with("Optimizer: ")).unwrap_or_default();
+    assert!(line.contains("fresh moment estimates") && line.contains("no saved autograd optimizer state"), "{line}");
+    let config = json(&split.join("config.json"));
+    assert_eq!(config["state"]["resumes"][0]["optimizer"], "fresh");
     // The first two epochs are the same run; after the restart of Adam's moments the runs part ways.
     let (straight, resumed) = (metric_columns(&fixture.path("straight")), metric_columns(&split));
     assert_eq!(straight[..3], resumed[..3]);

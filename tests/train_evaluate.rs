@@ -57,8 +57,8 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
             ("3.weight".into(), vec![4, 128]),
         ]
     );
-    // Atomic writes leave no temporary files behind. The autograd engine (the default) has no optimizer
-    // state to save; the fused engine saves its Adam state beside the weights.
+    // Atomic writes leave no temporary files behind. Both engines save their Adam state beside the
+    // weights.
     let files = |dir: &std::path::Path| {
         let mut files: Vec<String> =
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -67,7 +67,15 @@ fn learns_a_synthetic_set_and_writes_a_run_directory() {
     };
     assert_eq!(
         files(&dir),
-        vec![".lock", "config.json", "evaluation.json", "metrics.csv", "metrics.json", "model.safetensors"]
+        vec![
+            ".lock",
+            "config.json",
+            "evaluation.json",
+            "metrics.csv",
+            "metrics.json",
+            "model.safetensors",
+            "optimizer.safetensors"
+        ]
     );
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();

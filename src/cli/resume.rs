@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub struct ResumeArgs {
     /// The run directory to continue (written by `mnist-tch train` or `finetune`). Its config.json gives
     /// everything else: weights, epoch counter, learning-rate schedule and callbacks, data and its order,
-    /// and (fused engine) Adam's state.
+    /// and Adam's state (optimizer.safetensors).
     #[arg(value_name = "RUN_DIR")]
     pub run: PathBuf,
 

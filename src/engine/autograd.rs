@@ -1,6 +1,6 @@
 //! The default training step, as tch's MNIST example and the PyTorch textbook write it: the model
 //! `nn::seq_t` built (`forward_t(x, true)`), `cross_entropy_for_logits`, libtorch's autograd (`backward`)
-//! and tch's `nn::Adam` (or `nn::AdamW` with weight decay). It trains whatever `ModelConfig::init`
+//! and the `torch::optim::Adam` (or `AdamW` with weight decay) that tch's `nn::Adam` drives. It trains whatever `ModelConfig::init`
 //! builds: MLP, linear, CNN.
 //!
 //! One memory-layout choice makes it fast: every trainable variable is a view of one flat parameter and
@@ -11,16 +11,19 @@
 //! `tests/engines.rs` checks the result against a plain `nn::Adam` over the separate variables.
 //!
 //! tch offers no way to read or restore `nn::Adam`'s moment estimates (tch-rs issue 360: no `ato_*`
-//! function touches optimizer state), so this engine saves no optimizer state: a resumed run continues
-//! with fresh moments.
+//! function touches optimizer state), so the optimizer is held through the same C API by
+//! [`LibtorchAdam`], which also reaches its state: it is saved with every checkpoint, per variable under
+//! the variable's name (`saved_state.rs`), and a resumed run continues with it exactly.
 
 use super::flat_buffer::FlatParameters;
-use super::{AdamSettings, Engine, StepOutput, StepSettings, TrainStep};
+use super::libtorch_adam::{LibtorchAdam, ParamState};
+use super::saved_state::{self, FlatState};
+use super::{Engine, StepOutput, StepSettings, TrainStep};
 use crate::distributed::ProcessGroup;
 use crate::optimizer;
 use anyhow::{Result, ensure};
 use std::rc::Rc;
-use tch::{Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
+use tch::{Tensor, nn, nn::ModuleT};
 
 /// The autograd engine: the model, its flat parameters and gradients, the optimizer, and (under torchrun)
 /// the process group.
@@ -28,8 +31,8 @@ pub struct AutogradStep<'a> {
     net: &'a nn::SequentialT,
     /// The model's trainable variables and their gradients, as views of two flat buffers.
     parameters: FlatParameters,
-    /// `nn::Adam` (or `nn::AdamW`) over the flat parameter.
-    optimizer: nn::Optimizer,
+    /// libtorch's Adam (or AdamW) over the flat parameter, as `nn::Adam` builds it.
+    optimizer: LibtorchAdam,
     /// The other processes whose gradients are averaged with ours (torchrun).
     group: Option<Rc<ProcessGroup>>,
     /// Adam's beta1, which bounds the learning rate libtorch can step with.
@@ -41,7 +44,8 @@ impl<'a> AutogradStep<'a> {
     /// variables and their gradients into flat buffers, and builds `nn::Adam` (or `nn::AdamW`) over them.
     pub fn new(vs: &nn::VarStore, net: &'a nn::SequentialT, settings: StepSettings) -> Result<AutogradStep<'a>> {
         let parameters = FlatParameters::new(vs, &settings.frozen)?;
-        let optimizer = adam(settings.adam, parameters.var_store())?;
+        // The learning rate is set by the loop before the first step.
+        let optimizer = LibtorchAdam::over_store(settings.adam, parameters.var_store(), 0.0)?;
         Ok(AutogradStep { net, parameters, optimizer, group: settings.group, beta1: settings.adam.beta1 })
     }
 
@@ -52,17 +56,6 @@ impl<'a> AutogradStep<'a> {
             None => Ok(()),
         }
     }
-}
-
-/// tch's `nn::Adam`, or `nn::AdamW` with weight decay, over the variables of `store`. The learning rate
-/// is set by the loop before the first step.
-fn adam(adam: AdamSettings, store: &nn::VarStore) -> Result<nn::Optimizer> {
-    let AdamSettings { beta1, beta2, eps, weight_decay } = adam;
-    Ok(if weight_decay > 0.0 {
-        nn::AdamW { beta1, beta2, wd: weight_decay, eps, amsgrad: false }.build(store, 0.0)?
-    } else {
-        nn::Adam { beta1, beta2, wd: 0.0, eps, amsgrad: false }.build(store, 0.0)?
-    })
 }
 
 /// The step's output: the batch's summed loss (from the mean `loss`) and the logits, off the graph.
@@ -86,8 +79,7 @@ impl TrainStep for AutogradStep<'_> {
             crate::wording::number(lr),
             optimizer::largest_learning_rate(self.beta1)
         );
-        self.optimizer.set_lr(lr);
-        Ok(())
+        self.optimizer.set_learning_rate(lr)
     }
 
     fn step(&mut self, inputs: &Tensor, labels: &Tensor) -> Result<StepOutput> {
@@ -96,15 +88,26 @@ impl TrainStep for AutogradStep<'_> {
         self.parameters.zero_gradients()?;
         loss.f_backward()?;
         self.all_reduce_gradients()?;
-        self.optimizer.step();
+        self.optimizer.step()?;
         output(&loss, &logits, labels)
     }
+
+    /// libtorch's Adam state of the flat parameter, per variable under its name.
     fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(Vec::new())
+        let Some(state) = self.optimizer.state(&self.parameters.flat_parameter()?)? else { return Ok(Vec::new()) };
+        let ParamState { step, exp_avg, exp_avg_sq } = state;
+        saved_state::to_named(self.parameters.slots(), &FlatState { step, exp_avg, exp_avg_sq })
     }
 
-    fn restore_optimizer_state(&mut self, _state: &[(String, Tensor)]) -> Result<bool> {
-        Ok(false)
+    /// Gives libtorch's Adam a saved state back; `Ok(false)` when it names none of this model's variables.
+    fn restore_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<bool> {
+        let Some(FlatState { step, exp_avg, exp_avg_sq }) = saved_state::from_named(self.parameters.slots(), state)?
+        else {
+            return Ok(false);
+        };
+        let flat = self.parameters.flat_parameter()?;
+        self.optimizer.set_state(&flat, &ParamState { step, exp_avg, exp_avg_sq })?;
+        Ok(true)
     }
 
     fn group(&self) -> Option<&ProcessGroup> {

@@ -19,6 +19,7 @@
 //! flat buffer, and make a variable one of them. The fused engine lays out its own buffers with them
 //! (every Dense tensor, frozen ones included, in layer order, as its saved optimizer state expects).
 
+use super::saved_state::Slot;
 use anyhow::{Context, Result, ensure};
 use tch::{Kind, Tensor, nn};
 
@@ -62,6 +63,8 @@ pub struct FlatParameters {
     store: nn::VarStore,
     /// `[P]`: the gradient of every trainable variable, in the same slots.
     gradients: Tensor,
+    /// Which variable sits where in the two buffers, in order.
+    slots: Vec<Slot>,
 }
 
 impl FlatParameters {
@@ -85,14 +88,16 @@ impl FlatParameters {
         let flat = store.root().f_zeros(FLAT_PARAMETERS, &[total])?;
         let mut gradients = Self::define_gradients(&flat, &trainable)?;
         let (mut parameter_slots, mut gradient_slots) = (Slots::new(&flat), Slots::new(&gradients));
+        let mut slots = Vec::with_capacity(trainable.len());
         for (name, variable) in &trainable {
             let shape = variable.size();
             let parameter = parameter_slots.next(&shape)?.detach();
             move_into(variable, &parameter).with_context(|| format!("copying {name}"))?;
             variable.grad().set_data(&gradient_slots.next(&shape)?);
+            slots.push(Slot { name: name.clone(), shape, trainable: true });
         }
         let _ = gradients.f_zero_()?;
-        Ok(FlatParameters { store, gradients })
+        Ok(FlatParameters { store, gradients, slots })
     }
 
     /// One backward pass through zero gives `flat` and every variable a `.grad` tensor; returns `flat`'s,
@@ -109,6 +114,18 @@ impl FlatParameters {
     /// The store holding the flat parameter: build the optimizer over it.
     pub fn var_store(&self) -> &nn::VarStore {
         &self.store
+    }
+
+    /// The flat parameter `[P]` itself.
+    pub fn flat_parameter(&self) -> Result<Tensor> {
+        let variables = self.store.variables();
+        let flat = variables.get(FLAT_PARAMETERS).context("the flat parameter is missing from its store")?;
+        Ok(flat.shallow_clone())
+    }
+
+    /// Where each trainable variable sits in the flat buffers, in order.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
     }
 
     /// `[P]`: every trainable variable's gradient; what the all-reduce averages.

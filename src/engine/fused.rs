@@ -16,13 +16,14 @@
 //!
 //! The gradients are checked against libtorch's autograd by a test (`tests/gradients.rs`), the Adam
 //! update against the textbook formula, and whole steps against the autograd engine (`tests/engines.rs`).
-//! The optimizer state is plain tensors, so it is saved with each checkpoint and a resumed run continues
-//! with it exactly.
+//! The optimizer state is plain tensors, so it is saved with each checkpoint (per tensor under its name,
+//! as the autograd engine saves libtorch's: `saved_state.rs`) and a resumed run continues with it exactly.
 //!
 //! Shapes, for a batch of B examples: `x` `[B, D0]`; layer i has `W_i` `[D_i, D_{i-1}]`, `b_i` `[D_i]`;
 //! activations `a_i` `[B, D_i]`; logits `[B, K]`.
 
 use super::flat_buffer::{Slots, move_into};
+use super::saved_state::{self, FlatState, Slot};
 use super::{AdamSettings, Engine, Precision, StepOutput, StepSettings, TrainStep};
 use crate::model::ModelConfig;
 use anyhow::{Context, Result, bail, ensure};
@@ -88,6 +89,8 @@ pub struct FusedMlp {
     trainable: Vec<Tensor>,
     /// `[B, 1]` of −1, kept between steps of the same batch size (the one-hot subtraction's source).
     minus_ones: Option<Tensor>,
+    /// Which tensor sits where in the flat buffers.
+    slots: Vec<Slot>,
 }
 
 impl FusedMlp {
@@ -109,7 +112,7 @@ impl FusedMlp {
         let params = Tensor::zeros([total], (Kind::Float, device));
         let grads = Tensor::zeros([total], (Kind::Float, device));
         let mut layers = Vec::with_capacity(dense.len());
-        let (mut frozen_views, mut trainable) = (Vec::new(), Vec::new());
+        let (mut frozen_views, mut trainable, mut slots) = (Vec::new(), Vec::new(), Vec::new());
         let (mut param_slots, mut grad_slots) = (Slots::new(&params), Slots::new(&grads));
         for layer in &dense {
             let mut slot = |name: &str, shape: &[i64]| -> Result<(Tensor, Tensor)> {
@@ -120,7 +123,9 @@ impl FusedMlp {
                 ensure!(var.size() == shape, "{full_name} has shape {:?}, expected {shape:?}", var.size());
                 // The variable now reads and writes the flat buffer.
                 move_into(var, &param)?;
-                if frozen.contains(&full_name) {
+                let is_trainable = !frozen.contains(&full_name);
+                slots.push(Slot { name: full_name, shape: shape.to_vec(), trainable: is_trainable });
+                if !is_trainable {
                     frozen_views.push(grad.shallow_clone());
                 } else {
                     trainable.push(param.shallow_clone());
@@ -148,6 +153,7 @@ impl FusedMlp {
             frozen: frozen_views,
             trainable,
             minus_ones: None,
+            slots,
         })
     }
 
@@ -352,39 +358,55 @@ impl TrainStep for FusedMlp {
         Ok(output)
     }
 
-    /// Adam's moment estimates and step count.
+    /// Adam's moment estimates and step count, per trainable tensor under its name; none before the
+    /// first step.
     fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(vec![
-            ("exp_avg".into(), self.exp_avg.shallow_clone()),
-            ("exp_avg_sq".into(), self.exp_avg_sq.shallow_clone()),
-            ("steps".into(), Tensor::from_slice(&[self.steps])),
-        ])
+        if self.steps == 0 {
+            return Ok(Vec::new());
+        }
+        let state = FlatState {
+            step: self.steps,
+            exp_avg: self.exp_avg.shallow_clone(),
+            exp_avg_sq: self.exp_avg_sq.shallow_clone(),
+        };
+        saved_state::to_named(&self.slots, &state)
     }
 
-    /// Restores a state saved by [`optimizer_state`](TrainStep::optimizer_state); shapes must match.
+    /// Restores a state saved by [`optimizer_state`](TrainStep::optimizer_state), by either engine, or in
+    /// the flat layout earlier runs of this engine saved (`exp_avg`, `exp_avg_sq`, `steps`); shapes must
+    /// match.
     fn restore_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<bool> {
-        let get = |name: &str| {
-            state
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t)
-                .with_context(|| format!("no '{name}' in the optimizer state"))
+        let FlatState { step, exp_avg, exp_avg_sq } = match saved_state::from_named(&self.slots, state)? {
+            Some(named) => named,
+            None => match flat_layout(state)? {
+                Some(flat) => flat,
+                None => return Ok(false),
+            },
         };
-        let (m, v, steps) = (get("exp_avg")?, get("exp_avg_sq")?, get("steps")?);
         ensure!(
-            m.size() == self.exp_avg.size() && v.size() == self.exp_avg_sq.size(),
+            exp_avg.size() == self.exp_avg.size() && exp_avg_sq.size() == self.exp_avg_sq.size(),
             "optimizer state of {:?} values for a model of {:?} parameters",
-            m.size(),
+            exp_avg.size(),
             self.exp_avg.size()
         );
         tch::no_grad(|| -> Result<()> {
-            self.exp_avg.f_copy_(m)?;
-            self.exp_avg_sq.f_copy_(v)?;
+            self.exp_avg.f_copy_(&exp_avg)?;
+            self.exp_avg_sq.f_copy_(&exp_avg_sq)?;
             Ok(())
         })?;
-        self.steps = steps.f_int64_value(&[0])?;
+        self.steps = step;
         Ok(true)
     }
+}
+
+/// The flat layout of this engine's earlier optimizer files: `exp_avg` and `exp_avg_sq` `[P]`, `steps`;
+/// `None` when `state` is not in it.
+fn flat_layout(state: &[(String, Tensor)]) -> Result<Option<FlatState>> {
+    let get = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone());
+    let (Some(exp_avg), Some(exp_avg_sq), Some(steps)) = (get("exp_avg"), get("exp_avg_sq"), get("steps")) else {
+        return Ok(None);
+    };
+    Ok(Some(FlatState { step: steps.f_int64_value(&[0])?, exp_avg, exp_avg_sq }))
 }
 
 #[cfg(test)]

@@ -5,14 +5,17 @@
 //! state for checkpoints. Two engines implement it:
 //!
 //! - [`Engine::Autograd`], the default, as tch's MNIST example trains: the model `nn::seq_t` builds,
-//!   `forward_t`, `cross_entropy_for_logits`, libtorch's autograd (`backward`) and tch's `nn::Adam` /
-//!   `nn::AdamW`. It trains any architecture (`autograd.rs`).
+//!   `forward_t`, `cross_entropy_for_logits`, libtorch's autograd (`backward`) and libtorch's Adam /
+//!   AdamW as tch's `nn::Adam` / `nn::AdamW` drive it, held so that its state is saved
+//!   (`libtorch_adam.rs`). It trains any architecture (`autograd.rs`).
 //! - [`Engine::Fused`], opt-in: the MLP's backward pass written out and Adam over flat buffers, faster
 //!   on small CPU batches, MLPs only (`fused.rs`).
 
 pub mod autograd;
 pub mod flat_buffer;
 pub mod fused;
+pub mod libtorch_adam;
+pub mod saved_state;
 
 use crate::distributed::ProcessGroup;
 use crate::error_text::UsageError;
@@ -104,8 +107,8 @@ pub trait TrainStep {
     /// float `[B, ...]`, `labels` int64 `[B]`.
     fn step(&mut self, inputs: &Tensor, labels: &Tensor) -> Result<StepOutput>;
 
-    /// The optimizer's state as named tensors, saved with every checkpoint; empty when the engine cannot
-    /// export it.
+    /// The optimizer's state as named tensors (`saved_state.rs`'s names), saved with every checkpoint;
+    /// empty before the first step.
     fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>>;
 
     /// Restores a state saved by [`optimizer_state`](Self::optimizer_state). `Ok(false)`: this engine

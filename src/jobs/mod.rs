@@ -4,10 +4,12 @@
 //! through the same sequence: the model built from the config with its starting weights, the run
 //! directory claimed, the header printed, then [`fit`].
 
+mod elastic;
 mod finetune;
 mod new_run;
 mod resume;
 
+pub use elastic::continuation as elastic_continuation;
 pub use finetune::{FinetuneRun, plan_finetune};
 pub use new_run::{NewRun, new_model, plan_new_run};
 pub use resume::{ResumeRun, plan_resume};

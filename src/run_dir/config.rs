@@ -88,9 +88,10 @@ impl RunStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OptimizerResume {
-    /// The moment estimates and step count came back from `optimizer.safetensors` (fused engine).
+    /// The moment estimates and step count came back from `optimizer.safetensors`.
     Restored,
-    /// Adam started with fresh moment estimates (the autograd engine's `nn::Adam` cannot save them).
+    /// Adam started with fresh moment estimates: the run had no optimizer state for that epoch (a run
+    /// of the autograd engine from before it saved its state).
     Fresh,
 }
 
