@@ -14,6 +14,7 @@
 //! numbers and materialises float32 copies (peak ~470 MB while loading).
 
 use crate::class_names::ClassNames;
+use crate::frame::Frame;
 use crate::idx::{self, IdxKind};
 use crate::npz;
 use anyhow::{Context, Result, bail, ensure};
@@ -363,12 +364,17 @@ fn check_sizes(parts: &[Part]) -> Result<()> {
     Ok(())
 }
 
-/// A whole data set: the training part and the test part, images of one size.
-struct DataSet {
-    train: Examples,
-    test: Examples,
-    image_rows: usize,
-    image_cols: usize,
+/// A whole data set: the training part and the test part, images of one frame.
+pub(crate) struct DataSet {
+    pub(crate) train: Examples,
+    pub(crate) test: Examples,
+    pub(crate) frame: Frame,
+    /// What the header says about how the data was read (pictures skipped, colour converted, no test set).
+    pub(crate) notes: Vec<String>,
+    /// How pictures were fitted into the frame; `None` for IDX and `.npz` data, which are frames already.
+    pub(crate) fit: Option<crate::preprocess::Framing>,
+    /// The classes' names the data itself gives (a picture folder's class folders).
+    pub(crate) class_names: Option<Vec<String>>,
 }
 
 /// Loads and checks the data set at `path` (directory of IDX files or `.npz` file).
@@ -377,21 +383,38 @@ fn load(path: &Path, bound: LabelBound) -> Result<DataSet> {
     let (Some(train), Some(test)) = (parts.next(), parts.next()) else {
         bail!("{}: expected a training and a test part", path.display());
     };
-    Ok(DataSet { train: train.examples, test: test.examples, image_rows: train.rows, image_cols: train.cols })
+    let frame = Frame::grey(train.rows as i64, train.cols as i64);
+    Ok(DataSet { train: train.examples, test: test.examples, frame, notes: Vec::new(), fit: None, class_names: None })
+}
+
+/// An IDX or `.npz` data set is used at its own size: a different `--input` is refused.
+pub fn check_frame(path: &Path, frame: Frame, reading: &Reading) -> Result<()> {
+    match reading.frame {
+        Some(asked) if asked != frame => bail!(
+            "{}: holds {frame} images (grey, as IDX and .npz files are), not the {asked} of --input; --input \
+             makes pictures (a folder of images) and CSV rows into its frame, not these files",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// A data set's test part, for evaluating a trained model.
 #[derive(Debug)]
 pub struct TestData {
     pub test: Examples,
-    pub image_rows: usize,
-    pub image_cols: usize,
+    pub frame: Frame,
 }
 
 /// Loads and checks only the test part of the data set at `path` (a directory of IDX files, where the
 /// training files need not exist, or an `.npz` file), with the classes of `selection` (relabelled as
 /// the run was trained) when it names some; every label must then be below `num_classes`.
 pub fn load_test(path: &Path, selection: &Selection, num_classes: usize) -> Result<TestData> {
+    load_test_as(path, selection, num_classes, &Reading::default())
+}
+
+/// [`load_test`] read as `reading` says (a picture folder or CSV into the run's frame).
+pub fn load_test_as(path: &Path, selection: &Selection, num_classes: usize, reading: &Reading) -> Result<TestData> {
     ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
     let bound = if selection.labels.is_some() { LabelBound::AnyByte } else { LabelBound::Classes(num_classes) };
     let part = read_splits(path, &[Split::Test], bound)?.into_iter().next();
@@ -404,7 +427,7 @@ pub fn load_test(path: &Path, selection: &Selection, num_classes: usize) -> Resu
         }
         None => part.examples,
     };
-    Ok(TestData { test, image_rows: part.rows, image_cols: part.cols })
+    Ok(TestData { test, frame: Frame::grey(part.rows as i64, part.cols as i64) })
 }
 
 /// Which part of a data set a job uses: some classes only (relabelled 0..k in the order given), and/or
@@ -422,10 +445,13 @@ pub struct TrainingData {
     pub train: Examples,
     pub valid: Examples,
     pub test: Examples,
-    pub image_rows: usize,
-    pub image_cols: usize,
+    pub frame: Frame,
     pub num_classes: usize,
     pub class_names: Vec<String>,
+    /// Lines the header prints about how the data was read.
+    pub notes: Vec<String>,
+    /// How pictures were fitted into the frame (recorded in config.json); `None` for IDX and `.npz`.
+    pub fit: Option<crate::preprocess::Framing>,
 }
 
 impl TrainingData {
@@ -436,6 +462,7 @@ impl TrainingData {
             valid: self.valid.to_device(device),
             test: self.test.to_device(device),
             class_names: self.class_names.clone(),
+            notes: self.notes.clone(),
             ..*self
         }
     }
@@ -451,6 +478,28 @@ pub fn load_training_data(
     class_names: &ClassNames,
     validation_split_fraction: f64,
 ) -> Result<TrainingData> {
+    load_training_data_as(path, selection, num_classes, class_names, validation_split_fraction, &Reading::default())
+}
+
+/// How a data set is read into frames: the frame asked for (`--input`, `None`: the data's own), how
+/// pictures are fitted into it (`--fit`), and whether undecodable pictures are skipped (`--skip-bad`).
+/// IDX and `.npz` data sets are used at their own size; pictures and CSV rows are made into the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Reading {
+    pub frame: Option<Frame>,
+    pub fit: crate::preprocess::Framing,
+    pub skip_bad: bool,
+}
+
+/// [`load_training_data`] read as `reading` says.
+pub fn load_training_data_as(
+    path: &Path,
+    selection: &Selection,
+    num_classes: usize,
+    class_names: &ClassNames,
+    validation_split_fraction: f64,
+    reading: &Reading,
+) -> Result<TrainingData> {
     let (data, num_classes, names) = match &selection.labels {
         None => {
             ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
@@ -465,10 +514,11 @@ pub fn load_training_data(
         train: train_all.slice(0, train_len as i64),
         valid: train_all.slice(train_len as i64, valid_len as i64),
         test: data.test,
-        image_rows: data.image_rows,
-        image_cols: data.image_cols,
+        frame: data.frame,
         num_classes,
         class_names: names,
+        notes: data.notes,
+        fit: data.fit,
     })
 }
 

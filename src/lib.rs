@@ -42,6 +42,7 @@
 //! - [`export`]: TorchScript export.
 //! - [`serve`]: the HTTP server (`mnist-tch serve`): page, /predict, Open Inference Protocol, metrics.
 //! - [`files`]: atomic writes and their temporary files.
+//! - [`frame`]: the input frame, channels × rows × columns (`--input CxHxW`).
 //! - [`error_text`]: I/O and libtorch errors in plain words, an error chain on one line.
 //! - [`wording`]: counts in plain English (`1 epoch`, `3 epochs`).
 //! - [`destination`]: where a command may write a file the user named (one rule for all).
@@ -72,6 +73,7 @@ pub mod event_file;
 pub mod export;
 pub mod files;
 pub mod fit;
+pub mod frame;
 pub mod freeze;
 pub mod idx;
 pub mod inference;
