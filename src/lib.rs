@@ -34,6 +34,7 @@
 //! - [`distributed`]: training as one of several torchrun processes on libtorch's c10d (Gloo).
 //! - [`freeze`]: `finetune --freeze`: which of the parent's tensors stay fixed.
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
+//! - [`pictures`]: data sets of the user's own pictures (class folders), decoded once into a cache.
 //! - [`inference`]: predictions from a run directory or a TorchScript file.
 //! - [`plot`]: learning curves and confusion matrix as PNG.
 //! - [`tensorboard`]: `--tensorboard DIR`, the epochs as TensorBoard event files in Keras's layout.
@@ -83,6 +84,7 @@ pub mod npz;
 pub mod optimizer;
 pub mod orientation;
 pub mod output;
+pub mod pictures;
 pub mod plot;
 pub mod preprocess;
 pub mod progress;
