@@ -43,6 +43,12 @@ impl Frame {
         if self.channels == 1 { format!("{}x{}", self.rows, self.cols) } else { self.to_string() }
     }
 
+    /// The shape of a batch of `n` inputs as the commands feed them: `[n, rows, cols]` for a grey frame
+    /// (as always), `[n, channels, rows, cols]` for a colour one.
+    pub fn batch_shape(self, n: i64) -> Vec<i64> {
+        if self.channels == 1 { vec![n, self.rows, self.cols] } else { vec![n, self.channels, self.rows, self.cols] }
+    }
+
     /// What one channel count means in a header: `grey` or `RGB`.
     pub fn colour_name(self) -> &'static str {
         if self.channels == 3 { "RGB" } else { "grey" }

@@ -4,6 +4,7 @@
 use crate::data;
 use crate::device::DeviceSpec;
 use crate::files::write_atomically;
+use crate::frame::Frame;
 use crate::inference::{Predictor, prediction_json};
 use crate::preprocess::{self, Framing, Invert};
 use anyhow::{Context, Result, bail};
@@ -94,7 +95,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let started = Instant::now();
     let mut inputs = load_pictures(&args, &predictor)?;
     if let Some(idx_path) = &args.idx {
-        inputs.extend(read_idx_inputs(idx_path, predictor.input_shape)?);
+        inputs.extend(read_idx_inputs(idx_path, predictor.frame)?);
     }
     // One input that failed is that input's error, on its own line like any other failure (with --json,
     // it is in the JSON like any other input).
@@ -131,6 +132,12 @@ fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>
                 continue;
             }
         };
+        if follows_the_run(predictor) {
+            let prepared = prepare_like_the_run(&path, args, predictor);
+            let input = show_input(args, &inputs, several, prepared)?;
+            inputs.push(input);
+            continue;
+        }
         // load_gray names the file in its errors; preprocessing errors get it here.
         let input = preprocess::load_gray(&path).and_then(|image| {
             preprocess::to_model_input(&image, rows as u32, cols as u32, &predictor.class_names, args.fit, args.invert)
@@ -157,11 +164,70 @@ fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>
     Ok(inputs)
 }
 
+/// Whether pictures are made into the model's frame the way its run read its training pictures: a run
+/// trained on pictures (it records its --fit) or a colour frame. Runs trained on IDX data keep the
+/// MNIST-style preparation of [`preprocess::to_model_input`] with --fit and --invert.
+fn follows_the_run(predictor: &Predictor) -> bool {
+    predictor.fit.is_some() || predictor.frame.channels != 1
+}
+
+/// A picture file made into the frame as the run's training pictures were ([`crate::pictures::prepare`]):
+/// the run's fit, or --fit when given.
+fn prepare_like_the_run(
+    path: &Path,
+    args: &PredictArgs,
+    predictor: &Predictor,
+) -> (Input, Option<image::DynamicImage>) {
+    let name = path.display().to_string();
+    let fit = if args.fit == Framing::Auto { predictor.fit.unwrap_or(Framing::Auto) } else { args.fit };
+    let prepared = std::fs::read(path)
+        .map_err(|err| anyhow::anyhow!("{name}: cannot open: {}", crate::error_text::io_reason(&err)))
+        .and_then(|bytes| {
+            let picture = crate::pictures::prepare::decode(&bytes).with_context(|| name.clone())?;
+            crate::pictures::prepare::prepare(&picture, predictor.frame, fit, &predictor.class_names)
+                .with_context(|| name.clone())
+        });
+    match prepared {
+        Ok(p) => {
+            let shown = p.image(predictor.frame);
+            let input = Input {
+                name,
+                pixels: Ok(p.unit_pixels()),
+                inverted: p.inverted,
+                framing: p.framing,
+                warning: p.warning,
+            };
+            (input, shown)
+        }
+        Err(err) => (Input::failed(name, err), None),
+    }
+}
+
+/// Saves a prepared picture as --show-input asks, and hands its input on.
+fn show_input(
+    args: &PredictArgs,
+    inputs: &[Input],
+    several: bool,
+    (input, shown): (Input, Option<image::DynamicImage>),
+) -> Result<Input> {
+    if let (Some(show), Some(image)) = (&args.show_input, shown) {
+        let target = numbered(show, inputs.len() + 1, several);
+        write_atomically(&target, |tmp| Ok(image.save(tmp)?))?;
+    }
+    Ok(input)
+}
+
 /// Every image of an IDX images file, as it is (already the model's size, light on dark).
-fn read_idx_inputs(idx_path: &Path, [rows, cols]: [i64; 2]) -> Result<Vec<Input>> {
+fn read_idx_inputs(idx_path: &Path, frame: Frame) -> Result<Vec<Input>> {
     let (header, pixels) = data::read_idx_images(idx_path)?;
-    if [header.rows as i64, header.cols as i64] != [rows, cols] {
-        bail!("{}: images are {}x{}, the model takes {rows}x{cols}", idx_path.display(), header.rows, header.cols);
+    if Frame::grey(header.rows as i64, header.cols as i64) != frame {
+        bail!(
+            "{}: images are {}x{}, the model takes {}",
+            idx_path.display(),
+            header.rows,
+            header.cols,
+            frame.size_text()
+        );
     }
     if pixels.is_empty() {
         bail!("{}: holds no images: nothing to predict", idx_path.display());
@@ -182,13 +248,13 @@ fn read_idx_inputs(idx_path: &Path, [rows, cols]: [i64; 2]) -> Result<Vec<Input>
 /// The top-k (class, probability) pairs of every input that prepared well, in order: all of them go
 /// through the network in one batch.
 fn classify(predictor: &Predictor, inputs: &[Input], top_k: u64) -> Result<Vec<Vec<(i64, f32)>>> {
-    let [rows, cols] = predictor.input_shape;
     let flat: Vec<f32> = inputs.iter().filter_map(|i| i.pixels.as_ref().ok()).flatten().copied().collect();
     let good = inputs.iter().filter(|i| i.pixels.is_ok()).count();
     if good == 0 {
         return Ok(Vec::new());
     }
-    let probabilities = predictor.probabilities(&Tensor::from_slice(&flat).view([good as i64, rows, cols]))?;
+    let batch = Tensor::from_slice(&flat).f_view(predictor.frame.batch_shape(good as i64).as_slice())?;
+    let probabilities = predictor.probabilities(&batch)?;
     crate::inference::top_k(&probabilities, top_k)
 }
 
