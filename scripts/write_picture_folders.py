@@ -29,11 +29,11 @@ PARTS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 def colour_version(image: np.ndarray, blue: bool) -> np.ndarray:
-    """The digit's ink in red (255, 0, 0)-ish or blue, scaled so both have the same grey value (ITU-R 601
-    luma, as the binary converts colour to grey): the colour is visible only in colour."""
+    """The digit's ink in red or in blue, scaled so both have the same grey value (BT.709 luma, which the
+    binary's image crate converts colour to grey with): the colour is visible only in colour."""
     ink = image.astype(np.float64) / 255.0
-    # luma = 0.299 R + 0.587 G + 0.114 B; red (R=a) and blue (B=b) with 0.299 a = 0.114 b: a = 0.114 / 0.299 b.
-    red_level, blue_level = 255 * 0.114 / 0.299, 255.0
+    # luma = 0.2126 R + 0.7152 G + 0.0722 B; red (R=a) and blue (B=b) with 0.2126 a = 0.0722 b.
+    red_level, blue_level = 255 * 0.0722 / 0.2126, 255.0
     rgb = np.zeros((*image.shape, 3), dtype=np.float64)
     if blue:
         rgb[..., 2] = ink * blue_level

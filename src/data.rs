@@ -205,6 +205,13 @@ fn starts_like_zip(path: &Path) -> bool {
 fn locate_source(path: &Path) -> Result<Source> {
     if path.is_dir() {
         ensure!(!has_npz_extension(path), "{}: is a directory, expected an .npz file", path.display());
+        let empty = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none());
+        ensure!(
+            !empty,
+            "{}: is an empty folder; --data takes a folder of class folders of pictures (DIR/cat/*.png, \
+             DIR/dog/*.png, or train/ and test/ trees of them), a directory of the four MNIST files, or an .npz file",
+            path.display()
+        );
         return Ok(Source::IdxDir(path.to_path_buf()));
     }
     if !path.exists() {

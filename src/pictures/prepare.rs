@@ -10,7 +10,7 @@
 //!   resize.
 //!
 //! A grey picture read into a 3-channel frame has its grey repeated in each channel; a colour picture
-//! read into a 1-channel frame is converted to grey (ITU-R 601 luma, the `image` crate's), with
+//! read into a 1-channel frame is converted to grey (BT.709 luma, the `image` crate's), with
 //! transparency counted as paper.
 
 use crate::frame::Frame;
