@@ -394,6 +394,9 @@ fn load(path: &Path, bound: LabelBound, reading: &Reading) -> Result<DataSet> {
     if path.is_dir() && crate::pictures::looks_like_pictures(path) {
         return picture_data_set(path, reading);
     }
+    if path.is_file() && crate::kaggle_csv::is_csv(path) {
+        return csv_data_set(path, bound, reading);
+    }
     let mut parts = read_splits(path, &[Split::Train, Split::Test], bound)?.into_iter();
     let (Some(train), Some(test)) = (parts.next(), parts.next()) else {
         bail!("{}: expected a training and a test part", path.display());
@@ -467,6 +470,38 @@ fn fixed_permutation(n: usize) -> Vec<i64> {
     order
 }
 
+/// A CSV file in Kaggle's layout (see [`crate::kaggle_csv`]) as a data set: its rows are the training
+/// part; there is no test part, so the test set is the validation part, as the header says.
+fn csv_data_set(path: &Path, bound: LabelBound, reading: &Reading) -> Result<DataSet> {
+    let csv = crate::kaggle_csv::read(path, reading.frame, true)?;
+    let (frame, count) = (csv.frame, csv.count() as i64);
+    let part = Part {
+        examples: Examples {
+            images: Tensor::from_slice(&csv.bytes).f_view([count, frame.values().unwrap_or(0)])?,
+            labels: Tensor::from_slice(&csv.labels.unwrap_or_default()),
+        },
+        rows: frame.rows as usize,
+        cols: frame.cols as usize,
+        images_origin: path.display().to_string(),
+        labels_origin: format!("{} (its label column)", path.display()),
+    };
+    check_part(&part, bound)?;
+    let empty = part.examples.slice(0, 0);
+    Ok(DataSet {
+        train: part.examples,
+        test: empty,
+        frame,
+        notes: vec![format!(
+            "No test set: {} is one part (Kaggle's train.csv), so \"Test accuracy\" is computed on the validation part",
+            path.display()
+        )],
+        fit: None,
+        class_names: None,
+        valid: None,
+        test_is_validation: true,
+    })
+}
+
 /// A picture folder's test tree (or the whole folder when it has none), for `evaluate --data DIR`.
 fn picture_test_data(path: &Path, selection: &Selection, num_classes: usize, reading: &Reading) -> Result<TestData> {
     let frame = reading.frame.unwrap_or_default();
@@ -520,6 +555,15 @@ pub fn load_test_as(path: &Path, selection: &Selection, num_classes: usize, read
     ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
     if path.is_dir() && crate::pictures::looks_like_pictures(path) {
         return picture_test_data(path, selection, num_classes, reading);
+    }
+    if path.is_file() && crate::kaggle_csv::is_csv(path) {
+        let bound = if selection.labels.is_some() { LabelBound::AnyByte } else { LabelBound::Classes(num_classes) };
+        let data = csv_data_set(path, bound, reading)?;
+        let test = match &selection.labels {
+            Some(labels) => select_labels(&data.train, labels)?,
+            None => data.train,
+        };
+        return Ok(TestData { test, frame: data.frame });
     }
     let bound = if selection.labels.is_some() { LabelBound::AnyByte } else { LabelBound::Classes(num_classes) };
     let part = read_splits(path, &[Split::Test], bound)?.into_iter().next();

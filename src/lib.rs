@@ -17,6 +17,7 @@
 //! - [`run_dir`]: the schema of a run: every file's name and format (config, training settings,
 //!   weights, metrics, evaluation), the check of a config read back, the writer's lock, `--overwrite`.
 //! - [`idx`]: the IDX format: header checks and reading files, raw or `.gz`.
+//! - [`kaggle_csv`]: Kaggle's CSV layout (`label,pixel0..pixelN`), for training, evaluation and predict.
 //! - [`npz`]: NumPy `.npz` data sets such as Keras's `mnist.npz`, checked before tch reads them.
 //! - [`data`]: the default data set, which format a path holds, checks across files; Keras's
 //!   validation split ([`data::TrainingData`]).
@@ -79,6 +80,7 @@ pub mod freeze;
 pub mod idx;
 pub mod inference;
 pub mod jobs;
+pub mod kaggle_csv;
 pub mod model;
 pub mod npz;
 pub mod optimizer;

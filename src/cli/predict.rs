@@ -71,6 +71,13 @@ pub struct PredictArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
     pub device: DeviceSpec,
+
+    /// Write the answers as Kaggle's submission file instead of printing them: a header ImageId,Label,
+    /// then one line per input in order, ImageId from 1 (for a Kaggle test.csv, its row number), Label
+    /// the most likely class's name. Never over a run directory's files, nor over an existing file
+    /// without --overwrite.
+    #[arg(long, value_name = "FILE.csv")]
+    pub out: Option<PathBuf>,
 }
 
 /// One thing to classify.
@@ -92,8 +99,17 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let device = args.device.resolve()?;
     super::note_if_being_trained(&args.model);
     let predictor = Predictor::load(&args.model, device)?;
+    if let Some(out) = &args.out {
+        crate::destination::check_files(&[out.as_path()], "--out", args.overwrite)?;
+    }
     let started = Instant::now();
-    let mut inputs = load_pictures(&args, &predictor)?;
+    let (csv_files, _): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        args.images.iter().partition(|p| p.is_file() && crate::kaggle_csv::is_csv(p));
+    let pictures: Vec<PathBuf> = args.images.iter().filter(|p| !csv_files.contains(p)).cloned().collect();
+    let mut inputs = if pictures.is_empty() { Vec::new() } else { load_pictures(&args, &pictures, &predictor)? };
+    for file in csv_files {
+        inputs.extend(read_csv_inputs(file, predictor.frame)?);
+    }
     if let Some(idx_path) = &args.idx {
         inputs.extend(read_idx_inputs(idx_path, predictor.frame)?);
     }
@@ -105,15 +121,18 @@ pub fn run(args: PredictArgs) -> Result<()> {
         return Err(err);
     }
     let best = classify(&predictor, &inputs, args.top_k)?;
+    if let Some(out) = &args.out {
+        return write_submission(out, &predictor.class_names, &inputs, &best);
+    }
     let failures = report(&args, &predictor.class_names, &inputs, &best)?;
     summarise(&args, inputs.len(), failures, started)
 }
 
 /// The picture files and directories named on the command line, each decoded and turned into the
 /// model's input as the data set was made (saved as --show-input when asked); an input that fails keeps its error.
-fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>> {
+fn load_pictures(args: &PredictArgs, images: &[PathBuf], predictor: &Predictor) -> Result<Vec<Input>> {
     let [rows, cols] = predictor.input_shape;
-    let (files, skipped) = expand(&args.images);
+    let (files, skipped) = expand(images);
     for note in skipped {
         eprintln!("note: {note}");
     }
@@ -215,6 +234,42 @@ fn show_input(
         write_atomically(&target, |tmp| Ok(image.save(tmp)?))?;
     }
     Ok(input)
+}
+
+/// Every row of a CSV file in Kaggle's layout (a label column, if any, is not used), as it is.
+fn read_csv_inputs(path: &Path, frame: Frame) -> Result<Vec<Input>> {
+    let csv = crate::kaggle_csv::read(path, Some(frame), false)?;
+    let values = frame.values().unwrap_or(1).max(1) as usize;
+    Ok(csv
+        .bytes
+        .chunks(values)
+        .enumerate()
+        .map(|(i, row)| Input {
+            name: format!("{}#{}", path.display(), i + 1),
+            pixels: Ok(row.iter().map(|&p| p as f32 / 255.0).collect()),
+            inverted: false,
+            framing: Framing::AsIs,
+            warning: None,
+        })
+        .collect())
+}
+
+/// Kaggle's submission file: `ImageId,Label`, ImageId from 1, the most likely class's name. Every input
+/// must have been predicted: the first that failed is the error, and nothing is written.
+fn write_submission(out: &Path, class_names: &[String], inputs: &[Input], best: &[Vec<(i64, f32)>]) -> Result<()> {
+    if let Some(Input { pixels: Err(err), .. }) = inputs.iter().find(|i| i.pixels.is_err()) {
+        bail!("{err:#} (--out writes a submission only when every input is predicted)");
+    }
+    let mut text = String::from("ImageId,Label\n");
+    for (id, answer) in best.iter().enumerate() {
+        let class = answer.first().map_or(0, |&(class, _)| class) as usize;
+        let name = class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
+        let name = if name.contains([',', '"']) { format!("\"{}\"", name.replace('"', "\"\"")) } else { name };
+        text += &format!("{},{name}\n", id + 1);
+    }
+    crate::files::write_bytes_atomically(out, text.as_bytes())?;
+    crate::say!("Wrote {} predictions to {} (ImageId,Label)", best.len(), out.display())?;
+    Ok(())
 }
 
 /// Every image of an IDX images file, as it is (already the model's size, light on dark).
