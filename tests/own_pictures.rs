@@ -278,3 +278,77 @@ fn bad_picture_folders_are_refused_in_one_line_with_nothing_written() {
     let pics = bad_folder(&tmp.path().join("t4"), |_| {});
     refuse(&pics, &["--input", "3x8x8", "--fit", "digits"], &["--fit digits works on grey frames"]);
 }
+
+/// Kaggle's layout for `count` 8x8 band images: `label,pixel0..pixel63` (or without the label column).
+fn kaggle_csv(count: u32, labelled: bool, seed: u64) -> String {
+    let mut rng = Lcg(seed);
+    let pixels: Vec<String> = (0..64).map(|i| format!("pixel{i}")).collect();
+    let mut text = if labelled { format!("label,{}\n", pixels.join(",")) } else { format!("{}\n", pixels.join(",")) };
+    for n in 0..count {
+        let class = n % 4;
+        let row: Vec<String> = band(class, &mut rng).pixels().map(|p| p[0].to_string()).collect();
+        if labelled {
+            text += &format!("{class},");
+        }
+        text += &format!("{}\n", row.join(","));
+    }
+    text
+}
+
+#[test]
+fn a_kaggle_csv_trains_and_predict_writes_its_submission() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (train, test) = (tmp.path().join("train.csv"), tmp.path().join("test.csv"));
+    std::fs::write(&train, kaggle_csv(400, true, 1)).unwrap();
+    std::fs::write(&test, kaggle_csv(12, false, 2)).unwrap();
+    let out = tmp.path().join("run");
+    let args = ["train", "--data", train.to_str().unwrap(), "--num-classes", "4", "--epochs", "4", "--out"];
+    let done = run(&cache, &[&args[..], &[out.to_str().unwrap()]].concat());
+    assert!(done.assert_ok().stdout.contains("images of 8x8, 4 classes"), "{}", done.stdout);
+    assert!(done.stdout.contains("No test set:"), "{}", done.stdout);
+    assert!(done.test_accuracy() > 0.9, "{}", done.stdout);
+    let submission = tmp.path().join("submission.csv");
+    let predict = ["predict", "--model", out.to_str().unwrap(), test.to_str().unwrap(), "--out"];
+    run(&cache, &[&predict[..], &[submission.to_str().unwrap()]].concat()).assert_ok();
+    let lines: Vec<String> = std::fs::read_to_string(&submission).unwrap().lines().map(String::from).collect();
+    let expected: Vec<String> =
+        std::iter::once("ImageId,Label".to_string()).chain((0..12).map(|n| format!("{},{}", n + 1, n % 4))).collect();
+    assert_eq!(lines, expected);
+    // The write rule: never over an existing file without --overwrite, never over a run's files.
+    run(&cache, &[&predict[..], &[submission.to_str().unwrap()]].concat()).assert_clean_error(&["already exists"]);
+    let own = out.join("metrics.csv");
+    let before = std::fs::read(&own).unwrap();
+    run(&cache, &[&predict[..], &[own.to_str().unwrap(), "--overwrite"]].concat())
+        .assert_clean_error(&["file of the run directory"]);
+    assert_eq!(std::fs::read(&own).unwrap(), before);
+}
+
+#[test]
+fn bad_kaggle_csvs_are_refused_by_line_and_column_with_nothing_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let good = kaggle_csv(40, true, 3);
+    let spoil_row = |line: usize, edit: &dyn Fn(&str) -> String| -> String {
+        good.lines().enumerate().map(|(i, l)| if i == line { edit(l) } else { l.to_string() } + "\n").collect()
+    };
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (spoil_row(3, &|l| l.rsplit_once(',').unwrap().0.to_string()), vec!["line 4 has 64 columns, the header 65"]),
+        (spoil_row(5, &|l| l.replacen(",", ",x", 1)), vec!["line 6", "is not an integer"]),
+        (
+            spoil_row(2, &|l| format!("{},256", l.rsplit_once(',').unwrap().0)),
+            vec!["line 3, column pixel63: 256 is outside 0..255"],
+        ),
+        (kaggle_csv(40, false, 3), vec!["no label column", "pixel0"]),
+    ];
+    for (n, (text, fragments)) in cases.iter().enumerate() {
+        let file = tmp.path().join(format!("bad{n}.csv"));
+        std::fs::write(&file, text).unwrap();
+        let out = tmp.path().join("run");
+        let args = ["train", "--data", file.to_str().unwrap(), "--num-classes", "4", "--out", out.to_str().unwrap()];
+        let mut expected = vec![file.to_str().unwrap()];
+        expected.extend(fragments);
+        run(&cache, &args).assert_clean_error(&expected);
+        assert!(!out.exists(), "a refused run wrote {}", out.display());
+    }
+}

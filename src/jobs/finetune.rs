@@ -32,7 +32,10 @@ pub struct FinetuneRun {
 /// weights, with a new output layer when the classes change (or on `--reinit-head`).
 pub fn plan_finetune(request: &FinetuneRun) -> Result<Plan> {
     let parent = RunConfig::load(&request.from)?;
-    let data = request.data.load(parent.model.num_classes as usize)?;
+    // Pictures are read into the parent's frame unless --input says otherwise (and is then refused below).
+    let mut data_request = request.data.clone();
+    data_request.reading.frame = data_request.reading.frame.or(Some(parent.model.frame()));
+    let data = data_request.load(parent.model.num_classes as usize)?;
     if data.frame != parent.model.frame() {
         bail!(
             "{}: images are {}, the model in {} takes {}",
