@@ -516,12 +516,13 @@ fn picture_test_data(path: &Path, selection: &Selection, num_classes: usize, rea
         decoded.classes.len(),
         decoded.classes.join(", ")
     );
+    let class_names = Some(decoded.classes.clone());
     let test = picture_examples(decoded, frame)?;
     let test = match &selection.labels {
         Some(labels) => select_labels(&test, labels)?,
         None => test,
     };
-    Ok(TestData { test, frame })
+    Ok(TestData { test, frame, class_names })
 }
 
 /// An IDX or `.npz` data set is used at its own size: a different `--input` is refused.
@@ -541,6 +542,8 @@ pub fn check_frame(path: &Path, frame: Frame, reading: &Reading) -> Result<()> {
 pub struct TestData {
     pub test: Examples,
     pub frame: Frame,
+    /// The classes the data names itself (a picture folder's class folders).
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Loads and checks only the test part of the data set at `path` (a directory of IDX files, where the
@@ -563,7 +566,7 @@ pub fn load_test_as(path: &Path, selection: &Selection, num_classes: usize, read
             Some(labels) => select_labels(&data.train, labels)?,
             None => data.train,
         };
-        return Ok(TestData { test, frame: data.frame });
+        return Ok(TestData { test, frame: data.frame, class_names: None });
     }
     let bound = if selection.labels.is_some() { LabelBound::AnyByte } else { LabelBound::Classes(num_classes) };
     let part = read_splits(path, &[Split::Test], bound)?.into_iter().next();
@@ -576,7 +579,7 @@ pub fn load_test_as(path: &Path, selection: &Selection, num_classes: usize, read
         }
         None => part.examples,
     };
-    Ok(TestData { test, frame: Frame::grey(part.rows as i64, part.cols as i64) })
+    Ok(TestData { test, frame: Frame::grey(part.rows as i64, part.cols as i64), class_names: None })
 }
 
 /// Which part of a data set a job uses: some classes only (relabelled 0..k in the order given), and/or

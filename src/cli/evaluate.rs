@@ -70,7 +70,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     };
     let data = data::load_test_as(&data_dir, selection, model.num_classes as usize, &reading)?;
     if args.data.is_some() {
-        note_if_other_classes(&data_dir, &run.config.data.class_names);
+        note_if_other_classes(&data_dir, &run.config.data.class_names, data.class_names.as_deref());
     }
     if let Some(labels) = &selection.labels {
         eprintln!(
@@ -218,8 +218,14 @@ fn print_confusion_matrix(names: &[String], e: &Evaluation) -> Result<()> {
 
 /// A note on stderr when the data's classes, as `--class-names auto` names them, are not the run's (a
 /// digits run on Fashion-MNIST): the accuracy then compares labels by number only.
-fn note_if_other_classes(data_dir: &Path, run_names: &[String]) {
-    let Ok(names) = crate::class_names::ClassNames::Auto.names(data_dir, run_names.len()) else { return };
+fn note_if_other_classes(data_dir: &Path, run_names: &[String], own: Option<&[String]>) {
+    let names = match own {
+        Some(own) => own.to_vec(),
+        None => match crate::class_names::ClassNames::Auto.names(data_dir, run_names.len()) {
+            Ok(names) => names,
+            Err(_) => return,
+        },
+    };
     if names != run_names {
         let first = |names: &[String]| format!("{}, ...", names.iter().take(2).cloned().collect::<Vec<_>>().join(", "));
         eprintln!(
