@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BINARY, build_keras_model, build_torch_model, describe_model, keras_split, load_raw,  # noqa: E402
-                    to_inputs)
+from common import (BINARY, build_keras_model, build_torch_model, describe_model, input_frame,  # noqa: E402
+                    keras_split, load_raw, to_inputs)
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def load_config(args) -> dict:
         None if new_arch else model.get("dropout"))
     if new_arch or hidden != model.get("hidden") or dropout != model.get("dropout"):
         # The binary builds the model of the new fields, with its layer list, as train would.
-        config["model"] = describe_model(arch=arch, input_shape=model["input_shape"], hidden=hidden,
+        config["model"] = describe_model(arch=arch, input_shape=input_frame(model), hidden=hidden,
                                          num_classes=model["num_classes"], dropout=dropout)
     return config
 

@@ -254,12 +254,19 @@ def dump_logits(run_dir: Path, out: Path, binary: Path = BINARY, data: Path | No
 
 # --- the model ---------------------------------------------------------------------------------------
 
+def input_frame(model_config: dict) -> tuple[int, int, int]:
+    """(channels, rows, cols) of a run's model: config.json's `input_shape` with its `channels`, which
+    is written only when not 1 (grey runs, old runs)."""
+    rows, cols = model_config["input_shape"]
+    return int(model_config.get("channels", 1)), int(rows), int(cols)
+
+
 def model_layers(model_config: dict, binary: Path = BINARY) -> list[dict]:
     """config.json's `layers`, or, for runs that predate it, the list the binary derives from the other
     fields (asked with `describe_model`; those runs are MLPs when `arch` is missing)."""
     if model_config.get("layers"):
         return model_config["layers"]
-    return describe_model(arch=model_config.get("arch", "mlp"), input_shape=model_config["input_shape"],
+    return describe_model(arch=model_config.get("arch", "mlp"), input_shape=input_frame(model_config),
                           hidden=model_config.get("hidden"), num_classes=model_config["num_classes"],
                           dropout=model_config.get("dropout") or 0.0, binary=binary)["layers"]
 
@@ -300,7 +307,9 @@ def build_keras_model(model_config: dict):
     Keras initialises with its own defaults (Glorot-uniform weights, zero biases)."""
     import keras
 
-    rows, cols = model_config["input_shape"]
+    channels, rows, cols = input_frame(model_config)
+    if channels != 1:
+        raise SystemExit(f"the Keras model is built for grey frames; this run's frame has {channels} channels")
     specs = model_layers(model_config)
     layers: list = [keras.Input(shape=(rows, cols))]
     last_weighted = max(i for i, s in enumerate(specs) if s["type"] in ("Linear", "Conv2d"))

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BINARY, DestinationError, check_destination, dump_logits, load_raw,  # noqa: E402
+from common import (BINARY, DestinationError, check_destination, dump_logits, input_frame, load_raw,  # noqa: E402
                     load_torch_model, to_inputs)
 
 TOLERANCE = 1e-5
@@ -56,8 +56,10 @@ class ExportError(Exception):
     """A failure to report as one line."""
 
 
-def input_shape(layout: str, rows: int, cols: int, n: int) -> tuple[int, ...]:
-    return {"nhw": (n, rows, cols), "nchw": (n, 1, rows, cols), "flat": (n, rows * cols)}[layout]
+def input_shape(layout: str, rows: int, cols: int, n: int, channels: int = 1) -> tuple[int, ...]:
+    if layout == "nhw" and channels != 1:
+        raise ExportError(f"--layout nhw has no channel axis; this run's frame has {channels} channels (use nchw)")
+    return {"nhw": (n, rows, cols), "nchw": (n, channels, rows, cols), "flat": (n, channels * rows * cols)}[layout]
 
 
 def exportable_module(run_dir: Path, probabilities: bool):
@@ -161,8 +163,8 @@ def export(run_dir: Path, fmt: str, out: Path, layout: str = "nhw", probabilitie
     except DestinationError as err:
         raise ExportError(str(err)) from None
     config, module = exportable_module(run_dir, probabilities)
-    rows, cols = config["model"]["input_shape"]
-    example = torch.rand(input_shape(layout, rows, cols, 2))
+    channels, rows, cols = input_frame(config["model"])
+    example = torch.rand(input_shape(layout, rows, cols, 2, channels))
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         staged = Path(tmp) / out.name
         try:
@@ -175,7 +177,7 @@ def export(run_dir: Path, fmt: str, out: Path, layout: str = "nhw", probabilitie
 
         reference = dump_logits(run_dir, Path(tmp) / "mnist-tch-logits.npy", binary=binary, data=data)
         raw = load_raw(Path(data or config["data"]["dir"]), config["data"].get("selection"))
-        images = to_inputs(raw["test_x"]).reshape(input_shape(layout, rows, cols, len(raw["test_x"])))
+        images = to_inputs(raw["test_x"]).reshape(input_shape(layout, rows, cols, len(raw["test_x"]), channels))
         if len(images) != len(reference):
             raise ExportError(f"{len(images)} test images here, {len(reference)} logits from mnist-tch")
         expected = torch.from_numpy(reference).softmax(-1).numpy() if probabilities else reference
@@ -187,10 +189,11 @@ def export(run_dir: Path, fmt: str, out: Path, layout: str = "nhw", probabilitie
                               f"(tolerance {tolerance:.2e}) on the test set; not written")
         os.replace(staged, out)
     sidecar = out.with_name(out.name + ".json")
-    shape = ["N", *input_shape(layout, rows, cols, 0)[1:]]
+    shape = ["N", *input_shape(layout, rows, cols, 0, channels)[1:]]
     info = {
         "format": fmt,
         "input_shape": [rows, cols],
+        **({"channels": channels} if channels != 1 else {}),
         "input": {"dtype": "float32", "shape": shape, "batch": "dynamic, N >= 1"},
         "class_names": config["data"]["class_names"],
         "normalization": config["data"]["normalization"],

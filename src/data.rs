@@ -14,6 +14,7 @@
 //! numbers and materialises float32 copies (peak ~470 MB while loading).
 
 use crate::class_names::ClassNames;
+use crate::frame::Frame;
 use crate::idx::{self, IdxKind};
 use crate::npz;
 use anyhow::{Context, Result, bail, ensure};
@@ -204,6 +205,13 @@ fn starts_like_zip(path: &Path) -> bool {
 fn locate_source(path: &Path) -> Result<Source> {
     if path.is_dir() {
         ensure!(!has_npz_extension(path), "{}: is a directory, expected an .npz file", path.display());
+        let empty = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none());
+        ensure!(
+            !empty,
+            "{}: is an empty folder; --data takes a folder of class folders of pictures (DIR/cat/*.png, \
+             DIR/dog/*.png, or train/ and test/ trees of them), a directory of the four MNIST files, or an .npz file",
+            path.display()
+        );
         return Ok(Source::IdxDir(path.to_path_buf()));
     }
     if !path.exists() {
@@ -363,36 +371,203 @@ fn check_sizes(parts: &[Part]) -> Result<()> {
     Ok(())
 }
 
-/// A whole data set: the training part and the test part, images of one size.
-struct DataSet {
-    train: Examples,
-    test: Examples,
-    image_rows: usize,
-    image_cols: usize,
+/// A whole data set: the training part and the test part, images of one frame.
+pub(crate) struct DataSet {
+    pub(crate) train: Examples,
+    pub(crate) test: Examples,
+    pub(crate) frame: Frame,
+    /// What the header says about how the data was read (pictures skipped, colour converted, no test set).
+    pub(crate) notes: Vec<String>,
+    /// How pictures were fitted into the frame; `None` for IDX and `.npz` data, which are frames already.
+    pub(crate) fit: Option<crate::preprocess::Framing>,
+    /// The classes' names the data itself gives (a picture folder's class folders).
+    pub(crate) class_names: Option<Vec<String>>,
+    /// A validation tree of its own (a picture folder's `val/`), used instead of the split.
+    pub(crate) valid: Option<Examples>,
+    /// No test part: the test set is the validation part (said in the header).
+    pub(crate) test_is_validation: bool,
 }
 
-/// Loads and checks the data set at `path` (directory of IDX files or `.npz` file).
-fn load(path: &Path, bound: LabelBound) -> Result<DataSet> {
+/// Loads and checks the data set at `path`: a picture folder (read as `reading` says), a directory of
+/// IDX files or an `.npz` file.
+fn load(path: &Path, bound: LabelBound, reading: &Reading) -> Result<DataSet> {
+    if path.is_dir() && crate::pictures::looks_like_pictures(path) {
+        return picture_data_set(path, reading);
+    }
+    if path.is_file() && crate::kaggle_csv::is_csv(path) {
+        return csv_data_set(path, bound, reading);
+    }
     let mut parts = read_splits(path, &[Split::Train, Split::Test], bound)?.into_iter();
     let (Some(train), Some(test)) = (parts.next(), parts.next()) else {
         bail!("{}: expected a training and a test part", path.display());
     };
-    Ok(DataSet { train: train.examples, test: test.examples, image_rows: train.rows, image_cols: train.cols })
+    let frame = Frame::grey(train.rows as i64, train.cols as i64);
+    Ok(DataSet {
+        train: train.examples,
+        test: test.examples,
+        frame,
+        notes: Vec::new(),
+        fit: None,
+        class_names: None,
+        valid: None,
+        test_is_validation: false,
+    })
+}
+
+/// Decoded pictures as examples: `[N, C*H*W]` bytes and `[N]` labels.
+fn picture_examples(decoded: crate::pictures::Decoded, frame: Frame) -> Result<Examples> {
+    let count = decoded.labels.len() as i64;
+    let values = frame.values().unwrap_or(0);
+    Ok(Examples {
+        images: Tensor::from_slice(&decoded.bytes).f_view([count, values])?,
+        labels: Tensor::from_slice(&decoded.labels),
+    })
+}
+
+/// The picture folder `path` as a data set (see [`crate::pictures`]): frame `--input` (default 1x28x28).
+fn picture_data_set(path: &Path, reading: &Reading) -> Result<DataSet> {
+    let frame = reading.frame.unwrap_or_default();
+    let set = crate::pictures::load_set(path, frame, reading.fit, reading.skip_bad)?;
+    let test_is_validation = set.test.is_none();
+    let empty = || Examples {
+        images: Tensor::zeros([0, frame.values().unwrap_or(0)], (Kind::Uint8, tch::Device::Cpu)),
+        labels: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
+    };
+    let train = picture_examples(set.train, frame)?;
+    // Class folders list their pictures class by class: Keras's split of the last fifth would then
+    // validate on the last classes alone. Like image_dataset_from_directory (shuffle=True, seed), the
+    // training tree is put in a fixed random order first, the same on every run.
+    let order = Tensor::from_slice(&fixed_permutation(train.len() as usize));
+    let train =
+        Examples { images: train.images.f_index_select(0, &order)?, labels: train.labels.f_index_select(0, &order)? };
+    Ok(DataSet {
+        train,
+        test: set.test.map(|t| picture_examples(t, frame)).transpose()?.unwrap_or_else(empty),
+        frame,
+        notes: set.notes,
+        fit: Some(reading.fit),
+        class_names: Some(set.classes),
+        valid: set.valid.map(|v| picture_examples(v, frame)).transpose()?,
+        test_is_validation,
+    })
+}
+
+/// `0..n` in a fixed random order (Fisher-Yates over splitmix64 from seed 1337): independent of the
+/// run's seed, so a data set's split is the same for every run of it.
+fn fixed_permutation(n: usize) -> Vec<i64> {
+    let mut state: u64 = 1337;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// A CSV file in Kaggle's layout (see [`crate::kaggle_csv`]) as a data set: its rows are the training
+/// part; there is no test part, so the test set is the validation part, as the header says.
+fn csv_data_set(path: &Path, bound: LabelBound, reading: &Reading) -> Result<DataSet> {
+    let csv = crate::kaggle_csv::read(path, reading.frame, true)?;
+    let (frame, count) = (csv.frame, csv.count() as i64);
+    let part = Part {
+        examples: Examples {
+            images: Tensor::from_slice(&csv.bytes).f_view([count, frame.values().unwrap_or(0)])?,
+            labels: Tensor::from_slice(&csv.labels.unwrap_or_default()),
+        },
+        rows: frame.rows as usize,
+        cols: frame.cols as usize,
+        images_origin: path.display().to_string(),
+        labels_origin: format!("{} (its label column)", path.display()),
+    };
+    check_part(&part, bound)?;
+    let empty = part.examples.slice(0, 0);
+    Ok(DataSet {
+        train: part.examples,
+        test: empty,
+        frame,
+        notes: vec![format!(
+            "No test set: {} is one part (Kaggle's train.csv), so \"Test accuracy\" is computed on the validation part",
+            path.display()
+        )],
+        fit: None,
+        class_names: None,
+        valid: None,
+        test_is_validation: true,
+    })
+}
+
+/// A picture folder's test tree (or the whole folder when it has none), for `evaluate --data DIR`.
+fn picture_test_data(path: &Path, selection: &Selection, num_classes: usize, reading: &Reading) -> Result<TestData> {
+    let frame = reading.frame.unwrap_or_default();
+    let layout = crate::pictures::layout(path)?;
+    let tree = layout.test.unwrap_or(layout.train);
+    let options = crate::pictures::Options { frame, fit: reading.fit, skip_bad: reading.skip_bad, class_names: &[] };
+    let decoded = crate::pictures::read_tree(&tree, &options)?;
+    ensure!(
+        selection.labels.is_some() || decoded.classes.len() == num_classes,
+        "{}: {} class folders ({}), the model has {num_classes} classes",
+        tree.display(),
+        decoded.classes.len(),
+        decoded.classes.join(", ")
+    );
+    let class_names = Some(decoded.classes.clone());
+    let test = picture_examples(decoded, frame)?;
+    let test = match &selection.labels {
+        Some(labels) => select_labels(&test, labels)?,
+        None => test,
+    };
+    Ok(TestData { test, frame, class_names })
+}
+
+/// An IDX or `.npz` data set is used at its own size: a different `--input` is refused.
+pub fn check_frame(path: &Path, frame: Frame, reading: &Reading) -> Result<()> {
+    match reading.frame {
+        Some(asked) if asked != frame => bail!(
+            "{}: holds {frame} images (grey, as IDX and .npz files are), not the {asked} of --input; --input \
+             makes pictures (a folder of images) and CSV rows into its frame, not these files",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// A data set's test part, for evaluating a trained model.
 #[derive(Debug)]
 pub struct TestData {
     pub test: Examples,
-    pub image_rows: usize,
-    pub image_cols: usize,
+    pub frame: Frame,
+    /// The classes the data names itself (a picture folder's class folders).
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Loads and checks only the test part of the data set at `path` (a directory of IDX files, where the
 /// training files need not exist, or an `.npz` file), with the classes of `selection` (relabelled as
 /// the run was trained) when it names some; every label must then be below `num_classes`.
 pub fn load_test(path: &Path, selection: &Selection, num_classes: usize) -> Result<TestData> {
+    load_test_as(path, selection, num_classes, &Reading::default())
+}
+
+/// [`load_test`] read as `reading` says (a picture folder or CSV into the run's frame).
+pub fn load_test_as(path: &Path, selection: &Selection, num_classes: usize, reading: &Reading) -> Result<TestData> {
     ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
+    if path.is_dir() && crate::pictures::looks_like_pictures(path) {
+        return picture_test_data(path, selection, num_classes, reading);
+    }
+    if path.is_file() && crate::kaggle_csv::is_csv(path) {
+        let bound = if selection.labels.is_some() { LabelBound::AnyByte } else { LabelBound::Classes(num_classes) };
+        let data = csv_data_set(path, bound, reading)?;
+        let test = match &selection.labels {
+            Some(labels) => select_labels(&data.train, labels)?,
+            None => data.train,
+        };
+        return Ok(TestData { test, frame: data.frame, class_names: None });
+    }
     let bound = if selection.labels.is_some() { LabelBound::AnyByte } else { LabelBound::Classes(num_classes) };
     let part = read_splits(path, &[Split::Test], bound)?.into_iter().next();
     let Some(part) = part else { bail!("{}: no test part", path.display()) };
@@ -404,7 +579,7 @@ pub fn load_test(path: &Path, selection: &Selection, num_classes: usize) -> Resu
         }
         None => part.examples,
     };
-    Ok(TestData { test, image_rows: part.rows, image_cols: part.cols })
+    Ok(TestData { test, frame: Frame::grey(part.rows as i64, part.cols as i64), class_names: None })
 }
 
 /// Which part of a data set a job uses: some classes only (relabelled 0..k in the order given), and/or
@@ -422,10 +597,13 @@ pub struct TrainingData {
     pub train: Examples,
     pub valid: Examples,
     pub test: Examples,
-    pub image_rows: usize,
-    pub image_cols: usize,
+    pub frame: Frame,
     pub num_classes: usize,
     pub class_names: Vec<String>,
+    /// Lines the header prints about how the data was read.
+    pub notes: Vec<String>,
+    /// How pictures were fitted into the frame (recorded in config.json); `None` for IDX and `.npz`.
+    pub fit: Option<crate::preprocess::Framing>,
 }
 
 impl TrainingData {
@@ -436,6 +614,7 @@ impl TrainingData {
             valid: self.valid.to_device(device),
             test: self.test.to_device(device),
             class_names: self.class_names.clone(),
+            notes: self.notes.clone(),
             ..*self
         }
     }
@@ -451,37 +630,77 @@ pub fn load_training_data(
     class_names: &ClassNames,
     validation_split_fraction: f64,
 ) -> Result<TrainingData> {
+    load_training_data_as(path, selection, num_classes, class_names, validation_split_fraction, &Reading::default())
+}
+
+/// How a data set is read into frames: the frame asked for (`--input`, `None`: the data's own), how
+/// pictures are fitted into it (`--fit`), and whether undecodable pictures are skipped (`--skip-bad`).
+/// IDX and `.npz` data sets are used at their own size; pictures and CSV rows are made into the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Reading {
+    pub frame: Option<Frame>,
+    pub fit: crate::preprocess::Framing,
+    pub skip_bad: bool,
+}
+
+/// [`load_training_data`] read as `reading` says.
+pub fn load_training_data_as(
+    path: &Path,
+    selection: &Selection,
+    num_classes: usize,
+    class_names: &ClassNames,
+    validation_split_fraction: f64,
+    reading: &Reading,
+) -> Result<TrainingData> {
     let (data, num_classes, names) = match &selection.labels {
         None => {
             ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
-            let data = load(path, LabelBound::Classes(num_classes))?;
-            (data, num_classes, class_names.names(path, num_classes)?)
+            let data = load(path, LabelBound::Classes(num_classes), reading)?;
+            let num_classes = data.class_names.as_ref().map_or(num_classes, Vec::len);
+            let names = match (&data.class_names, class_names) {
+                (Some(own), ClassNames::Auto) => own.clone(),
+                _ => class_names.names(path, num_classes)?,
+            };
+            (data, num_classes, names)
         }
-        Some(labels) => load_selected_labels(path, labels, class_names)?,
+        Some(labels) => load_selected_labels(path, labels, class_names, reading)?,
     };
     let train_all = first_images(data.train, selection.limit)?;
-    let (train_len, valid_len) = validation_split(train_all.len() as usize, validation_split_fraction)?;
+    let (train, valid) = match data.valid {
+        Some(valid) => (train_all, valid),
+        None => {
+            let (train_len, valid_len) = validation_split(train_all.len() as usize, validation_split_fraction)?;
+            (train_all.slice(0, train_len as i64), train_all.slice(train_len as i64, valid_len as i64))
+        }
+    };
+    let test = if data.test_is_validation { valid.slice(0, valid.len()) } else { data.test };
     Ok(TrainingData {
-        train: train_all.slice(0, train_len as i64),
-        valid: train_all.slice(train_len as i64, valid_len as i64),
-        test: data.test,
-        image_rows: data.image_rows,
-        image_cols: data.image_cols,
+        train,
+        valid,
+        test,
+        frame: data.frame,
         num_classes,
         class_names: names,
+        notes: data.notes,
+        fit: data.fit,
     })
 }
 
 /// The data set at `path` cut to the classes `labels` (`--labels`), relabelled 0..k in that order,
 /// with the number of classes and their names.
-fn load_selected_labels(path: &Path, labels: &[u8], class_names: &ClassNames) -> Result<(DataSet, usize, Vec<String>)> {
+fn load_selected_labels(
+    path: &Path,
+    labels: &[u8],
+    class_names: &ClassNames,
+    reading: &Reading,
+) -> Result<(DataSet, usize, Vec<String>)> {
     ensure!(labels.len() >= 2, "--labels needs at least 2 classes, got {labels:?}");
     let mut sorted = labels.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
     ensure!(sorted.len() == labels.len(), "--labels {labels:?} names a class twice");
     // Labels outside the selection are dropped, so any byte value is acceptable here.
-    let data = load(path, LabelBound::AnyByte)?;
+    let data = load(path, LabelBound::AnyByte, reading)?;
     let names = match class_names {
         ClassNames::Listed(_) => class_names.names(path, labels.len())?,
         _ => {

@@ -3,7 +3,8 @@
 //!
 //! The contract of the exported `forward(x)`:
 //! - `x`: float32, pixels scaled to [0, 1] (pixel / 255, as in training), shaped `[N, rows, cols]`,
-//!   `[N, 1, rows, cols]` or `[N, rows*cols]`, any `N >= 1`;
+//!   `[N, 1, rows, cols]` or `[N, rows*cols]`, any `N >= 1` (a colour frame: `[N, C, rows, cols]` or
+//!   `[N, C*rows*cols]`, channel-major); traced at the run's frame;
 //! - returns float32 `[N, num_classes]`: logits, or probabilities (softmax) when exported with
 //!   `probabilities`.
 //!
@@ -20,10 +21,10 @@ use tch::{CModule, Kind, Tensor, nn::ModuleT};
 
 /// Traces `run`'s model (its variable store must be frozen) on `device`.
 pub fn trace(run: &LoadedRun, probabilities: bool) -> Result<CModule> {
-    let [rows, cols] = run.config.model.input_shape;
+    let frame = run.config.model.frame();
     let device = run.model.vs.device();
     // Batch 2, not 1, so no size-1 dimension can be specialised away by the tracer.
-    let example = Tensor::rand([2, rows, cols], (Kind::Float, device));
+    let example = Tensor::rand(frame.batch_shape(2), (Kind::Float, device));
     let mut forward = |inputs: &[Tensor]| {
         let logits = run.model.net.forward_t(&inputs[0], false);
         vec![if probabilities { logits.softmax(-1, Kind::Float) } else { logits }]
@@ -42,11 +43,14 @@ pub fn save_and_verify(module: &CModule, run: &LoadedRun, probabilities: bool, p
     let reloaded = CModule::load_on_device(path, device)
         .map_err(torch_error)
         .with_context(|| format!("{}: the exported file does not load back", path.display()))?;
-    let [rows, cols] = run.config.model.input_shape;
-    let images = Tensor::rand([5, rows, cols], (Kind::Float, device));
+    let frame = run.config.model.frame();
+    let (channels, rows, cols) = (frame.channels, frame.rows, frame.cols);
+    let images = Tensor::rand(frame.batch_shape(5), (Kind::Float, device));
     let eager = tch::no_grad(|| run.model.net.forward_t(&images, false));
     let eager = if probabilities { eager.softmax(-1, Kind::Float) } else { eager };
-    for input in [images.shallow_clone(), images.view([5, 1, rows, cols]), images.view([5, rows * cols])] {
+    let shapes = [images.view([5, channels, rows, cols]), images.view([5, channels * rows * cols])];
+    let grey = (channels == 1).then(|| images.view([5, rows, cols]));
+    for input in grey.into_iter().chain(shapes) {
         let traced = tch::no_grad(|| reloaded.forward_ts(&[&input]))?;
         let diff = (&traced - &eager).abs().max().double_value(&[]);
         ensure!(

@@ -3,6 +3,7 @@
 //! type that answers class probabilities.
 
 use crate::error_text::torch_error;
+use crate::frame::Frame;
 use crate::preprocess::Framing;
 use crate::run_dir;
 use anyhow::{Context, Result, bail};
@@ -34,6 +35,12 @@ impl ExportOutput {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportInfo {
     pub input_shape: [i64; 2],
+    /// The frame's channels, written only when not 1 (as in config.json).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub channels: i64,
+    /// How the run fitted pictures into the frame, for runs trained on pictures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<Framing>,
     pub class_names: Vec<String>,
     pub normalization: String,
     pub output: ExportOutput,
@@ -41,7 +48,20 @@ pub struct ExportInfo {
     pub source: PathBuf,
 }
 
+fn one() -> i64 {
+    1
+}
+
+fn is_one(n: &i64) -> bool {
+    *n == 1
+}
+
 impl ExportInfo {
+    /// The frame the module takes.
+    pub fn frame(&self) -> Frame {
+        Frame { channels: self.channels, rows: self.input_shape[0], cols: self.input_shape[1] }
+    }
+
     /// Writes the description of `module` beside it ([`sidecar_path`]), atomically.
     pub fn save(&self, module: &Path) -> Result<PathBuf> {
         let path = sidecar_path(module);
@@ -108,6 +128,10 @@ enum Model {
 pub struct Predictor {
     model: Model,
     pub input_shape: [i64; 2],
+    /// The whole frame (channels too); `input_shape` is its rows and columns.
+    pub frame: Frame,
+    /// How the run fitted pictures into the frame when it was trained on pictures; `None` for IDX data.
+    pub fit: Option<Framing>,
     pub class_names: Vec<String>,
     pub device: Device,
 }
@@ -123,8 +147,9 @@ impl Predictor {
         if path.is_dir() {
             let run = run_dir::load_run_weights(path, weights_file, device)?;
             let input_shape = run.config.model.input_shape;
+            let (frame, fit) = (run.config.model.frame(), run.config.data.fit);
             let class_names = run.config.data.class_names.clone();
-            return Ok(Predictor { model: Model::Run(Box::new(run)), input_shape, class_names, device });
+            return Ok(Predictor { model: Model::Run(Box::new(run)), input_shape, frame, fit, class_names, device });
         }
         if !path.exists() {
             bail!("{}: no such run directory or TorchScript file", path.display());
@@ -139,6 +164,8 @@ impl Predictor {
         Ok(Predictor {
             model: Model::TorchScript { module, outputs_probabilities: info.output == ExportOutput::Probabilities },
             input_shape: info.input_shape,
+            frame: info.frame(),
+            fit: info.fit,
             class_names: info.class_names,
             device,
         })

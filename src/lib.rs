@@ -17,6 +17,7 @@
 //! - [`run_dir`]: the schema of a run: every file's name and format (config, training settings,
 //!   weights, metrics, evaluation), the check of a config read back, the writer's lock, `--overwrite`.
 //! - [`idx`]: the IDX format: header checks and reading files, raw or `.gz`.
+//! - [`kaggle_csv`]: Kaggle's CSV layout (`label,pixel0..pixelN`), for training, evaluation and predict.
 //! - [`npz`]: NumPy `.npz` data sets such as Keras's `mnist.npz`, checked before tch reads them.
 //! - [`data`]: the default data set, which format a path holds, checks across files; Keras's
 //!   validation split ([`data::TrainingData`]).
@@ -34,6 +35,7 @@
 //! - [`distributed`]: training as one of several torchrun processes on libtorch's c10d (Gloo).
 //! - [`freeze`]: `finetune --freeze`: which of the parent's tensors stay fixed.
 //! - [`preprocess`]: pictures to network inputs, the way MNIST was made.
+//! - [`pictures`]: data sets of the user's own pictures (class folders), decoded once into a cache.
 //! - [`inference`]: predictions from a run directory or a TorchScript file.
 //! - [`plot`]: learning curves and confusion matrix as PNG.
 //! - [`tensorboard`]: `--tensorboard DIR`, the epochs as TensorBoard event files in Keras's layout.
@@ -42,6 +44,7 @@
 //! - [`export`]: TorchScript export.
 //! - [`serve`]: the HTTP server (`mnist-tch serve`): page, /predict, Open Inference Protocol, metrics.
 //! - [`files`]: atomic writes and their temporary files.
+//! - [`frame`]: the input frame, channels × rows × columns (`--input CxHxW`).
 //! - [`error_text`]: I/O and libtorch errors in plain words, an error chain on one line.
 //! - [`wording`]: counts in plain English (`1 epoch`, `3 epochs`).
 //! - [`destination`]: where a command may write a file the user named (one rule for all).
@@ -72,15 +75,18 @@ pub mod event_file;
 pub mod export;
 pub mod files;
 pub mod fit;
+pub mod frame;
 pub mod freeze;
 pub mod idx;
 pub mod inference;
 pub mod jobs;
+pub mod kaggle_csv;
 pub mod model;
 pub mod npz;
 pub mod optimizer;
 pub mod orientation;
 pub mod output;
+pub mod pictures;
 pub mod plot;
 pub mod preprocess;
 pub mod progress;

@@ -15,6 +15,7 @@
 //! of softmax followed by sparse categorical cross-entropy); the softmax belongs to inference.
 
 use crate::error_text::UsageError;
+use crate::frame::Frame;
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -172,6 +173,10 @@ pub struct ModelConfig {
     pub arch: Arch,
     /// Image height and width.
     pub input_shape: [i64; 2],
+    /// Colour channels of the frame (1: grey, 3: RGB); written only when not 1, so grey runs' files are
+    /// as they always were. [`ModelConfig::frame`] gives the whole frame.
+    #[serde(skip_serializing_if = "is_one")]
+    pub channels: i64,
     /// Width of each hidden Dense+ReLU layer of an MLP, in order (the Keras tutorial: `[128]`); empty otherwise.
     pub hidden: Vec<i64>,
     /// Width of the output layer.
@@ -189,6 +194,8 @@ struct StoredModelConfig {
     #[serde(default)]
     arch: Arch,
     input_shape: [i64; 2],
+    #[serde(default = "one")]
+    channels: i64,
     #[serde(default)]
     hidden: Vec<i64>,
     num_classes: i64,
@@ -202,8 +209,9 @@ impl TryFrom<StoredModelConfig> for ModelConfig {
     type Error = anyhow::Error;
 
     fn try_from(stored: StoredModelConfig) -> Result<ModelConfig> {
-        let config =
-            ModelConfig::new(stored.arch, stored.input_shape, stored.hidden, stored.num_classes, stored.dropout)?;
+        let [rows, cols] = stored.input_shape;
+        let frame = Frame { channels: stored.channels, rows, cols };
+        let config = ModelConfig::for_frame(stored.arch, frame, stored.hidden, stored.num_classes, stored.dropout)?;
         if let Some(layers) = stored.layers {
             ensure!(
                 layers == config.layers,
@@ -215,11 +223,27 @@ impl TryFrom<StoredModelConfig> for ModelConfig {
     }
 }
 
+fn is_one(n: &i64) -> bool {
+    *n == 1
+}
+
+fn one() -> i64 {
+    1
+}
+
 impl Default for ModelConfig {
     /// The Keras tutorial's model: 28x28 → 128 (relu) → 10.
     fn default() -> Self {
         let layers = mlp_layers(784, &[128], 10, 0.0);
-        ModelConfig { arch: Arch::Mlp, input_shape: [28, 28], hidden: vec![128], num_classes: 10, dropout: 0.0, layers }
+        ModelConfig {
+            arch: Arch::Mlp,
+            input_shape: [28, 28],
+            channels: 1,
+            hidden: vec![128],
+            num_classes: 10,
+            dropout: 0.0,
+            layers,
+        }
     }
 }
 
@@ -239,14 +263,16 @@ fn mlp_layers(inputs: i64, hidden: &[i64], num_classes: i64, dropout: f64) -> Ve
 }
 
 /// Keras's Simple MNIST convnet in PyTorch's terms. The leading Flatten + Unflatten accept `[N, 28, 28]`,
-/// `[N, 1, 28, 28]` and `[N, 784]` alike, the input contract of every mnist-tch model.
-fn cnn_layers([rows, cols]: [i64; 2], num_classes: i64, dropout: f64) -> Vec<Layer> {
+/// `[N, 1, 28, 28]` and `[N, 784]` alike (`[N, C, H, W]` and `[N, C*H*W]` for a colour frame), the input
+/// contract of every mnist-tch model.
+fn cnn_layers(frame: Frame, num_classes: i64, dropout: f64) -> Vec<Layer> {
+    let Frame { channels, rows, cols } = frame;
     let (conv1, conv2, kernel, pool) = (32, 64, 3, 2);
     let side = |n: i64| ((n - kernel + 1) / pool - kernel + 1) / pool;
     let mut layers = vec![
         Layer::Flatten,
-        Layer::Unflatten { dim: 1, unflattened_size: [1, rows, cols] },
-        Layer::Conv2d { in_channels: 1, out_channels: conv1, kernel_size: kernel },
+        Layer::Unflatten { dim: 1, unflattened_size: [channels, rows, cols] },
+        Layer::Conv2d { in_channels: channels, out_channels: conv1, kernel_size: kernel },
         Layer::Relu,
         Layer::MaxPool2d { kernel_size: pool },
         Layer::Conv2d { in_channels: conv1, out_channels: conv2, kernel_size: kernel },
@@ -263,10 +289,21 @@ fn cnn_layers([rows, cols]: [i64; 2], num_classes: i64, dropout: f64) -> Vec<Lay
 }
 
 impl ModelConfig {
-    /// The model of `arch` for images of `input_shape` and `num_classes` classes, checked: sizes
-    /// positive, at most [`MAX_PARAMETERS`], and every layer fitting the one before.
+    /// The model of `arch` for grey images of `input_shape` (rows, cols); see [`ModelConfig::for_frame`].
     pub fn new(arch: Arch, input_shape: [i64; 2], hidden: Vec<i64>, num_classes: i64, dropout: f64) -> Result<Self> {
+        ModelConfig::for_frame(arch, Frame::grey(input_shape[0], input_shape[1]), hidden, num_classes, dropout)
+    }
+
+    /// The model of `arch` for images of `frame` and `num_classes` classes, checked: sizes positive, at
+    /// most [`MAX_PARAMETERS`], and every layer fitting the one before.
+    pub fn for_frame(arch: Arch, frame: Frame, hidden: Vec<i64>, num_classes: i64, dropout: f64) -> Result<Self> {
+        let input_shape = [frame.rows, frame.cols];
         ensure!(input_shape.iter().all(|&d| d > 0), "input shape {input_shape:?} must be positive");
+        ensure!(
+            crate::frame::CHANNELS.contains(&frame.channels),
+            "a frame of {} channels: pictures are read as 1 (grey) or 3 (RGB)",
+            frame.channels
+        );
         ensure!(hidden.iter().all(|&w| w > 0), "hidden layer widths {hidden:?} must be positive");
         ensure!(num_classes >= 2, "a classifier needs at least 2 classes, got {num_classes}");
         ensure!((0.0..1.0).contains(&dropout), "dropout {dropout} must be in [0, 1)");
@@ -280,13 +317,13 @@ impl ModelConfig {
         if arch == Arch::Linear && dropout != 0.0 {
             bail!(UsageError("--dropout applies to --arch mlp and cnn, not linear".into()));
         }
-        let inputs = input_shape[0].checked_mul(input_shape[1]).filter(|&n| n <= MAX_PARAMETERS);
+        let inputs = frame.values().filter(|&n| n <= MAX_PARAMETERS);
         let Some(inputs) = inputs else { bail!("input shape {input_shape:?} is too large") };
         let layers = match arch {
             Arch::Mlp | Arch::Linear => mlp_layers(inputs, &hidden, num_classes, dropout),
-            Arch::Cnn => cnn_layers(input_shape, num_classes, dropout),
+            Arch::Cnn => cnn_layers(frame, num_classes, dropout),
         };
-        let config = ModelConfig { arch, input_shape, hidden, num_classes, dropout, layers };
+        let config = ModelConfig { arch, input_shape, channels: frame.channels, hidden, num_classes, dropout, layers };
         let parameters = config.layers.iter().try_fold(0i64, |total, l| total.checked_add(l.parameters()?));
         ensure!(
             parameters.is_some_and(|p| p <= MAX_PARAMETERS),
@@ -294,15 +331,20 @@ impl ModelConfig {
             config.describe(),
             parameters.map_or("too many".to_string(), |p| p.to_string())
         );
-        config.output_shapes().map_err(|err| {
-            anyhow::anyhow!("a {} does not fit {}x{} images: {err}", arch.name(), input_shape[0], input_shape[1])
-        })?;
+        config
+            .output_shapes()
+            .map_err(|err| anyhow::anyhow!("a {} does not fit {} images: {err}", arch.name(), frame.size_text()))?;
         Ok(config)
     }
 
     /// The same architecture with another number of classes (a new head, for fine-tuning).
     pub fn with_classes(&self, num_classes: i64) -> Result<ModelConfig> {
-        ModelConfig::new(self.arch, self.input_shape, self.hidden.clone(), num_classes, self.dropout)
+        ModelConfig::for_frame(self.arch, self.frame(), self.hidden.clone(), num_classes, self.dropout)
+    }
+
+    /// The frame the model takes: channels, rows, columns. Every architecture builds from it.
+    pub fn frame(&self) -> Frame {
+        Frame { channels: self.channels, rows: self.input_shape[0], cols: self.input_shape[1] }
     }
 
     /// The layers of the equivalent PyTorch `nn.Sequential`, in order.
@@ -310,13 +352,15 @@ impl ModelConfig {
         &self.layers
     }
 
+    /// Values per example: `channels * rows * cols`.
     pub fn input_dim(&self) -> i64 {
-        self.input_shape[0] * self.input_shape[1]
+        self.frame().values().unwrap_or(0)
     }
 
     /// Each layer's output shape for one example (`[features]` or `[channels, rows, cols]`).
     pub fn output_shapes(&self) -> Result<Vec<Vec<i64>>> {
-        let mut shape = self.input_shape.to_vec();
+        let frame = self.frame();
+        let mut shape = if frame.channels == 1 { self.input_shape.to_vec() } else { frame.dims().to_vec() };
         let mut shapes = Vec::with_capacity(self.layers.len());
         for (index, layer) in self.layers.iter().enumerate() {
             shape = layer.output_shape(&shape).map_err(|err| anyhow::anyhow!("layer {index}: {err}"))?;
@@ -390,9 +434,8 @@ impl ModelConfig {
                     })
                     .collect();
                 format!(
-                    "{}x{} CNN ({} filters, {} classes)",
-                    self.input_shape[0],
-                    self.input_shape[1],
+                    "{} CNN ({} filters, {} classes)",
+                    self.frame().size_text(),
                     filters.join(", "),
                     self.num_classes
                 )

@@ -16,8 +16,9 @@ use image::{GrayImage, Luma, imageops};
 use std::path::Path;
 
 /// How a picture's content is placed in the model's frame (`--fit`), each way described in [`Framing::HELP`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Framing {
+    #[default]
     Auto,
     Digits,
     Fashion,
@@ -34,6 +35,19 @@ crate::spelling::named_values!(Framing, "framing", {
         was made)",
     AsIs => "none": "The pixels as they are: only grayscale, --invert and a resize when the size differs",
 });
+
+// Recorded in a run's config.json (`data.fit`) by its name.
+impl serde::Serialize for Framing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Framing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// Whether to turn dark-on-light pictures into light-on-dark, each choice described in [`Invert::HELP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -123,6 +123,8 @@ fn sample_config() -> RunConfig {
             test_examples: 10_000,
             normalization: "pixel / 255".into(),
             selection: Default::default(),
+            fit: None,
+            skip_bad: false,
         },
         training: Default::default(),
         lineage: None,

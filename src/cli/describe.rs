@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 /// `--hidden`'s value (an alias, so clap reads one comma list; see train's).
 type Widths = Vec<i64>;
 
-/// `--input`'s value: rows and columns.
-type InputShape = [i64; 2];
-
 /// The model flags: any one of them asks for the model train would build from them.
 const MODEL_FLAGS: [&str; 5] = ["arch", "hidden", "input", "num_classes", "dropout"];
 
@@ -49,9 +46,9 @@ pub struct DescribeArgs {
     #[arg(long, value_name = "WIDTHS", value_parser = parse_hidden, conflicts_with_all = NAMED_PATHS)]
     pub hidden: Option<Widths>,
 
-    /// With the model flags: the images' size, ROWSxCOLS (default 28x28).
-    #[arg(long, value_name = "ROWSxCOLS", value_parser = parse_input_shape, conflicts_with_all = NAMED_PATHS)]
-    pub input: Option<InputShape>,
+    /// With the model flags: the input frame, CxHxW or ROWSxCOLS (= 1xROWSxCOLS; default 1x28x28).
+    #[arg(long, value_name = "CxHxW", value_parser = crate::frame::parse_frame, conflicts_with_all = NAMED_PATHS)]
+    pub input: Option<crate::frame::Frame>,
 
     /// With the model flags: the number of classes (default 10).
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = class_count, conflicts_with_all = NAMED_PATHS)]
@@ -82,7 +79,7 @@ pub fn run(args: DescribeArgs) -> Result<()> {
     let description = match runs.as_slice() {
         [] if model_flags_given(&args) => Description::of_model(jobs::new_model(
             args.arch.unwrap_or_default(),
-            args.input.unwrap_or([28, 28]),
+            args.input.unwrap_or_default(),
             args.hidden,
             args.num_classes.unwrap_or(10) as i64,
             args.dropout,
@@ -109,24 +106,16 @@ fn model_flags_given(args: &DescribeArgs) -> bool {
         || args.dropout.is_some()
 }
 
-/// Parses `--input`: `ROWSxCOLS` such as `28x28`, both at least 1.
-fn parse_input_shape(spec: &str) -> Result<InputShape, String> {
-    let wrong = || format!("'{spec}' is not ROWSxCOLS (e.g. 28x28)");
-    let (rows, cols) = spec.split_once(['x', 'X']).ok_or_else(wrong)?;
-    let side = |s: &str| s.trim().parse::<i64>().ok().filter(|&n| n >= 1).ok_or_else(wrong);
-    Ok([side(rows)?, side(cols)?])
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::frame::{Frame, parse_frame};
 
     #[test]
     fn input_shapes_are_rows_by_columns() {
-        assert_eq!(parse_input_shape("28x28"), Ok([28, 28]));
-        assert_eq!(parse_input_shape("12X8"), Ok([12, 8]));
+        assert_eq!(parse_frame("28x28"), Ok(Frame::grey(28, 28)));
+        assert_eq!(parse_frame("12X8"), Ok(Frame::grey(12, 8)));
         for bad in ["28", "0x28", "28x", "ax2", "-1x2"] {
-            assert!(parse_input_shape(bad).is_err(), "{bad}");
+            assert!(parse_frame(bad).is_err(), "{bad}");
         }
     }
 }

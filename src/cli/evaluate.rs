@@ -44,6 +44,11 @@ pub struct EvaluateArgs {
     /// Replace an existing --dump-logits file instead of refusing.
     #[arg(long)]
     pub overwrite: bool,
+
+    /// With a picture folder as --data: skip pictures that will not decode (counted) instead of stopping
+    /// at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
@@ -58,9 +63,14 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let model = &run.config.model;
     let data_dir = args.data.clone().unwrap_or_else(|| run.config.data.dir.clone());
     let selection = &run.config.data.selection;
-    let data = data::load_test(&data_dir, selection, model.num_classes as usize)?;
+    let reading = data::Reading {
+        frame: Some(model.frame()),
+        fit: run.config.data.fit.unwrap_or_default(),
+        skip_bad: args.skip_bad,
+    };
+    let data = data::load_test_as(&data_dir, selection, model.num_classes as usize, &reading)?;
     if args.data.is_some() {
-        note_if_other_classes(&data_dir, &run.config.data.class_names);
+        note_if_other_classes(&data_dir, &run.config.data.class_names, data.class_names.as_deref());
     }
     if let Some(labels) = &selection.labels {
         eprintln!(
@@ -68,16 +78,13 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let image_shape = [data.image_rows as i64, data.image_cols as i64];
     ensure!(
-        image_shape == model.input_shape,
-        "{}: images are {}x{}, the model in {} takes {}x{}",
+        data.frame == model.frame(),
+        "{}: images are {}, the model in {} takes {}",
         data_dir.display(),
-        image_shape[0],
-        image_shape[1],
+        data.frame.size_text(),
         args.run.path().display(),
-        model.input_shape[0],
-        model.input_shape[1]
+        model.frame().size_text()
     );
     let test = data.test.to_device(device);
     let started = std::time::Instant::now();
@@ -211,8 +218,14 @@ fn print_confusion_matrix(names: &[String], e: &Evaluation) -> Result<()> {
 
 /// A note on stderr when the data's classes, as `--class-names auto` names them, are not the run's (a
 /// digits run on Fashion-MNIST): the accuracy then compares labels by number only.
-fn note_if_other_classes(data_dir: &Path, run_names: &[String]) {
-    let Ok(names) = crate::class_names::ClassNames::Auto.names(data_dir, run_names.len()) else { return };
+fn note_if_other_classes(data_dir: &Path, run_names: &[String], own: Option<&[String]>) {
+    let names = match own {
+        Some(own) => own.to_vec(),
+        None => match crate::class_names::ClassNames::Auto.names(data_dir, run_names.len()) {
+            Ok(names) => names,
+            Err(_) => return,
+        },
+    };
     if names != run_names {
         let first = |names: &[String]| format!("{}, ...", names.iter().take(2).cloned().collect::<Vec<_>>().join(", "));
         eprintln!(

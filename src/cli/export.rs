@@ -64,6 +64,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     // The sidecar lets `predict --model model.pt` name the classes without the run directory.
     let info = ExportInfo {
         input_shape: run.config.model.input_shape,
+        channels: run.config.model.channels,
+        fit: run.config.data.fit,
         class_names: run.config.data.class_names.clone(),
         normalization: run.config.data.normalization.clone(),
         output: if args.probabilities { ExportOutput::Probabilities } else { ExportOutput::Logits },

@@ -8,8 +8,10 @@ use crate::data::{self, Selection, parse_labels};
 use crate::device::DeviceSpec;
 use crate::engine::{Engine, Precision};
 use crate::fit::JobOutput;
+use crate::frame::Frame;
 use crate::jobs::{DataRequest, NewRunDir};
 use crate::optimizer::AdamVariant;
+use crate::preprocess::Framing;
 use crate::progress::OutputMode;
 use crate::run_dir::TrainConfig;
 use clap::Args;
@@ -48,6 +50,24 @@ pub struct DataFlags {
     /// path says "fashion", else the digits), digits, fashion, or a comma-separated list.
     #[arg(long, value_name = "NAMES", default_value = "auto")]
     pub class_names: ClassNames,
+
+    /// The model's input frame, CxHxW (C: 1 grey, 3 RGB) or HxW (= 1xHxW). Pictures and CSV rows are
+    /// made into it (grey pictures expanded to 3 channels, colour ones converted to grey, as it says);
+    /// IDX and .npz data are used at their own size. Default: the data's own (1x28x28 for pictures);
+    /// fine-tuning: the parent's.
+    #[arg(long, value_name = "CxHxW", value_parser = crate::frame::parse_frame)]
+    pub input: Option<Frame>,
+
+    /// How a picture of a folder is fitted into the frame, recorded in the run (predict and serve fit
+    /// pictures the same way): auto (a picture of the frame's size as it is; otherwise, grey frames the
+    /// MNIST way — digits — and colour frames a plain resize), digits, fashion (grey frames only), or
+    /// none (a plain resize).
+    #[arg(long, value_parser = super::choices::fit(), default_value_t = Framing::Auto)]
+    pub fit: Framing,
+
+    /// Skip pictures that will not decode (counted in the header) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 impl DataFlags {
@@ -67,6 +87,7 @@ impl DataFlags {
             selection: self.selection(),
             class_names: self.class_names.clone(),
             validation_split: self.validation_split,
+            reading: data::Reading { frame: self.input, fit: self.fit, skip_bad: self.skip_bad },
         })
     }
 }

@@ -4,6 +4,7 @@
 use crate::data;
 use crate::device::DeviceSpec;
 use crate::files::write_atomically;
+use crate::frame::Frame;
 use crate::inference::{Predictor, prediction_json};
 use crate::preprocess::{self, Framing, Invert};
 use anyhow::{Context, Result, bail};
@@ -70,6 +71,13 @@ pub struct PredictArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE", default_value_t = DeviceSpec::Auto)]
     pub device: DeviceSpec,
+
+    /// Write the answers as Kaggle's submission file instead of printing them: a header ImageId,Label,
+    /// then one line per input in order, ImageId from 1 (for a Kaggle test.csv, its row number), Label
+    /// the most likely class's name. Never over a run directory's files, nor over an existing file
+    /// without --overwrite.
+    #[arg(long, value_name = "FILE.csv")]
+    pub out: Option<PathBuf>,
 }
 
 /// One thing to classify.
@@ -91,10 +99,19 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let device = args.device.resolve()?;
     super::note_if_being_trained(&args.model);
     let predictor = Predictor::load(&args.model, device)?;
+    if let Some(out) = &args.out {
+        crate::destination::check_files(&[out.as_path()], "--out", args.overwrite)?;
+    }
     let started = Instant::now();
-    let mut inputs = load_pictures(&args, &predictor)?;
+    let (csv_files, _): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        args.images.iter().partition(|p| p.is_file() && crate::kaggle_csv::is_csv(p));
+    let pictures: Vec<PathBuf> = args.images.iter().filter(|p| !csv_files.contains(p)).cloned().collect();
+    let mut inputs = if pictures.is_empty() { Vec::new() } else { load_pictures(&args, &pictures, &predictor)? };
+    for file in csv_files {
+        inputs.extend(read_csv_inputs(file, predictor.frame)?);
+    }
     if let Some(idx_path) = &args.idx {
-        inputs.extend(read_idx_inputs(idx_path, predictor.input_shape)?);
+        inputs.extend(read_idx_inputs(idx_path, predictor.frame)?);
     }
     // One input that failed is that input's error, on its own line like any other failure (with --json,
     // it is in the JSON like any other input).
@@ -104,15 +121,18 @@ pub fn run(args: PredictArgs) -> Result<()> {
         return Err(err);
     }
     let best = classify(&predictor, &inputs, args.top_k)?;
+    if let Some(out) = &args.out {
+        return write_submission(out, &predictor.class_names, &inputs, &best);
+    }
     let failures = report(&args, &predictor.class_names, &inputs, &best)?;
     summarise(&args, inputs.len(), failures, started)
 }
 
 /// The picture files and directories named on the command line, each decoded and turned into the
 /// model's input as the data set was made (saved as --show-input when asked); an input that fails keeps its error.
-fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>> {
+fn load_pictures(args: &PredictArgs, images: &[PathBuf], predictor: &Predictor) -> Result<Vec<Input>> {
     let [rows, cols] = predictor.input_shape;
-    let (files, skipped) = expand(&args.images);
+    let (files, skipped) = expand(images);
     for note in skipped {
         eprintln!("note: {note}");
     }
@@ -131,6 +151,12 @@ fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>
                 continue;
             }
         };
+        if follows_the_run(predictor) {
+            let prepared = prepare_like_the_run(&path, args, predictor);
+            let input = show_input(args, &inputs, several, prepared)?;
+            inputs.push(input);
+            continue;
+        }
         // load_gray names the file in its errors; preprocessing errors get it here.
         let input = preprocess::load_gray(&path).and_then(|image| {
             preprocess::to_model_input(&image, rows as u32, cols as u32, &predictor.class_names, args.fit, args.invert)
@@ -157,11 +183,106 @@ fn load_pictures(args: &PredictArgs, predictor: &Predictor) -> Result<Vec<Input>
     Ok(inputs)
 }
 
+/// Whether pictures are made into the model's frame the way its run read its training pictures: a run
+/// trained on pictures (it records its --fit) or a colour frame. Runs trained on IDX data keep the
+/// MNIST-style preparation of [`preprocess::to_model_input`] with --fit and --invert.
+fn follows_the_run(predictor: &Predictor) -> bool {
+    predictor.fit.is_some() || predictor.frame.channels != 1
+}
+
+/// A picture file made into the frame as the run's training pictures were ([`crate::pictures::prepare`]):
+/// the run's fit, or --fit when given.
+fn prepare_like_the_run(
+    path: &Path,
+    args: &PredictArgs,
+    predictor: &Predictor,
+) -> (Input, Option<image::DynamicImage>) {
+    let name = path.display().to_string();
+    let fit = if args.fit == Framing::Auto { predictor.fit.unwrap_or(Framing::Auto) } else { args.fit };
+    let prepared = std::fs::read(path)
+        .map_err(|err| anyhow::anyhow!("{name}: cannot open: {}", crate::error_text::io_reason(&err)))
+        .and_then(|bytes| {
+            let picture = crate::pictures::prepare::decode(&bytes).with_context(|| name.clone())?;
+            crate::pictures::prepare::prepare(&picture, predictor.frame, fit, &predictor.class_names)
+                .with_context(|| name.clone())
+        });
+    match prepared {
+        Ok(p) => {
+            let shown = p.image(predictor.frame);
+            let input = Input {
+                name,
+                pixels: Ok(p.unit_pixels()),
+                inverted: p.inverted,
+                framing: p.framing,
+                warning: p.warning,
+            };
+            (input, shown)
+        }
+        Err(err) => (Input::failed(name, err), None),
+    }
+}
+
+/// Saves a prepared picture as --show-input asks, and hands its input on.
+fn show_input(
+    args: &PredictArgs,
+    inputs: &[Input],
+    several: bool,
+    (input, shown): (Input, Option<image::DynamicImage>),
+) -> Result<Input> {
+    if let (Some(show), Some(image)) = (&args.show_input, shown) {
+        let target = numbered(show, inputs.len() + 1, several);
+        write_atomically(&target, |tmp| Ok(image.save(tmp)?))?;
+    }
+    Ok(input)
+}
+
+/// Every row of a CSV file in Kaggle's layout (a label column, if any, is not used), as it is.
+fn read_csv_inputs(path: &Path, frame: Frame) -> Result<Vec<Input>> {
+    let csv = crate::kaggle_csv::read(path, Some(frame), false)?;
+    let values = frame.values().unwrap_or(1).max(1) as usize;
+    Ok(csv
+        .bytes
+        .chunks(values)
+        .enumerate()
+        .map(|(i, row)| Input {
+            name: format!("{}#{}", path.display(), i + 1),
+            pixels: Ok(row.iter().map(|&p| p as f32 / 255.0).collect()),
+            inverted: false,
+            framing: Framing::AsIs,
+            warning: None,
+        })
+        .collect())
+}
+
+/// Kaggle's submission file: `ImageId,Label`, ImageId from 1, the most likely class's name. Every input
+/// must have been predicted: the first that failed is the error, and nothing is written.
+fn write_submission(out: &Path, class_names: &[String], inputs: &[Input], best: &[Vec<(i64, f32)>]) -> Result<()> {
+    if let Some(Input { pixels: Err(err), .. }) = inputs.iter().find(|i| i.pixels.is_err()) {
+        bail!("{err:#} (--out writes a submission only when every input is predicted)");
+    }
+    let mut text = String::from("ImageId,Label\n");
+    for (id, answer) in best.iter().enumerate() {
+        let class = answer.first().map_or(0, |&(class, _)| class) as usize;
+        let name = class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
+        let name = if name.contains([',', '"']) { format!("\"{}\"", name.replace('"', "\"\"")) } else { name };
+        text += &format!("{},{name}\n", id + 1);
+    }
+    crate::files::write_bytes_atomically(out, text.as_bytes())?;
+    crate::say!("Wrote {} predictions to {} (ImageId,Label)", best.len(), out.display())?;
+    Ok(())
+}
+
 /// Every image of an IDX images file, as it is (already the model's size, light on dark).
-fn read_idx_inputs(idx_path: &Path, [rows, cols]: [i64; 2]) -> Result<Vec<Input>> {
+fn read_idx_inputs(idx_path: &Path, frame: Frame) -> Result<Vec<Input>> {
     let (header, pixels) = data::read_idx_images(idx_path)?;
-    if [header.rows as i64, header.cols as i64] != [rows, cols] {
-        bail!("{}: images are {}x{}, the model takes {rows}x{cols}", idx_path.display(), header.rows, header.cols);
+    if Frame::grey(header.rows as i64, header.cols as i64) != frame {
+        bail!(
+            "{}: images are {}x{}, the model takes {}",
+            idx_path.display(),
+            header.rows,
+            header.cols,
+            frame.size_text()
+        );
     }
     if pixels.is_empty() {
         bail!("{}: holds no images: nothing to predict", idx_path.display());
@@ -182,13 +303,13 @@ fn read_idx_inputs(idx_path: &Path, [rows, cols]: [i64; 2]) -> Result<Vec<Input>
 /// The top-k (class, probability) pairs of every input that prepared well, in order: all of them go
 /// through the network in one batch.
 fn classify(predictor: &Predictor, inputs: &[Input], top_k: u64) -> Result<Vec<Vec<(i64, f32)>>> {
-    let [rows, cols] = predictor.input_shape;
     let flat: Vec<f32> = inputs.iter().filter_map(|i| i.pixels.as_ref().ok()).flatten().copied().collect();
     let good = inputs.iter().filter(|i| i.pixels.is_ok()).count();
     if good == 0 {
         return Ok(Vec::new());
     }
-    let probabilities = predictor.probabilities(&Tensor::from_slice(&flat).view([good as i64, rows, cols]))?;
+    let batch = Tensor::from_slice(&flat).f_view(predictor.frame.batch_shape(good as i64).as_slice())?;
+    let probabilities = predictor.probabilities(&batch)?;
     crate::inference::top_k(&probabilities, top_k)
 }
 

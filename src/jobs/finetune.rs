@@ -32,17 +32,17 @@ pub struct FinetuneRun {
 /// weights, with a new output layer when the classes change (or on `--reinit-head`).
 pub fn plan_finetune(request: &FinetuneRun) -> Result<Plan> {
     let parent = RunConfig::load(&request.from)?;
-    let data = request.data.load(parent.model.num_classes as usize)?;
-    let image_shape = [data.image_rows as i64, data.image_cols as i64];
-    if image_shape != parent.model.input_shape {
+    // Pictures are read into the parent's frame unless --input says otherwise (and is then refused below).
+    let mut data_request = request.data.clone();
+    data_request.reading.frame = data_request.reading.frame.or(Some(parent.model.frame()));
+    let data = data_request.load(parent.model.num_classes as usize)?;
+    if data.frame != parent.model.frame() {
         bail!(
-            "{}: images are {}x{}, the model in {} takes {}x{}",
+            "{}: images are {}, the model in {} takes {}",
             request.data.path.display(),
-            image_shape[0],
-            image_shape[1],
+            data.frame.size_text(),
             request.from.display(),
-            parent.model.input_shape[0],
-            parent.model.input_shape[1]
+            parent.model.frame().size_text()
         );
     }
     let model = parent.model.with_classes(data.num_classes as i64)?;

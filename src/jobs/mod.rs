@@ -40,11 +40,14 @@ pub struct DataRequest {
     pub selection: Selection,
     pub class_names: ClassNames,
     pub validation_split: f64,
+    /// The frame, fit and `--skip-bad` the data is read with.
+    pub reading: data::Reading,
 }
 
 impl DataRequest {
     fn load(&self, num_classes: usize) -> Result<TrainingData> {
-        data::load_training_data(&self.path, &self.selection, num_classes, &self.class_names, self.validation_split)
+        let Self { path, selection, class_names, validation_split, reading } = self;
+        data::load_training_data_as(path, selection, num_classes, class_names, *validation_split, reading)
     }
 }
 
@@ -217,6 +220,8 @@ fn data_info(request: &DataRequest, data: &TrainingData) -> DataInfo {
         test_examples: data.test.len() as usize,
         normalization: NORMALIZATION.into(),
         selection: request.selection.clone(),
+        fit: data.fit,
+        skip_bad: request.reading.skip_bad,
     }
 }
 
@@ -236,15 +241,18 @@ fn print_header(config: &RunConfig, data: &TrainingData, device: Device, title: 
         crate::say!("Threads: {} (libtorch's CPU threads; --threads N)", tch::get_num_threads())?;
     }
     crate::say!(
-        "Data: {} - {} training, {} validation, {} test images of {}x{}, {} classes",
+        "Data: {} - {} training, {} validation, {} test images of {}{}, {} classes",
         config.data.dir.display(),
         data.train.len(),
         data.valid.len(),
         data.test.len(),
-        data.image_rows,
-        data.image_cols,
+        data.frame.size_text(),
+        if data.frame.channels == 1 { String::new() } else { format!(" ({})", data.frame.colour_name()) },
         data.num_classes
     )?;
+    for note in &data.notes {
+        crate::say!("{note}")?;
+    }
     crate::say!("{}", model::summary(&config.model, title, &config.frozen_tensors()).trim_end())?;
     crate::say!("Engine: {}", config.training.engine.name())
 }

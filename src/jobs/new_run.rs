@@ -2,6 +2,7 @@
 
 use super::{DataRequest, NewRunDir, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
 use crate::device::device_name;
+use crate::frame::Frame;
 use crate::model::{Arch, ModelConfig};
 use crate::run_dir::{RunConfig, ToolInfo, TrainConfig};
 use anyhow::Result;
@@ -24,12 +25,12 @@ pub struct NewRun {
     pub save_initial: bool,
 }
 
-/// The model `train` builds from its flags for images of `input_shape`: `hidden` defaults to the Keras
+/// The model `train` builds from its flags for images of `frame`: `hidden` defaults to the Keras
 /// tutorial's `[128]` for an MLP (none otherwise), `dropout` to the architecture's
 /// ([`Arch::default_dropout`]). `mnist-tch describe --arch ...` prints it for scripts.
 pub fn new_model(
     arch: Arch,
-    input_shape: [i64; 2],
+    frame: Frame,
     hidden: Option<Vec<i64>>,
     num_classes: i64,
     dropout: Option<f64>,
@@ -38,19 +39,14 @@ pub fn new_model(
         (Arch::Mlp, None) => vec![128],
         (_, hidden) => hidden.unwrap_or_default(),
     };
-    ModelConfig::new(arch, input_shape, hidden, num_classes, dropout.unwrap_or(arch.default_dropout()))
+    ModelConfig::for_frame(arch, frame, hidden, num_classes, dropout.unwrap_or(arch.default_dropout()))
 }
 
 /// Loads the data and builds the config of a new run; nothing is written.
 pub fn plan_new_run(request: &NewRun) -> Result<Plan> {
     let data = request.data.load(request.num_classes)?;
-    let model = new_model(
-        request.arch,
-        [data.image_rows as i64, data.image_cols as i64],
-        request.hidden.clone(),
-        data.num_classes as i64,
-        request.dropout,
-    )?;
+    crate::data::check_frame(&request.data.path, data.frame, &request.data.reading)?;
+    let model = new_model(request.arch, data.frame, request.hidden.clone(), data.num_classes as i64, request.dropout)?;
     let config = RunConfig {
         tool: ToolInfo::default(),
         model,

@@ -57,6 +57,11 @@ pub fn plan_resume(request: &ResumeRun, writes_run: bool) -> Result<Plan> {
         selection: config.data.selection.clone(),
         class_names: ClassNames::Listed(config.data.class_names.clone()),
         validation_split: config.training.validation_split,
+        reading: crate::data::Reading {
+            frame: Some(config.model.frame()),
+            fit: config.data.fit.unwrap_or_default(),
+            skip_bad: config.data.skip_bad,
+        },
     };
     let data = same_data
         .load(config.model.num_classes as usize)

@@ -39,6 +39,14 @@ pub struct DataInfo {
     /// The classes and the number of training images used, when not all.
     #[serde(default)]
     pub selection: crate::data::Selection,
+    /// How pictures were fitted into the frame (`--fit`), for data read from pictures or CSV rows;
+    /// absent for IDX and `.npz` data, whose images are frames already. predict and serve fit a picture
+    /// the same way by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<crate::preprocess::Framing>,
+    /// Pictures that would not decode were skipped (`--skip-bad`); resume reads the data the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_bad: bool,
 }
 
 /// Where a fine-tuned run came from.

@@ -61,12 +61,12 @@ async fn listen(app: Arc<App>) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let address = listener.local_addr().context("the listening address")?;
-    let [rows, cols] = app.info.input_shape;
+    let size = app.info.frame.size_text();
     // Written, not println!-ed: a closed standard output (`serve | head -1`) must not stop the server.
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "mnist-tch serve: {} ({} classes, {rows}x{cols} inputs) on {}",
+        "mnist-tch serve: {} ({} classes, {size} inputs) on {}",
         config.model.display(),
         app.info.class_names.len(),
         crate::device::device_name(config.device)

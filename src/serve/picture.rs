@@ -137,6 +137,24 @@ fn choice<T: FromStr>(value: Option<&str>, name: &str, names: &[&str], default: 
 }
 
 /// The uploaded picture in `bytes` as the network's input: refused when larger than `max_pixels`, else
+/// An upload made into the frame the way the run read its training pictures (a run trained on pictures,
+/// or a colour frame), as `predict` does: the run's fit unless the query names one.
+fn prepare_like_the_run(bytes: &[u8], info: &ModelInfo, framing: Framing) -> Result<ModelInput, ApiError> {
+    use crate::pictures::prepare;
+    let fit = if framing == Framing::Auto { info.fit.unwrap_or(Framing::Auto) } else { framing };
+    let bad = |err: anyhow::Error| ApiError::bad_request(format!("{err:#}"));
+    let picture = prepare::decode(bytes).map_err(bad)?;
+    let prepared = prepare::prepare(&picture, info.frame, fit, &info.class_names).map_err(bad)?;
+    let image = prepared.image(info.frame).map(|shown| shown.to_luma8()).unwrap_or_default();
+    Ok(ModelInput {
+        pixels: prepared.unit_pixels(),
+        image,
+        inverted: prepared.inverted,
+        framing: prepared.framing,
+        warning: prepared.warning,
+    })
+}
+
 /// decoded and made the input the way `predict` turns a file into one ([`preprocess::to_model_input`]).
 fn prepare_upload(
     bytes: &[u8],
@@ -156,6 +174,9 @@ fn prepare_upload(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the picture is {width}x{height}: larger than the {max_pixels} pixels the server decodes"),
         ));
+    }
+    if info.fit.is_some() || info.frame.channels != 1 {
+        return prepare_like_the_run(bytes, info, framing);
     }
     let image = preprocess::decode_gray(bytes).map_err(|err| ApiError::bad_request(format!("{err:#}")))?;
     let [rows, cols] = info.input_shape;

@@ -71,6 +71,7 @@ pub async fn model_metadata(State(app): State<Shared>, Path(path): Path<ModelPat
     check_model(&app, &path)?;
     let info = &app.info;
     let [rows, cols] = info.input_shape;
+    let channels = info.frame.channels;
     let classes = info.class_names.len();
     let mut outputs = Vec::new();
     if info.has_logits {
@@ -81,10 +82,14 @@ pub async fn model_metadata(State(app): State<Shared>, Path(path): Path<ModelPat
         "name": app.config.model_name,
         "versions": [VERSION],
         "platform": "pytorch_libtorch",
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, rows, cols]}],
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": info.frame.batch_shape(-1)}],
         "outputs": outputs,
         "parameters": {"class_names": info.class_names, "input_datatypes": ["FP32", "UINT8"],
-                       "input_shapes": [[-1, rows, cols], [-1, rows * cols], [-1, 1, rows, cols]]},
+                       "input_shapes": if channels == 1 {
+                           json!([[-1, rows, cols], [-1, rows * cols], [-1, 1, rows, cols]])
+                       } else {
+                           json!([[-1, channels, rows, cols], [-1, channels * rows * cols]])
+                       }},
     })))
 }
 
@@ -271,6 +276,9 @@ fn read_input(request: &InferRequest, binary: &[u8], info: &ModelInfo) -> Result
 /// How many images `input`'s shape holds: `[N, rows, cols]`, `[N, rows * cols]` or `[N, 1, rows, cols]`
 /// (NCHW, one channel: a CNN's and the TorchScript export's layout) of the model's size.
 fn image_count(input: &RequestInput, info: &ModelInfo) -> Result<usize, ApiError> {
+    if info.frame.channels != 1 {
+        return colour_image_count(input, info);
+    }
     let [rows, cols] = info.input_shape;
     let count = match input.shape.as_slice() {
         [n, r, c] if *n > 0 && [*r, *c] == [rows, cols] => *n,
@@ -286,6 +294,21 @@ fn image_count(input: &RequestInput, info: &ModelInfo) -> Result<usize, ApiError
         }
     };
     Ok(count as usize)
+}
+
+/// How many images `input`'s shape holds for a colour frame: `[N, C, rows, cols]` or `[N, C*rows*cols]`.
+fn colour_image_count(input: &RequestInput, info: &ModelInfo) -> Result<usize, ApiError> {
+    let crate::frame::Frame { channels, rows, cols } = info.frame;
+    match input.shape.as_slice() {
+        [n, c, r, w] if *n > 0 && [*c, *r, *w] == [channels, rows, cols] => Ok(*n as usize),
+        [n, flat] if *n > 0 && *flat == channels * rows * cols => Ok(*n as usize),
+        _ => Err(ApiError::bad_request(format!(
+            "input '{}': shape {:?} is not [N, {channels}, {rows}, {cols}] or [N, {}], with N >= 1",
+            input.name,
+            input.shape,
+            channels * rows * cols
+        ))),
+    }
 }
 
 /// `input`'s `values` pixels, from its JSON `data` or from the `binary` tensor after the JSON (the one

@@ -23,6 +23,10 @@ use tokio::sync::oneshot;
 pub struct ModelInfo {
     /// `[rows, cols]` of one input image.
     pub input_shape: [i64; 2],
+    /// The whole frame, channels too.
+    pub frame: crate::frame::Frame,
+    /// How the run fitted pictures into the frame (runs trained on pictures).
+    pub fit: Option<crate::preprocess::Framing>,
     pub class_names: Vec<String>,
     /// False for a TorchScript module exported with the softmax in it: it answers probabilities only.
     pub has_logits: bool,
@@ -30,7 +34,7 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     pub fn pixels_per_image(&self) -> usize {
-        (self.input_shape[0] * self.input_shape[1]) as usize
+        self.frame.values().unwrap_or(0) as usize
     }
 }
 
@@ -130,11 +134,13 @@ pub fn start(
 
 /// Runs one blank image through the model: it works, and whether it has logits.
 fn try_blank_image(predictor: &Predictor) -> Result<ModelInfo> {
-    let [rows, cols] = predictor.input_shape;
+    let shape = predictor.frame.batch_shape(1);
     let outputs =
-        predictor.outputs(&Tensor::zeros([1, rows, cols], (tch::Kind::Float, Device::Cpu))).context("a test image")?;
+        predictor.outputs(&Tensor::zeros(shape.as_slice(), (tch::Kind::Float, Device::Cpu))).context("a test image")?;
     Ok(ModelInfo {
         input_shape: predictor.input_shape,
+        frame: predictor.frame,
+        fit: predictor.fit,
         class_names: predictor.class_names.clone(),
         has_logits: outputs.logits.is_some(),
     })
@@ -193,9 +199,9 @@ fn run_batch(predictor: &Predictor, info: &ModelInfo, batch: Vec<Job>, metrics: 
     for job in &batch {
         pixels.extend_from_slice(&job.pixels);
     }
-    let [rows, cols] = info.input_shape;
+    let shape = info.frame.batch_shape(images as i64);
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(Option<Vec<f32>>, Vec<f32>)> {
-        let input = Tensor::from_slice(&pixels).f_view([images as i64, rows, cols])?;
+        let input = Tensor::from_slice(&pixels).f_view(shape.as_slice())?;
         let outputs = predictor.outputs(&input)?;
         let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(Vec::<f32>::try_from(&t.f_reshape([-1])?)?) };
         let answer = (outputs.logits.as_ref().map(flat).transpose()?, flat(&outputs.probabilities)?);

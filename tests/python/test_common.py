@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from common import (BINARY, DestinationError, build_keras_model, build_torch_model, check_destination, keras_split,
-                    load_raw, load_torch_model, model_layers, parse_test_accuracy, read_idx, run_config, run_files,
-                    select_labels, write_idx)
+from common import (BINARY, DestinationError, build_keras_model, build_torch_model, check_destination,
+                    input_frame, keras_split, load_raw, load_torch_model, model_layers, parse_test_accuracy, read_idx,
+                    run_config, run_files, select_labels, write_idx)
 from conftest import ARCHS, CLASSES, SIDE, run
 
 TOLERANCE = 1e-5
@@ -126,6 +126,15 @@ def test_old_runs_without_layers_build_an_mlp():
     dropped = build_torch_model({**old, "hidden": [64, 32], "dropout": 0.5})
     assert [n for n, _ in dropped.named_parameters()][::2] == ["1.weight", "4.weight", "7.weight"]
     assert isinstance(dropped[3], torch.nn.Dropout) and dropped[3].p == 0.5
+
+
+def test_a_colour_frame_builds_from_channels_and_grey_runs_have_none():
+    assert input_frame({"input_shape": [28, 28]}) == (1, 28, 28)
+    colour = {"arch": "cnn", "input_shape": [12, 12], "channels": 3, "num_classes": 4, "dropout": 0.5}
+    assert input_frame(colour) == (3, 12, 12)
+    model = build_torch_model(colour)  # no "layers": the binary's describe builds them for the frame
+    assert model[2].in_channels == 3
+    assert model(torch.rand(2, 3, 12, 12)).shape == (2, 4)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
