@@ -1,7 +1,7 @@
 """The Vision Transformer of `mnist-tch train --arch vit`, in plain torch.nn: the PyTorch twin of src/vit.rs.
 
 Same pieces, same tensor names (timm's: `patch_embed.proj.weight`, `cls_token`, `pos_embed`,
-`blocks.0.norm1.weight`, `blocks.0.attn.qkv.weight`, `blocks.0.attn.proj.weight`, `blocks.0.mlp.fc1.weight`,
+`blocks.0.norm1.weight`, `blocks.0.attn.qkv.weight` (no bias, timm's qkv_bias=False), `blocks.0.attn.proj.weight`, `blocks.0.mlp.fc1.weight`,
 ..., `norm.weight`, `head.weight`) and the same initialisation (PyTorch's defaults for every Linear, Conv2d
 and LayerNorm, a zero class token, a N(0, 0.02) position embedding), so a run's `model.safetensors` loads
 with `load_state_dict` as it is. Attention runs through `F.scaled_dot_product_attention`, as mnist-tch's
@@ -31,7 +31,7 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int, dropout: float):
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)  # a key bias has a true gradient of 0 (softmax)
         self.proj = nn.Linear(width, width)
         self.drop = nn.Dropout(dropout)
 

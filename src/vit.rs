@@ -10,6 +10,7 @@
 //! The tensors are named as timm's `VisionTransformer` names them (`patch_embed.proj.weight`,
 //! `cls_token`, `pos_embed`, `blocks.0.attn.qkv.weight`, ..., `head.weight`), and `scripts/vit.py` is
 //! the same module in plain `torch.nn`, so `model.safetensors` loads into it with `load_state_dict`.
+//! The attention's query-key-value projection has no bias (timm's `qkv_bias=False`, see [`no_bias`]).
 //! Initialisation is PyTorch's default for every `nn.Linear`, `nn.Conv2d` and `nn.LayerNorm`, a zero
 //! class token and a N(0, 0.02) position embedding (torchvision's `VisionTransformer`).
 //!
@@ -35,11 +36,11 @@ pub struct VitConfig {
 }
 
 impl Default for VitConfig {
-    /// What `train --arch vit` builds without flags: 4x4 patches (49 tokens and the class token for
+    /// What `train --arch vit` builds without flags: 7x7 patches (16 tokens and the class token for
     /// 28x28), 64 wide, 4 blocks of 4 heads, an MLP twice as wide: about 0.14 M parameters, sized to train
     /// on a CPU in minutes per epoch.
     fn default() -> Self {
-        VitConfig { patch: 4, width: 64, depth: 4, heads: 4, mlp_ratio: 2.0 }
+        VitConfig { patch: 7, width: 64, depth: 4, heads: 4, mlp_ratio: 2.0 }
     }
 }
 
@@ -173,7 +174,7 @@ impl VitConfig {
         for i in 0..self.depth {
             let b = format!("blocks.{i}");
             let mut tensors = norm(format!("{b}.norm1"));
-            tensors.extend(linear(format!("{b}.attn.qkv"), d, 3 * d));
+            tensors.push((format!("{b}.attn.qkv.weight"), d * 3 * d));
             tensors.extend(linear(format!("{b}.attn.proj"), d, d));
             tensors.extend(norm(format!("{b}.norm2")));
             tensors.extend(linear(format!("{b}.mlp.fc1"), d, m));
@@ -200,8 +201,7 @@ impl VitConfig {
         let (c, h, w) = frame;
         let (p, d, m) = (self.patch, self.width, self.mlp_dim());
         let tokens = (h / p).checked_mul(w / p)?.checked_add(1)?;
-        let block =
-            (4 * d).checked_add(d.checked_mul(3 * d)?.checked_add(3 * d)?)?.checked_add(d.checked_mul(d)? + d)?;
+        let block = (4 * d).checked_add(d.checked_mul(3 * d)?)?.checked_add(d.checked_mul(d)? + d)?;
         let block = block.checked_add(d.checked_mul(m)?.checked_mul(2)?.checked_add(m + d)?)?;
         let embed = d
             .checked_mul(c.checked_mul(p * p)?)?
@@ -242,6 +242,13 @@ fn linear(vs: nn::Path, inputs: i64, outputs: i64) -> nn::Linear {
     nn::linear(vs, inputs, outputs, nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true })
 }
 
+/// The queries', keys' and values' projection has no bias (`qkv_bias=False` in timm's terms): a key bias
+/// adds the same amount to every score of a query, which the softmax cancels, so its true gradient is 0
+/// and Adam, dividing by the gradient's own scale, would walk it on rounding noise alone.
+fn no_bias(inputs: i64) -> nn::LinearConfig {
+    nn::LinearConfig { ws_init: pytorch_init(inputs), bs_init: None, bias: false }
+}
+
 fn layer_norm(vs: nn::Path, width: i64) -> nn::LayerNorm {
     nn::layer_norm(vs, vec![width], nn::LayerNormConfig::default())
 }
@@ -263,7 +270,7 @@ impl Block {
         let (d, m) = (config.width, config.mlp_dim());
         Block {
             norm1: layer_norm(&vs / "norm1", d),
-            qkv: linear(&vs / "attn" / "qkv", d, 3 * d),
+            qkv: nn::linear(&vs / "attn" / "qkv", d, 3 * d, no_bias(d)),
             proj: linear(&vs / "attn" / "proj", d, d),
             norm2: layer_norm(&vs / "norm2", d),
             fc1: linear(&vs / "mlp" / "fc1", d, m),

@@ -53,6 +53,7 @@ fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool {
     match flag {
         "--lr" => args.lr == t.learning_rate,
         "--batch-size" => args.training.batch_size as usize == t.batch_size,
+        "--accumulate" => args.training.accumulate as usize == t.accumulate,
         "--seed" => args.training.seed == t.seed,
         "--weight-decay" => args.training.weight_decay == t.weight_decay,
         "--lr-schedule" => args.training.lr_schedule == t.lr_schedule,

@@ -6,7 +6,7 @@ use clap::Args;
 
 #[derive(Debug, Clone, Args)]
 pub struct VitArgs {
-    /// --arch vit: side of the square patches, which must divide the images' sides (default 4).
+    /// --arch vit: side of the square patches, which must divide the images' sides (default 7).
     #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(i64).range(1..))]
     pub patch: Option<i64>,
 

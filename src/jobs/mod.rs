@@ -177,6 +177,11 @@ fn check_settings(config: &RunConfig, data: &TrainingData) -> Result<()> {
         "--batch-size {} is larger than the {train_len} training examples left after the validation split",
         config.training.batch_size
     );
+    ensure!(
+        config.training.accumulate == 1 || config.training.engine == engine::Engine::Autograd,
+        "--accumulate is implemented by --engine autograd, not {}",
+        config.training.engine.name()
+    );
     let distributed = distributed::WorkerEnv::from_env()?.is_some();
     engine::check_supported(config.training.engine, config.training.precision, &config.model, distributed)
 }
