@@ -11,8 +11,8 @@
   difference rather than being shared; the tests write their fixtures with `write_idx`. They must agree
   with the binary (tests/python/test_common.py checks them against `train --print-config`);
 - mnist-tch's output: `parse_test_accuracy` reads its `Test accuracy: X` line;
-- the model of a run: `build_torch_model` (the equivalent `nn.Sequential`, whose state dict is
-  `model.safetensors`), `load_torch_model` (a run directory's weights in it), and `build_keras_model`
+- the model of a run: `build_torch_model` (the equivalent `nn.Sequential`, or scripts/vit.py's
+  `VisionTransformer` for `--arch vit`, whose state dict is `model.safetensors`), `load_torch_model` (a run directory's weights in it), and `build_keras_model`
   (the same architecture in Keras, the Keras tutorial's framework).
 
 Imports of torch and keras are local to the functions that need them, so scripts that only read data
@@ -277,6 +277,11 @@ def build_torch_model(model_config: dict):
     `1.weight`, `1.bias`, ... are the indices of the layers in this Sequential. Initialised by PyTorch's
     defaults, which are mnist-tch's."""
     import torch.nn as nn
+
+    if model_config.get("arch") == "vit":
+        from vit import build  # scripts/vit.py: the Vision Transformer's twin, not a Sequential
+
+        return build(model_config)
 
     def layer(spec: dict):
         kwargs = {k: v for k, v in spec.items() if k != "type"}

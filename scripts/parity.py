@@ -15,7 +15,7 @@ generator's state is that left by the weight initialisation, which the replay re
 PyTorch's own initialisation from the seed first (the same number of uniform draws; the drawn values are
 then replaced by initial.safetensors).
 
-    .venv/bin/python scripts/parity.py [--data DIR] [--arch mlp|linear|cnn] [--engine autograd|fused]
+    .venv/bin/python scripts/parity.py [--data DIR] [--arch mlp|linear|cnn|vit] [--engine autograd|fused]
                                        [--limit N] [--epochs 1] [--train-args "..."] [--out runs/parity]
     .venv/bin/python scripts/parity.py --run RUN_DIR     # replay an existing run (trained with --save-initial)
 
@@ -240,7 +240,7 @@ def describe(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--arch", choices=("mlp", "linear", "cnn"), default="mlp")
+    parser.add_argument("--arch", choices=("mlp", "linear", "cnn", "vit"), default="mlp")
     parser.add_argument("--engine", choices=("autograd", "fused"), default="autograd")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--limit", type=int, help="train on the first N training images only (mnist-tch --limit)")

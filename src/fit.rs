@@ -104,6 +104,9 @@ pub fn fit(
         group: output.group.clone(),
     };
     let mut step = engine::new_step(config.training.engine, &model.vs, &model.net, &config.model, settings)?;
+    if config.training.accumulate > 1 {
+        step.accumulate_micro_batches(config.training.batch_size as i64)?;
+    }
     let (history, best_weights) = continue_from(&mut config, &mut *step, resume, output.mode)?;
     let run = config.clone();
     let mut observer: Box<dyn JobObserver + '_> = if output.writes_run() {

@@ -96,6 +96,7 @@ pub mod signals;
 pub mod spelling;
 pub mod tensorboard;
 pub mod training;
+pub mod vit;
 pub mod wording;
 
 /// Sets flush-to-zero and denormals-are-zero (FTZ/DAZ) on the calling thread, which threads created

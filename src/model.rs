@@ -16,6 +16,7 @@
 
 use crate::error_text::UsageError;
 use crate::frame::Frame;
+use crate::vit::{Vit, VitConfig};
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -31,6 +32,7 @@ pub enum Arch {
     Mlp,
     Linear,
     Cnn,
+    Vit,
 }
 
 crate::spelling::named_values!(Arch, "architecture", {
@@ -38,6 +40,8 @@ crate::spelling::named_values!(Arch, "architecture", {
     Linear => "linear": "Flatten → Dense(classes): softmax regression, the tutorial's y = Wx + b alone",
     Cnn => "cnn": "Keras's \"Simple MNIST convnet\": Conv2D(32, 3x3, relu) → MaxPool(2) → Conv2D(64, 3x3, relu) → \
         MaxPool(2) → Flatten → Dropout(0.5) → Dense(classes)",
+    Vit => "vit": "Vision Transformer: patch embedding, class token, pre-norm self-attention blocks, linear head \
+        (--patch --width --depth --heads --mlp-ratio)",
 });
 
 impl Arch {
@@ -46,6 +50,7 @@ impl Arch {
             Arch::Mlp => "MLP",
             Arch::Linear => "linear",
             Arch::Cnn => "CNN",
+            Arch::Vit => "ViT",
         }
     }
 
@@ -53,7 +58,7 @@ impl Arch {
     pub fn default_dropout(self) -> f64 {
         match self {
             Arch::Cnn => 0.5,
-            Arch::Mlp | Arch::Linear => 0.0,
+            Arch::Mlp | Arch::Linear | Arch::Vit => 0.0,
         }
     }
 }
@@ -183,8 +188,11 @@ pub struct ModelConfig {
     pub num_classes: i64,
     /// Dropout rate during training: after each hidden ReLU of an MLP, before the convnet's Dense layer.
     pub dropout: f64,
-    /// The `nn.Sequential` these parameters make, for readers of `config.json`.
+    /// The `nn.Sequential` these parameters make, for readers of `config.json` (empty for a ViT).
     layers: Vec<Layer>,
+    /// The ViT's patch, width, depth, heads and MLP ratio (`--arch vit` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vit: Option<VitConfig>,
 }
 
 /// `config.json`'s `model` as written, before it is checked: runs of earlier versions have no `arch`
@@ -203,15 +211,18 @@ struct StoredModelConfig {
     dropout: f64,
     #[serde(default)]
     layers: Option<Vec<Layer>>,
+    #[serde(default)]
+    vit: Option<VitConfig>,
 }
 
 impl TryFrom<StoredModelConfig> for ModelConfig {
     type Error = anyhow::Error;
 
     fn try_from(stored: StoredModelConfig) -> Result<ModelConfig> {
-        let [rows, cols] = stored.input_shape;
-        let frame = Frame { channels: stored.channels, rows, cols };
-        let config = ModelConfig::for_frame(stored.arch, frame, stored.hidden, stored.num_classes, stored.dropout)?;
+        let StoredModelConfig { arch, input_shape: [rows, cols], channels, hidden, num_classes, dropout, vit, .. } =
+            stored;
+        let frame = Frame { channels, rows, cols };
+        let config = ModelConfig::build(arch, frame, hidden, num_classes, dropout, vit)?;
         if let Some(layers) = stored.layers {
             ensure!(
                 layers == config.layers,
@@ -243,6 +254,7 @@ impl Default for ModelConfig {
             num_classes: 10,
             dropout: 0.0,
             layers,
+            vit: None,
         }
     }
 }
@@ -291,12 +303,20 @@ fn cnn_layers(frame: Frame, num_classes: i64, dropout: f64) -> Vec<Layer> {
 impl ModelConfig {
     /// The model of `arch` for grey images of `input_shape` (rows, cols); see [`ModelConfig::for_frame`].
     pub fn new(arch: Arch, input_shape: [i64; 2], hidden: Vec<i64>, num_classes: i64, dropout: f64) -> Result<Self> {
-        ModelConfig::for_frame(arch, Frame::grey(input_shape[0], input_shape[1]), hidden, num_classes, dropout)
+        ModelConfig::build(arch, Frame::grey(input_shape[0], input_shape[1]), hidden, num_classes, dropout, None)
     }
 
-    /// The model of `arch` for images of `frame` and `num_classes` classes, checked: sizes positive, at
-    /// most [`MAX_PARAMETERS`], and every layer fitting the one before.
-    pub fn for_frame(arch: Arch, frame: Frame, hidden: Vec<i64>, num_classes: i64, dropout: f64) -> Result<Self> {
+    /// The model of `arch` for images of `frame` and `num_classes` classes, with the ViT's description,
+    /// which `--arch vit` needs and the others refuse; checked: sizes positive, at most
+    /// [`MAX_PARAMETERS`], and every layer fitting the one before.
+    pub fn build(
+        arch: Arch,
+        frame: Frame,
+        hidden: Vec<i64>,
+        num_classes: i64,
+        dropout: f64,
+        vit: Option<VitConfig>,
+    ) -> Result<Self> {
         let input_shape = [frame.rows, frame.cols];
         ensure!(input_shape.iter().all(|&d| d > 0), "input shape {input_shape:?} must be positive");
         ensure!(
@@ -309,22 +329,31 @@ impl ModelConfig {
         ensure!((0.0..1.0).contains(&dropout), "dropout {dropout} must be in [0, 1)");
         match arch {
             Arch::Mlp => ensure!(!hidden.is_empty(), "an MLP needs at least one hidden layer (--arch linear has none)"),
-            Arch::Linear | Arch::Cnn if !hidden.is_empty() => {
+            Arch::Linear | Arch::Cnn | Arch::Vit if !hidden.is_empty() => {
                 bail!(UsageError(format!("--hidden applies to --arch mlp, not {}", arch.name())));
             }
-            Arch::Linear | Arch::Cnn => {}
+            Arch::Linear | Arch::Cnn | Arch::Vit => {}
         }
         if arch == Arch::Linear && dropout != 0.0 {
             bail!(UsageError("--dropout applies to --arch mlp and cnn, not linear".into()));
         }
         let inputs = frame.values().filter(|&n| n <= MAX_PARAMETERS);
         let Some(inputs) = inputs else { bail!("input shape {input_shape:?} is too large") };
+        ensure!(vit.is_some() == (arch == Arch::Vit), "--arch vit and only it has a ViT description");
         let layers = match arch {
             Arch::Mlp | Arch::Linear => mlp_layers(inputs, &hidden, num_classes, dropout),
             Arch::Cnn => cnn_layers(frame, num_classes, dropout),
+            Arch::Vit => vec![],
         };
-        let config = ModelConfig { arch, input_shape, channels: frame.channels, hidden, num_classes, dropout, layers };
-        let parameters = config.layers.iter().try_fold(0i64, |total, l| total.checked_add(l.parameters()?));
+        let config =
+            ModelConfig { arch, input_shape, channels: frame.channels, hidden, num_classes, dropout, layers, vit };
+        if let Some(vit) = &config.vit {
+            vit.check(frame)?;
+        }
+        let parameters = match &config.vit {
+            Some(vit) => vit.parameters(frame, num_classes),
+            None => config.layers.iter().try_fold(0i64, |total, l| total.checked_add(l.parameters()?)),
+        };
         ensure!(
             parameters.is_some_and(|p| p <= MAX_PARAMETERS),
             "a {} has {} parameters, more than the {MAX_PARAMETERS} this tool trains (4 GB of float32 weights)",
@@ -339,7 +368,7 @@ impl ModelConfig {
 
     /// The same architecture with another number of classes (a new head, for fine-tuning).
     pub fn with_classes(&self, num_classes: i64) -> Result<ModelConfig> {
-        ModelConfig::for_frame(self.arch, self.frame(), self.hidden.clone(), num_classes, self.dropout)
+        ModelConfig::build(self.arch, self.frame(), self.hidden.clone(), num_classes, self.dropout, self.vit)
     }
 
     /// The frame the model takes: channels, rows, columns. Every architecture builds from it.
@@ -371,12 +400,25 @@ impl ModelConfig {
 
     /// The names of the layers that have weights (`"1"`, `"3"`, ...), in order; the last is the head.
     pub fn weight_layers(&self) -> Vec<String> {
+        if let Some(vit) = &self.vit {
+            let mut names: Vec<String> =
+                vit.parts(self.frame(), self.num_classes).into_iter().map(|p| p.name).collect();
+            names.iter_mut().for_each(|n| *n = n.split('.').next().unwrap_or_default().to_string());
+            names.dedup();
+            return names;
+        }
         self.layers.iter().enumerate().filter(|(_, l)| l.has_weights()).map(|(i, _)| i.to_string()).collect()
     }
 
     /// The names of the model's tensors (`"1.bias"`, `"1.weight"`, ...), sorted as strings, the way a
     /// `VarStore` built by [`init`](Self::init) names them.
     pub fn tensor_names(&self) -> Vec<String> {
+        if let Some(vit) = &self.vit {
+            let parts = vit.parts(self.frame(), self.num_classes);
+            let mut names: Vec<String> = parts.into_iter().flat_map(|p| p.tensors).map(|(name, _)| name).collect();
+            names.sort();
+            return names;
+        }
         let mut names: Vec<String> = self
             .weight_layers()
             .iter()
@@ -388,7 +430,7 @@ impl ModelConfig {
 
     /// The Dense layers of an MLP or linear model, for the fused engine; `None` for other architectures.
     pub fn dense_layers(&self) -> Option<Vec<DenseLayer>> {
-        if self.arch == Arch::Cnn {
+        if matches!(self.arch, Arch::Cnn | Arch::Vit) {
             return None;
         }
         let mut dense: Vec<DenseLayer> = Vec::new();
@@ -410,6 +452,9 @@ impl ModelConfig {
 
     /// Trainable parameters of every layer.
     pub fn parameter_count(&self) -> i64 {
+        if let Some(vit) = &self.vit {
+            return vit.parameters(self.frame(), self.num_classes).unwrap_or(i64::MAX);
+        }
         self.layers.iter().map(|l| l.parameters().unwrap_or(0)).sum()
     }
 
@@ -440,6 +485,7 @@ impl ModelConfig {
                     self.num_classes
                 )
             }
+            Arch::Vit => self.vit.map_or_else(|| "ViT".into(), |vit| vit.describe(self.frame())),
         }
     }
 }
@@ -448,24 +494,10 @@ impl ModelConfig {
 /// shape and parameter count, then the totals — trainable and frozen (`frozen` lists frozen tensor names,
 /// as a fine-tuned run records them) — with the weights' size in bytes (float32).
 pub fn summary(config: &ModelConfig, title: &str, frozen: &[String]) -> String {
-    let shapes = config.output_shapes().unwrap_or_default();
-    let mut rows = Vec::new();
-    let mut frozen_params = 0;
-    for (index, layer) in config.layers().iter().enumerate() {
-        let params = layer.parameters().unwrap_or(0);
-        if layer.has_weights() {
-            let weight = params - bias_len(layer);
-            for (tensor, count) in [(format!("{index}.weight"), weight), (format!("{index}.bias"), bias_len(layer))] {
-                if frozen.contains(&tensor) {
-                    frozen_params += count;
-                }
-            }
-        }
-        let shape = shapes.get(index).map_or(String::new(), |s| {
-            format!("(None, {})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
-        });
-        rows.push((format!("{index} ({})", layer.type_name()), shape, params));
-    }
+    let (rows, frozen_params) = match &config.vit {
+        Some(vit) => vit_rows(vit, config, frozen),
+        None => layer_rows(config, frozen),
+    };
     let total = config.parameter_count();
     let rule = "─".repeat(58);
     let mut text = format!("Model: {title} ({})\n", config.describe());
@@ -479,6 +511,45 @@ pub fn summary(config: &ModelConfig, title: &str, frozen: &[String]) -> String {
     text += &format!(" Trainable params: {} ({})\n", group_thousands(trainable), float32_size(trainable));
     text += &format!(" Non-trainable params: {} ({})\n", group_thousands(frozen_params), float32_size(frozen_params));
     text
+}
+
+/// A summary row: the layer's name and type, its output shape, its parameters.
+type SummaryRow = (String, String, i64);
+
+fn shape_text(shape: &[i64]) -> String {
+    format!("(None, {})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+/// The ViT's pieces as summary rows, and how many of their parameters are `frozen`.
+fn vit_rows(vit: &VitConfig, config: &ModelConfig, frozen: &[String]) -> (Vec<SummaryRow>, i64) {
+    let parts = vit.parts(config.frame(), config.num_classes);
+    let frozen_params = parts.iter().flat_map(|p| &p.tensors).filter(|(n, _)| frozen.contains(n)).map(|(_, c)| c).sum();
+    let rows = parts
+        .iter()
+        .map(|p| (format!("{} ({})", p.name, p.kind), shape_text(&p.shape), p.tensors.iter().map(|(_, c)| c).sum()))
+        .collect();
+    (rows, frozen_params)
+}
+
+/// The `nn.Sequential`'s layers as summary rows, and how many of their parameters are `frozen`.
+fn layer_rows(config: &ModelConfig, frozen: &[String]) -> (Vec<SummaryRow>, i64) {
+    let shapes = config.output_shapes().unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut frozen_params = 0;
+    for (index, layer) in config.layers().iter().enumerate() {
+        let params = layer.parameters().unwrap_or(0);
+        if layer.has_weights() {
+            let weight = params - bias_len(layer);
+            for (tensor, count) in [(format!("{index}.weight"), weight), (format!("{index}.bias"), bias_len(layer))] {
+                if frozen.contains(&tensor) {
+                    frozen_params += count;
+                }
+            }
+        }
+        let shape = shapes.get(index).map_or(String::new(), |s| shape_text(s));
+        rows.push((format!("{index} ({})", layer.type_name()), shape, params));
+    }
+    (rows, frozen_params)
 }
 
 fn bias_len(layer: &Layer) -> i64 {
@@ -614,6 +685,9 @@ impl ModelConfig {
     /// on the convnet (batch 32, 2 threads): about 20% of a training step.
     pub fn init(&self, vs: &nn::Path) -> nn::SequentialT {
         let mut net = nn::seq_t();
+        if let Some(vit) = &self.vit {
+            return net.add(Vit::new(vs, vit, self.frame(), self.num_classes, self.dropout));
+        }
         let layers = self.layers();
         for (index, layer) in layers.iter().enumerate() {
             let path = vs / index;

@@ -255,7 +255,8 @@ impl EpochBuffers {
     /// The buffers of this process's shard of `data`'s training part.
     fn for_shard(data: &TrainingData, config: &TrainConfig, group: Option<&ProcessGroup>) -> EpochBuffers {
         let shard_len = distributed::shard_len(data.train.len(), group.map_or(1, |g| g.world_size()));
-        EpochBuffers::new(shard_len, config.batch_size as i64, data.train.images.device())
+        let step_batch = config.batch_size.saturating_mul(config.accumulate.max(1));
+        EpochBuffers::new(shard_len, step_batch as i64, data.train.images.device())
     }
 
     fn new(examples: i64, batch: i64, device: Device) -> EpochBuffers {

@@ -384,3 +384,25 @@ fn a_peer_that_dies_or_hangs_stops_the_other_in_one_line() {
     let config = json(&run.join("config.json"));
     assert!(config["state"]["epochs_completed"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn two_processes_of_16_accumulating_2_end_where_one_of_64_does() {
+    let fixture = mnist_sized();
+    let common = ["--limit", "6000", "--epochs", "1", "--save-initial", "--no-shuffle"];
+    let one = fixture.path("one");
+    let flags: Vec<&str> = common.iter().copied().chain(["--batch-size", "64"]).collect();
+    mnist_tch(&train_args(&fixture, &one, &flags).iter().map(String::as_str).collect::<Vec<_>>()).assert_ok();
+    let two = fixture.path("two");
+    let flags: Vec<&str> = common.iter().copied().chain(["--batch-size", "16", "--accumulate", "2"]).collect();
+    let (rank0, rank1) = two_workers(&train_args(&fixture, &two, &flags));
+    assert!(rank0.status.success(), "rank 0: {}", text(&rank0));
+    assert!(rank1.status.success(), "rank 1: {}", text(&rank1));
+    // 4,800 examples, 64 per optimizer step over both processes.
+    assert!(String::from_utf8_lossy(&rank0.stdout).contains("Epoch 1/1 - 75 steps"), "{}", text(&rank0));
+    assert_eq!(max_abs_difference(&one, &two, "initial.safetensors"), 0.0);
+    let difference = max_abs_difference(&one, &two, "model.safetensors");
+    assert!(difference <= 1e-6, "2 × 16 × 2 ended {difference} away from 1 × 64");
+    let moved = max_abs_difference_of(&two.join("initial.safetensors"), &two.join("model.safetensors"));
+    assert!(moved > 1e-2, "training moved the weights by {moved} only");
+    assert_eq!(json(&two.join("config.json"))["training"]["accumulate"], 2);
+}

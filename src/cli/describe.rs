@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 type Widths = Vec<i64>;
 
 /// The model flags: any one of them asks for the model train would build from them.
-const MODEL_FLAGS: [&str; 5] = ["arch", "hidden", "input", "num_classes", "dropout"];
+const MODEL_FLAGS: [&str; 10] =
+    ["arch", "hidden", "input", "num_classes", "dropout", "patch", "width", "depth", "heads", "mlp_ratio"];
 
 /// Everything that names a run or files, which the model flags do not go with.
 const NAMED_PATHS: [&str; 2] = ["paths", "model"];
@@ -37,7 +38,7 @@ pub struct DescribeArgs {
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["paths", "check_destination"])]
     pub model: Option<PathBuf>,
 
-    /// Describe the model `train --arch` would build: mlp, linear or cnn (the other model flags take
+    /// Describe the model `train --arch` would build: mlp, linear, cnn or vit (the other model flags take
     /// train's defaults).
     #[arg(long, value_enum, conflicts_with_all = NAMED_PATHS)]
     pub arch: Option<Arch>,
@@ -57,6 +58,10 @@ pub struct DescribeArgs {
     /// With the model flags: the dropout rate, as train's --dropout (default: the architecture's).
     #[arg(long, value_name = "RATE", allow_negative_numbers = true, value_parser = unit_interval_from_zero, conflicts_with_all = NAMED_PATHS)]
     pub dropout: Option<f64>,
+
+    /// With the model flags: the ViT's sizes, as train's.
+    #[command(flatten)]
+    pub vit: super::vit_flags::VitArgs,
 
     /// Check that the FILEs may be written by a command whose flag FLAG named them (e.g. --out), by the
     /// rule every mnist-tch command follows: never over a file of a run directory, never over an
@@ -83,6 +88,7 @@ pub fn run(args: DescribeArgs) -> Result<()> {
             args.hidden,
             args.num_classes.unwrap_or(10) as i64,
             args.dropout,
+            args.vit.flags(),
         )?),
         [] => Description::tool(),
         [run] => Description::of_run(run)?,
@@ -104,6 +110,7 @@ fn model_flags_given(args: &DescribeArgs) -> bool {
         || args.input.is_some()
         || args.num_classes.is_some()
         || args.dropout.is_some()
+        || args.vit.flags().first_given().is_some()
 }
 
 #[cfg(test)]

@@ -103,6 +103,12 @@ pub struct TrainingFlags {
     #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 32, value_parser = at_least_one)]
     pub batch_size: u64,
 
+    /// Gradient accumulation: N micro-batches of --batch-size per optimizer step, the loss scaled so
+    /// that --batch-size B --accumulate N steps as one batch of B·N (Keras's gradient_accumulation_steps).
+    /// Under torchrun the gradients are averaged once per step. Autograd engine only.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 1, value_parser = at_least_one)]
+    pub accumulate: u64,
+
     /// Random seed for weight initialisation and shuffling; two CPU runs with the same seed print
     /// identical metrics.
     #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 42)]
@@ -155,6 +161,7 @@ impl TrainingFlags {
         TrainConfig {
             epochs: self.epochs.map_or(TrainConfig::default().epochs, |n| n as usize),
             batch_size: self.batch_size as usize,
+            accumulate: self.accumulate as usize,
             engine: self.engine.unwrap_or_default(),
             shuffle: !self.no_shuffle,
             learning_rate,

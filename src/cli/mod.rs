@@ -16,6 +16,7 @@ mod run_arg;
 mod serve;
 mod summary;
 mod train;
+mod vit_flags;
 
 use anyhow::Result;
 use clap::parser::ValueSource;

@@ -53,6 +53,7 @@ fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool {
     match flag {
         "--lr" => args.lr == t.learning_rate,
         "--batch-size" => args.training.batch_size as usize == t.batch_size,
+        "--accumulate" => args.training.accumulate as usize == t.accumulate,
         "--seed" => args.training.seed == t.seed,
         "--weight-decay" => args.training.weight_decay == t.weight_decay,
         "--lr-schedule" => args.training.lr_schedule == t.lr_schedule,
@@ -63,6 +64,9 @@ fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool {
         "--num-classes" => args.num_classes as i64 == config.model.num_classes,
         "--arch" => args.arch == config.model.arch,
         "--hidden" => args.hidden.as_ref() == Some(&config.model.hidden),
+        "--patch" | "--width" | "--depth" | "--heads" | "--mlp-ratio" => {
+            config.model.vit.is_some_and(|vit| args.vit.flags().config() == vit)
+        }
         "--data" => {
             args.data.data.as_ref().and_then(|d| std::fs::canonicalize(d).ok()) == Some(config.data.dir.clone())
         }

@@ -19,7 +19,8 @@ pub struct TrainArgs {
     pub data: DataFlags,
 
     /// The network: mlp (the Keras tutorial's Flatten → Dense(128, relu) → Dense(10)), linear (softmax
-    /// regression) or cnn (Keras's Simple MNIST convnet: two 3x3 conv + max-pool blocks, dropout, dense).
+    /// regression), cnn (Keras's Simple MNIST convnet: two 3x3 conv + max-pool blocks, dropout, dense) or
+    /// vit (a Vision Transformer: --patch --width --depth --heads --mlp-ratio).
     #[arg(long, value_parser = super::choices::arch(), default_value_t = Arch::Mlp)]
     pub arch: Arch,
 
@@ -32,6 +33,9 @@ pub struct TrainArgs {
     /// (cnn). Default: 0 for mlp (the tutorial's model), 0.5 for cnn (as in Keras's example).
     #[arg(long, value_name = "RATE", allow_negative_numbers = true, value_parser = unit_interval_from_zero)]
     pub dropout: Option<f64>,
+
+    #[command(flatten)]
+    pub vit: super::vit_flags::VitArgs,
 
     /// Adam learning rate. Adam uses beta1 0.9, beta2 0.999 and Keras's epsilon 1e-7 (PyTorch's
     /// default is 1e-8).
@@ -83,6 +87,7 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         arch: args.arch,
         hidden: args.hidden.clone(),
         dropout: args.dropout,
+        vit: args.vit.flags(),
         training: args.training.train_config(args.lr, args.data.validation_split),
         device: args.job.device.resolve()?,
         out: args.output.new_run_dir("train"),

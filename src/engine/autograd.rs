@@ -37,6 +37,8 @@ pub struct AutogradStep<'a> {
     group: Option<Rc<ProcessGroup>>,
     /// Adam's beta1, which bounds the learning rate libtorch can step with.
     beta1: f64,
+    /// With gradient accumulation: the rows of each micro-batch.
+    micro_batch: Option<i64>,
 }
 
 impl<'a> AutogradStep<'a> {
@@ -46,7 +48,32 @@ impl<'a> AutogradStep<'a> {
         let parameters = FlatParameters::new(vs, &settings.frozen)?;
         // The learning rate is set by the loop before the first step.
         let optimizer = LibtorchAdam::over_store(settings.adam, parameters.var_store(), 0.0)?;
-        Ok(AutogradStep { net, parameters, optimizer, group: settings.group, beta1: settings.adam.beta1 })
+        Ok(AutogradStep {
+            net,
+            parameters,
+            optimizer,
+            group: settings.group,
+            beta1: settings.adam.beta1,
+            micro_batch: None,
+        })
+    }
+
+    /// Forward and backward over the micro-batches of `inputs`: each one's mean loss weighted by its
+    /// rows over the batch's, so the summed gradients are those of the batch's mean loss. Returns that
+    /// mean loss and the logits of every row.
+    fn accumulated(&self, inputs: &Tensor, labels: &Tensor, micro_batch: i64) -> Result<(Tensor, Tensor)> {
+        let total = labels.size().first().copied().unwrap_or(0).max(1) as f64;
+        let mut loss = Tensor::zeros([], (tch::Kind::Float, inputs.device()));
+        let mut logits = Vec::new();
+        for (x, y) in inputs.f_split(micro_batch, 0)?.iter().zip(labels.f_split(micro_batch, 0)?) {
+            let micro_logits = self.net.forward_t(x, true);
+            let share = y.size().first().copied().unwrap_or(0) as f64 / total;
+            let weighted = micro_logits.cross_entropy_for_logits(&y).f_mul_scalar(share)?;
+            weighted.f_backward()?;
+            loss = loss.f_add(&weighted.detach())?;
+            logits.push(micro_logits.detach());
+        }
+        Ok((loss, Tensor::f_cat(&logits, 0)?))
     }
 
     /// Under torchrun, the gradients' mean over every process, in place.
@@ -83,10 +110,21 @@ impl TrainStep for AutogradStep<'_> {
     }
 
     fn step(&mut self, inputs: &Tensor, labels: &Tensor) -> Result<StepOutput> {
-        let logits = self.net.forward_t(inputs, true);
-        let loss = logits.cross_entropy_for_logits(labels);
-        self.parameters.zero_gradients()?;
-        loss.f_backward()?;
+        let rows = labels.size().first().copied().unwrap_or(0);
+        let (loss, logits) = match self.micro_batch.filter(|&micro| rows > micro) {
+            Some(micro) => {
+                self.parameters.zero_gradients()?;
+                self.accumulated(inputs, labels, micro)?
+            }
+            None => {
+                let logits = self.net.forward_t(inputs, true);
+                let loss = logits.cross_entropy_for_logits(labels);
+                self.parameters.zero_gradients()?;
+                loss.f_backward()?;
+                (loss, logits)
+            }
+        };
+        // Once per optimizer step, however many micro-batches it took.
         self.all_reduce_gradients()?;
         self.optimizer.step()?;
         output(&loss, &logits, labels)
@@ -112,5 +150,11 @@ impl TrainStep for AutogradStep<'_> {
 
     fn group(&self) -> Option<&ProcessGroup> {
         self.group.as_deref()
+    }
+
+    fn accumulate_micro_batches(&mut self, micro_batch: i64) -> Result<()> {
+        ensure!(micro_batch > 0, "--batch-size must be at least 1");
+        self.micro_batch = Some(micro_batch);
+        Ok(())
     }
 }

@@ -120,6 +120,13 @@ pub trait TrainStep {
     fn group(&self) -> Option<&ProcessGroup> {
         None
     }
+
+    /// Gradient accumulation: from now on each [`step`](Self::step) walks its batch in micro-batches of
+    /// `micro_batch` rows, the gradients summed (each micro-batch's mean loss weighted by its share of
+    /// the batch), then updates once. Engines that cannot say so.
+    fn accumulate_micro_batches(&mut self, _micro_batch: i64) -> Result<()> {
+        bail!("--accumulate is implemented by --engine autograd, not {}", self.engine().name())
+    }
 }
 
 /// What an engine can train, in one place: the fused engine computes MLP and linear models only, in one

@@ -121,6 +121,8 @@ mod tests {
                 test_examples: 2,
                 normalization: super::super::NORMALIZATION.into(),
                 selection: Default::default(),
+                fit: None,
+                skip_bad: false,
             },
             training: TrainConfig::default(),
             lineage: None,

@@ -26,7 +26,7 @@ use crate::model::{self, Network};
 use crate::progress::OutputMode;
 use crate::run_dir::lock::RunLock;
 use crate::run_dir::{self, DataInfo, RunConfig};
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use std::path::PathBuf;
 use tch::Device;
 
@@ -182,6 +182,12 @@ fn check_settings(config: &RunConfig, data: &TrainingData) -> Result<()> {
         "--batch-size {} is larger than the {train_len} training examples left after the validation split",
         config.training.batch_size
     );
+    if config.training.accumulate != 1 && config.training.engine != engine::Engine::Autograd {
+        bail!(crate::error_text::UsageError(format!(
+            "--accumulate is implemented by --engine autograd, not {}",
+            config.training.engine.name()
+        )));
+    }
     let distributed = distributed::WorkerEnv::from_env()?.is_some();
     engine::check_supported(config.training.engine, config.training.precision, &config.model, distributed)
 }

@@ -2,10 +2,12 @@
 
 use super::{DataRequest, NewRunDir, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
 use crate::device::device_name;
+use crate::error_text::UsageError;
 use crate::frame::Frame;
 use crate::model::{Arch, ModelConfig};
 use crate::run_dir::{RunConfig, ToolInfo, TrainConfig};
-use anyhow::Result;
+use crate::vit::VitFlags;
+use anyhow::{Result, bail};
 use tch::Device;
 
 /// `mnist-tch train`: a model from scratch.
@@ -19,6 +21,8 @@ pub struct NewRun {
     pub hidden: Option<Vec<i64>>,
     /// Default: the architecture's (0, or 0.5 for the convnet).
     pub dropout: Option<f64>,
+    /// `--arch vit`'s sizes (default: `VitConfig`'s).
+    pub vit: VitFlags,
     pub training: TrainConfig,
     pub device: Device,
     pub out: NewRunDir,
@@ -34,19 +38,31 @@ pub fn new_model(
     hidden: Option<Vec<i64>>,
     num_classes: i64,
     dropout: Option<f64>,
+    vit: VitFlags,
 ) -> Result<ModelConfig> {
     let hidden = match (arch, hidden) {
         (Arch::Mlp, None) => vec![128],
         (_, hidden) => hidden.unwrap_or_default(),
     };
-    ModelConfig::for_frame(arch, frame, hidden, num_classes, dropout.unwrap_or(arch.default_dropout()))
+    if let Some(flag) = vit.first_given().filter(|_| arch != Arch::Vit) {
+        bail!(UsageError(format!("{flag} applies to --arch vit, not {}", arch.name())));
+    }
+    let vit = (arch == Arch::Vit).then(|| vit.config());
+    ModelConfig::build(arch, frame, hidden, num_classes, dropout.unwrap_or(arch.default_dropout()), vit)
 }
 
 /// Loads the data and builds the config of a new run; nothing is written.
 pub fn plan_new_run(request: &NewRun) -> Result<Plan> {
     let data = request.data.load(request.num_classes)?;
     crate::data::check_frame(&request.data.path, data.frame, &request.data.reading)?;
-    let model = new_model(request.arch, data.frame, request.hidden.clone(), data.num_classes as i64, request.dropout)?;
+    let model = new_model(
+        request.arch,
+        data.frame,
+        request.hidden.clone(),
+        data.num_classes as i64,
+        request.dropout,
+        request.vit,
+    )?;
     let config = RunConfig {
         tool: ToolInfo::default(),
         model,

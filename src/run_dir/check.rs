@@ -186,7 +186,7 @@ fn float_problems(found: &mut Problems, t: &TrainConfig) {
 /// The `model` part, and the class names the data gives it.
 fn model_problems(found: &mut Problems, config: &RunConfig) {
     let m = &config.model;
-    if let Err(err) = ModelConfig::new(m.arch, m.input_shape, m.hidden.clone(), m.num_classes, m.dropout) {
+    if let Err(err) = ModelConfig::build(m.arch, m.frame(), m.hidden.clone(), m.num_classes, m.dropout, m.vit) {
         found.need(false, format!("model: {err}"));
     }
     found.need(

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
+    /// Micro-batches of `batch_size` per optimizer step (gradient accumulation): a step sees
+    /// `batch_size × accumulate` examples. 1, the default, is not written.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub accumulate: usize,
     /// Which code computes a step (runs of earlier versions trained with the fused engine).
     #[serde(default = "fused_for_old_runs")]
     pub engine: Engine,
@@ -72,12 +76,21 @@ fn yes() -> bool {
     true
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 impl Default for TrainConfig {
     /// The Keras tutorial's settings: 10 epochs, batch 32, Adam(1e-3), validation_split 0.2.
     fn default() -> Self {
         TrainConfig {
             epochs: 10,
             batch_size: 32,
+            accumulate: 1,
             engine: Engine::Autograd,
             optimizer: AdamVariant::Adam,
             learning_rate: 1e-3,

@@ -1,0 +1,172 @@
+//! The Vision Transformer (`--arch vit`) on small synthetic images, through every subcommand: a tiny
+//! ViT learns a separable set; evaluate reproduces the run's test loss; summary counts its parameters;
+//! the TorchScript export matches the eager model for every input shape and predicts as the run does;
+//! serve answers with the run's logits; fine-tuning with `--freeze hidden` moves the head only; resume
+//! continues it; TensorBoard gets its curves; `--print-config` and `describe` show its description;
+//! sizes that do not fit, ViT flags on another architecture and the fused engine are one clear line.
+
+mod common;
+
+use common::server::Server;
+use common::{Files, Fixture, json, mnist_tch, weights};
+use mnist_tch::model::ModelConfig;
+use mnist_tch::run_dir::load_run;
+use serde_json::Value;
+use std::path::Path;
+use tch::{CModule, Device, Kind, Tensor, nn::ModuleT};
+
+/// 12x12 images in 4x4 patches: 9 tokens and the class token.
+const SIDE: i64 = 12;
+const TINY: [&str; 10] = ["--arch", "vit", "--patch", "4", "--width", "16", "--depth", "2", "--heads", "2"];
+
+fn fixture() -> Fixture {
+    Fixture::with_files(&Files::synthetic_of_side(600, 200, SIDE as u32), false)
+}
+
+fn tiny<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    TINY.iter().chain(extra).copied().collect()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_tiny_vit_learns_and_every_subcommand_takes_it() {
+    let fixture = fixture();
+    let tb = fixture.path("tb");
+    // 480 training images, batch 32: 15 steps an epoch, 300 steps in all.
+    let run = fixture.train("vit", &tiny(&["--epochs", "20", "--lr", "0.003", "--tensorboard", path(&tb)]));
+    run.assert_ok();
+    let accuracy = run.test_accuracy();
+    assert!(accuracy > 0.9, "test accuracy {accuracy}\n{}", run.stdout);
+    let dir = fixture.path("vit");
+    let config = json(&dir.join("config.json"));
+    assert_eq!(config["model"]["arch"], "vit");
+    assert_eq!(
+        config["model"]["vit"],
+        serde_json::json!({"patch": 4, "width": 16, "depth": 2, "heads": 2, "mlp_ratio": 2.0})
+    );
+    let names: Vec<String> = weights(&dir).into_iter().map(|(name, _)| name).collect();
+    for name in ["patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.1.attn.qkv.weight", "head.bias"] {
+        assert!(names.iter().any(|n| n == name), "{name} missing in {names:?}");
+    }
+    let event_files = std::fs::read_dir(&tb).unwrap().count();
+    assert!(event_files > 0, "no TensorBoard event file in {}", tb.display());
+
+    // Rebuilt from config.json alone: evaluate reproduces the run's own test loss; summary counts it.
+    let model: ModelConfig = serde_json::from_value(config["model"].clone()).unwrap();
+    let evaluated = mnist_tch(&["evaluate", "--model", path(&dir), "--device", "cpu", "--json"]);
+    evaluated.assert_ok();
+    let report: Value = serde_json::from_str(&evaluated.stdout).unwrap();
+    let own_loss = config["result"]["test_loss"].as_f64().unwrap();
+    assert!((report["loss"].as_f64().unwrap() - own_loss).abs() < 1e-6, "{report} vs {own_loss}");
+    let summary = mnist_tch(&["summary", "--model", path(&dir)]);
+    summary.assert_ok();
+    let total = summary.stdout.lines().find_map(|l| l.trim().strip_prefix("Total params: ")).unwrap();
+    let total: i64 = total.split(' ').next().unwrap().replace(',', "").parse().unwrap();
+    let stored: i64 = weights(&dir).iter().map(|(_, t)| t.numel() as i64).sum();
+    assert_eq!((total, model.parameter_count()), (stored, stored), "{}", summary.stdout);
+    assert!(
+        summary.stdout.contains("blocks.1 (Block)") && summary.stdout.contains("(None, 10, 16)"),
+        "{}",
+        summary.stdout
+    );
+
+    check_export_and_predict(&fixture, &dir);
+    check_serve(&fixture, &dir);
+    check_finetune_and_resume(&fixture, &dir);
+}
+
+/// The TorchScript export gives the eager model's logits for every input shape, and predicts as the run.
+fn check_export_and_predict(fixture: &Fixture, dir: &Path) {
+    let exported = fixture.path("vit.pt");
+    mnist_tch(&["export", "--model", path(dir), "--out", path(&exported)]).assert_ok();
+    let module = CModule::load(&exported).unwrap();
+    let loaded = load_run(dir, Device::Cpu).unwrap();
+    let images = Tensor::rand([5, SIDE, SIDE], (Kind::Float, Device::Cpu));
+    let eager = tch::no_grad(|| loaded.model.net.forward_t(&images, false));
+    for input in
+        [images.shallow_clone(), images.view([5, 1, SIDE, SIDE]), images.view([5, SIDE * SIDE]), images.narrow(0, 0, 1)]
+    {
+        let traced = tch::no_grad(|| module.forward_ts(&[&input])).unwrap();
+        let want = eager.narrow(0, 0, traced.size()[0]);
+        let diff = (&traced - &want).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{:?}: {diff}", input.size());
+    }
+    let idx = fixture.data().join("t10k-images-idx3-ubyte");
+    let predict = |model: &Path| {
+        let run = mnist_tch(&["predict", "--model", path(model), "--idx", path(&idx), "--json"]);
+        run.assert_ok();
+        run.stdout
+    };
+    let answers = predict(dir);
+    assert_eq!(answers.lines().count(), 200);
+    assert_eq!(answers, predict(&exported));
+}
+
+/// serve's Open Inference Protocol answers with the logits `evaluate --dump-logits` writes.
+fn check_serve(fixture: &Fixture, dir: &Path) {
+    let npy = fixture.path("vit-logits.npy");
+    mnist_tch(&["evaluate", "--model", path(dir), "--device", "cpu", "--dump-logits", path(&npy)]).assert_ok();
+    let dumped = Vec::<f32>::try_from(&Tensor::read_npy(&npy).unwrap().narrow(0, 0, 3).reshape(-1)).unwrap();
+    let bytes = std::fs::read(fixture.data().join(common::TEST_IMAGES)).unwrap();
+    let images = &bytes[16..16 + 3 * (SIDE * SIDE) as usize];
+    let server = Server::start(dir, &[]);
+    let request = serde_json::json!({"inputs": [{"name": "input", "shape": [3, SIDE, SIDE], "datatype": "UINT8", "data": images}]});
+    let response = server.post_json("/v2/models/mnist/infer", &request);
+    assert_eq!(response.status, 200, "{:?}", String::from_utf8_lossy(&response.body));
+    let answer = response.json();
+    let outputs = answer["outputs"].as_array().unwrap();
+    let logits = outputs.iter().find(|o| o["name"] == "logits").unwrap_or_else(|| panic!("{answer}"));
+    let served: Vec<f32> = logits["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let worst = served.iter().zip(&dumped).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert_eq!(served.len(), dumped.len());
+    assert!(worst <= 1e-5, "served logits differ by {worst}");
+}
+
+/// `--freeze hidden` trains the head alone; resume continues the fine-tuned run.
+fn check_finetune_and_resume(fixture: &Fixture, dir: &Path) {
+    let child = fixture.path("child");
+    let data = fixture.data();
+    let args = ["finetune", "--from", path(dir), "--data", path(&data), "--freeze", "hidden", "--epochs", "1"];
+    mnist_tch(&[&args[..], &["--device", "cpu", "--out", path(&child)]].concat()).assert_ok();
+    for ((name, a), (_, b)) in weights(dir).iter().zip(&weights(&child)) {
+        let head = name.starts_with("head.");
+        assert_eq!(a.equal(b), !head, "{name} (the head alone trains)");
+    }
+    let config = json(&child.join("config.json"));
+    let frozen = config["lineage"]["frozen"].as_array().unwrap();
+    assert!(frozen.iter().all(|n| !n.as_str().unwrap().starts_with("head.")) && frozen.len() > 10, "{frozen:?}");
+    let resumed = mnist_tch(&["resume", path(&child), "--epochs", "2", "--device", "cpu"]);
+    resumed.assert_ok();
+    assert_eq!(json(&child.join("config.json"))["state"]["epochs_completed"], 2);
+}
+
+#[test]
+fn the_vit_is_described_and_what_does_not_fit_is_one_line() {
+    let fixture = fixture();
+    let printed = fixture.train("printed", &tiny(&["--print-config"]));
+    printed.assert_ok();
+    let config: Value = serde_json::from_str(&printed.stdout).unwrap();
+    assert_eq!(config["model"]["vit"]["patch"], 4);
+    assert!(!fixture.path("printed").exists(), "--print-config wrote a run");
+    let described = mnist_tch(&["describe", "--json", "--arch", "vit", "--input", "12x12", "--patch", "4"]);
+    described.assert_ok();
+    let described: Value = serde_json::from_str(&described.stdout).unwrap();
+    assert_eq!(described["model"]["vit"]["width"], 64, "train's defaults for the flags left out");
+
+    fixture
+        .train("odd", &["--arch", "vit", "--patch", "5"])
+        .assert_clean_error(&["--patch 5 does not divide the 12x12 images"]);
+    fixture
+        .train("heads", &["--arch", "vit", "--patch", "4", "--heads", "3"])
+        .assert_clean_error(&["--heads 3 does not divide --width 64"]);
+    fixture.train("mlp", &["--patch", "4"]).assert_usage_error(&["--patch applies to --arch vit, not MLP"]);
+    fixture
+        .train("fused", &tiny(&["--engine", "fused"]))
+        .assert_usage_error(&["--engine fused trains MLP and linear models only, not a ViT"]);
+    for refused in ["odd", "heads", "mlp", "fused"] {
+        assert!(!fixture.path(refused).join("config.json").exists(), "{refused}: a refused run left a config");
+    }
+}
