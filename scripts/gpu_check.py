@@ -16,7 +16,9 @@ Checks, in order:
   5. a bf16 run (--engine fused --precision bf16);
   6. the CNN: one epoch of mnist-tch and of the minimal PyTorch loop on the device;
   7. mnist-tch as 2 torchrun workers (`python -m torch.distributed.run`, Gloo through a CPU copy of the
-     gradients; with one GPU both ranks share it) against world size 1, batch 16 per process.
+     gradients; with one GPU both ranks share it) against world size 1, batch 16 per process;
+  8. a torchrun worker of world size 1 on NCCL (`--dist-backend nccl`, target/release/libmnist_nccl.so;
+     NCCL cannot put two ranks on one GPU); on a CPU, that this is refused in one line.
 With --device cpu it rehearses the same steps on a CPU (what this repository's CI machine can do).
 """
 
@@ -112,6 +114,28 @@ def torchrun_checks(args) -> list[dict]:
     return rows
 
 
+def nccl_check(args) -> dict:
+    """One torchrun worker on NCCL (a group of one: `--dist-backend nccl` joins it), 2 epochs of batch 16;
+    on a CPU the refusal instead."""
+    out = args.out / "torchrun-nccl"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+               "--no-python", args.binary, "train", "--data", args.data, "--device", args.device, "--out", out,
+               "--overwrite", "--epochs", "2", "--batch-size", "16", "--dist-backend", "nccl"]
+    if not args.device.startswith("cuda"):
+        done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
+        said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        return {"check": "torchrun x 1 --dist-backend nccl on a CPU rank",
+                "value": said[0] if said else done.stderr[-200:],
+                "pass": done.returncode != 0 and len(said) == 1 and "needs ranks on CUDA" in said[0]}
+    done = run(command, "torchrun x 1 mnist-tch train --dist-backend nccl")
+    accuracy = parse_test_accuracy(done.stdout)
+    distributed = json.loads((out / "config.json").read_text())["training"].get("distributed") or {}
+    return {"check": "torchrun, 1 worker on NCCL x batch 16, 2 epochs",
+            "value": f"{steady_seconds(out):.3f} s/epoch, test accuracy {accuracy:.4f}, "
+                     f"config: {json.dumps(distributed)}",
+            "pass": accuracy >= 0.96 and distributed.get("backend") == "nccl" and distributed.get("world_size") == 1}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -164,6 +188,7 @@ def main(argv=None) -> int:
                  "pass": cnn["test_accuracy"] >= 0.98})
 
     rows += torchrun_checks(args)
+    rows.append(nccl_check(args))
 
     verdict = lambda row: "info" if row["pass"] is None else "PASS" if row["pass"] else "FAIL"  # noqa: E731
     table = "\n".join([f"GPU check on {args.device} ({gpu}), PyTorch {torch.__version__}, data `{args.data}`", "",

@@ -19,6 +19,8 @@
 #        (scripts/install_mnist.py; $MNIST_TCH_MNIST_SOURCE names a local directory to take it from
 #        first). Offline, setup says so in one line and carries on with Fashion-MNIST alone.
 #   4. target/release/mnist-tch.
+#   5. target/release/libmnist_nccl.so, the NCCL process group that torchrun ranks on CUDA load
+#      (scripts/build_nccl.sh; the binary itself links no CUDA library).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -173,3 +175,13 @@ mnist_status=0
 say "building target/release/mnist-tch (about 4 minutes on 2 cores the first time, seconds after)"
 cargo build --release
 say "built target/release/mnist-tch"
+
+# --- 5. The NCCL process group -------------------------------------------------------------------
+# Its own shared object, loaded only by CUDA ranks; rebuilt when its source or build script changes.
+nccl_lib=target/release/libmnist_nccl.so
+if [ ! -f "$nccl_lib" ] || [ src/nccl.cpp -nt "$nccl_lib" ] || [ scripts/build_nccl.sh -nt "$nccl_lib" ]; then
+    say "building $nccl_lib (about a minute on 2 cores)"
+    scripts/build_nccl.sh "$nccl_lib"
+else
+    say "$nccl_lib is up to date"
+fi

@@ -1,6 +1,7 @@
 // The few calls of libtorch's own distributed engine (c10d) that mnist-tch needs, as `extern "C"`
-// functions for src/distributed.rs: a TCPStore for the rendezvous, a ProcessGroupGloo on top of it, and
-// in-place all-reduce (sum), broadcast and barrier of tch tensors. tch has no bindings for c10d.
+// functions for src/distributed.rs: a TCPStore for the rendezvous, a ProcessGroupGloo on top of it (or,
+// for CUDA ranks, the ProcessGroupNCCL that the separately built src/nccl.cpp makes), and in-place
+// all-reduce (sum), broadcast and barrier of tch tensors. tch has no bindings for c10d.
 //
 // Every function returns NULL on success or an error message (malloc-ed, freed by
 // mnist_c10d_free_error): no C++ exception crosses into Rust. A `tensor` is what tch's
@@ -19,12 +20,19 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 struct mnist_c10d_group {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::Backend> group;
 };
+
+// Makes a backend other than Gloo over `store` (a `c10::intrusive_ptr<c10d::Store>*`): src/nccl.cpp's
+// `mnist_nccl_new_backend`, found by src/distributed.rs in its own shared object. NULL or a malloc-ed
+// message; `*backend` receives a new `c10::intrusive_ptr<c10d::Backend>*`.
+typedef char* (*mnist_c10d_backend_factory)(void* store, int rank, int world, int64_t timeout_ms,
+                                            void** backend);
 
 namespace {
 
@@ -80,9 +88,10 @@ extern "C" {
 // TCPStore at host:port (`agent_store`: torchrun's agent hosts it; else rank 0 does, with
 // `host_store`), then lets Gloo connect every pair of processes. `timeout_ms` bounds the
 // rendezvous and every later collective. `prefix` keeps this group's store keys apart from the
-// launcher's own.
+// launcher's own. `factory` NULL: Gloo; else the backend it makes.
 char* mnist_c10d_new_group(const char* host, uint16_t port, int rank, int world, int agent_store,
-                           int host_store, int64_t timeout_ms, const char* prefix, mnist_c10d_group** out) {
+                           int host_store, int64_t timeout_ms, const char* prefix,
+                           mnist_c10d_backend_factory factory, mnist_c10d_group** out) {
   *out = nullptr;
   QuietRendezvous quiet;
   return guarded([&] {
@@ -98,6 +107,19 @@ char* mnist_c10d_new_group(const char* host, uint16_t port, int rank, int world,
     store_options.multiTenant = true;
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), store_options);
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), store);
+    if (factory != nullptr) {
+      c10::intrusive_ptr<c10d::Store> shared = prefixed;
+      void* made = nullptr;
+      if (char* error = factory(&shared, rank, world, timeout_ms, &made)) {
+        std::string message(error);
+        std::free(error);
+        throw std::runtime_error(message);
+      }
+      auto* backend = static_cast<c10::intrusive_ptr<c10d::Backend>*>(made);
+      *out = new mnist_c10d_group{*backend};
+      delete backend;
+      return;
+    }
     auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
     auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, world, options);
     *out = new mnist_c10d_group{group};

@@ -9,11 +9,19 @@
 //! from the start so every rank takes as many steps); `--batch-size` is per process; gradients are
 //! averaged (sum / W).
 //!
+//! The collectives run on Gloo (CPU tensors; CUDA ranks' go through a CPU copy) or, for CUDA ranks, on
+//! NCCL (`--dist-backend auto|gloo|nccl`, [`BackendChoice`]). NCCL lives in `libtorch_cuda.so`, which the
+//! binary never links: its process group is built into a shared object of its own
+//! (`libmnist_nccl.so`, from `src/nccl.cpp` by `scripts/build_nccl.sh`), which [`load_nccl`] opens with
+//! libloading only when the ranks train on CUDA.
+//!
 //! Without torchrun's variables, or with `WORLD_SIZE=1`, nothing joins and training is unchanged.
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
-use std::ffi::{CStr, CString, c_char, c_int};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 
@@ -23,12 +31,105 @@ pub const TIMEOUT_VARIABLE: &str = "MNIST_TCH_DIST_TIMEOUT";
 /// a lost peer is reported within a minute (a killed peer is noticed at once: its connections close).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The collective backend. NCCL is not built (it lives in libtorch_cuda.so and its headers are not in
-/// the wheel): CUDA runs all-reduce through a CPU copy of the gradients.
+/// The collective backend a group runs on, as `config.json` records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// c10d's ProcessGroupGloo, in libtorch_cpu: CPU tensors (CUDA ones through a CPU copy).
     Gloo,
+    /// c10d's ProcessGroupNCCL, in libtorch_cuda (through `libmnist_nccl.so`): CUDA tensors.
+    Nccl,
+}
+
+/// `--dist-backend`: which backend torchrun's ranks use, each described in [`BackendChoice::HELP`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Gloo,
+    Nccl,
+}
+
+crate::spelling::named_values!(BackendChoice, "distributed backend", {
+    Auto => "auto": "NCCL when the ranks train on CUDA, Gloo otherwise (as PyTorch's init_process_group picks)",
+    Gloo => "gloo": "Gloo on the CPU, for any device (CUDA tensors go through a CPU copy)",
+    Nccl => "nccl": "NCCL, for ranks on CUDA only",
+});
+
+impl BackendChoice {
+    /// The backend for ranks training on `device`: NCCL on a CPU rank is refused in one line; `auto` on
+    /// CUDA takes NCCL when its library is built, else Gloo with a note (`note` says it).
+    pub fn resolve(self, device: Device, note: impl FnOnce(&str)) -> Result<Backend> {
+        match (self, device.is_cuda()) {
+            (BackendChoice::Gloo, _) => Ok(Backend::Gloo),
+            (BackendChoice::Nccl, false) => bail!(
+                "--dist-backend nccl needs ranks on CUDA, and this one trains on {} (NCCL all-reduces GPU tensors \
+                 only); use --dist-backend gloo or auto",
+                crate::device::device_name(device)
+            ),
+            (BackendChoice::Nccl, true) => load_nccl().map(|_| Backend::Nccl),
+            (BackendChoice::Auto, false) => Ok(Backend::Gloo),
+            (BackendChoice::Auto, true) => match load_nccl() {
+                Ok(_) => Ok(Backend::Nccl),
+                Err(why) => {
+                    note(&format!("{why:#}; --dist-backend auto uses Gloo"));
+                    Ok(Backend::Gloo)
+                }
+            },
+        }
+    }
+}
+
+/// Names the NCCL process group's shared object, instead of `libmnist_nccl.so` next to the binary.
+pub const NCCL_LIBRARY_VARIABLE: &str = "MNIST_TCH_NCCL_LIBRARY";
+/// The shared object's file name, as scripts/build_nccl.sh writes it beside `target/release/mnist-tch`.
+pub const NCCL_LIBRARY: &str = "libmnist_nccl.so";
+
+/// src/nccl.cpp's `mnist_nccl_new_backend`, which c10d.cpp calls to make the group's backend.
+type BackendFactory = unsafe extern "C" fn(*mut c_void, c_int, c_int, i64, *mut *mut c_void) -> *mut c_char;
+
+/// Where the NCCL library is looked for: `$MNIST_TCH_NCCL_LIBRARY`, else beside the running binary.
+pub fn nccl_library_path() -> PathBuf {
+    if let Some(path) = std::env::var_os(NCCL_LIBRARY_VARIABLE) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent().map(|dir| dir.join(NCCL_LIBRARY)).unwrap_or_else(|| PathBuf::from(NCCL_LIBRARY))
+}
+
+/// Opens the NCCL library once per process (it stays loaded) and says where it is. Errors, in one
+/// line: not built, not loadable (`dlerror`'s reason), or not this library.
+pub fn load_nccl() -> Result<PathBuf> {
+    nccl().map(|(path, _)| path)
+}
+
+/// The NCCL library's path and factory, opened on first use.
+fn nccl() -> Result<(PathBuf, BackendFactory)> {
+    static LOADED: OnceLock<Result<(PathBuf, BackendFactory), String>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(|| {
+        let path = nccl_library_path();
+        if !path.exists() {
+            return Err(format!(
+                "the NCCL process group is not built: {} is missing (scripts/setup.sh builds it with \
+                 scripts/build_nccl.sh)",
+                path.display()
+            ));
+        }
+        // SAFETY: the library's initialisers are libtorch_cuda's and the C++ runtime's.
+        let library = unsafe { libloading::Library::new(&path) }
+            .map_err(|err| format!("{}: cannot be loaded: {err}", path.display()))?;
+        // SAFETY: the symbol has the signature src/nccl.cpp gives it.
+        let factory = unsafe { library.get::<BackendFactory>(b"mnist_nccl_new_backend\0") }
+            .map(|symbol| *symbol)
+            .map_err(|_| format!("{}: not mnist-tch's NCCL library (no mnist_nccl_new_backend)", path.display()))?;
+        // Loaded for the rest of the process: the groups it makes live in it.
+        std::mem::forget(library);
+        Ok((path, factory))
+    });
+    match loaded {
+        Ok(found) => Ok(found.clone()),
+        Err(why) => bail!("{why}"),
+    }
 }
 
 /// Where this process stands among the others, from torchrun's environment.
@@ -54,13 +155,19 @@ impl WorkerEnv {
 
     /// [`from_env`](Self::from_env) over any source of variables.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Option<WorkerEnv>> {
+        Self::from_lookup_with(var, false)
+    }
+
+    /// [`from_lookup`](Self::from_lookup), or with `alone` a group of one too (`WORLD_SIZE=1`): what
+    /// `--dist-backend nccl` asks for, so that a one-GPU machine trains through NCCL.
+    pub fn from_lookup_with(var: impl Fn(&str) -> Option<String>, alone: bool) -> Result<Option<WorkerEnv>> {
         let number = |name: &str, value: &str| -> Result<usize> {
             value.trim().parse::<usize>().with_context(|| format!("{name}={value} is not a process count or index"))
         };
         let Some(world) = var("WORLD_SIZE") else { return Ok(None) };
         let world_size = number("WORLD_SIZE", &world)?;
         ensure!(world_size >= 1, "WORLD_SIZE=0: a group needs at least one process");
-        if world_size == 1 {
+        if world_size == 1 && !alone {
             return Ok(None);
         }
         let required = |name: &str| {
@@ -117,6 +224,7 @@ unsafe extern "C" {
         host_store: c_int,
         timeout_ms: i64,
         prefix: *const c_char,
+        factory: Option<BackendFactory>,
         out: *mut *mut RawGroup,
     ) -> *mut c_char;
     fn mnist_c10d_all_reduce_sum(group: *mut RawGroup, tensor: *const torch_sys::C_tensor) -> *mut c_char;
@@ -137,12 +245,15 @@ fn checked(message: *mut c_char) -> Result<()> {
     bail!("{}", crate::error_text::first_line(&text).trim())
 }
 
-/// This process's membership of the group: a Gloo process group over a TCPStore.
+/// This process's membership of the group: a Gloo (or NCCL) process group over a TCPStore.
 pub struct ProcessGroup {
     raw: *mut RawGroup,
     rank: usize,
     local_rank: usize,
     world_size: usize,
+    backend: Backend,
+    /// Where the backend's tensors live: the CPU for Gloo, this rank's GPU for NCCL.
+    device: Device,
 }
 
 impl std::fmt::Debug for ProcessGroup {
@@ -152,9 +263,14 @@ impl std::fmt::Debug for ProcessGroup {
 }
 
 impl ProcessGroup {
-    /// Joins the group `env` describes; fails in one line when the others do not come within `timeout`.
-    pub fn join(env: &WorkerEnv, timeout: Duration) -> Result<ProcessGroup> {
+    /// Joins the group `env` describes on `backend` (NCCL: for ranks on `device`, a CUDA device); fails
+    /// in one line when the others do not come within `timeout`.
+    pub fn join(env: &WorkerEnv, timeout: Duration, backend: Backend, device: Device) -> Result<ProcessGroup> {
         let WorkerEnv { rank, local_rank, world_size, .. } = *env;
+        let factory = match backend {
+            Backend::Gloo => None,
+            Backend::Nccl => Some(nccl()?.1),
+        };
         let host = CString::new(env.master_addr.as_str()).context("MASTER_ADDR holds a NUL byte")?;
         let prefix = CString::new(format!("mnist-tch/{}/", env.restart)).context("store prefix")?;
         let host_store = !env.agent_store && rank == 0;
@@ -170,6 +286,7 @@ impl ProcessGroup {
                 host_store as c_int,
                 timeout.as_millis() as i64,
                 prefix.as_ptr(),
+                factory,
                 &mut raw,
             )
         };
@@ -183,7 +300,8 @@ impl ProcessGroup {
             )
         })?;
         ensure!(!raw.is_null(), "c10d returned no process group");
-        Ok(ProcessGroup { raw, rank, local_rank, world_size })
+        let device = if backend == Backend::Nccl { device } else { Device::Cpu };
+        Ok(ProcessGroup { raw, rank, local_rank, world_size, backend, device })
     }
 
     pub fn rank(&self) -> usize {
@@ -199,8 +317,8 @@ impl ProcessGroup {
         self.rank == 0
     }
 
-    /// Replaces `tensor` (float, contiguous) by its mean over every process. A CUDA tensor goes through a
-    /// CPU copy: Gloo on the CPU is what is built.
+    /// Replaces `tensor` (float, contiguous) by its mean over every process. With Gloo a CUDA tensor goes
+    /// through a CPU copy; with NCCL a CPU tensor through a copy on the rank's GPU.
     pub fn all_reduce_mean(&self, tensor: &Tensor) -> Result<()> {
         self.all_reduce_sum(tensor)?;
         let _ = tensor.shallow_clone().f_div_scalar_(self.world_size as f64)?;
@@ -209,7 +327,7 @@ impl ProcessGroup {
 
     /// Replaces `tensor` by its sum over every process.
     pub fn all_reduce_sum(&self, tensor: &Tensor) -> Result<()> {
-        self.on_cpu(tensor, |cpu| {
+        self.on_backend_device(tensor, |cpu| {
             // SAFETY: `cpu` is a live tensor for the whole call; the shim only reads the handle.
             checked(unsafe { mnist_c10d_all_reduce_sum(self.raw, cpu.as_ptr()) })
         })
@@ -218,7 +336,7 @@ impl ProcessGroup {
 
     /// Copies rank `root`'s `tensor` into every other process's.
     pub fn broadcast(&self, tensor: &Tensor, root: usize) -> Result<()> {
-        self.on_cpu(tensor, |cpu| {
+        self.on_backend_device(tensor, |cpu| {
             // SAFETY: as in all_reduce_sum.
             checked(unsafe { mnist_c10d_broadcast(self.raw, cpu.as_ptr(), root as c_int) })
         })
@@ -243,13 +361,18 @@ impl ProcessGroup {
         })
     }
 
-    /// Runs `op` on `tensor` itself when it is a contiguous CPU tensor, else on a CPU copy that is then
-    /// copied back.
-    fn on_cpu(&self, tensor: &Tensor, op: impl FnOnce(&Tensor) -> Result<()>) -> Result<()> {
-        if tensor.device() == Device::Cpu && tensor.is_contiguous() {
+    /// The backend's tensors' device: the CPU (Gloo) or this rank's GPU (NCCL).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs `op` on `tensor` itself when it is a contiguous tensor on the backend's device, else on a
+    /// copy there that is then copied back.
+    fn on_backend_device(&self, tensor: &Tensor, op: impl FnOnce(&Tensor) -> Result<()>) -> Result<()> {
+        if tensor.device() == self.device && tensor.is_contiguous() {
             return op(tensor);
         }
-        let cpu = tensor.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let cpu = tensor.f_to_device(self.device)?.f_contiguous()?;
         op(&cpu)?;
         tch::no_grad(|| tensor.shallow_clone().f_copy_(&cpu))?;
         Ok(())
@@ -267,7 +390,7 @@ impl ProcessGroup {
     pub fn info(&self, batch_size: usize) -> DistributedInfo {
         DistributedInfo {
             world_size: self.world_size,
-            backend: Backend::Gloo,
+            backend: self.backend,
             batch_size_per_process: batch_size,
             global_batch_size: batch_size * self.world_size,
         }
@@ -281,11 +404,24 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Joins the group torchrun describes, if any: `None` for a single process.
-pub fn join_from_env() -> Result<Option<std::rc::Rc<ProcessGroup>>> {
-    let Some(env) = WorkerEnv::from_env()? else { return Ok(None) };
+/// Joins the group torchrun describes, if any, on the backend `choice` resolves to for ranks on
+/// `device` (`--device`): `None` for a single process. `--dist-backend nccl` on a CPU rank is refused
+/// even without torchrun, and under torchrun joins a group of one as well.
+pub fn join_from_env(choice: BackendChoice, device: Device) -> Result<Option<std::rc::Rc<ProcessGroup>>> {
+    let env = WorkerEnv::from_lookup_with(|name| std::env::var(name).ok(), choice == BackendChoice::Nccl)?;
+    let device = match (&env, device) {
+        (Some(env), Device::Cuda(0)) => Device::Cuda(env.local_rank % crate::device::cuda_device_count().max(1)),
+        _ => device,
+    };
+    let leader = env.as_ref().is_none_or(|env| env.rank == 0);
+    let backend = choice.resolve(device, |note| {
+        if leader {
+            eprintln!("note: {note}")
+        }
+    })?;
+    let Some(env) = env else { return Ok(None) };
     let timeout = timeout_from_env()?;
-    Ok(Some(std::rc::Rc::new(ProcessGroup::join(&env, timeout)?)))
+    Ok(Some(std::rc::Rc::new(ProcessGroup::join(&env, timeout, backend, device)?)))
 }
 
 /// The device of this process: with several processes on a machine, `cuda` (cuda:0) means each its own

@@ -4,6 +4,7 @@
 //! refuse any other text with its usual message, the names listed.
 
 use crate::callbacks::Monitor;
+use crate::distributed::BackendChoice;
 use crate::engine::{Engine, Precision};
 use crate::model::Arch;
 use crate::preprocess::{Framing, Invert};
@@ -54,6 +55,11 @@ pub fn arch() -> Named<Arch> {
 /// `--engine`.
 pub fn engine() -> Named<Engine> {
     Named::described(Engine::NAMES, Engine::HELP)
+}
+
+/// `--dist-backend`.
+pub fn dist_backend() -> Named<BackendChoice> {
+    Named::described(BackendChoice::NAMES, BackendChoice::HELP)
 }
 
 /// `--precision`.

@@ -51,7 +51,8 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
     if let Some(out) = &args.output.out {
         refuse_parent_as_out(&args.from, out)?;
     }
-    let output = args.job.job_output()?;
+    let device = args.job.device.resolve()?;
+    let output = args.job.job_output(device)?;
     let request = FinetuneRun {
         from: args.from.clone(),
         data: args.data.request()?,
@@ -60,7 +61,7 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         engine: args.training.engine,
         precision: args.training.precision,
         training: args.training.train_config(args.lr, args.data.validation_split),
-        device: args.job.device.resolve()?,
+        device,
         out: args.output.new_run_dir("finetune"),
         save_initial: args.training.save_initial,
     };

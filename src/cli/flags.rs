@@ -6,6 +6,7 @@ use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
 use crate::class_names::ClassNames;
 use crate::data::{self, Selection, parse_labels};
 use crate::device::DeviceSpec;
+use crate::distributed::BackendChoice;
 use crate::engine::{Engine, Precision};
 use crate::fit::JobOutput;
 use crate::frame::Frame;
@@ -16,6 +17,7 @@ use crate::progress::OutputMode;
 use crate::run_dir::TrainConfig;
 use clap::Args;
 use std::path::PathBuf;
+use tch::Device;
 
 /// `--labels`'s value; an alias so clap's derive reads one comma list, not a repeated flag.
 type LabelList = Vec<u8>;
@@ -247,13 +249,18 @@ pub struct JobFlags {
     /// docs/tensorboard.md.
     #[arg(long, value_name = "DIR", value_parser = crate::tensorboard::parse_dir)]
     pub tensorboard: Option<PathBuf>,
+
+    /// Under torchrun, what the ranks all-reduce with (recorded in config.json's
+    /// training.distributed.backend).
+    #[arg(long, value_name = "BACKEND", default_value = "auto", value_parser = super::choices::dist_backend())]
+    pub dist_backend: BackendChoice,
 }
 
 impl JobFlags {
-    /// The output of this process's training job; under torchrun it joins the other processes first
-    /// (only rank 0 then prints and writes).
-    pub fn job_output(&self) -> anyhow::Result<JobOutput> {
-        let group = crate::distributed::join_from_env()?;
+    /// The output of this process's training job on `device` (`--device`, resolved); under torchrun it
+    /// joins the other processes first (only rank 0 then prints and writes).
+    pub fn job_output(&self, device: Device) -> anyhow::Result<JobOutput> {
+        let group = crate::distributed::join_from_env(self.dist_backend, device)?;
         let mode = OutputMode::detect(self.quiet);
         Ok(JobOutput::for_process(mode, self.plot, self.tensorboard.clone(), group))
     }

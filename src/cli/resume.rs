@@ -44,11 +44,12 @@ pub fn run(args: ResumeArgs) -> Result<Finished> {
     if args.print_config {
         return print_resumed_config(&args.run, args.epochs).map(|()| Finished::Done);
     }
-    let output = args.job.job_output()?;
+    let device = args.job.device.resolve()?;
+    let output = args.job.job_output(device)?;
     let request = ResumeRun {
         dir: args.run.clone(),
         epochs: args.epochs.map(|n| n as usize),
-        device: args.job.device.resolve()?,
+        device,
         engine: args.engine,
         save_best: args.stopping.save_best,
         early_stopping: args.stopping.early_stopping(),

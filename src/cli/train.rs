@@ -98,7 +98,7 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         crate::say!("{}", serde_json::to_string_pretty(&plan.config)?)?;
         return Ok(Finished::Done);
     }
-    let output = args.job.job_output()?;
+    let output = args.job.job_output(request.device)?;
     // Restarted by torchrun: the run this command began continues from its last completed epoch.
     let plan = match jobs::elastic_continuation(&plan, &request.out, request.device, output.group.as_deref())? {
         Some(resume) => jobs::plan_resume(&resume, output.writes_run())?,
