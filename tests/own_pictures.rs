@@ -183,6 +183,7 @@ fn colour_decides_the_label_only_in_a_colour_frame() {
     let predicted =
         run(&cache, &["predict", "--model", tmp.path().join("run-3x8x8").to_str().unwrap(), picture.to_str().unwrap()]);
     assert!(predicted.assert_ok().stdout.contains(": red "), "{}", predicted.stdout);
+    serve_answers_in_the_colour_frame(&tmp.path().join("run-3x8x8"), &picture);
     let refused = tmp.path().join("refused");
     let finetune = run(
         &cache,
@@ -200,6 +201,31 @@ fn colour_decides_the_label_only_in_a_colour_frame() {
     );
     finetune.assert_clean_error(&["images are 3x8x8", "takes 8x8"]);
     assert!(!refused.exists());
+}
+
+/// `serve` of a colour run: /predict fits an upload as the run was trained, and /v2 takes and describes
+/// `[N, 3, rows, cols]`.
+fn serve_answers_in_the_colour_frame(run: &Path, picture: &Path) {
+    let server = common::server::Server::start(run, &[]);
+    let answer = server.post("/predict", &std::fs::read(picture).unwrap());
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.json()["name"], "red", "{}", answer.json());
+    let metadata = server.get("/v2/models/mnist").json();
+    assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 3, 8, 8]), "{metadata}");
+    let pixels: Vec<f32> = image::open(picture).unwrap().to_rgb8().pixels().flat_map(|p| p.0).map(f32::from).collect();
+    // Channel-major: every red value, then every green, then every blue, in [0, 1].
+    let planes: Vec<f32> =
+        (0..3).flat_map(|c| pixels.iter().skip(c).step_by(3).map(|v| v / 255.0).collect::<Vec<_>>()).collect();
+    let body =
+        serde_json::json!({"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": planes}]});
+    let infer = server.post_json("/v2/models/mnist/infer", &body);
+    assert_eq!(infer.status, 200, "{}", String::from_utf8_lossy(&infer.body));
+    let flat = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 8, 8], "datatype": "FP32", "data": vec![0.0; 64]}]});
+    assert_eq!(
+        server.post_json("/v2/models/mnist/infer", &flat).status,
+        400,
+        "a grey tensor is not this model's input"
+    );
 }
 
 /// A two-class folder of good pictures, with `spoil` applied to it.
