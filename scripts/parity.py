@@ -136,6 +136,7 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
     images = torch.from_numpy(raw["train_x"][:split].reshape(split, -1).copy())  # uint8 [n, pixels]
     labels = torch.from_numpy(raw["train_y"][:split].copy())
     n, batch, seed, shuffle = split, t["batch_size"], t["seed"], t.get("shuffle", True)
+    accumulate = t.get("accumulate", 1)
 
     # PyTorch's initialisation drawn from the seed, as mnist-tch draws its own: afterwards the CPU generator
     # is where mnist-tch's is when its first step starts (what dropout in a --no-shuffle run draws from).
@@ -164,14 +165,19 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
             group["lr"] = metrics[epoch - 1]["lr"]  # the rate mnist-tch trained this epoch with (any schedule)
         order = epoch_order(seed, epoch, n, shuffle)
         loss_sum = torch.zeros((), dtype=torch.float64)
-        for start in range(0, n, batch):
-            rows = order[start:start + batch]
-            inputs = images[rows].float().div_(255.0)
-            targets = labels[rows]
-            logits = model(inputs)
-            loss = F.cross_entropy(logits, targets)
+        for start in range(0, n, batch * accumulate):
+            rows = order[start:start + batch * accumulate]
             optimizer.zero_grad()
-            loss.backward()
+            if len(rows) > batch:  # --accumulate: each micro-batch's mean loss weighted by its share
+                loss = torch.zeros(())
+                for micro in rows.split(batch):
+                    weighted = F.cross_entropy(model(images[micro].float().div_(255.0)), labels[micro]) * (
+                        len(micro) / len(rows))
+                    weighted.backward()
+                    loss = loss + weighted.detach()
+            else:
+                loss = F.cross_entropy(model(images[rows].float().div_(255.0)), labels[rows])
+                loss.backward()
             optimizer.step()
             loss_sum += loss.detach().double() * len(rows)
             steps += 1
@@ -188,6 +194,7 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
         "order": "shuffled" if shuffle else "no-shuffle",
         "optimizer": optimizer_name,
         "dropout": m.get("dropout", 0.0),
+        "accumulate": accumulate,
         "epochs": epochs,
         "steps": steps,
         "max_abs_diff": max(per_tensor.values()),
