@@ -57,11 +57,23 @@ crate::spelling::named_values!(BackendChoice, "distributed backend", {
 });
 
 impl BackendChoice {
-    /// The backend for ranks training on `device`: NCCL on a CPU rank is refused in one line; `auto` on
-    /// CUDA takes NCCL when its library is built, else Gloo with a note (`note` says it).
-    pub fn resolve(self, device: Device, note: impl FnOnce(&str)) -> Result<Backend> {
+    /// The backend for ranks training on `device`, `sharing` when this node has more ranks than GPUs:
+    /// NCCL on a CPU rank, or on a GPU another rank shares (NCCL takes one GPU per rank), is refused in
+    /// one line; `auto` on CUDA takes NCCL when its library is built and no GPU is shared, else Gloo with a
+    /// note (`note` says why).
+    pub fn resolve(self, device: Device, sharing: Option<(usize, usize)>, note: impl FnOnce(&str)) -> Result<Backend> {
+        let shared = |(ranks, gpus): (usize, usize)| {
+            format!("{ranks} ranks on this node share {gpus} GPU(s), and NCCL takes one GPU per rank")
+        };
         match (self, device.is_cuda()) {
             (BackendChoice::Gloo, _) => Ok(Backend::Gloo),
+            (BackendChoice::Nccl, true) if let Some(sharing) = sharing => {
+                bail!("--dist-backend nccl: {}; use --dist-backend gloo or auto", shared(sharing))
+            }
+            (BackendChoice::Auto, true) if let Some(sharing) = sharing => {
+                note(&format!("{}; --dist-backend auto uses Gloo", shared(sharing)));
+                Ok(Backend::Gloo)
+            }
             (BackendChoice::Nccl, false) => bail!(
                 "--dist-backend nccl needs ranks on CUDA, and this one trains on {} (NCCL all-reduces GPU tensors \
                  only); use --dist-backend gloo or auto",
@@ -414,7 +426,10 @@ pub fn join_from_env(choice: BackendChoice, device: Device) -> Result<Option<std
         _ => device,
     };
     let leader = env.as_ref().is_none_or(|env| env.rank == 0);
-    let backend = choice.resolve(device, |note| {
+    let local_ranks = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.trim().parse::<usize>().ok());
+    let gpus = if device.is_cuda() { crate::device::cuda_device_count() } else { 0 };
+    let sharing = local_ranks.filter(|&ranks| env.is_some() && ranks > gpus && gpus > 0).map(|ranks| (ranks, gpus));
+    let backend = choice.resolve(device, sharing, |note| {
         if leader {
             eprintln!("note: {note}")
         }

@@ -207,11 +207,15 @@ fn only_a_restart_continues_and_only_a_run_of_the_same_configuration() {
         assert!(stderr.contains("already holds a run"), "{stderr}");
         assert_eq!(epochs_completed(&run), completed, "nothing was written");
     }
-    let continued = restarted_train(&fixture, &run, "1", &flags);
+    // --overwrite on the command line does not replace the unfinished run under a restart.
+    let continued = restarted_train(&fixture, &run, "1", &["--epochs", "4", "--overwrite"]);
     let stderr = String::from_utf8_lossy(&continued.stderr);
     assert!(continued.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("note: torchrun restart 1: {} holds this run's", run.display())), "{stderr}");
-    assert_eq!(epochs_completed(&run), 4);
+    let config = RunConfig::load(&run).unwrap();
+    assert_eq!(config.state.epochs_completed, 4);
+    assert_eq!(config.state.resumes.len(), 1, "continued after epoch {completed}, not started again");
+    assert_eq!(config.state.resumes[0].after_epoch, completed);
 
     let straight = fixture.path("straight");
     let once = mnist_tch(&train_args(&fixture, &straight, &flags).iter().map(String::as_str).collect::<Vec<_>>());

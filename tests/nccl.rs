@@ -56,9 +56,19 @@ fn the_library_loads_on_a_cpu_machine_and_creating_the_group_says_there_is_no_gp
     assert_eq!(distributed::load_nccl().unwrap(), built_library());
     // auto on a CPU rank is Gloo without loading anything; on a CUDA rank NCCL, the library being there.
     let no_note = |note: &str| panic!("unexpected note: {note}");
-    assert_eq!(BackendChoice::Auto.resolve(Device::Cpu, no_note).unwrap(), Backend::Gloo);
-    assert_eq!(BackendChoice::Auto.resolve(Device::Cuda(0), no_note).unwrap(), Backend::Nccl);
-    assert_eq!(BackendChoice::Gloo.resolve(Device::Cuda(0), no_note).unwrap(), Backend::Gloo);
+    assert_eq!(BackendChoice::Auto.resolve(Device::Cpu, None, no_note).unwrap(), Backend::Gloo);
+    assert_eq!(BackendChoice::Auto.resolve(Device::Cuda(0), None, no_note).unwrap(), Backend::Nccl);
+    assert_eq!(BackendChoice::Gloo.resolve(Device::Cuda(0), None, no_note).unwrap(), Backend::Gloo);
+    // Two ranks on one GPU: NCCL cannot, so auto is Gloo (and says why) and nccl is refused.
+    let mut said = String::new();
+    let auto = BackendChoice::Auto.resolve(Device::Cuda(0), Some((2, 1)), |note| said = note.to_string());
+    assert_eq!(auto.unwrap(), Backend::Gloo);
+    assert_eq!(
+        said,
+        "2 ranks on this node share 1 GPU(s), and NCCL takes one GPU per rank; --dist-backend auto uses Gloo"
+    );
+    let refused = BackendChoice::Nccl.resolve(Device::Cuda(0), Some((2, 1)), no_note).err().unwrap().to_string();
+    assert!(refused.starts_with("--dist-backend nccl: 2 ranks on this node share 1 GPU(s)"), "{refused}");
     // A group of one, its store hosted here: ProcessGroupNCCL itself refuses, in one line.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let env = WorkerEnv {

@@ -6,7 +6,9 @@
 //! would; completed epochs are never lost, the epoch being trained when the worker died is trained again.
 //!
 //! Outside a restart the write rule stands: an existing run is refused without `--overwrite`. Under a
-//! restart a run of another configuration, or one that finished, is treated by that rule too.
+//! restart a run of another configuration, or one that finished, is treated by that rule too, and
+//! `--overwrite` does not replace the unfinished run: the first attempt already replaced the old one,
+//! and replacing again would lose the epochs it completed.
 //!
 //! Every rank decides from the same files before any rank writes (rank 0 writes only after the group
 //! has agreed), and the decision is then checked over the group: a rank that sees otherwise stops every
