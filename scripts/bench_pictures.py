@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -99,24 +100,42 @@ def decode_figures(args, work: Path) -> None:
           f"median {statistics.median(ours) / statistics.median(theirs):.2f}")
 
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def epoch_figures(args, work: Path, cache: Path) -> None:
-    from_idx, from_cache = [], []
+    """Epochs from the picture cache against epochs from IDX, alternated: wall seconds of each epoch after
+    the first (metrics.csv), and the CPU seconds of the whole run (one libtorch thread on both sides, so a
+    loaded machine's waiting is not counted as work)."""
+    mnist_tch("train", "--data", args.folder, "--print-config", cache=cache)  # the cache is filled first
+    wall = {"idx": [], "cache": []}
+    cpu = {"idx": [], "cache": []}
     for round_ in range(args.rounds):
-        for data, into, out in ((args.data, from_idx, "e-idx"), (args.folder, from_cache, "e-folder")):
-            run = work / f"{out}-{round_}"
-            mnist_tch("train", "--data", data, "--epochs", 3, "--out", run, cache=cache)
-            into.extend(epoch_seconds(run)[1:])  # the first epoch warms libtorch up on both sides
-    print("an epoch (metrics.csv's seconds, epochs 2 and 3 of 3, the default MLP):")
-    print("  " + summary("IDX files", from_idx))
-    print("  " + summary("picture folders, from the cache", from_cache))
-    print(f"  ratio cache / IDX: min {min(from_cache) / min(from_idx):.3f}, "
-          f"median {statistics.median(from_cache) / statistics.median(from_idx):.3f}")
+        for data, side in ((args.data, "idx"), (args.folder, "cache")):
+            run = work / f"e-{side}-{round_}"
+            before = children_cpu_seconds()
+            mnist_tch("train", "--data", data, "--epochs", args.epochs, "--threads", 1, "--out", run, cache=cache)
+            cpu[side].append(children_cpu_seconds() - before)
+            wall[side].extend(epoch_seconds(run)[1:])  # the first epoch warms libtorch up on both sides
+    print(f"an epoch of the default MLP, one libtorch thread (epochs 2 to {args.epochs} of {args.epochs}):")
+    print("  " + summary("IDX files, wall seconds per epoch", wall["idx"]))
+    print("  " + summary("picture folders from the cache, wall seconds per epoch", wall["cache"]))
+    print(f"  ratio cache / IDX: min {min(wall['cache']) / min(wall['idx']):.3f}, "
+          f"median {statistics.median(wall['cache']) / statistics.median(wall['idx']):.3f}")
+    whole = f"CPU seconds of the whole {args.epochs}-epoch run"
+    print("  " + summary(f"IDX files, {whole}", cpu["idx"]))
+    print("  " + summary(f"picture folders from the cache, {whole}", cpu["cache"]))
+    print(f"  ratio cache / IDX: min {min(cpu['cache']) / min(cpu['idx']):.3f}, "
+          f"median {statistics.median(cpu['cache']) / statistics.median(cpu['idx']):.3f}")
 
 
 def colour_figures(args, work: Path, cache: Path) -> None:
     results = {}
     for frame in ("3x28x28", "1x28x28"):
-        out = mnist_tch("train", "--data", args.colour, "--input", frame, "--out", work / f"colour-{frame}", cache=cache)
+        run = work / f"colour-{frame}"
+        out = mnist_tch("train", "--data", args.colour, "--input", frame, "--out", run, cache=cache)
         results[frame] = test_accuracy(out)
     print(f"colour data set ({args.colour}): test accuracy with --input 3x28x28 {results['3x28x28']:.4f}, "
           f"with --input 1x28x28 {results['1x28x28']:.4f}")
@@ -129,6 +148,7 @@ def main(argv=None) -> int:
     parser.add_argument("--colour", type=Path)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of each run of the epoch comparison")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-pictures")
     parser.add_argument("--only", choices=["accuracy", "decode", "epoch", "colour"], action="append")
     args = parser.parse_args(argv)

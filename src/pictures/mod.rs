@@ -110,12 +110,23 @@ pub fn list(tree: &Path) -> Result<Listing> {
     for (index, class) in classes.iter().enumerate() {
         let before = listing.files.len();
         walk(class, index as i64, &mut listing)?;
-        ensure!(
-            listing.files.len() > before,
-            "{}: no pictures in this class folder ({} files by extension)",
-            class.display(),
-            PICTURE_EXTENSIONS.join(", ")
-        );
+        if listing.files.len() == before {
+            let idx_inside = std::fs::read_dir(class).is_ok_and(|mut entries| {
+                entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().contains("idx")))
+            });
+            if idx_inside {
+                bail!(
+                    "{}: holds MNIST-format files, not class folders of pictures; --data {}",
+                    tree.display(),
+                    class.display()
+                );
+            }
+            bail!(
+                "{}: no pictures in this class folder ({} files by extension)",
+                class.display(),
+                PICTURE_EXTENSIONS.join(", ")
+            );
+        }
     }
     Ok(listing)
 }
