@@ -213,9 +213,10 @@ impl VitConfig {
     }
 
     /// `28x28 ViT (patch 4, width 64, depth 4, heads 4, MLP 128)`.
-    pub fn describe(&self, Frame { rows: h, cols: w, .. }: Frame) -> String {
+    pub fn describe(&self, frame: Frame) -> String {
         format!(
-            "{h}x{w} ViT (patch {}, width {}, depth {}, heads {}, MLP {})",
+            "{} ViT (patch {}, width {}, depth {}, heads {}, MLP {})",
+            frame.size_text(),
             self.patch,
             self.width,
             self.depth,
