@@ -40,6 +40,7 @@ fn main() {
 fn compile_shims() {
     println!("cargo:rerun-if-changed=src/c10d.cpp");
     println!("cargo:rerun-if-changed=src/adam_state.cpp");
+    println!("cargo:rerun-if-changed=src/shim_errors.h");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(std::path::PathBuf::from);

@@ -10,6 +10,8 @@
 // Compiled by build.rs with the cc crate against the libtorch that tch links, with the same
 // _GLIBCXX_USE_CXX11_ABI.
 
+#include "shim_errors.h"
+
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 
@@ -22,27 +24,9 @@
 
 namespace {
 
-char* copy_message(const std::string& message) {
-  char* copy = static_cast<char*>(std::malloc(message.size() + 1));
-  if (copy != nullptr) {
-    std::memcpy(copy, message.c_str(), message.size() + 1);
-  }
-  return copy;
-}
-
-template <typename Body>
-char* guarded(Body body) {
-  try {
-    body();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception in the optimizer state");
-  }
-}
+using mnist_shim::copy_message;
+using mnist_shim::guarded;
+constexpr const char* kUnknown = "unknown C++ exception in the optimizer state";
 
 // Whether `param` is one of the tensors the optimizer updates (the state is keyed by its TensorImpl).
 bool holds(torch::optim::Optimizer& optimizer, const torch::Tensor& param) {
@@ -106,7 +90,7 @@ char* mnist_adam_state_read(torch::optim::Optimizer* optimizer, const torch::Ten
   *step = 0;
   *exp_avg = nullptr;
   *exp_avg_sq = nullptr;
-  return guarded([&] {
+  return guarded(kUnknown, [&] {
     if (!holds(*optimizer, *param)) {
       throw std::invalid_argument("the tensor is not one of the optimizer's parameters");
     }
@@ -122,7 +106,7 @@ char* mnist_adam_state_read(torch::optim::Optimizer* optimizer, const torch::Ten
 // moment estimates (copied), as if the optimizer had taken those steps itself.
 char* mnist_adam_state_write(torch::optim::Optimizer* optimizer, const torch::Tensor* param, int64_t step,
                              const torch::Tensor* exp_avg, const torch::Tensor* exp_avg_sq) {
-  return guarded([&] {
+  return guarded(kUnknown, [&] {
     if (!holds(*optimizer, *param)) {
       throw std::invalid_argument("the tensor is not one of the optimizer's parameters");
     }

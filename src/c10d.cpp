@@ -11,6 +11,8 @@
 // _GLIBCXX_USE_CXX11_ABI; the symbols come from libtorch_cpu.so, Gloo's headers from Debian's
 // libgloo-dev (the wheel ships c10d's headers but not Gloo's).
 
+#include "shim_errors.h"
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -36,29 +38,9 @@ typedef char* (*mnist_c10d_backend_factory)(void* store, int rank, int world, in
 
 namespace {
 
-char* copy_message(const std::string& message) {
-  char* copy = static_cast<char*>(std::malloc(message.size() + 1));
-  if (copy != nullptr) {
-    std::memcpy(copy, message.c_str(), message.size() + 1);
-  }
-  return copy;
-}
-
-// Runs `body`, turning any exception into a message. c10::Error's what() carries a C++ backtrace:
-// only the message itself is kept.
-template <typename Body>
-char* guarded(Body body) {
-  try {
-    body();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception in c10d");
-  }
-}
+using mnist_shim::copy_message;
+using mnist_shim::guarded;
+constexpr const char* kUnknown = "unknown C++ exception in c10d";
 
 // While the store connects, c10d logs every retry with a C++ backtrace on stderr; the failure itself is
 // reported in one line by the caller. Quiet unless the user asked for c10's logs (TORCH_CPP_LOG_LEVEL).
@@ -94,7 +76,7 @@ char* mnist_c10d_new_group(const char* host, uint16_t port, int rank, int world,
                            mnist_c10d_backend_factory factory, mnist_c10d_group** out) {
   *out = nullptr;
   QuietRendezvous quiet;
-  return guarded([&] {
+  return guarded(kUnknown, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions store_options;
     store_options.port = port;
@@ -128,7 +110,7 @@ char* mnist_c10d_new_group(const char* host, uint16_t port, int rank, int world,
 
 // Sums `tensor` over every process, in place.
 char* mnist_c10d_all_reduce_sum(mnist_c10d_group* group, const at::Tensor* tensor) {
-  return guarded([&] {
+  return guarded(kUnknown, [&] {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::AllreduceOptions options;
     options.reduceOp = c10d::ReduceOp::SUM;
@@ -138,7 +120,7 @@ char* mnist_c10d_all_reduce_sum(mnist_c10d_group* group, const at::Tensor* tenso
 
 // Copies `tensor` of process `root` into `tensor` of every other process.
 char* mnist_c10d_broadcast(mnist_c10d_group* group, const at::Tensor* tensor, int root) {
-  return guarded([&] {
+  return guarded(kUnknown, [&] {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::BroadcastOptions options;
     options.rootRank = root;
@@ -148,7 +130,7 @@ char* mnist_c10d_broadcast(mnist_c10d_group* group, const at::Tensor* tensor, in
 
 // Returns once every process has called it.
 char* mnist_c10d_barrier(mnist_c10d_group* group) {
-  return guarded([&] { run(group->group->barrier()); });
+  return guarded(kUnknown, [&] { run(group->group->barrier()); });
 }
 
 void mnist_c10d_free_group(mnist_c10d_group* group) {

@@ -13,23 +13,13 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
+#include "shim_errors.h"
+
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-
-namespace {
-
-char* copy_message(const std::string& message) {
-  char* copy = static_cast<char*>(std::malloc(message.size() + 1));
-  if (copy != nullptr) {
-    std::memcpy(copy, message.c_str(), message.size() + 1);
-  }
-  return copy;
-}
-
-}  // namespace
 
 extern "C" {
 
@@ -38,20 +28,13 @@ extern "C" {
 // `c10::intrusive_ptr<c10d::Backend>*` that the caller owns.
 char* mnist_nccl_new_backend(void* store, int rank, int world, int64_t timeout_ms, void** backend) {
   *backend = nullptr;
-  try {
+  return mnist_shim::guarded("unknown C++ exception creating the NCCL process group", [&] {
     auto& shared = *static_cast<c10::intrusive_ptr<c10d::Store>*>(store);
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = std::chrono::milliseconds(timeout_ms);
     auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(shared, rank, world, options);
     *backend = new c10::intrusive_ptr<c10d::Backend>(group);
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception creating the NCCL process group");
-  }
+  });
 }
 
 }  // extern "C"
