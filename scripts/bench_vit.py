@@ -25,6 +25,7 @@ import json
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BINARY, DEFAULT_DATA, ROOT  # noqa: E402
 
 SIZES = {
-    "default": [],
-    "medium (patch 4, width 128, depth 6, heads 4, MLP x4)": ["--width", "128", "--depth", "6", "--mlp-ratio", "4"],
-    "large (patch 4, width 256, depth 7, heads 8, MLP x4)": ["--width", "256", "--depth", "7", "--heads", "8",
+    "default (patch 7, width 64, depth 4, heads 4, MLP x2)": [],
+    "medium: --width 128 --depth 6 --mlp-ratio 4": ["--width", "128", "--depth", "6", "--mlp-ratio", "4"],
+    "large: --width 256 --depth 7 --heads 8 --mlp-ratio 4": ["--width", "256", "--depth", "7", "--heads", "8",
                                                              "--mlp-ratio", "4"],
 }
 
@@ -60,7 +61,7 @@ def mnist_tch(args, out: Path, flags: list, epochs: int, env: dict) -> tuple[lis
 
 
 def twin(args, config: Path, epochs: int, env: dict) -> list[float]:
-    metrics = config.parent / "twin-metrics.json"
+    metrics = args.out / "twin-metrics.json"
     run_peak([sys.executable, ROOT / "scripts" / "minimal_loop.py", "--config", config, "--data", args.data,
               "--epochs", epochs, "--threads", args.threads, "--metrics-json", metrics], env)
     return [m["seconds"] for m in json.loads(metrics.read_text())]
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
 
         print("\n| model | parameters | s/epoch | steps | peak RSS MB |\n|---|---|---|---|---|")
         for name, size_flags in SIZES.items():
-            out = args.out / f"size-{len(size_flags)}"
+            out = args.out / f"size-{len(size_flags)}-{size_flags[1] if size_flags else 'default'}"
             size_args = argparse.Namespace(**{**vars(args), "limit": args.size_limit})
             seconds, rss = mnist_tch(size_args, out, size_flags, 1, env)
             config = json.loads((out / "config.json").read_text())

@@ -171,6 +171,14 @@ impl Predictor {
         })
     }
 
+    /// The run directory's model, when it is one (not a TorchScript file).
+    pub fn run(&self) -> Option<&run_dir::LoadedRun> {
+        match &self.model {
+            Model::Run(run) => Some(run),
+            Model::TorchScript { .. } => None,
+        }
+    }
+
     /// Class probabilities `[N, classes]` for images `[N, rows, cols]` in [0, 1].
     pub fn probabilities(&self, images: &Tensor) -> Result<Tensor> {
         Ok(self.outputs(images)?.probabilities)

@@ -72,6 +72,7 @@ pub mod engine;
 pub mod error_text;
 pub mod evaluation;
 pub mod event_file;
+pub mod explain;
 pub mod export;
 pub mod files;
 pub mod fit;

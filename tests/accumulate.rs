@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Files, Fixture, json, mnist_tch};
+use common::{Files, Fixture, json};
 use std::path::Path;
 
 /// 6,000 synthetic 28×28 training images: `--limit 6000` keeps 4,800 for training, 150 steps of 32.

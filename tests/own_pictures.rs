@@ -183,6 +183,21 @@ fn colour_decides_the_label_only_in_a_colour_frame() {
     let predicted =
         run(&cache, &["predict", "--model", tmp.path().join("run-3x8x8").to_str().unwrap(), picture.to_str().unwrap()]);
     assert!(predicted.assert_ok().stdout.contains(": red "), "{}", predicted.stdout);
+    let explained = tmp.path().join("explained");
+    let colour_run = tmp.path().join("run-3x8x8");
+    run(
+        &cache,
+        &[
+            "predict",
+            "--model",
+            colour_run.to_str().unwrap(),
+            picture.to_str().unwrap(),
+            "--explain",
+            explained.to_str().unwrap(),
+        ],
+    )
+    .assert_clean_error(&["--explain draws grey frames", "3x8x8"]);
+    assert!(!explained.exists());
     serve_answers_in_the_colour_frame(&tmp.path().join("run-3x8x8"), &picture);
     let refused = tmp.path().join("refused");
     let finetune = run(

@@ -170,3 +170,38 @@ fn the_vit_is_described_and_what_does_not_fit_is_one_line() {
         assert!(!fixture.path(refused).join("config.json").exists(), "{refused}: a refused run left a config");
     }
 }
+
+#[test]
+fn explain_draws_where_the_vit_and_the_mlp_looked() {
+    let fixture = fixture();
+    let pictures = fixture.path("pictures");
+    std::fs::create_dir_all(&pictures).unwrap();
+    let bytes = std::fs::read(fixture.data().join(common::TEST_IMAGES)).unwrap();
+    let side = SIDE as u32;
+    for n in 0..3 {
+        let pixels = bytes[16 + n * (side * side) as usize..16 + (n + 1) * (side * side) as usize].to_vec();
+        image::GrayImage::from_raw(side, side, pixels).unwrap().save(pictures.join(format!("digit{n}.png"))).unwrap();
+    }
+    fixture.train("vit", &tiny(&["--epochs", "2"])).assert_ok();
+    fixture.train("mlp", &["--epochs", "1"]).assert_ok();
+    for arch in ["vit", "mlp"] {
+        let out = fixture.path(&format!("explained-{arch}"));
+        let model = fixture.path(arch);
+        let args = ["predict", "--model", path(&model), path(&pictures), "--explain", path(&out), "--device", "cpu"];
+        mnist_tch(&args).assert_ok();
+        for n in 0..3 {
+            let drawn = image::open(out.join(format!("digit{n}.explain.png"))).unwrap().to_rgb8();
+            // The picture and its map side by side, each pixel 8x8, a gap of 8 between.
+            assert_eq!(drawn.dimensions(), (2 * side * 8 + 8, side * 8), "{arch}");
+            let reds: Vec<u8> = (0..side).map(|c| drawn.get_pixel(side * 8 + 8 + c * 8, 4 * 8)[0]).collect();
+            assert!(reds.iter().max() > reds.iter().min(), "{arch}: the map is flat: {reds:?}");
+        }
+        // An existing explanation is not replaced without --overwrite.
+        mnist_tch(&args).assert_clean_error(&["--explain", "digit0.explain.png"]);
+        mnist_tch(&[&args[..], &["--overwrite"]].concat()).assert_ok();
+    }
+    let exported = fixture.path("mlp.pt");
+    mnist_tch(&["export", "--model", path(&fixture.path("mlp")), "--out", path(&exported)]).assert_ok();
+    mnist_tch(&["predict", "--model", path(&exported), path(&pictures), "--explain", path(&fixture.path("x"))])
+        .assert_clean_error(&["--explain needs a run directory"]);
+}

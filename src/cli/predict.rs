@@ -59,7 +59,13 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE.png")]
     pub show_input: Option<PathBuf>,
 
-    /// Replace existing --show-input files instead of refusing.
+    /// Write, for each picture, DIR/NAME.explain.png: the picture as the network saw it and, beside it,
+    /// where the model looked (the ViT: its class token's attention rolled out over the blocks; the MLP
+    /// and the CNN: input-gradient saliency). A run directory only.
+    #[arg(long, value_name = "DIR")]
+    pub explain: Option<PathBuf>,
+
+    /// Replace existing --show-input and --explain files instead of refusing.
     #[arg(long)]
     pub overwrite: bool,
 
@@ -121,6 +127,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         return Err(err);
     }
     let best = classify(&predictor, &inputs, args.top_k)?;
+    if let Some(dir) = &args.explain {
+        explain(dir, args.overwrite, &predictor, &inputs)?;
+    }
     if let Some(out) = &args.out {
         return write_submission(out, &predictor.class_names, &inputs, &best);
     }
@@ -311,6 +320,44 @@ fn classify(predictor: &Predictor, inputs: &[Input], top_k: u64) -> Result<Vec<V
     let batch = Tensor::from_slice(&flat).f_view(predictor.frame.batch_shape(good as i64).as_slice())?;
     let probabilities = predictor.probabilities(&batch)?;
     crate::inference::top_k(&probabilities, top_k)
+}
+
+/// `--explain DIR`: a picture of where the model looked for every input that prepared well.
+fn explain(dir: &Path, overwrite: bool, predictor: &Predictor, inputs: &[Input]) -> Result<()> {
+    let Some(run) = predictor.run() else {
+        bail!("--explain needs a run directory as --model, not an exported file (it reads the model's layers)");
+    };
+    if predictor.frame.channels != 1 {
+        bail!("--explain draws grey frames; this model takes {} colour pictures", predictor.frame);
+    }
+    let good: Vec<&Input> = inputs.iter().filter(|i| i.pixels.is_ok()).collect();
+    let targets: Vec<PathBuf> = good.iter().map(|i| dir.join(explain_name(&i.name))).collect();
+    crate::destination::check_files(&targets.iter().map(PathBuf::as_path).collect::<Vec<_>>(), "--explain", overwrite)?;
+    let [rows, cols] = predictor.input_shape;
+    let flat: Vec<f32> = good.iter().filter_map(|i| i.pixels.as_ref().ok()).flatten().copied().collect();
+    if good.is_empty() {
+        return Ok(());
+    }
+    let maps = crate::explain::maps(run, &Tensor::from_slice(&flat).f_view([good.len() as i64, rows, cols])?)?;
+    let maps = Vec::<f32>::try_from(&maps.reshape(-1))?;
+    let size = (rows * cols) as usize;
+    for (n, (input, target)) in good.iter().zip(&targets).enumerate() {
+        let pixels = input.pixels.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::explain::write_png(target, pixels, &maps[n * size..(n + 1) * size], rows as u32, cols as u32)?;
+    }
+    eprintln!("Wrote {} to {}", counted(good.len(), "explanation"), dir.display());
+    Ok(())
+}
+
+/// `digit.png` → `digit.explain.png`; the 4th image of an IDX file `t10k-images-idx3-ubyte#3` →
+/// `t10k-images-idx3-ubyte-3.explain.png`.
+fn explain_name(input: &str) -> String {
+    let name = Path::new(input).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = match name.rsplit_once('#') {
+        Some((file, index)) => format!("{file}-{index}"),
+        None => Path::new(&name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(name),
+    };
+    format!("{stem}.explain.png")
 }
 
 /// Prints each input's answer (or its error), as text or one JSON object per input; the number that failed.
