@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{Files, Fixture, json, mnist_tch};
+use common::{Files, Fixture, json, mnist_tch, wait_within};
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The torchrun that scripts/setup.sh installs into the project's .venv.
@@ -218,21 +218,6 @@ fn spawn_torchrun(dir: &Path, name: &str, nproc: usize, args: &[String]) -> Chil
         .stderr(File::create(dir.join(format!("{name}.err"))).unwrap())
         .spawn()
         .unwrap()
-}
-
-/// Waits (polling, with a deadline) for `child` to end.
-fn wait_within(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Waits (polling the config the leader writes, with a deadline) until `run` has an epoch completed.

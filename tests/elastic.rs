@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Files, Fixture, mnist_tch};
+use common::{Files, Fixture, mnist_tch, wait_within};
 use mnist_tch::run_dir::RunConfig;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -56,20 +56,6 @@ fn spawn_torchrun(dir: &Path, name: &str, restarts: usize, args: &[String]) -> C
         .stderr(File::create(dir.join(format!("{name}.err"))).unwrap())
         .spawn()
         .unwrap()
-}
-
-fn wait_within(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn epochs_completed(run: &Path) -> usize {

@@ -164,6 +164,23 @@ pub struct Decoded {
     pub from_cache: bool,
 }
 
+/// The frames' bytes, labels and undecodable pictures of a tree.
+type Frames = (Vec<u8>, Vec<i64>, Vec<PathBuf>);
+
+impl Decoded {
+    fn of(listing: Listing, (bytes, labels, bad): Frames, from_cache: bool) -> Decoded {
+        Decoded {
+            classes: listing.classes,
+            bytes,
+            labels,
+            bad,
+            skipped_hidden: listing.skipped_hidden,
+            skipped_other: listing.skipped_other,
+            from_cache,
+        }
+    }
+}
+
 /// How a tree is read: the frame, the fit, whether undecodable pictures are skipped, the class names
 /// that choose `auto`'s framing.
 #[derive(Debug, Clone, Copy)]
@@ -183,15 +200,7 @@ pub fn read_tree(tree: &Path, options: &Options) -> Result<Decoded> {
     if let Some(path) = &cache_file
         && let Some((bytes, labels, bad)) = cache::read(path, &key, options.frame)
     {
-        return Ok(Decoded {
-            classes: listing.classes,
-            bytes,
-            labels,
-            bad,
-            skipped_hidden: listing.skipped_hidden,
-            skipped_other: listing.skipped_other,
-            from_cache: true,
-        });
+        return Ok(Decoded::of(listing, (bytes, labels, bad), true));
     }
     let (bytes, labels, bad) = decode_all(&listing, options)?;
     if let Some(path) = &cache_file
@@ -199,20 +208,12 @@ pub fn read_tree(tree: &Path, options: &Options) -> Result<Decoded> {
     {
         eprintln!("note: the decoded pictures could not be cached in {}: {err:#}", path.display());
     }
-    Ok(Decoded {
-        classes: listing.classes,
-        bytes,
-        labels,
-        bad,
-        skipped_hidden: listing.skipped_hidden,
-        skipped_other: listing.skipped_other,
-        from_cache: false,
-    })
+    Ok(Decoded::of(listing, (bytes, labels, bad), false))
 }
 
 /// Every picture of `listing` decoded and prepared, in parallel over the cores, with a progress bar on
 /// a terminal. The first one that fails stops it, named, unless `skip_bad`.
-fn decode_all(listing: &Listing, options: &Options) -> Result<(Vec<u8>, Vec<i64>, Vec<PathBuf>)> {
+fn decode_all(listing: &Listing, options: &Options) -> Result<Frames> {
     let values = options.frame.values().unwrap_or(0) as usize;
     let files = &listing.files;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len().max(1));

@@ -269,3 +269,18 @@ pub fn mnist_tch_as_ordinary_user(args: &[&str]) -> Run {
         output,
     }
 }
+
+/// Waits (polling, with a deadline) for `child` to end; kills it and fails the test past `limit`.
+pub fn wait_within(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
