@@ -5,19 +5,12 @@
 
 mod common;
 
-use common::{Files, Fixture, json, mnist_tch, wait_within};
+use common::{Files, Fixture, json, mnist_tch, torchrun, wait_within};
 use std::fs::File;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// The torchrun that scripts/setup.sh installs into the project's .venv.
-fn torchrun() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/torchrun");
-    assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
-    path
-}
 
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_mnist-tch")

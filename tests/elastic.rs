@@ -7,18 +7,12 @@
 
 mod common;
 
-use common::{Files, Fixture, mnist_tch, wait_within};
+use common::{Files, Fixture, mnist_tch, torchrun, wait_within};
 use mnist_tch::run_dir::RunConfig;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-fn torchrun() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/torchrun");
-    assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
-    path
-}
 
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_mnist-tch")

@@ -284,3 +284,10 @@ pub fn wait_within(child: &mut std::process::Child, limit: std::time::Duration) 
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The torchrun that scripts/setup.sh installs into the project's .venv.
+pub fn torchrun() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/torchrun");
+    assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
+    path
+}
