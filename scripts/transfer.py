@@ -3,7 +3,7 @@
 500 and 1,000 labelled training images — fine-tuned from the pretrained run against the same
 architecture trained from scratch on the same images, several seeds each.
 
-    .venv/bin/python scripts/transfer.py [--arch mlp|cnn] [--data data/mnist] [--sizes 100,500,1000]
+    .venv/bin/python scripts/transfer.py [--arch mlp|cnn|vit] [--data data/mnist] [--sizes 100,500,1000]
                                          [--seeds 5] [--epochs 30] [--pretrain-epochs 10] [--out DIR]
 
 Methods (batch 32, the same epochs, test accuracy on every test image of classes 5-9):
@@ -29,7 +29,8 @@ from common import BINARY, DEFAULT_DATA, ROOT, mnist_tch, parse_test_accuracy  #
 
 NEW_CLASSES = "5,6,7,8,9"
 DESCRIPTIONS = {"mlp": "784-128-N MLP", "linear": "784-N linear model",
-                "cnn": "Keras's Simple MNIST convnet (dropout 0.5)"}
+                "cnn": "Keras's Simple MNIST convnet (dropout 0.5)",
+                "vit": "the default Vision Transformer (patch 7, width 64, depth 4, heads 4)"}
 
 
 def mean_sd(values: list[float]) -> str:
@@ -45,7 +46,7 @@ def counted(n: int, noun: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", choices=("mlp", "linear", "cnn"), default="mlp")
+    parser.add_argument("--arch", choices=("mlp", "linear", "cnn", "vit"), default="mlp")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sizes", default="100,500,1000", help="labelled training images of classes 5-9")
     parser.add_argument("--seeds", type=int, default=5)
