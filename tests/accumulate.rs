@@ -4,30 +4,12 @@
 
 mod common;
 
-use common::{Files, Fixture, json};
+use common::{Files, Fixture, json, max_abs_difference, max_abs_difference_of};
 use std::path::Path;
 
 /// 6,000 synthetic 28×28 training images: `--limit 6000` keeps 4,800 for training, 150 steps of 32.
 fn mnist_sized() -> Fixture {
     Fixture::with_files(&Files::synthetic_of_side(6000, 200, 28), false)
-}
-
-/// Largest absolute difference over every tensor of two runs' `file`.
-fn max_abs_difference(a: &Path, b: &Path, file: &str) -> f64 {
-    let read = |dir: &Path| {
-        let mut tensors = tch::Tensor::read_safetensors(dir.join(file)).unwrap();
-        tensors.sort_by(|x, y| x.0.cmp(&y.0));
-        tensors
-    };
-    let (left, right) = (read(a), read(b));
-    assert_eq!(left.len(), right.len());
-    left.iter()
-        .zip(&right)
-        .map(|((n1, t1), (n2, t2))| {
-            assert_eq!(n1, n2);
-            (t1 - t2).abs().max().double_value(&[])
-        })
-        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -56,15 +38,7 @@ fn sixteen_times_two_ends_where_thirty_two_does() {
 }
 
 fn max_abs_difference_from_start(dir: &Path) -> f64 {
-    let initial = tch::Tensor::read_safetensors(dir.join("initial.safetensors")).unwrap();
-    let last = tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
-    initial
-        .iter()
-        .map(|(name, a)| {
-            let b = &last.iter().find(|(n, _)| n == name).unwrap().1;
-            (a - b).abs().max().double_value(&[])
-        })
-        .fold(0.0, f64::max)
+    max_abs_difference_of(&dir.join("initial.safetensors"), &dir.join("model.safetensors"))
 }
 
 #[test]

@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{Files, Fixture, json, mnist_tch, torchrun, wait_within};
+use common::{
+    Files, Fixture, json, max_abs_difference, max_abs_difference_of, mnist_tch, mnist_tch_process_with, torchrun,
+    wait_within,
+};
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::Path;
@@ -72,31 +75,6 @@ fn two_workers(args: &[String]) -> (Output, Output) {
     let rank0 = worker(0, 2, port, args, "30");
     let rank1 = worker(1, 2, port, args, "30");
     (rank0.wait_with_output().unwrap(), rank1.wait_with_output().unwrap())
-}
-
-/// The tensors of a safetensors file, in name order.
-fn sorted_tensors(path: &Path) -> Vec<(String, tch::Tensor)> {
-    let mut tensors = tch::Tensor::read_safetensors(path).unwrap();
-    tensors.sort_by(|x, y| x.0.cmp(&y.0));
-    tensors
-}
-
-/// Largest absolute difference between two files of tensors of the same names.
-fn max_abs_difference_of(a: &Path, b: &Path) -> f64 {
-    let (left, right) = (sorted_tensors(a), sorted_tensors(b));
-    assert_eq!(left.len(), right.len());
-    left.iter()
-        .zip(&right)
-        .map(|((n1, t1), (n2, t2))| {
-            assert_eq!(n1, n2);
-            (t1 - t2).abs().max().double_value(&[])
-        })
-        .fold(0.0, f64::max)
-}
-
-/// Largest absolute difference between two runs' files named `file`, over every tensor.
-fn max_abs_difference(a: &Path, b: &Path, file: &str) -> f64 {
-    max_abs_difference_of(&a.join(file), &b.join(file))
 }
 
 fn equivalence(order: &[&str]) {
@@ -226,18 +204,7 @@ fn wait_for_an_epoch(run: &Path, child: &mut Child) {
 /// The pid of this test's worker of rank `rank` (its environment holds the test's mark).
 fn worker_pid(mark: &Path, rank: usize) -> u32 {
     let wanted = [format!("MNIST_TCH_TEST_MARK={}", mark.display()), format!("RANK={rank}")];
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        let variables: Vec<String> =
-            environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-        let is_worker = std::fs::read_link(entry.path().join("exe"))
-            .is_ok_and(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mnist-tch")));
-        if is_worker && wanted.iter().all(|w| variables.contains(w)) {
-            return pid;
-        }
-    }
-    panic!("no worker of rank {rank} found");
+    mnist_tch_process_with(&wanted).unwrap_or_else(|| panic!("no worker of rank {rank} found"))
 }
 
 /// A data set big enough that an epoch of two workers lasts a while.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Files, Fixture, mnist_tch, torchrun, wait_within};
+use common::{Files, Fixture, mnist_tch, mnist_tch_process_with, torchrun, wait_within};
 use mnist_tch::run_dir::RunConfig;
 use std::fs::File;
 use std::path::Path;
@@ -78,18 +78,7 @@ fn find_worker(mark: &Path, rank: usize, attempt: usize) -> Option<u32> {
         format!("RANK={rank}"),
         format!("TORCHELASTIC_RESTART_COUNT={attempt}"),
     ];
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        let variables: Vec<String> =
-            environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-        let is_worker = std::fs::read_link(entry.path().join("exe"))
-            .is_ok_and(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mnist-tch")));
-        if is_worker && wanted.iter().all(|w| variables.contains(w)) {
-            return Some(pid);
-        }
-    }
-    None
+    mnist_tch_process_with(&wanted)
 }
 
 /// Every column of metrics.csv but the last (`seconds`, wall time).

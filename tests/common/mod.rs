@@ -291,3 +291,43 @@ pub fn torchrun() -> PathBuf {
     assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
     path
 }
+
+/// The pid of a running mnist-tch process whose environment holds every one of `variables`
+/// (`NAME=value`), found through /proc: how the torchrun tests find the worker they kill.
+pub fn mnist_tch_process_with(variables: &[String]) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let present: Vec<String> =
+            environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        let is_mnist_tch = std::fs::read_link(entry.path().join("exe"))
+            .is_ok_and(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mnist-tch")));
+        if is_mnist_tch && variables.iter().all(|w| present.contains(w)) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Largest absolute difference between two safetensors files holding tensors of the same names.
+pub fn max_abs_difference_of(a: &Path, b: &Path) -> f64 {
+    let sorted = |path: &Path| {
+        let mut tensors = tch::Tensor::read_safetensors(path).unwrap();
+        tensors.sort_by(|x, y| x.0.cmp(&y.0));
+        tensors
+    };
+    let (left, right) = (sorted(a), sorted(b));
+    assert_eq!(left.len(), right.len());
+    left.iter()
+        .zip(&right)
+        .map(|((n1, t1), (n2, t2))| {
+            assert_eq!(n1, n2);
+            (t1 - t2).abs().max().double_value(&[])
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Largest absolute difference over every tensor of two runs' `file`.
+pub fn max_abs_difference(a: &Path, b: &Path, file: &str) -> f64 {
+    max_abs_difference_of(&a.join(file), &b.join(file))
+}
