@@ -127,8 +127,7 @@ enum Model {
 /// A model ready to classify images.
 pub struct Predictor {
     model: Model,
-    pub input_shape: [i64; 2],
-    /// The whole frame (channels too); `input_shape` is its rows and columns.
+    /// The frame the model takes: channels, rows, columns.
     pub frame: Frame,
     /// How the run fitted pictures into the frame when it was trained on pictures; `None` for IDX data.
     pub fit: Option<Framing>,
@@ -146,10 +145,9 @@ impl Predictor {
     pub fn load_weights(path: &Path, weights_file: &str, device: Device) -> Result<Predictor> {
         if path.is_dir() {
             let run = run_dir::load_run_weights(path, weights_file, device)?;
-            let input_shape = run.config.model.input_shape;
             let (frame, fit) = (run.config.model.frame(), run.config.data.fit);
             let class_names = run.config.data.class_names.clone();
-            return Ok(Predictor { model: Model::Run(Box::new(run)), input_shape, frame, fit, class_names, device });
+            return Ok(Predictor { model: Model::Run(Box::new(run)), frame, fit, class_names, device });
         }
         if !path.exists() {
             bail!("{}: no such run directory or TorchScript file", path.display());
@@ -163,7 +161,6 @@ impl Predictor {
         let info = ExportInfo::load(path)?;
         Ok(Predictor {
             model: Model::TorchScript { module, outputs_probabilities: info.output == ExportOutput::Probabilities },
-            input_shape: info.input_shape,
             frame: info.frame(),
             fit: info.fit,
             class_names: info.class_names,

@@ -140,7 +140,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
 /// The picture files and directories named on the command line, each decoded and turned into the
 /// model's input as the data set was made (saved as --show-input when asked); an input that fails keeps its error.
 fn load_pictures(args: &PredictArgs, images: &[PathBuf], predictor: &Predictor) -> Result<Vec<Input>> {
-    let [rows, cols] = predictor.input_shape;
+    let (rows, cols) = (predictor.frame.rows, predictor.frame.cols);
     let (files, skipped) = expand(images);
     for note in skipped {
         eprintln!("note: {note}");
@@ -333,7 +333,7 @@ fn explain(dir: &Path, overwrite: bool, predictor: &Predictor, inputs: &[Input])
     let good: Vec<&Input> = inputs.iter().filter(|i| i.pixels.is_ok()).collect();
     let targets: Vec<PathBuf> = good.iter().map(|i| dir.join(explain_name(&i.name))).collect();
     crate::destination::check_files(&targets.iter().map(PathBuf::as_path).collect::<Vec<_>>(), "--explain", overwrite)?;
-    let [rows, cols] = predictor.input_shape;
+    let (rows, cols) = (predictor.frame.rows, predictor.frame.cols);
     let flat: Vec<f32> = good.iter().filter_map(|i| i.pixels.as_ref().ok()).flatten().copied().collect();
     if good.is_empty() {
         return Ok(());

@@ -179,7 +179,7 @@ fn prepare_upload(
         return prepare_like_the_run(bytes, info, framing);
     }
     let image = preprocess::decode_gray(bytes).map_err(|err| ApiError::bad_request(format!("{err:#}")))?;
-    let [rows, cols] = info.input_shape;
+    let (rows, cols) = (info.frame.rows, info.frame.cols);
     preprocess::to_model_input(&image, rows as u32, cols as u32, &info.class_names, framing, invert)
         .map_err(|err| ApiError::bad_request(format!("{err:#}")))
 }

@@ -70,7 +70,7 @@ pub async fn server_metadata() -> Json<Value> {
 pub async fn model_metadata(State(app): State<Shared>, Path(path): Path<ModelPath>) -> Result<Json<Value>, ApiError> {
     check_model(&app, &path)?;
     let info = &app.info;
-    let [rows, cols] = info.input_shape;
+    let (rows, cols) = (info.frame.rows, info.frame.cols);
     let channels = info.frame.channels;
     let classes = info.class_names.len();
     let mut outputs = Vec::new();
@@ -279,7 +279,7 @@ fn image_count(input: &RequestInput, info: &ModelInfo) -> Result<usize, ApiError
     if info.frame.channels != 1 {
         return colour_image_count(input, info);
     }
-    let [rows, cols] = info.input_shape;
+    let (rows, cols) = (info.frame.rows, info.frame.cols);
     let count = match input.shape.as_slice() {
         [n, r, c] if *n > 0 && [*r, *c] == [rows, cols] => *n,
         [n, flat] if *n > 0 && *flat == rows * cols => *n,

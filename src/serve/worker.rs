@@ -21,9 +21,7 @@ use tokio::sync::oneshot;
 /// What the server knows about the model it serves.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
-    /// `[rows, cols]` of one input image.
-    pub input_shape: [i64; 2],
-    /// The whole frame, channels too.
+    /// The frame the model takes: channels, rows, columns.
     pub frame: crate::frame::Frame,
     /// How the run fitted pictures into the frame (runs trained on pictures).
     pub fit: Option<crate::preprocess::Framing>,
@@ -138,7 +136,6 @@ fn try_blank_image(predictor: &Predictor) -> Result<ModelInfo> {
     let outputs =
         predictor.outputs(&Tensor::zeros(shape.as_slice(), (tch::Kind::Float, Device::Cpu))).context("a test image")?;
     Ok(ModelInfo {
-        input_shape: predictor.input_shape,
         frame: predictor.frame,
         fit: predictor.fit,
         class_names: predictor.class_names.clone(),
