@@ -148,7 +148,17 @@ fn under_min_confidence_or_with_too_little_ink_the_answer_is_unknown() {
     let strict = predict_json(&fixture, &[&seven_path], &["--min-confidence", &threshold]);
     assert_eq!(strict[0]["label"], Value::Null, "{}", strict[0]);
     assert!(strict[0]["unknown"].as_str().unwrap().contains("below the minimum confidence"), "{}", strict[0]);
-    assert_eq!(strict[0]["predictions"], lines[0]["predictions"]);
+    // The same classes in the same order; the probabilities agree to rounding (the seven was predicted in a
+    // batch of two before, alone now, and libtorch's matrix product may take another path for one row).
+    let classes = |line: &Value| -> Vec<(Value, f64)> {
+        let predictions = line["predictions"].as_array().unwrap();
+        predictions.iter().map(|p| (p["label"].clone(), p["probability"].as_f64().unwrap())).collect()
+    };
+    for ((label, p), (expected_label, expected_p)) in classes(&strict[0]).iter().zip(&classes(&lines[0])) {
+        assert_eq!(label, expected_label, "{} vs {}", strict[0], lines[0]);
+        assert!((p - expected_p).abs() <= 1e-6, "{} vs {}", strict[0], lines[0]);
+    }
+    assert_eq!(classes(&strict[0]).len(), 3);
     // In text, a line that says unknown and why, then the top classes.
     let run_dir = fixture.path("run");
     let args = ["predict", "--model", run_dir.to_str().unwrap(), "--device", "cpu", "--min-confidence", &threshold];
