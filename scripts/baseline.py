@@ -89,6 +89,8 @@ def unsupported_settings(config: dict, framework: str = "torch") -> list[str]:
     found = []
     if str(t.get("lr_schedule", "constant")) != "constant":
         found.append(f"lr_schedule {t['lr_schedule']}")
+    if t.get("random_shift", 0):
+        found.append(f"random_shift {t['random_shift']}")
     if t.get("early_stopping"):
         stopping = t["early_stopping"]
         found.append(f"early_stopping (patience {stopping.get('patience')}, min_delta {stopping.get('min_delta')})")

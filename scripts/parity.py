@@ -9,6 +9,9 @@ config.json, pixel / 255 inputs, `F.cross_entropy`, Adam (AdamW with weight deca
 epoch in metrics.json, the last batch taking the remainder — must end with the weights mnist-tch saved:
 every element within 1e-5.
 
+`--random-shift P` is replayed too: each epoch's moves are drawn after the shuffle, as mnist-tch draws them
+(`torch.manual_seed(shift_seed(seed, e)); torch.randint(-P, P + 1, (n, 2))`), and applied the same way.
+
 Dropout is replayed too: mnist-tch and PyTorch both call libtorch's `at::dropout` (a Bernoulli mask on the
 CPU generator) once per step, in the same order, after the same shuffle draws; in a --no-shuffle run the
 generator's state is that left by the weight initialisation, which the replay reproduces by drawing
@@ -45,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BINARY, DEFAULT_DATA, ROOT, build_torch_model, keras_split, load_raw, mnist_tch, run_config  # noqa: E402
+from common import (BINARY, DEFAULT_DATA, ROOT, build_torch_model, input_frame, keras_split, load_raw,  # noqa: E402
+                    mnist_tch, run_config)
 
 TOLERANCE = 1e-5
 INITIAL_WEIGHTS = "initial.safetensors"
@@ -105,6 +109,32 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool):
     return torch.randperm(n)
 
 
+def shift_seed(seed: int, epoch: int) -> int:
+    """The generator seed of an epoch's --random-shift moves in mnist-tch (`augment::shift_seed`)."""
+    return seed * 1_000_033 + epoch + 7_919
+
+
+def epoch_moves(seed: int, epoch: int, n: int, pixels: int):
+    """The (rows, columns) move of each of the `n` training examples in `epoch` (`augment::EpochShifts`)."""
+    import torch
+
+    torch.manual_seed(shift_seed(seed, epoch))
+    return torch.randint(-pixels, pixels + 1, (n, 2))
+
+
+def shifted(images, moves, frame: tuple[int, int, int], pixels: int):
+    """`images` (uint8 [B, pixels]) each moved by its row of `moves`, zeros coming in (`augment::shift`)."""
+    import torch
+    import torch.nn.functional as F
+
+    b, (c, h, w) = len(images), frame
+    padded = F.pad(images.view(b, c, h, w), (pixels,) * 4)
+    start = pixels - moves
+    rows = start[:, 0].view(b, 1, 1, 1) + torch.arange(h).view(1, 1, h, 1)
+    cols = start[:, 1].view(b, 1, 1, 1) + torch.arange(w).view(1, 1, 1, w)
+    return padded[torch.arange(b).view(b, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols].reshape(b, -1)
+
+
 def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") -> dict:
     """Replays the training of `run_dir` (trained with --save-initial) in plain PyTorch and compares
     the weights it ends with to the run's model.safetensors. `optimizer`: "torch" (torch.optim.Adam) or
@@ -137,6 +167,8 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
     labels = torch.from_numpy(raw["train_y"][:split].copy())
     n, batch, seed, shuffle = split, t["batch_size"], t["seed"], t.get("shuffle", True)
     accumulate = t.get("accumulate", 1)
+    pixels = t.get("random_shift", 0)
+    frame = input_frame(m)
 
     # PyTorch's initialisation drawn from the seed, as mnist-tch draws its own: afterwards the CPU generator
     # is where mnist-tch's is when its first step starts (what dropout in a --no-shuffle run draws from).
@@ -164,6 +196,12 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
         for group in optimizer.param_groups:
             group["lr"] = metrics[epoch - 1]["lr"]  # the rate mnist-tch trained this epoch with (any schedule)
         order = epoch_order(seed, epoch, n, shuffle)
+        moves = epoch_moves(seed, epoch, n, pixels) if pixels else None
+
+        def inputs(rows):
+            batch = images[rows] if moves is None else shifted(images[rows], moves[rows], frame, pixels)
+            return batch.float().div_(255.0)
+
         loss_sum = torch.zeros((), dtype=torch.float64)
         for start in range(0, n, batch * accumulate):
             rows = order[start:start + batch * accumulate]
@@ -171,12 +209,12 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
             if len(rows) > batch:  # --accumulate: each micro-batch's mean loss weighted by its share
                 loss = torch.zeros(())
                 for micro in rows.split(batch):
-                    weighted = F.cross_entropy(model(images[micro].float().div_(255.0)), labels[micro]) * (
+                    weighted = F.cross_entropy(model(inputs(micro)), labels[micro]) * (
                         len(micro) / len(rows))
                     weighted.backward()
                     loss = loss + weighted.detach()
             else:
-                loss = F.cross_entropy(model(images[rows].float().div_(255.0)), labels[rows])
+                loss = F.cross_entropy(model(inputs(rows)), labels[rows])
                 loss.backward()
             optimizer.step()
             loss_sum += loss.detach().double() * len(rows)
@@ -195,6 +233,7 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
         "optimizer": optimizer_name,
         "dropout": m.get("dropout", 0.0),
         "accumulate": accumulate,
+        "random_shift": pixels,
         "epochs": epochs,
         "steps": steps,
         "max_abs_diff": max(per_tensor.values()),
@@ -236,10 +275,11 @@ def checked(result: dict) -> bool:
 
 
 def describe(result: dict) -> str:
+    shift = f", random shift {result['random_shift']}" if result.get("random_shift") else ""
     verdict = ("PASS" if result["pass"] else "FAIL") if checked(result) else (
         "info (within 1e-5)" if result["pass"] else "info (over 1e-5)")
     return (f"{verdict}: {result['arch']} {result['engine']} {result['order']}"
-            f" (dropout {result['dropout']}, {result['epochs']} epoch(s), {result['steps']} steps) vs PyTorch with "
+            f" (dropout {result['dropout']}{shift}, {result['epochs']} epoch(s), {result['steps']} steps) vs PyTorch with "
             f"{OPTIMIZER_NAMES[result['optimizer']]}: weights max abs diff {result['max_abs_diff']:.2e} "
             f"(tolerance {TOLERANCE:.0e}), mean loss diff {result['loss_abs_diff']:.2e}")
 

@@ -27,6 +27,7 @@
 //! - [`engine`]: the training step behind one interface: `autograd` (libtorch autograd + `nn::Adam`,
 //!   the default) and `fused` (hand-written MLP backward pass, flat Adam); what each can train.
 //! - [`training`]: the training loop over any step.
+//! - [`augment`]: `--random-shift`: the training pictures moved by a few pixels, drawn from the seed.
 //! - [`optimizer`]: Adam, or AdamW under weight decay, as `config.json` names it.
 //! - [`callbacks`]: learning-rate schedules, early stopping, the best epoch.
 //! - [`jobs`]: a new, resumed or fine-tuned run as a plan (config, data, starting weights, run
@@ -59,6 +60,7 @@
 //!   printed without clap.
 //! - [`cli`]: the command line, one file per subcommand.
 
+pub mod augment;
 pub mod callbacks;
 pub mod class_names;
 pub mod cli;

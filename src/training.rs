@@ -10,6 +10,7 @@
 //! loss and accuracy are summed over the processes, and every process validates on the whole held-out
 //! part, so all of them take the same callback decisions (early stopping, plateau) without talking.
 
+use crate::augment::EpochShifts;
 use crate::callbacks::{BestTracker, CallbackState, LrController, Monitor, Verdict};
 use crate::data::{Examples, TrainingData, to_inputs};
 use crate::distributed::{self, ProcessGroup};
@@ -102,7 +103,9 @@ pub fn train(
         step.set_learning_rate(rate)?;
         observer.start_epoch(epoch, config.epochs, buffers.steps);
         let order = shard_order(config, epoch, data, step.group())?;
-        let Some((loss, accuracy)) = train_epoch(step, &data.train, &order, epoch, &mut buffers, observer)? else {
+        let shifts = epoch_shifts(run, epoch, data);
+        let batches = Batches { train: &data.train, order: &order, shifts: shifts.as_ref() };
+        let Some((loss, accuracy)) = train_epoch(step, &batches, epoch, &mut buffers, observer)? else {
             return Ok(report.interrupted_in(epoch));
         };
         let validation = validate(&model.net, &data.valid, data.num_classes as i64)?;
@@ -234,6 +237,34 @@ pub fn epoch_order(config: &TrainConfig, epoch: usize, n: i64, device: Device) -
     order.to_device(device)
 }
 
+/// The moves of `--random-shift` in `epoch`, for every example of the training part (`None` without it).
+fn epoch_shifts(run: &RunConfig, epoch: usize, data: &TrainingData) -> Option<EpochShifts> {
+    let config = &run.training;
+    let device = data.train.images.device();
+    (config.random_shift > 0).then(|| {
+        EpochShifts::draw(config.seed, epoch, data.train.len(), config.random_shift, run.model.frame(), device)
+    })
+}
+
+/// What an epoch's steps are cut from: the training part, this process's order of it, and the moves.
+struct Batches<'a> {
+    train: &'a Examples,
+    order: &'a Tensor,
+    shifts: Option<&'a EpochShifts>,
+}
+
+impl Batches<'_> {
+    /// The network inputs of the examples `rows`, moved when the run shifts them.
+    fn inputs(&self, rows: &Tensor) -> Result<Tensor> {
+        // Each step gathers its own rows: as cheap as a view of a shuffled copy, without the copy.
+        let images = self.train.images.f_index_select(0, rows)?; // [len, pixels] u8
+        Ok(to_inputs(&match self.shifts {
+            Some(shifts) => shifts.apply(&images, rows)?,
+            None => images,
+        }))
+    }
+}
+
 /// The generator seed of an epoch's shuffle.
 pub fn shuffle_seed(seed: i64, epoch: usize) -> i64 {
     seed.wrapping_mul(1_000_003).wrapping_add(epoch as i64)
@@ -279,22 +310,19 @@ const NAN_CHECK_EVERY: usize = 50;
 /// observer asked to stop.
 fn train_epoch(
     step: &mut dyn TrainStep,
-    train: &Examples,
-    order: &Tensor,
+    batches: &Batches,
     epoch: usize,
     buffers: &mut EpochBuffers,
     observer: &mut dyn Observer,
 ) -> Result<Option<(f64, f64)>> {
-    let n = order.size().first().copied().unwrap_or(0);
-    let labels = train.labels.f_index_select(0, order)?; // [n], in this epoch's order
+    let n = batches.order.size().first().copied().unwrap_or(0);
+    let labels = batches.train.labels.f_index_select(0, batches.order)?; // [n], in this epoch's order
     let mut checked = 0;
     for index in 1..=buffers.steps {
         let start = (index - 1) as i64 * buffers.batch;
         let len = buffers.batch.min(n - start);
-        let rows = order.narrow(0, start, len);
-        // Each step gathers its own rows: as cheap as a view of a shuffled copy, without the copy.
-        let images = train.images.f_index_select(0, &rows)?; // [len, pixels] u8
-        let out = match step.step(&to_inputs(&images), &labels.narrow(0, start, len)) {
+        let rows = batches.order.narrow(0, start, len);
+        let out = match step.step(&batches.inputs(&rows)?, &labels.narrow(0, start, len)) {
             // Stopped by a signal while the other processes were stopping too: a collective they left
             // fails, and the stop is what counts.
             Err(_) if observer.interrupted() => return Ok(None),

@@ -1,6 +1,6 @@
 //! Resuming on the default engine is the uninterrupted run: libtorch's Adam state is saved with every
-//! epoch and restored, so 2 + 2 epochs write the bytes of 4 — with --save-best, a plateau schedule and
-//! early stopping too — and a run killed with `kill -9` in epoch 3 and resumed ends as the run that was
+//! epoch and restored, so 2 + 2 epochs write the bytes of 4 — with --save-best, a plateau schedule,
+//! early stopping and --random-shift too — and a run killed with `kill -9` in epoch 3 and resumed ends as the run that was
 //! never killed.
 
 mod common;
@@ -38,12 +38,13 @@ fn resume(run: &Path, epochs: &str) -> common::Run {
 }
 
 #[test]
-fn two_plus_two_epochs_are_four_with_save_best_a_plateau_schedule_and_early_stopping() {
+fn two_plus_two_epochs_are_four_with_save_best_a_plateau_schedule_early_stopping_and_random_shifts() {
     let fixture = Fixture::new(false);
-    let variants: [&[&str]; 3] = [
+    let variants: [&[&str]; 4] = [
         &[],
         &["--save-best", "--lr-schedule", "plateau:1:0.5", "--lr", "0.3"],
         &["--early-stopping", "1", "--lr", "0.05", "--weight-decay", "0.01"],
+        &["--random-shift", "2", "--dropout", "0.2"],
     ];
     for (i, flags) in variants.iter().enumerate() {
         let (straight, split) = (format!("straight{i}"), format!("split{i}"));

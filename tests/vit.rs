@@ -136,11 +136,55 @@ fn check_finetune_and_resume(fixture: &Fixture, dir: &Path) {
         assert_eq!(a.equal(b), !head, "{name} (the head alone trains)");
     }
     let config = json(&child.join("config.json"));
+    // Fine-tuning keeps the tutorial's constant rate and pictures as they are, whatever the parent had.
+    assert_eq!(config["training"]["lr_schedule"], "constant");
+    assert!(config["training"].get("random_shift").is_none(), "{}", config["training"]);
     let frozen = config["lineage"]["frozen"].as_array().unwrap();
     assert!(frozen.iter().all(|n| !n.as_str().unwrap().starts_with("head.")) && frozen.len() > 10, "{frozen:?}");
     let resumed = mnist_tch(&["resume", path(&child), "--epochs", "2", "--device", "cpu"]);
     resumed.assert_ok();
     assert_eq!(json(&child.join("config.json"))["state"]["epochs_completed"], 2);
+}
+
+/// The `training` part of the config.json `train` would write with `flags`.
+fn printed_training(fixture: &Fixture, flags: &[&str]) -> Value {
+    let printed = fixture.train("printed", &[flags, &["--print-config"]].concat());
+    printed.assert_ok();
+    serde_json::from_str::<Value>(&printed.stdout).unwrap()["training"].clone()
+}
+
+#[test]
+fn a_new_vit_trains_with_a_cosine_schedule_and_random_shifts_which_move_the_pictures() {
+    let fixture = fixture();
+    let vit = printed_training(&fixture, &tiny(&[]));
+    assert_eq!((vit["lr_schedule"].as_str(), vit["random_shift"].as_u64()), (Some("cosine"), Some(1)), "{vit}");
+    let plain = printed_training(&fixture, &tiny(&["--lr-schedule", "constant", "--random-shift", "0"]));
+    assert_eq!(plain["lr_schedule"], "constant");
+    assert!(plain.get("random_shift").is_none(), "0 is not written: {plain}");
+    for arch in ["mlp", "linear", "cnn"] {
+        let other = printed_training(&fixture, &["--arch", arch]);
+        assert_eq!(other["lr_schedule"], "constant", "{arch}");
+        assert!(other.get("random_shift").is_none(), "{arch}: {other}");
+    }
+    let mlp = printed_training(&fixture, &["--random-shift", "3"]);
+    assert_eq!(mlp["random_shift"], 3, "any architecture takes the flag");
+
+    // The moves change what is trained; the same seed draws the same moves.
+    for (name, shift) in [("shifted", "2"), ("again", "2"), ("still", "0")] {
+        fixture.train(name, &tiny(&["--epochs", "1", "--random-shift", shift])).assert_ok();
+    }
+    let same = |a: &str, b: &str| {
+        weights(&fixture.path(a)).iter().zip(&weights(&fixture.path(b))).all(|((_, x), (_, y))| x.equal(y))
+    };
+    assert!(same("shifted", "again"), "two runs with the same seed drew different moves");
+    assert!(!same("shifted", "still"), "--random-shift 2 trained the same weights as no shift");
+
+    fixture.train("far", &tiny(&["--random-shift", "12"])).assert_usage_error(&[
+        "--random-shift 12",
+        "12x12",
+        "shorter side",
+    ]);
+    assert!(!fixture.path("far").exists(), "a refused run left a directory");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use super::Finished;
 use super::flags::{DataFlags, JobFlags, OutputFlags, TrainingFlags};
 use crate::freeze::Freeze;
 use crate::jobs::{self, FinetuneRun};
+use crate::run_dir::TrainingDefaults;
 use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -60,7 +61,8 @@ pub fn run(args: FinetuneArgs) -> Result<Finished> {
         reinit_head: args.reinit_head,
         engine: args.training.engine,
         precision: args.training.precision,
-        training: args.training.train_config(args.lr, args.data.validation_split),
+        // Fine-tuning moves trained weights gently: the tutorial's constant rate, pictures as they are.
+        training: args.training.train_config(args.lr, args.data.validation_split, TrainingDefaults::KERAS),
         device,
         out: args.output.new_run_dir("finetune"),
         save_initial: args.training.save_initial,

@@ -14,7 +14,7 @@ use crate::jobs::{DataRequest, NewRunDir};
 use crate::optimizer::AdamVariant;
 use crate::preprocess::Framing;
 use crate::progress::OutputMode;
-use crate::run_dir::TrainConfig;
+use crate::run_dir::{TrainConfig, TrainingDefaults};
 use clap::Args;
 use std::path::PathBuf;
 use tch::Device;
@@ -122,9 +122,10 @@ pub struct TrainingFlags {
 
     /// Learning-rate schedule: constant, step:EVERY:GAMMA (multiply by GAMMA every EVERY epochs),
     /// cosine (anneal towards 0 over the run), or plateau:PATIENCE:FACTOR (ReduceLROnPlateau on
-    /// --monitor). Each epoch's rate is in the epoch line and metrics.csv.
-    #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
-    pub lr_schedule: LrSchedule,
+    /// --monitor). Each epoch's rate is in the epoch line and metrics.csv. Default: constant (the Keras
+    /// tutorial), cosine for a new --arch vit run.
+    #[arg(long, value_name = "SCHEDULE")]
+    pub lr_schedule: Option<LrSchedule>,
 
     /// Metric for early stopping, --save-best and the plateau schedule (Keras's spellings val_loss and
     /// val_accuracy work too).
@@ -146,6 +147,12 @@ pub struct TrainingFlags {
     #[arg(long, value_parser = super::choices::engine())]
     pub engine: Option<Engine>,
 
+    /// Move each training picture by up to PIXELS pixels along each axis, a new move every epoch, the
+    /// border filled with 0 (torchvision's RandomCrop(size, padding=PIXELS)). Default: 0 (none), 1 for a
+    /// new --arch vit run.
+    #[arg(long, value_name = "PIXELS", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub random_shift: Option<u64>,
+
     /// Walk the training part in file order every epoch instead of reshuffling it (Keras's
     /// fit(shuffle=False)); with --save-initial, PyTorch can replay the run step for step.
     #[arg(long)]
@@ -158,20 +165,21 @@ pub struct TrainingFlags {
 
 impl TrainingFlags {
     /// The training config for these flags, with `learning_rate` and `validation_split` from the
-    /// command (the device is filled in by the job).
-    pub fn train_config(&self, learning_rate: f64, validation_split: f64) -> TrainConfig {
+    /// command and `defaults` where the flags are silent (the device is filled in by the job).
+    pub fn train_config(&self, learning_rate: f64, validation_split: f64, defaults: TrainingDefaults) -> TrainConfig {
         TrainConfig {
             epochs: self.epochs.map_or(TrainConfig::default().epochs, |n| n as usize),
             batch_size: self.batch_size as usize,
             accumulate: self.accumulate as usize,
             engine: self.engine.unwrap_or_default(),
             shuffle: !self.no_shuffle,
+            random_shift: self.random_shift.map_or(defaults.random_shift, |pixels| pixels as usize),
             learning_rate,
             validation_split,
             seed: self.seed,
             optimizer: AdamVariant::for_weight_decay(self.weight_decay),
             weight_decay: self.weight_decay,
-            lr_schedule: self.lr_schedule,
+            lr_schedule: self.lr_schedule.unwrap_or(defaults.lr_schedule),
             monitor: self.monitor,
             early_stopping: self.stopping.early_stopping(),
             save_best: self.stopping.save_best,

@@ -5,6 +5,7 @@ use super::flags::{DataFlags, JobFlags, OutputFlags, TrainingFlags};
 use super::{Finished, GivenFlags, UsageError, unit_interval_from_zero};
 use crate::jobs::{self, NewRun};
 use crate::model::{Arch, parse_hidden};
+use crate::run_dir::TrainingDefaults;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -88,7 +89,11 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         hidden: args.hidden.clone(),
         dropout: args.dropout,
         vit: args.vit.flags(),
-        training: args.training.train_config(args.lr, args.data.validation_split),
+        training: args.training.train_config(
+            args.lr,
+            args.data.validation_split,
+            TrainingDefaults::for_arch(args.arch),
+        ),
         device: args.job.device.resolve()?,
         out: args.output.new_run_dir("train"),
         save_initial: args.training.save_initial,

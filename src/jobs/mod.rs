@@ -173,7 +173,7 @@ fn introduce(config: &RunConfig, data: &TrainingData, device: Device, origin: &O
 }
 
 /// Refuses settings that cannot train: a schedule that never acts, a batch larger than the training part,
-/// an engine that cannot train this model this way.
+/// a shift as large as the picture, an engine that cannot train this model this way.
 fn check_settings(config: &RunConfig, data: &TrainingData) -> Result<()> {
     callbacks::check_schedule_acts(config.training.lr_schedule, config.training.epochs)?;
     let train_len = data.train.len();
@@ -186,6 +186,13 @@ fn check_settings(config: &RunConfig, data: &TrainingData) -> Result<()> {
         bail!(crate::error_text::UsageError(format!(
             "--accumulate is implemented by --engine autograd, not {}",
             config.training.engine.name()
+        )));
+    }
+    let frame = config.model.frame();
+    if config.training.random_shift as i64 >= frame.rows.min(frame.cols) {
+        bail!(crate::error_text::UsageError(format!(
+            "--random-shift {} would move a {}x{} picture out of its frame: give fewer pixels than its shorter side",
+            config.training.random_shift, frame.rows, frame.cols
         )));
     }
     let distributed = distributed::WorkerEnv::from_env()?.is_some();

@@ -4,7 +4,7 @@
 use crate::callbacks::{EarlyStopping, LrSchedule, Monitor};
 use crate::distributed::DistributedInfo;
 use crate::engine::{AdamSettings, Engine, Precision};
-use crate::model::WeightInit;
+use crate::model::{Arch, WeightInit};
 use crate::optimizer::AdamVariant;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,10 @@ pub struct TrainConfig {
     /// Reshuffle the training part every epoch (Keras's `fit(shuffle=True)`); false walks it in file order.
     #[serde(default = "yes")]
     pub shuffle: bool,
+    /// Each training picture is moved by up to this many pixels along each axis every epoch
+    /// (`--random-shift`, [`crate::augment`]); 0, no augmentation, is not written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub random_shift: usize,
     /// The last fraction of the training files, before shuffling, is held out for validation.
     pub validation_split: f64,
     pub seed: i64,
@@ -68,6 +72,28 @@ impl TrainConfig {
     }
 }
 
+/// What a new run trains with where its flags are silent: the Keras tutorial's constant rate and
+/// pictures as they are, except for the Vision Transformer, which gets what ViT recipes train with — a
+/// cosine schedule and random shifts (measured in docs/vit.md). Fine-tuning keeps the tutorial's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainingDefaults {
+    pub lr_schedule: LrSchedule,
+    pub random_shift: usize,
+}
+
+impl TrainingDefaults {
+    /// The Keras tutorial's: a constant rate, no augmentation.
+    pub const KERAS: TrainingDefaults = TrainingDefaults { lr_schedule: LrSchedule::Constant, random_shift: 0 };
+
+    /// A new run's of `arch`.
+    pub fn for_arch(arch: Arch) -> TrainingDefaults {
+        match arch {
+            Arch::Vit => TrainingDefaults { lr_schedule: LrSchedule::Cosine, random_shift: 1 },
+            Arch::Mlp | Arch::Linear | Arch::Cnn => TrainingDefaults::KERAS,
+        }
+    }
+}
+
 fn fused_for_old_runs() -> Engine {
     Engine::Fused
 }
@@ -82,6 +108,10 @@ fn one() -> usize {
 
 fn is_one(n: &usize) -> bool {
     *n == 1
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for TrainConfig {
@@ -104,6 +134,7 @@ impl Default for TrainConfig {
             save_best: false,
             precision: Precision::F32,
             shuffle: true,
+            random_shift: 0,
             validation_split: 0.2,
             seed: 42,
             weight_init: WeightInit::PytorchDefault,

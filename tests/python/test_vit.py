@@ -1,15 +1,20 @@
 """The Vision Transformer's PyTorch twin (scripts/vit.py): mnist-tch's `--arch vit` weights load into it as
 they are and give mnist-tch's logits; 150 steps replayed in PyTorch from initial.safetensors on the same
-batches end with mnist-tch's weights (bit for bit with libtorch's Adam formula, within 1e-5 with
-torch.optim.Adam), with and without --accumulate; the TorchScript export gives mnist-tch's logits."""
+batches — the defaults' cosine schedule and random shifts included — end with mnist-tch's weights (bit for
+bit with libtorch's Adam formula, within 1e-5 with torch.optim.Adam), with and without --accumulate, and with
+dropout; the TorchScript export gives mnist-tch's logits, and so do scripts/export.py's ONNX file (run by
+ONNX Runtime, within 1e-4) and torch.export program."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
 
+import export
 import parity
 from common import BINARY, build_torch_model, load_raw, run_config
 from conftest import CLASSES, SIDE, run
@@ -22,18 +27,23 @@ TINY = ["--arch", "vit", "--patch", "4", "--width", "16", "--depth", "2", "--hea
 def replayed(data_dir, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("vit")
     results = {}
-    for name, extra in (("plain", []), ("accumulated", ["--batch-size", "16", "--accumulate", "2"])):
+    variants = (("plain", []), ("accumulated", ["--batch-size", "16", "--accumulate", "2"]),
+                ("dropout", ["--random-shift", "2", "--dropout", "0.1"]))
+    for name, extra in variants:
         for result in parity.train_and_replay(out / name, data_dir, "no-shuffle", TINY + extra, epochs=3,
                                               optimizers=parity.OPTIMIZERS):
             results[(name, result["optimizer"])] = result
     return results
 
 
-@pytest.mark.parametrize("name", ("plain", "accumulated"))
+@pytest.mark.parametrize("name", ("plain", "accumulated", "dropout"))
 def test_150_steps_replayed_in_pytorch_end_with_mnist_tchs_weights(replayed, name):
     exact, plain = replayed[(name, "libtorch")], replayed[(name, "torch")]
     assert exact["arch"] == "vit" and exact["steps"] == 150, exact
     assert exact["accumulate"] == (2 if name == "accumulated" else 1)
+    # A new ViT's defaults move the pictures by up to a pixel (and anneal the rate): the replay moves them too.
+    assert exact["random_shift"] == (2 if name == "dropout" else 1)
+    assert exact["dropout"] == (0.1 if name == "dropout" else 0.0)
     assert exact["max_abs_diff"] == 0.0 and exact["loss_abs_diff"] == 0.0, exact
     assert plain["max_abs_diff"] <= parity.TOLERANCE, plain
     # The weights moved: the comparison is not vacuous.
@@ -62,3 +72,22 @@ def test_the_twin_loads_the_weights_and_the_export_gives_mnist_tchs_logits(repla
         with torch.no_grad():
             traced = module(shaped).numpy()
         assert np.abs(traced - expected[: len(shaped)]).max() <= 1e-6, tuple(shaped.shape)
+
+
+HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnxscript", "onnx"))
+
+
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=pytest.mark.skipif(
+    not HAS_ONNX, reason="onnx, onnxscript and onnxruntime are not installed (scripts/setup.sh --with-onnx)")),
+    "pt2"])
+def test_onnx_and_torch_export_give_mnist_tchs_logits(replayed, data_dir, fmt, tmp_path):
+    run_dir = replayed[("plain", "libtorch")]["run"]
+    run(BINARY, "evaluate", "--model", run_dir, "--device", "cpu", "--dump-logits", tmp_path / "logits.npy")
+    expected = np.load(tmp_path / "logits.npy")
+    out = tmp_path / f"vit.{fmt}"
+    export.export(run_dir, fmt, out)
+    images = np.ascontiguousarray(load_raw(data_dir)["test_x"].astype(np.float32) / 255.0)
+    for batch in (images, images[:1], images[:7]):
+        logits = export.loader(fmt, out)(batch)
+        assert logits.shape == (len(batch), CLASSES)
+        assert np.abs(logits - expected[: len(batch)]).max() <= 1e-4, (fmt, len(batch))
