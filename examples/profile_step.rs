@@ -28,7 +28,8 @@ fn time(variant: Variant, config: &ModelConfig, images: &Tensor, labels: &Tensor
     let net = config.init(&vs.root());
     let n = labels.size()[0];
     let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
-    let settings = StepSettings { adam: ADAM, precision: Precision::F32, frozen: vec![], group: None };
+    let settings =
+        StepSettings { adam: ADAM, precision: Precision::F32, frozen: vec![], label_smoothing: 0.0, group: None };
     let mut textbook = nn::Adam { eps: 1e-7, ..Default::default() }.build(&vs, 1e-3).ok();
     let mut step = match variant {
         Variant::Engine(engine) => Some(engine::new_step(engine, &vs, &net, config, settings).expect("engine")),

@@ -80,7 +80,7 @@ def load_config(args) -> dict:
 #: and epsilon, AdamW's weight decay, shuffled or file order). The engine does not change the arithmetic
 #: being compared, and --save-best only keeps an extra file.
 HONOURED = ("model", "data selection", "validation_split", "batch_size", "epochs", "learning_rate", "adam_beta1/2",
-            "adam_epsilon", "weight_decay", "shuffle")
+            "adam_epsilon", "weight_decay", "label_smoothing", "shuffle")
 
 
 def unsupported_settings(config: dict, framework: str = "torch") -> list[str]:
@@ -100,6 +100,8 @@ def unsupported_settings(config: dict, framework: str = "torch") -> list[str]:
         found.append(f"fine-tuning from {config['lineage'].get('parent')} (its weights and frozen layers)")
     if framework == "keras" and t.get("weight_decay", 0.0) > 0:
         found.append(f"weight_decay {t['weight_decay']} (the Keras baseline is the tutorial's plain Adam)")
+    if framework == "keras" and t.get("label_smoothing", 0.0) > 0:
+        found.append(f"label_smoothing {t['label_smoothing']} (the Keras baseline's sparse cross-entropy has none)")
     return found
 
 
@@ -170,7 +172,7 @@ def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> fl
         for step in range(steps):
             x, y = xs[step * batch:(step + 1) * batch], ys[step * batch:(step + 1) * batch]
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=t.get("label_smoothing", 0.0))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

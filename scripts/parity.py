@@ -168,6 +168,7 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
     n, batch, seed, shuffle = split, t["batch_size"], t["seed"], t.get("shuffle", True)
     accumulate = t.get("accumulate", 1)
     pixels = t.get("random_shift", 0)
+    smoothing = t.get("label_smoothing", 0.0)
     frame = input_frame(m)
 
     # PyTorch's initialisation drawn from the seed, as mnist-tch draws its own: afterwards the CPU generator
@@ -209,12 +210,12 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
             if len(rows) > batch:  # --accumulate: each micro-batch's mean loss weighted by its share
                 loss = torch.zeros(())
                 for micro in rows.split(batch):
-                    weighted = F.cross_entropy(model(inputs(micro)), labels[micro]) * (
+                    weighted = F.cross_entropy(model(inputs(micro)), labels[micro], label_smoothing=smoothing) * (
                         len(micro) / len(rows))
                     weighted.backward()
                     loss = loss + weighted.detach()
             else:
-                loss = F.cross_entropy(model(inputs(rows)), labels[rows])
+                loss = F.cross_entropy(model(inputs(rows)), labels[rows], label_smoothing=smoothing)
                 loss.backward()
             optimizer.step()
             loss_sum += loss.detach().double() * len(rows)
@@ -234,6 +235,7 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
         "dropout": m.get("dropout", 0.0),
         "accumulate": accumulate,
         "random_shift": pixels,
+        "label_smoothing": smoothing,
         "epochs": epochs,
         "steps": steps,
         "max_abs_diff": max(per_tensor.values()),

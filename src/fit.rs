@@ -101,6 +101,7 @@ pub fn fit(
         adam: config.training.adam_settings(),
         precision: config.training.precision,
         frozen: config.frozen_tensors(),
+        label_smoothing: config.training.label_smoothing,
         group: output.group.clone(),
     };
     let mut step = engine::new_step(config.training.engine, &model.vs, &model.net, &config.model, settings)?;

@@ -1,5 +1,5 @@
 //! Keras-style training controls end to end: early stopping with restored best weights, the best
-//! checkpoint, learning-rate schedules in the output, metrics.json, and the plots.
+//! checkpoint, learning-rate schedules in the output, metrics.json, the plots, and label smoothing.
 
 mod common;
 
@@ -336,4 +336,24 @@ fn the_epoch_early_stopping_restored_is_marked() {
     std::fs::remove_file(dir.join("learning_curves.png")).unwrap();
     mnist_tch(&["plot", "--model", dir.to_str().unwrap()]).assert_ok();
     check_learning_curves(&dir.join("learning_curves.png"), Some((best, epochs)));
+}
+
+#[test]
+fn label_smoothing_is_recorded_changes_the_weights_and_the_fused_engine_refuses_it() {
+    let fixture = Fixture::new(false);
+    fixture.train("plain", &["--epochs", "1"]).assert_ok();
+    fixture.train("smoothed", &["--epochs", "1", "--label-smoothing", "0.1"]).assert_ok();
+    let training = |name: &str| json(&fixture.path(name).join("config.json"))["training"].clone();
+    assert_eq!(training("smoothed")["label_smoothing"], 0.1);
+    assert!(training("plain").get("label_smoothing").is_none(), "0 is not written");
+    let weights = |name: &str| std::fs::read(fixture.path(name).join("model.safetensors")).unwrap();
+    assert_ne!(weights("plain"), weights("smoothed"), "the smoothed target trained the same weights");
+
+    fixture
+        .train("fused", &["--engine", "fused", "--label-smoothing", "0.1"])
+        .assert_usage_error(&["--label-smoothing is implemented by --engine autograd, not fused"]);
+    assert!(!fixture.path("fused").join("config.json").exists());
+    for bad in ["1", "-0.1", "nan"] {
+        fixture.train("bad", &["--label-smoothing", bad]).assert_code(2);
+    }
 }

@@ -13,6 +13,7 @@ fn settings(adam: AdamSettings, frozen: &[&str]) -> StepSettings {
         adam,
         precision: Precision::F32,
         frozen: frozen.iter().map(|s| s.to_string()).collect(),
+        label_smoothing: 0.0,
         group: None,
     }
 }
@@ -244,4 +245,34 @@ fn a_restored_autograd_step_continues_as_the_uninterrupted_one() {
         assert_eq!(ends[0], 0.0, "weight decay {weight_decay}: restored, the step is the uninterrupted one");
         assert!(ends[1] > 1e-6, "weight decay {weight_decay}: fresh moments step elsewhere ({})", ends[1]);
     }
+}
+
+#[test]
+fn label_smoothing_trains_against_the_smoothed_target_and_zero_is_plain_cross_entropy() {
+    let config = mlp();
+    let (x, y) = batches(&config, 1).remove(0);
+    // The first step's reported loss, and the logits it was computed from (the model has no dropout).
+    let first_step = |label_smoothing: f64| {
+        let (vs, net) = model(&config);
+        let logits = net.forward_t(&x, true).detach();
+        let settings = StepSettings { label_smoothing, ..settings(ADAM, &[]) };
+        let mut step = engine::new_step(Engine::Autograd, &vs, &net, &config, settings).unwrap();
+        step.set_learning_rate(1e-2).unwrap();
+        let loss_sum = step.step(&x, &y).unwrap().loss_sum.double_value(&[]);
+        drop(step);
+        (logits, loss_sum, weights(&vs))
+    };
+    let (logits, plain, plain_weights) = first_step(0.0);
+    let (_, smoothed, smoothed_weights) = first_step(0.1);
+    let log_p = logits.log_softmax(-1, Kind::Float);
+    let label_term = -log_p.gather(1, &y.unsqueeze(1), false).mean(Kind::Float).double_value(&[]);
+    let uniform_term = -log_p.mean(Kind::Float).double_value(&[]);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs();
+    assert!(close(plain, 16.0 * label_term), "plain: {plain} vs {}", 16.0 * label_term);
+    let expected = 16.0 * (0.9 * label_term + 0.1 * uniform_term);
+    assert!(close(smoothed, expected), "smoothed: {smoothed} vs {expected}");
+    assert!(
+        max_difference(&plain_weights, &smoothed_weights) > 1e-6,
+        "the smoothed target moved the weights elsewhere"
+    );
 }

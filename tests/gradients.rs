@@ -9,7 +9,13 @@ use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 const ADAM: AdamSettings = AdamSettings { beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
 
 fn settings(precision: Precision, frozen: &[&str]) -> StepSettings {
-    StepSettings { adam: ADAM, precision, frozen: frozen.iter().map(|s| s.to_string()).collect(), group: None }
+    StepSettings {
+        adam: ADAM,
+        precision,
+        frozen: frozen.iter().map(|s| s.to_string()).collect(),
+        label_smoothing: 0.0,
+        group: None,
+    }
 }
 
 fn setup(config: &ModelConfig) -> (nn::VarStore, nn::SequentialT, Tensor, Tensor) {

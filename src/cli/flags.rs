@@ -153,6 +153,12 @@ pub struct TrainingFlags {
     #[arg(long, value_name = "PIXELS", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub random_shift: Option<u64>,
 
+    /// Label smoothing of the training loss: the target puts 1 - EPS on the label and spreads EPS evenly
+    /// over every class (PyTorch's CrossEntropyLoss(label_smoothing=EPS)); validation and test losses stay
+    /// plain cross-entropy. Autograd engine only. Default: 0 (none).
+    #[arg(long, value_name = "EPS", allow_negative_numbers = true, value_parser = super::unit_interval_from_zero)]
+    pub label_smoothing: Option<f64>,
+
     /// Walk the training part in file order every epoch instead of reshuffling it (Keras's
     /// fit(shuffle=False)); with --save-initial, PyTorch can replay the run step for step.
     #[arg(long)]
@@ -174,6 +180,7 @@ impl TrainingFlags {
             engine: self.engine.unwrap_or_default(),
             shuffle: !self.no_shuffle,
             random_shift: self.random_shift.map_or(defaults.random_shift, |pixels| pixels as usize),
+            label_smoothing: self.label_smoothing.unwrap_or(defaults.label_smoothing),
             learning_rate,
             validation_split,
             seed: self.seed,

@@ -60,6 +60,7 @@ fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool {
         "--monitor" => args.training.monitor == t.monitor,
         "--precision" => args.training.precision.unwrap_or_default() == t.precision,
         "--no-shuffle" => !t.shuffle,
+        "--label-smoothing" => args.training.label_smoothing == Some(t.label_smoothing),
         "--random-shift" => args.training.random_shift.map(|p| p as usize) == Some(t.random_shift),
         "--validation-split" => args.data.validation_split == t.validation_split,
         "--num-classes" => args.num_classes as i64 == config.model.num_classes,

@@ -1,5 +1,5 @@
 //! The default training step, as tch's MNIST example and the PyTorch textbook write it: the model
-//! `nn::seq_t` built (`forward_t(x, true)`), `cross_entropy_for_logits`, libtorch's autograd (`backward`)
+//! `nn::seq_t` built (`forward_t(x, true)`), libtorch's cross-entropy (label smoothing optional), autograd (`backward`)
 //! and the `torch::optim::Adam` (or `AdamW` with weight decay) that tch's `nn::Adam` drives. It trains whatever `ModelConfig::init`
 //! builds: MLP, linear, CNN.
 //!
@@ -39,6 +39,8 @@ pub struct AutogradStep<'a> {
     beta1: f64,
     /// With gradient accumulation: the rows of each micro-batch.
     micro_batch: Option<i64>,
+    /// The loss's label smoothing (0: plain cross-entropy).
+    label_smoothing: f64,
 }
 
 impl<'a> AutogradStep<'a> {
@@ -55,6 +57,7 @@ impl<'a> AutogradStep<'a> {
             group: settings.group,
             beta1: settings.adam.beta1,
             micro_batch: None,
+            label_smoothing: settings.label_smoothing,
         })
     }
 
@@ -68,12 +71,18 @@ impl<'a> AutogradStep<'a> {
         for (x, y) in inputs.f_split(micro_batch, 0)?.iter().zip(labels.f_split(micro_batch, 0)?) {
             let micro_logits = self.net.forward_t(x, true);
             let share = y.size().first().copied().unwrap_or(0) as f64 / total;
-            let weighted = micro_logits.cross_entropy_for_logits(&y).f_mul_scalar(share)?;
+            let weighted = self.loss(&micro_logits, &y)?.f_mul_scalar(share)?;
             weighted.f_backward()?;
             loss = loss.f_add(&weighted.detach())?;
             logits.push(micro_logits.detach());
         }
         Ok((loss, Tensor::f_cat(&logits, 0)?))
+    }
+
+    /// The batch's mean cross-entropy, against targets smoothed by `label_smoothing` (libtorch's
+    /// `cross_entropy_loss`, which is `log_softmax` then `nll_loss` when it is 0).
+    fn loss(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        Ok(logits.f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, self.label_smoothing)?)
     }
 
     /// Under torchrun, the gradients' mean over every process, in place.
@@ -118,7 +127,7 @@ impl TrainStep for AutogradStep<'_> {
             }
             None => {
                 let logits = self.net.forward_t(inputs, true);
-                let loss = logits.cross_entropy_for_logits(labels);
+                let loss = self.loss(&logits, labels)?;
                 self.parameters.zero_gradients()?;
                 loss.f_backward()?;
                 (loss, logits)

@@ -82,6 +82,8 @@ pub struct StepSettings {
     pub adam: AdamSettings,
     pub precision: Precision,
     pub frozen: Vec<String>,
+    /// The training loss's label smoothing (0: plain cross-entropy).
+    pub label_smoothing: f64,
     /// Under torchrun: the other processes, whose gradients are averaged with this one's before each
     /// update (all-reduce), as DistributedDataParallel does.
     pub group: Option<Rc<ProcessGroup>>,
@@ -130,9 +132,15 @@ pub trait TrainStep {
 }
 
 /// What an engine can train, in one place: the fused engine computes MLP and linear models only, in one
-/// process only; bf16 is the fused engine's. Checked before a run directory is created, and again when
-/// the step is made.
-pub fn check_supported(engine: Engine, precision: Precision, model: &ModelConfig, distributed: bool) -> Result<()> {
+/// process only, with plain cross-entropy; bf16 is the fused engine's. Checked before a run directory is
+/// created, and again when the step is made.
+pub fn check_supported(
+    engine: Engine,
+    precision: Precision,
+    label_smoothing: f64,
+    model: &ModelConfig,
+    distributed: bool,
+) -> Result<()> {
     if engine == Engine::Fused && model.dense_layers().is_none() {
         bail!(UsageError(format!(
             "--engine fused trains MLP and linear models only, not a {}; use --engine autograd",
@@ -143,6 +151,9 @@ pub fn check_supported(engine: Engine, precision: Precision, model: &ModelConfig
         bail!(UsageError(
             "--engine fused trains in one process only; under torchrun use --engine autograd (the default)".into()
         ));
+    }
+    if engine == Engine::Fused && label_smoothing != 0.0 {
+        bail!(UsageError("--label-smoothing is implemented by --engine autograd, not fused".into()));
     }
     if engine == Engine::Autograd && precision == Precision::Bf16 {
         bail!(UsageError(
@@ -162,7 +173,7 @@ pub fn new_step<'a>(
     model: &ModelConfig,
     settings: StepSettings,
 ) -> Result<Box<dyn TrainStep + 'a>> {
-    check_supported(engine, settings.precision, model, settings.group.is_some())?;
+    check_supported(engine, settings.precision, settings.label_smoothing, model, settings.group.is_some())?;
     Ok(match engine {
         Engine::Autograd => Box::new(autograd::AutogradStep::new(vs, net, settings)?),
         Engine::Fused => Box::new(fused::FusedMlp::new(vs, model, settings)?),
@@ -179,7 +190,7 @@ mod tests {
         let mlp = ModelConfig::default();
         let cnn = ModelConfig::new(Arch::Cnn, [28, 28], vec![], 10, 0.5).unwrap();
         let refusal = |engine, precision, model: &ModelConfig, distributed| {
-            check_supported(engine, precision, model, distributed).err().map(|err| err.to_string())
+            check_supported(engine, precision, 0.0, model, distributed).err().map(|err| err.to_string())
         };
         assert_eq!(refusal(Engine::Autograd, Precision::F32, &cnn, true), None);
         assert_eq!(refusal(Engine::Fused, Precision::Bf16, &mlp, false), None);
@@ -187,6 +198,9 @@ mod tests {
         assert!(fused_cnn.contains("MLP and linear models only, not a CNN"), "{fused_cnn}");
         let fused_torchrun = refusal(Engine::Fused, Precision::F32, &mlp, true).unwrap_or_default();
         assert!(fused_torchrun.contains("one process only") && fused_torchrun.contains("torchrun"), "{fused_torchrun}");
+        let smoothed = check_supported(Engine::Fused, Precision::F32, 0.1, &mlp, false).unwrap_err().to_string();
+        assert!(smoothed.contains("--label-smoothing") && smoothed.contains("--engine autograd"), "{smoothed}");
+        assert!(check_supported(Engine::Autograd, Precision::F32, 0.1, &cnn, true).is_ok());
         let autograd_bf16 = refusal(Engine::Autograd, Precision::Bf16, &mlp, false).unwrap_or_default();
         assert!(
             autograd_bf16.contains("--precision bf16") && autograd_bf16.contains("--engine fused"),

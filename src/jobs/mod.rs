@@ -196,7 +196,8 @@ fn check_settings(config: &RunConfig, data: &TrainingData) -> Result<()> {
         )));
     }
     let distributed = distributed::WorkerEnv::from_env()?.is_some();
-    engine::check_supported(config.training.engine, config.training.precision, &config.model, distributed)
+    let t = &config.training;
+    engine::check_supported(t.engine, t.precision, t.label_smoothing, &config.model, distributed)
 }
 
 /// Creates the directory of a new run and takes its lock before anything is trained, so a bad `--out`

@@ -137,6 +137,10 @@ fn training_problems(found: &mut Problems, t: &TrainConfig) {
             t.optimizer, t.weight_decay
         ),
     );
+    found.need(
+        (0.0..1.0).contains(&t.label_smoothing),
+        format!("training.label_smoothing is {}, it must be in [0, 1)", t.label_smoothing),
+    );
     for (name, beta) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
         found.need((0.0..1.0).contains(&beta), format!("training.{name} is {beta}, it must be in [0, 1)"));
     }

@@ -49,6 +49,10 @@ pub struct TrainConfig {
     /// (`--random-shift`, [`crate::augment`]); 0, no augmentation, is not written.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub random_shift: usize,
+    /// The training loss's target puts `1 - label_smoothing` on the label and spreads `label_smoothing`
+    /// evenly over every class (`--label-smoothing`); 0, plain cross-entropy, is not written.
+    #[serde(default, skip_serializing_if = "is_zero_rate")]
+    pub label_smoothing: f64,
     /// The last fraction of the training files, before shuffling, is held out for validation.
     pub validation_split: f64,
     pub seed: i64,
@@ -79,16 +83,18 @@ impl TrainConfig {
 pub struct TrainingDefaults {
     pub lr_schedule: LrSchedule,
     pub random_shift: usize,
+    pub label_smoothing: f64,
 }
 
 impl TrainingDefaults {
     /// The Keras tutorial's: a constant rate, no augmentation.
-    pub const KERAS: TrainingDefaults = TrainingDefaults { lr_schedule: LrSchedule::Constant, random_shift: 0 };
+    pub const KERAS: TrainingDefaults =
+        TrainingDefaults { lr_schedule: LrSchedule::Constant, random_shift: 0, label_smoothing: 0.0 };
 
     /// A new run's of `arch`.
     pub fn for_arch(arch: Arch) -> TrainingDefaults {
         match arch {
-            Arch::Vit => TrainingDefaults { lr_schedule: LrSchedule::Cosine, random_shift: 1 },
+            Arch::Vit => TrainingDefaults { lr_schedule: LrSchedule::Cosine, random_shift: 1, label_smoothing: 0.0 },
             Arch::Mlp | Arch::Linear | Arch::Cnn => TrainingDefaults::KERAS,
         }
     }
@@ -114,6 +120,10 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+fn is_zero_rate(rate: &f64) -> bool {
+    *rate == 0.0
+}
+
 impl Default for TrainConfig {
     /// The Keras tutorial's settings: 10 epochs, batch 32, Adam(1e-3), validation_split 0.2.
     fn default() -> Self {
@@ -135,6 +145,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             shuffle: true,
             random_shift: 0,
+            label_smoothing: 0.0,
             validation_split: 0.2,
             seed: 42,
             weight_init: WeightInit::PytorchDefault,
