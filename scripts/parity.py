@@ -236,6 +236,7 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
         "accumulate": accumulate,
         "random_shift": pixels,
         "label_smoothing": smoothing,
+        "weight_decay": t.get("weight_decay", 0.0),
         "epochs": epochs,
         "steps": steps,
         "max_abs_diff": max(per_tensor.values()),

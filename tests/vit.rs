@@ -9,6 +9,7 @@ mod common;
 
 use common::server::Server;
 use common::{Files, Fixture, json, mnist_tch, weights};
+use mnist_tch::idx::{IdxKind, encode};
 use mnist_tch::model::ModelConfig;
 use mnist_tch::run_dir::load_run;
 use serde_json::Value;
@@ -136,9 +137,11 @@ fn check_finetune_and_resume(fixture: &Fixture, dir: &Path) {
         assert_eq!(a.equal(b), !head, "{name} (the head alone trains)");
     }
     let config = json(&child.join("config.json"));
-    // Fine-tuning keeps the tutorial's constant rate and pictures as they are, whatever the parent had.
-    assert_eq!(config["training"]["lr_schedule"], "constant");
-    assert!(config["training"].get("random_shift").is_none(), "{}", config["training"]);
+    // Fine-tuning keeps the tutorial's constant rate, plain Adam and cross-entropy and pictures as they are,
+    // whatever the parent had.
+    let t = &config["training"];
+    assert_eq!((t["lr_schedule"].as_str(), t["optimizer"].as_str()), (Some("constant"), Some("adam")), "{t}");
+    assert!(t.get("random_shift").is_none() && t.get("label_smoothing").is_none(), "{t}");
     let frozen = config["lineage"]["frozen"].as_array().unwrap();
     assert!(frozen.iter().all(|n| !n.as_str().unwrap().starts_with("head.")) && frozen.len() > 10, "{frozen:?}");
     let resumed = mnist_tch(&["resume", path(&child), "--epochs", "2", "--device", "cpu"]);
@@ -153,18 +156,56 @@ fn printed_training(fixture: &Fixture, flags: &[&str]) -> Value {
     serde_json::from_str::<Value>(&printed.stdout).unwrap()["training"].clone()
 }
 
+/// [`fixture`]'s pictures with their outer one-pixel ring blanked, as digit MNIST's are.
+fn framed_fixture() -> Fixture {
+    let blank_ring = |(mut pixels, labels): (Vec<u8>, Vec<u8>)| {
+        for (i, pixel) in pixels.iter_mut().enumerate() {
+            let (row, col) = ((i as i64 / SIDE) % SIDE, i as i64 % SIDE);
+            if row == 0 || col == 0 || row == SIDE - 1 || col == SIDE - 1 {
+                *pixel = 0;
+            }
+        }
+        (pixels, labels)
+    };
+    let encoded = |count: u32, seed: u64| {
+        let (pixels, labels) = blank_ring(common::synthetic_of_side(count, seed, SIDE as u32));
+        let side = SIDE as u32;
+        (encode(IdxKind::Images, &[count, side, side], &pixels), encode(IdxKind::Labels, &[count], &labels))
+    };
+    let ((train_images, train_labels), (test_images, test_labels)) = (encoded(600, 1), encoded(200, 2));
+    Fixture::with_files(&Files { train_images, train_labels, test_images, test_labels }, false)
+}
+
 #[test]
-fn a_new_vit_trains_with_a_cosine_schedule_and_random_shifts_which_move_the_pictures() {
+fn a_new_vit_trains_with_deits_regularisers_and_moves_only_pictures_inside_an_empty_border() {
     let fixture = fixture();
     let vit = printed_training(&fixture, &tiny(&[]));
-    assert_eq!((vit["lr_schedule"].as_str(), vit["random_shift"].as_u64()), (Some("cosine"), Some(1)), "{vit}");
-    let plain = printed_training(&fixture, &tiny(&["--lr-schedule", "constant", "--random-shift", "0"]));
-    assert_eq!(plain["lr_schedule"], "constant");
-    assert!(plain.get("random_shift").is_none(), "0 is not written: {plain}");
+    assert_eq!(vit["lr_schedule"], "cosine", "{vit}");
+    assert_eq!((vit["optimizer"].as_str(), vit["weight_decay"].as_f64()), (Some("adamw"), Some(0.05)), "{vit}");
+    assert_eq!(vit["label_smoothing"], 0.1, "{vit}");
+    // The synthetic pictures' noise fills the frame: the default does not move them, and says why.
+    assert!(vit.get("random_shift").is_none(), "0 is not written: {vit}");
+    let run = fixture.train("filled", &tiny(&["--epochs", "1"]));
+    run.assert_ok();
+    assert!(run.stdout.contains("Random shift: 0 (") && run.stdout.contains("fill their frame"), "{}", run.stdout);
+    // The same pictures inside an empty one-pixel border are moved by up to a pixel.
+    let framed = framed_fixture();
+    assert_eq!(printed_training(&framed, &tiny(&[]))["random_shift"], 1);
+    let run = framed.train("framed", &tiny(&["--epochs", "1"]));
+    run.assert_ok();
+    assert!(run.stdout.contains("Random shift: 1 (the training pictures have 0.00% of their ink"), "{}", run.stdout);
+    assert_eq!(json(&framed.path("framed").join("config.json"))["training"]["random_shift"], 1);
+    // Flags win over the defaults; the other architectures keep the Keras tutorial's recipe.
+    let plain = printed_training(
+        &framed,
+        &tiny(&["--lr-schedule", "constant", "--random-shift", "0", "--weight-decay", "0", "--label-smoothing", "0"]),
+    );
+    assert_eq!((plain["lr_schedule"].as_str(), plain["optimizer"].as_str()), (Some("constant"), Some("adam")));
+    assert!(plain.get("random_shift").is_none() && plain.get("label_smoothing").is_none(), "{plain}");
     for arch in ["mlp", "linear", "cnn"] {
-        let other = printed_training(&fixture, &["--arch", arch]);
-        assert_eq!(other["lr_schedule"], "constant", "{arch}");
-        assert!(other.get("random_shift").is_none(), "{arch}: {other}");
+        let other = printed_training(&framed, &["--arch", arch]);
+        assert_eq!((other["lr_schedule"].as_str(), other["optimizer"].as_str()), (Some("constant"), Some("adam")));
+        assert!(other.get("random_shift").is_none() && other.get("label_smoothing").is_none(), "{arch}: {other}");
     }
     let mlp = printed_training(&fixture, &["--random-shift", "3"]);
     assert_eq!(mlp["random_shift"], 3, "any architecture takes the flag");

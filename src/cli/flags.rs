@@ -14,7 +14,7 @@ use crate::jobs::{DataRequest, NewRunDir};
 use crate::optimizer::AdamVariant;
 use crate::preprocess::Framing;
 use crate::progress::OutputMode;
-use crate::run_dir::{TrainConfig, TrainingDefaults};
+use crate::run_dir::{ShiftDefault, TrainConfig, TrainingDefaults};
 use clap::Args;
 use std::path::PathBuf;
 use tch::Device;
@@ -117,8 +117,9 @@ pub struct TrainingFlags {
     pub seed: i64,
 
     /// Decoupled weight decay: > 0 switches Adam to AdamW; 0 keeps plain Adam, as the Keras tutorial.
-    #[arg(long, value_name = "DECAY", allow_negative_numbers = true, default_value_t = 0.0, value_parser = super::weight_decay)]
-    pub weight_decay: f64,
+    /// Default: 0, 0.05 for a new --arch vit run.
+    #[arg(long, value_name = "DECAY", allow_negative_numbers = true, value_parser = super::weight_decay)]
+    pub weight_decay: Option<f64>,
 
     /// Learning-rate schedule: constant, step:EVERY:GAMMA (multiply by GAMMA every EVERY epochs),
     /// cosine (anneal towards 0 over the run), or plateau:PATIENCE:FACTOR (ReduceLROnPlateau on
@@ -148,14 +149,15 @@ pub struct TrainingFlags {
     pub engine: Option<Engine>,
 
     /// Move each training picture by up to PIXELS pixels along each axis, a new move every epoch, the
-    /// border filled with 0 (torchvision's RandomCrop(size, padding=PIXELS)). Default: 0 (none), 1 for a
-    /// new --arch vit run.
+    /// border filled with 0 (torchvision's RandomCrop(size, padding=PIXELS)). Default: 0 (none); for a
+    /// new --arch vit run 1 where that loses nothing — where the training pictures' outer pixel ring is
+    /// background (digit MNIST) — and 0 where they fill the frame (Fashion-MNIST).
     #[arg(long, value_name = "PIXELS", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub random_shift: Option<u64>,
 
     /// Label smoothing of the training loss: the target puts 1 - EPS on the label and spreads EPS evenly
     /// over every class (PyTorch's CrossEntropyLoss(label_smoothing=EPS)); validation and test losses stay
-    /// plain cross-entropy. Autograd engine only. Default: 0 (none).
+    /// plain cross-entropy. Autograd engine only. Default: 0 (none), 0.1 for a new --arch vit run.
     #[arg(long, value_name = "EPS", allow_negative_numbers = true, value_parser = super::unit_interval_from_zero)]
     pub label_smoothing: Option<f64>,
 
@@ -173,19 +175,20 @@ impl TrainingFlags {
     /// The training config for these flags, with `learning_rate` and `validation_split` from the
     /// command and `defaults` where the flags are silent (the device is filled in by the job).
     pub fn train_config(&self, learning_rate: f64, validation_split: f64, defaults: TrainingDefaults) -> TrainConfig {
+        let weight_decay = self.weight_decay.unwrap_or(defaults.weight_decay);
         TrainConfig {
             epochs: self.epochs.map_or(TrainConfig::default().epochs, |n| n as usize),
             batch_size: self.batch_size as usize,
             accumulate: self.accumulate as usize,
             engine: self.engine.unwrap_or_default(),
             shuffle: !self.no_shuffle,
-            random_shift: self.random_shift.map_or(defaults.random_shift, |pixels| pixels as usize),
+            random_shift: self.random_shift(defaults).most(),
             label_smoothing: self.label_smoothing.unwrap_or(defaults.label_smoothing),
             learning_rate,
             validation_split,
             seed: self.seed,
-            optimizer: AdamVariant::for_weight_decay(self.weight_decay),
-            weight_decay: self.weight_decay,
+            optimizer: AdamVariant::for_weight_decay(weight_decay),
+            weight_decay,
             lr_schedule: self.lr_schedule.unwrap_or(defaults.lr_schedule),
             monitor: self.monitor,
             early_stopping: self.stopping.early_stopping(),
@@ -193,6 +196,12 @@ impl TrainingFlags {
             precision: self.precision.unwrap_or_default(),
             ..TrainConfig::default()
         }
+    }
+
+    /// How far the training pictures move: `--random-shift` as given, else `defaults`' rule (which a new
+    /// run settles on its data, `jobs::plan_new_run`).
+    pub fn random_shift(&self, defaults: TrainingDefaults) -> ShiftDefault {
+        self.random_shift.map_or(defaults.random_shift, |pixels| ShiftDefault::Fixed(pixels as usize))
     }
 }
 

@@ -55,7 +55,7 @@ fn repeats_the_run(flag: &str, args: &TrainArgs, config: &RunConfig) -> bool {
         "--batch-size" => args.training.batch_size as usize == t.batch_size,
         "--accumulate" => args.training.accumulate as usize == t.accumulate,
         "--seed" => args.training.seed == t.seed,
-        "--weight-decay" => args.training.weight_decay == t.weight_decay,
+        "--weight-decay" => args.training.weight_decay == Some(t.weight_decay),
         "--lr-schedule" => args.training.lr_schedule == Some(t.lr_schedule),
         "--monitor" => args.training.monitor == t.monitor,
         "--precision" => args.training.precision.unwrap_or_default() == t.precision,

@@ -82,6 +82,7 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         ))
         .into());
     }
+    let defaults = TrainingDefaults::for_arch(args.arch);
     let request = NewRun {
         data: args.data.request()?,
         num_classes: args.num_classes as usize,
@@ -89,11 +90,8 @@ pub fn run(args: TrainArgs, given: &GivenFlags) -> Result<Finished> {
         hidden: args.hidden.clone(),
         dropout: args.dropout,
         vit: args.vit.flags(),
-        training: args.training.train_config(
-            args.lr,
-            args.data.validation_split,
-            TrainingDefaults::for_arch(args.arch),
-        ),
+        training: args.training.train_config(args.lr, args.data.validation_split, defaults),
+        random_shift: args.training.random_shift(defaults),
         device: args.job.device.resolve()?,
         out: args.output.new_run_dir("train"),
         save_initial: args.training.save_initial,

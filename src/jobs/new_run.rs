@@ -5,9 +5,11 @@ use crate::device::device_name;
 use crate::error_text::UsageError;
 use crate::frame::Frame;
 use crate::model::{Arch, ModelConfig};
-use crate::run_dir::{RunConfig, ToolInfo, TrainConfig};
+use crate::augment;
+use crate::data::TrainingData;
+use crate::run_dir::{RunConfig, ShiftDefault, ToolInfo, TrainConfig};
 use crate::vit::VitFlags;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tch::Device;
 
 /// `mnist-tch train`: a model from scratch.
@@ -24,6 +26,8 @@ pub struct NewRun {
     /// `--arch vit`'s sizes (default: `VitConfig`'s).
     pub vit: VitFlags,
     pub training: TrainConfig,
+    /// How far the training pictures move; `training.random_shift` is settled from it on the data.
+    pub random_shift: ShiftDefault,
     pub device: Device,
     pub out: NewRunDir,
     pub save_initial: bool,
@@ -51,10 +55,30 @@ pub fn new_model(
     ModelConfig::build(arch, frame, hidden, num_classes, dropout.unwrap_or(arch.default_dropout()), vit)
 }
 
+/// The pixels the training pictures of `data` move by: `shift`'s own number, or, for the ViT's default,
+/// its pixels where the moves lose almost no ink ([`augment::ink_in_border`]) and none where the pictures
+/// fill their frame — said in a header line.
+fn settle_shift(shift: ShiftDefault, data: &mut TrainingData) -> Result<usize> {
+    let ShiftDefault::WhereNothingIsLost { pixels } = shift else { return Ok(shift.most()) };
+    let lost = augment::ink_in_border(&data.train.images, data.frame, pixels)
+        .context("measuring the training pictures' border for the default random shift")?;
+    let (moved, reason) = if lost < augment::LOST_INK_LIMIT {
+        (pixels, "they lie inside an empty border".to_string())
+    } else {
+        (0, format!("they fill their frame; --random-shift {pixels} moves them anyway"))
+    };
+    data.notes.push(format!(
+        "Random shift: {moved} (the training pictures have {:.2}% of their ink in the outer {pixels}-pixel ring: {reason})",
+        100.0 * lost
+    ));
+    Ok(moved)
+}
+
 /// Loads the data and builds the config of a new run; nothing is written.
 pub fn plan_new_run(request: &NewRun) -> Result<Plan> {
-    let data = request.data.load(request.num_classes)?;
+    let mut data = request.data.load(request.num_classes)?;
     crate::data::check_frame(&request.data.path, data.frame, &request.data.reading)?;
+    let random_shift = settle_shift(request.random_shift, &mut data)?;
     let model = new_model(
         request.arch,
         data.frame,
@@ -67,7 +91,7 @@ pub fn plan_new_run(request: &NewRun) -> Result<Plan> {
         tool: ToolInfo::default(),
         model,
         data: data_info(&request.data, &data),
-        training: TrainConfig { device: device_name(request.device), ..request.training.clone() },
+        training: TrainConfig { device: device_name(request.device), random_shift, ..request.training.clone() },
         lineage: None,
         state: Default::default(),
         result: None,

@@ -1,8 +1,8 @@
 """The Vision Transformer's PyTorch twin (scripts/vit.py): mnist-tch's `--arch vit` weights load into it as they
 are and give mnist-tch's logits; 150 steps replayed in PyTorch from initial.safetensors on the same batches —
-the defaults' cosine schedule and random shifts included — end with mnist-tch's weights (bit for bit with
-libtorch's Adam formula, within 1e-5 with torch.optim.Adam), with and without --accumulate, and with dropout and
-label smoothing; the TorchScript export gives mnist-tch's logits, and so do scripts/export.py's ONNX file (run
+the defaults' cosine schedule, AdamW's decay and label smoothing included — end with mnist-tch's weights (bit for
+bit with libtorch's Adam formula, within 1e-5 with torch.optim.Adam), with and without --accumulate, with random
+shifts, plain Adam and plain cross-entropy, and with dropout; the TorchScript export gives mnist-tch's logits, and so do scripts/export.py's ONNX file (run
 by ONNX Runtime, within 1e-4) and torch.export program."""
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ TINY = ["--arch", "vit", "--patch", "4", "--width", "16", "--depth", "2", "--hea
 def replayed(data_dir, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("vit")
     results = {}
-    variants = (("plain", []), ("accumulated", ["--batch-size", "16", "--accumulate", "2"]),
-                ("dropout", ["--random-shift", "2", "--dropout", "0.1", "--label-smoothing", "0.1"]))
+    variants = (("plain", []),
+                ("accumulated", ["--batch-size", "16", "--accumulate", "2", "--random-shift", "1", "--weight-decay", "0",
+                                 "--label-smoothing", "0"]),
+                ("dropout", ["--random-shift", "2", "--dropout", "0.1"]))
     for name, extra in variants:
         for result in parity.train_and_replay(out / name, data_dir, "no-shuffle", TINY + extra, epochs=3,
                                               optimizers=parity.OPTIMIZERS):
@@ -41,10 +43,12 @@ def test_150_steps_replayed_in_pytorch_end_with_mnist_tchs_weights(replayed, nam
     exact, plain = replayed[(name, "libtorch")], replayed[(name, "torch")]
     assert exact["arch"] == "vit" and exact["steps"] == 150, exact
     assert exact["accumulate"] == (2 if name == "accumulated" else 1)
-    # A new ViT's defaults move the pictures by up to a pixel (and anneal the rate): the replay moves them too.
-    assert exact["random_shift"] == (2 if name == "dropout" else 1)
+    # A new ViT's defaults anneal the rate, decay the weights (AdamW 0.05) and smooth the labels (0.1), and do not
+    # move these pictures, whose noise fills the frame; the replay does what the run did.
+    assert exact["random_shift"] == {"plain": 0, "accumulated": 1, "dropout": 2}[name]
     assert exact["dropout"] == (0.1 if name == "dropout" else 0.0)
-    assert exact["label_smoothing"] == (0.1 if name == "dropout" else 0.0)
+    assert exact["label_smoothing"] == (0.0 if name == "accumulated" else 0.1)
+    assert exact["weight_decay"] == (0.0 if name == "accumulated" else 0.05)
     assert exact["max_abs_diff"] == 0.0 and exact["loss_abs_diff"] == 0.0, exact
     assert plain["max_abs_diff"] <= parity.TOLERANCE, plain
     # The weights moved: the comparison is not vacuous.
