@@ -1,12 +1,12 @@
 //! A new run: the config from the flags, the weights drawn from the run's seed.
 
 use super::{DataRequest, NewRunDir, Origin, Plan, RunDirectory, StartingWeights, check_settings, data_info};
+use crate::augment;
+use crate::data::TrainingData;
 use crate::device::device_name;
 use crate::error_text::UsageError;
 use crate::frame::Frame;
 use crate::model::{Arch, ModelConfig};
-use crate::augment;
-use crate::data::TrainingData;
 use crate::run_dir::{RunConfig, ShiftDefault, ToolInfo, TrainConfig};
 use crate::vit::VitFlags;
 use anyhow::{Context, Result, bail};
