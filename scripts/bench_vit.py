@@ -52,7 +52,8 @@ def run_peak(command: list, env: dict) -> tuple[str, float]:
 
 
 def mnist_tch(args, out: Path, flags: list, epochs: int, env: dict) -> tuple[list[float], float]:
-    # --random-shift 0: the twin's loop feeds the pictures as they are, so both sides do the same work.
+    # --random-shift 0: the twin's loop feeds the pictures as they are, so both sides do the same work (it
+    # takes AdamW's decay and label smoothing from the run's config).
     command = [args.binary, "train", "--arch", "vit", "--data", args.data, "--limit", args.limit,
                "--validation-split", "0.005", "--epochs", epochs, "--out", out, "--overwrite", "--quiet",
                "--device", "cpu", "--threads", args.threads, "--random-shift", "0", *flags]

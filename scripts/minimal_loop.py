@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The training loop a PyTorch user would write for a mnist-tch run's model, and nothing more: per epoch
-`randperm`, then per batch index, forward, `F.cross_entropy`, `zero_grad`, `backward`, Adam step. No
+`randperm`, then per batch index, forward, `F.cross_entropy`, `zero_grad`, `backward`, Adam step (AdamW
+and label smoothing where the run has them). No
 per-step metrics, no host synchronisation, no validation pass; the images are converted to float32
 (pixel / 255) once, up front. It is the speed reference of scripts/bench.py.
 
@@ -8,8 +9,8 @@ per-step metrics, no host synchronisation, no validation pass; the images are co
                                              [--threads 2] [--device cpu|cuda] [--batch-size N]
                                              [--metrics-json FILE]
 
-Model, data selection (--labels, --limit), validation split, batch size, epochs and Adam settings come
-from the config (the same architecture: MLP, linear or CNN). Prints one line per epoch with its seconds
+Model, data selection (--labels, --limit), validation split, batch size, epochs, Adam settings (weight decay
+included) and label smoothing come from the config (the same architecture: MLP, linear or CNN). Prints one line per epoch with its seconds
 (training steps only), then `Test accuracy: X`; --metrics-json writes the epochs' seconds.
 """
 
@@ -50,8 +51,11 @@ def main(argv=None) -> int:
     x = torch.from_numpy(to_inputs(raw["train_x"][:n])).to(device)
     y = torch.from_numpy(raw["train_y"][:n].copy()).to(device)
     model = build_torch_model(config["model"]).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]),
-                                 eps=t["adam_epsilon"])
+    decay = t.get("weight_decay", 0.0)
+    adam = torch.optim.AdamW if decay > 0 else torch.optim.Adam
+    optimizer = adam(model.parameters(), lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]),
+                     eps=t["adam_epsilon"], weight_decay=decay)
+    smoothing = t.get("label_smoothing", 0.0)
     batch = args.batch_size or t["batch_size"]
     history = []
     model.train()
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
         order = torch.randperm(n, device=device)
         for start in range(0, n, batch):
             rows = order[start:start + batch]
-            loss = F.cross_entropy(model(x[rows]), y[rows])
+            loss = F.cross_entropy(model(x[rows]), y[rows], label_smoothing=smoothing)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
