@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             config = json.loads((out / "config.json").read_text())
             params = sum(t.numel() for t in safetensors.torch.load_file(str(out / "model.safetensors")).values())
             steps = json.loads((out / "metrics.json").read_text())[0]["steps"]
-            print(f"| {name} | {params} | {seconds[0]:.1f} ({seconds[0] * 54000 / (steps * config['training']['batch_size']):.0f} per 54,000 images) | {steps} | {rss:.0f} |",
+            print(f"| {name} | {params} | {seconds[0]:.1f} ({seconds[0] * 48000 / (steps * config['training']['batch_size']):.0f} per 48,000-image epoch) | {steps} | {rss:.0f} |",
                   flush=True)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
