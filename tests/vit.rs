@@ -9,7 +9,6 @@ mod common;
 
 use common::server::Server;
 use common::{Files, Fixture, json, mnist_tch, weights};
-use mnist_tch::idx::{IdxKind, encode};
 use mnist_tch::model::ModelConfig;
 use mnist_tch::run_dir::load_run;
 use serde_json::Value;
@@ -167,13 +166,9 @@ fn framed_fixture() -> Fixture {
         }
         (pixels, labels)
     };
-    let encoded = |count: u32, seed: u64| {
-        let (pixels, labels) = blank_ring(common::synthetic_of_side(count, seed, SIDE as u32));
-        let side = SIDE as u32;
-        (encode(IdxKind::Images, &[count, side, side], &pixels), encode(IdxKind::Labels, &[count], &labels))
-    };
-    let ((train_images, train_labels), (test_images, test_labels)) = (encoded(600, 1), encoded(200, 2));
-    Fixture::with_files(&Files { train_images, train_labels, test_images, test_labels }, false)
+    let pictures = |count: u32, seed: u64| blank_ring(common::synthetic_of_side(count, seed, SIDE as u32));
+    let files = Files::of_pictures(pictures(600, 1), pictures(200, 2), SIDE as u32);
+    Fixture::with_files(&files, false)
 }
 
 #[test]

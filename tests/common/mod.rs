@@ -78,13 +78,18 @@ impl Files {
     }
 
     pub fn synthetic_of_side(train: u32, test: u32, side: u32) -> Files {
-        let (train_pixels, train_labels) = synthetic_of_side(train, 1, side);
-        let (test_pixels, test_labels) = synthetic_of_side(test, 2, side);
+        Files::of_pictures(synthetic_of_side(train, 1, side), synthetic_of_side(test, 2, side), side)
+    }
+
+    /// The IDX files of `side` x `side` pictures: `(pixels, labels)` of the training and the test set.
+    pub fn of_pictures(train: (Vec<u8>, Vec<u8>), test: (Vec<u8>, Vec<u8>), side: u32) -> Files {
+        let images = |pixels: &[u8], labels: &[u8]| encode(IdxKind::Images, &[labels.len() as u32, side, side], pixels);
+        let labels = |labels: &[u8]| encode(IdxKind::Labels, &[labels.len() as u32], labels);
         Files {
-            train_images: encode(IdxKind::Images, &[train, side, side], &train_pixels),
-            train_labels: encode(IdxKind::Labels, &[train], &train_labels),
-            test_images: encode(IdxKind::Images, &[test, side, side], &test_pixels),
-            test_labels: encode(IdxKind::Labels, &[test], &test_labels),
+            train_images: images(&train.0, &train.1),
+            train_labels: labels(&train.1),
+            test_images: images(&test.0, &test.1),
+            test_labels: labels(&test.1),
         }
     }
 
