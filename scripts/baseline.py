@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (BINARY, build_keras_model, build_torch_model, describe_model, input_frame,  # noqa: E402
-                    keras_split, load_raw, to_inputs)
+                    keras_split, load_raw, to_inputs, torch_adam)
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -144,9 +144,7 @@ def run_torch(config: dict, device: str, metrics_json: Path | None = None) -> fl
     model = build_torch_model(config["model"]).to(dev)
     # Adam, or AdamW when the run used weight decay. (Schedules, early stopping and bf16 are refused by
     # refuse_unsupported before training.)
-    adam = torch.optim.AdamW if t.get("weight_decay", 0.0) > 0 else torch.optim.Adam
-    optimizer = adam(model.parameters(), lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]),
-                     eps=t["adam_epsilon"], weight_decay=t.get("weight_decay", 0.0))
+    optimizer = torch_adam(model.parameters(), t)
 
     def evaluate(x, y):
         model.eval()

@@ -292,6 +292,17 @@ def build_torch_model(model_config: dict):
     return nn.Sequential(*(layer(spec) for spec in model_layers(model_config)))
 
 
+def torch_adam(params, training: dict, lr: float | None = None):
+    """torch.optim.Adam with a run's betas and epsilon (config.json's `training`), AdamW when the run decayed
+    its weights: what mnist-tch's nn::Adam / nn::AdamW ran. `lr` defaults to the run's."""
+    import torch
+
+    decay = training.get("weight_decay", 0.0)
+    adam = torch.optim.AdamW if decay > 0 else torch.optim.Adam
+    return adam(params, lr=training["learning_rate"] if lr is None else lr,
+                betas=(training["adam_beta1"], training["adam_beta2"]), eps=training["adam_epsilon"], weight_decay=decay)
+
+
 def load_torch_model(run_dir: Path, weights: str = "model.safetensors"):
     """(config, model): a run directory's model rebuilt in PyTorch with its weights, in eval mode."""
     import safetensors.torch

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_torch_model, keras_split, load_raw, to_inputs  # noqa: E402
+from common import build_torch_model, keras_split, load_raw, to_inputs, torch_adam  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -51,10 +51,7 @@ def main(argv=None) -> int:
     x = torch.from_numpy(to_inputs(raw["train_x"][:n])).to(device)
     y = torch.from_numpy(raw["train_y"][:n].copy()).to(device)
     model = build_torch_model(config["model"]).to(device)
-    decay = t.get("weight_decay", 0.0)
-    adam = torch.optim.AdamW if decay > 0 else torch.optim.Adam
-    optimizer = adam(model.parameters(), lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]),
-                     eps=t["adam_epsilon"], weight_decay=decay)
+    optimizer = torch_adam(model.parameters(), t)
     smoothing = t.get("label_smoothing", 0.0)
     batch = args.batch_size or t["batch_size"]
     history = []

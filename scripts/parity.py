@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (BINARY, DEFAULT_DATA, ROOT, build_torch_model, input_frame, keras_split, load_raw,  # noqa: E402
-                    mnist_tch, run_config)
+                    mnist_tch, run_config, torch_adam)
 
 TOLERANCE = 1e-5
 INITIAL_WEIGHTS = "initial.safetensors"
@@ -186,11 +186,10 @@ def replay(run_dir: Path, data: Path | None = None, optimizer: str = "torch") ->
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     optimizer_name = optimizer
     if optimizer == "libtorch":
-        adam = libtorch_adam
+        optimizer = libtorch_adam(trainable, lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]),
+                                  eps=t["adam_epsilon"], weight_decay=t.get("weight_decay", 0.0))
     else:
-        adam = torch.optim.AdamW if t.get("weight_decay", 0.0) > 0 else torch.optim.Adam
-    optimizer = adam(trainable, lr=t["learning_rate"], betas=(t["adam_beta1"], t["adam_beta2"]), eps=t["adam_epsilon"],
-                     weight_decay=t.get("weight_decay", 0.0))
+        optimizer = torch_adam(trainable, t)
     model.train()
     losses, steps = [], 0
     for epoch in range(1, epochs + 1):

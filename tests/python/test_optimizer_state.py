@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from common import BINARY, build_torch_model, keras_split, load_raw, run_config
+from common import BINARY, build_torch_model, keras_split, load_raw, run_config, torch_adam
 from conftest import CLASSES, run
 from parity import epoch_order
 
@@ -21,9 +21,7 @@ TOLERANCE = 1e-6
 def torch_adam_from_run(model: torch.nn.Module, run_dir, lr: float, with_state: bool) -> torch.optim.Optimizer:
     """torch.optim.Adam (AdamW with weight decay) over `model`, holding the run's saved state."""
     t = run_config(run_dir)["training"]
-    adam = torch.optim.AdamW if t.get("weight_decay", 0.0) > 0 else torch.optim.Adam
-    optimizer = adam(model.parameters(), lr=lr, betas=(t["adam_beta1"], t["adam_beta2"]), eps=t["adam_epsilon"],
-                     weight_decay=t.get("weight_decay", 0.0))
+    optimizer = torch_adam(model.parameters(), t, lr=lr)
     if with_state:
         saved = safetensors.torch.load_file(str(run_dir / "optimizer.safetensors"))
         state_dict = optimizer.state_dict()
