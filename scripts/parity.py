@@ -277,8 +277,8 @@ def checked(result: dict) -> bool:
 
 
 def describe(result: dict) -> str:
-    shift = f", random shift {result['random_shift']}" if result.get("random_shift") else ""
-    shift += f", label smoothing {result['label_smoothing']}" if result.get("label_smoothing") else ""
+    extras = f", random shift {result['random_shift']}" if result.get("random_shift") else ""
+    extras += f", label smoothing {result['label_smoothing']}" if result.get("label_smoothing") else ""
     decay = result.get("weight_decay", 0.0)
     optimizer = OPTIMIZER_NAMES[result["optimizer"]]
     if decay:
@@ -286,7 +286,7 @@ def describe(result: dict) -> str:
     verdict = ("PASS" if result["pass"] else "FAIL") if checked(result) else (
         "info (within 1e-5)" if result["pass"] else "info (over 1e-5)")
     return (f"{verdict}: {result['arch']} {result['engine']} {result['order']}"
-            f" (dropout {result['dropout']}{shift}, {result['epochs']} epoch(s), {result['steps']} steps) vs PyTorch with "
+            f" (dropout {result['dropout']}{extras}, {result['epochs']} epoch(s), {result['steps']} steps) vs PyTorch with "
             f"{optimizer}: weights max abs diff {result['max_abs_diff']:.2e} "
             f"(tolerance {TOLERANCE:.0e}), mean loss diff {result['loss_abs_diff']:.2e}")
 

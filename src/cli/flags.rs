@@ -14,7 +14,7 @@ use crate::jobs::{DataRequest, NewRunDir};
 use crate::optimizer::AdamVariant;
 use crate::preprocess::Framing;
 use crate::progress::OutputMode;
-use crate::run_dir::{ShiftDefault, TrainConfig, TrainingDefaults};
+use crate::run_dir::{ShiftRule, TrainConfig, TrainingDefaults};
 use clap::Args;
 use std::path::PathBuf;
 use tch::Device;
@@ -200,8 +200,8 @@ impl TrainingFlags {
 
     /// How far the training pictures move: `--random-shift` as given, else `defaults`' rule (which a new
     /// run settles on its data, `jobs::plan_new_run`).
-    pub fn random_shift(&self, defaults: TrainingDefaults) -> ShiftDefault {
-        self.random_shift.map_or(defaults.random_shift, |pixels| ShiftDefault::Fixed(pixels as usize))
+    pub fn random_shift(&self, defaults: TrainingDefaults) -> ShiftRule {
+        self.random_shift.map_or(defaults.random_shift, |pixels| ShiftRule::Fixed(pixels as usize))
     }
 }
 

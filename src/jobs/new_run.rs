@@ -7,7 +7,7 @@ use crate::device::device_name;
 use crate::error_text::UsageError;
 use crate::frame::Frame;
 use crate::model::{Arch, ModelConfig};
-use crate::run_dir::{RunConfig, ShiftDefault, ToolInfo, TrainConfig};
+use crate::run_dir::{RunConfig, ShiftRule, ToolInfo, TrainConfig};
 use crate::vit::VitFlags;
 use anyhow::{Context, Result, bail};
 use tch::Device;
@@ -27,7 +27,7 @@ pub struct NewRun {
     pub vit: VitFlags,
     pub training: TrainConfig,
     /// How far the training pictures move; `training.random_shift` is settled from it on the data.
-    pub random_shift: ShiftDefault,
+    pub random_shift: ShiftRule,
     pub device: Device,
     pub out: NewRunDir,
     pub save_initial: bool,
@@ -58,8 +58,8 @@ pub fn new_model(
 /// The pixels the training pictures of `data` move by: `shift`'s own number, or, for the ViT's default,
 /// its pixels where the moves lose almost no ink ([`augment::ink_in_border`]) and none where the pictures
 /// fill their frame — said in a header line.
-fn settle_shift(shift: ShiftDefault, data: &mut TrainingData) -> Result<usize> {
-    let ShiftDefault::WhereNothingIsLost { pixels } = shift else { return Ok(shift.most()) };
+fn settle_shift(shift: ShiftRule, data: &mut TrainingData) -> Result<usize> {
+    let ShiftRule::WhereNothingIsLost { pixels } = shift else { return Ok(shift.most()) };
     let lost = augment::ink_in_border(&data.train.images, data.frame, pixels)
         .context("measuring the training pictures' border for the default random shift")?;
     let (moved, reason) = if lost < augment::LOST_INK_LIMIT {

@@ -33,7 +33,7 @@ pub use layout::{
     next_free_run_dir,
 };
 pub use metrics::{EpochMetrics, load_metrics, save_metrics};
-pub use training_config::{ShiftDefault, TrainConfig, TrainingDefaults};
+pub use training_config::{ShiftRule, TrainConfig, TrainingDefaults};
 pub use weights::{
     load_optimizer_state, load_tensors, load_weights, load_weights_except, save_optimizer_state, save_tensors,
     save_weights,

@@ -84,7 +84,7 @@ impl TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainingDefaults {
     pub lr_schedule: LrSchedule,
-    pub random_shift: ShiftDefault,
+    pub random_shift: ShiftRule,
     pub label_smoothing: f64,
     pub weight_decay: f64,
 }
@@ -92,7 +92,7 @@ pub struct TrainingDefaults {
 /// How far a new run moves its training pictures: as `--random-shift` says, or, where it is silent, by
 /// the architecture's default.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ShiftDefault {
+pub enum ShiftRule {
     /// Up to this many pixels (0: not at all, the Keras tutorial).
     Fixed(usize),
     /// Up to `pixels`, when the moves push (almost) nothing out of the frame: when the training pictures'
@@ -105,7 +105,7 @@ impl TrainingDefaults {
     /// The Keras tutorial's: a constant rate, plain Adam and cross-entropy, no augmentation.
     pub const KERAS: TrainingDefaults = TrainingDefaults {
         lr_schedule: LrSchedule::Constant,
-        random_shift: ShiftDefault::Fixed(0),
+        random_shift: ShiftRule::Fixed(0),
         label_smoothing: 0.0,
         weight_decay: 0.0,
     };
@@ -115,7 +115,7 @@ impl TrainingDefaults {
         match arch {
             Arch::Vit => TrainingDefaults {
                 lr_schedule: LrSchedule::Cosine,
-                random_shift: ShiftDefault::WhereNothingIsLost { pixels: 1 },
+                random_shift: ShiftRule::WhereNothingIsLost { pixels: 1 },
                 label_smoothing: 0.1,
                 weight_decay: 0.05,
             },
@@ -124,11 +124,11 @@ impl TrainingDefaults {
     }
 }
 
-impl ShiftDefault {
+impl ShiftRule {
     /// The most pixels it may move a picture.
     pub fn most(self) -> usize {
         match self {
-            ShiftDefault::Fixed(pixels) | ShiftDefault::WhereNothingIsLost { pixels } => pixels,
+            ShiftRule::Fixed(pixels) | ShiftRule::WhereNothingIsLost { pixels } => pixels,
         }
     }
 }
